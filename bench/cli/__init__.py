@@ -1,0 +1,27 @@
+"""``bench``: the command line. Each module here adds the commands of one area."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+
+from bench.cli.apps import app
+from bench.errors import BenchError
+
+# Importing the command modules registers their commands on the apps.
+from bench.cli import attack, datasets, kg_graphs, kg_store, results, run, train  # noqa: E402,F401  isort: skip
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    """Entry point: runs the app; user mistakes print one line and exit non-zero."""
+    try:
+        app()
+    except BenchError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", markup=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]")
+        sys.exit(130)

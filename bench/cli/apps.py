@@ -1,0 +1,19 @@
+"""The Typer apps that the command modules add their commands to."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="bench",
+    help="semattack-bench: semantic-aware multi-label adversarial attacks (GMLA, CVPR 2024).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+)
+kg_app = typer.Typer(help="Knowledge graphs: build, load, explore, closures.", no_args_is_help=True)
+perf_app = typer.Typer(help="Benchmarks of the product's own speed (ratios measured in one run).", no_args_is_help=True)
+
+app.add_typer(kg_app, name="kg")
+app.add_typer(perf_app, name="perf")
