@@ -1,3 +1,292 @@
-"""Commands of this area are added here (see bench/cli/apps.py)."""
+"""``bench kg load | closure | query`` and ``bench perf kg``: label graphs in a graph store."""
 
-from bench.cli.apps import app, kg_app, perf_app  # noqa: F401
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import torch
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import Progress
+from rich.syntax import Syntax
+from rich.table import Table
+
+from bench.cli.apps import kg_app, perf_app
+from bench.errors import BenchError
+from kg.catalog import graph_names, load_graph
+from kg.closure import GraphTensors, turn_off_closure, turn_on_closure
+from kg.graph import LabelGraph
+from kg.stores import Combination, GraphStore, Node, open_store
+
+console = Console(highlight=False)
+
+StoreOption = Annotated[
+    str,
+    typer.Option(
+        "--store",
+        help="Graph store: ladybug (embedded file, the default) or neo4j (NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD).",
+    ),
+]
+DbOption = Annotated[
+    Optional[Path],
+    typer.Option("--db", help="Ladybug database file (default: $BENCH_LADYBUG_DB, else <data dir>/graphs.lbug)."),
+]
+
+
+def _open(store: str, db: Path | None) -> GraphStore:
+    if db is not None and store.lower() != "ladybug":
+        raise BenchError("--db names a Ladybug file; the neo4j store reads NEO4J_URI instead")
+    return open_store(store, **({"path": db} if db is not None else {}))
+
+
+def _split(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+# --------------------------------------------------------------------- kg load
+@kg_app.command("load")
+def load(
+    dataset: Annotated[str, typer.Option(help="Graph to load: a name (voc, nus, openimages, stamps, ...), a comma list, or 'all'.")] = "all",
+    store: StoreOption = "ladybug",
+    db: DbOption = None,
+) -> None:
+    """Load label graphs into a graph store (idempotent).
+
+    An unchanged graph stays as it is; a changed one replaces its old copy in one
+    transaction; other graphs are untouched.
+
+    Example: bench kg load --store ladybug --dataset voc
+    """
+    names = graph_names() if dataset == "all" else _split(dataset)
+    if not names:
+        raise BenchError("no graphs to load: build them first (bench kg build) or name a graph file")
+    graphs = [load_graph(name) for name in names]  # every file checked before the store changes
+    table = Table(title=None, show_edge=False)
+    for column in ("graph", "nodes", "labels", "edges", "depth", "sha256", "status"):
+        table.add_column(column, justify="right" if column in ("nodes", "labels", "edges", "depth") else "left")
+    with _open(store, db) as graph_store:
+        for graph in graphs:
+            status = graph_store.load(graph)
+            colour = {"loaded": "green", "replaced": "yellow"}.get(status, "dim")
+            table.add_row(
+                graph.name, str(graph.n), str(graph.n_labels), str(len(graph.edges)), str(graph.depth),
+                graph.sha256[:12], f"[{colour}]{status}[/]",
+            )  # fmt: skip
+        where = graph_store.location
+    console.print(table)
+    console.print(f"[dim]in {where}[/]")
+
+
+# ------------------------------------------------------------------ kg closure
+@kg_app.command("closure")
+def closure(
+    dataset: Annotated[str, typer.Option(help="Graph name (voc, nus, openimages, stamps, ...) or graph file.")],
+    targets: Annotated[str, typer.Option(help="Target labels Ω, comma-separated, e.g. cat,dog.")],
+    positive: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Labels predicted positive, comma-separated (their ancestors become positive too). "
+            "Default: turn-off, the targets with all their ancestors and descendants (the largest Ψ); "
+            "turn-on, nothing."
+        ),
+    ] = None,
+    turn_on: Annotated[bool, typer.Option("--turn-on", help="Switch the targets ON instead of OFF.")] = False,
+    store: StoreOption = "ladybug",
+    db: DbOption = None,
+) -> None:
+    """Print the consistent target set Ψ = h(Ω) of target labels.
+
+    The targets' ancestors and descendants come from the graph store (the Cypher used is
+    printed with its parameters); Ψ follows from kg.closure.
+
+    Example: bench kg closure --dataset voc --targets cat,dog --positive cat,dog,person
+    """
+    graph = load_graph(dataset)
+    names = _split(targets)
+    if not names:
+        raise BenchError("--targets is empty; name one or more labels, e.g. --targets cat,dog")
+    target_idx = graph.indices(names)
+    with _open(store, db) as graph_store:
+        graph_store.load(graph)
+        ancestors = graph_store.ancestors(graph.name, names)
+        descendants = graph_store.descendants(graph.name, names)
+        used = [(graph_store.cypher(q), graph_store.dialect, q) for q in ("ancestors", "descendants")]
+    up = {graph.index(x) for xs in ancestors.values() for x in xs}
+    down = {graph.index(x) for xs in descendants.values() for x in xs}
+    pred = _prediction(graph, positive, target_idx, up, down, turn_on)
+    g = GraphTensors(graph)
+    pred_t = torch.from_numpy(pred)[None]
+    target_t = g.mask(target_idx)
+    if turn_on:
+        psi = turn_on_closure(pred_t, target_t, g)[0]
+    else:
+        psi = turn_off_closure(pred_t, target_t, g, ancestors=g.mask(sorted(up)), descendants=g.mask(sorted(down)))[0]
+    params = f"$graph = {graph.name!r}, $labels = {names!r}"
+    for text, dialect, name in used:
+        panel = Panel(Syntax(text, "cypher", word_wrap=True), title=f"Cypher: {name} ({dialect})", subtitle=params)
+        console.print(panel)
+    _print_psi(graph, psi.numpy(), pred, set(target_idx), up, down, turn_on)
+
+
+def _prediction(
+    graph: LabelGraph, positive: str | None, targets: list[int], up: set[int], down: set[int], turn_on: bool
+) -> np.ndarray:
+    """The positive nodes as a 0/1 prediction over the extended label space."""
+    if positive is None:
+        chosen = [] if turn_on else sorted(set(targets) | up | down)
+    else:
+        chosen = graph.indices(_split(positive))
+    onehot = np.zeros((1, graph.n), dtype=np.float32)
+    onehot[0, chosen] = 1.0
+    pred = graph.extend_labels(onehot)[0] > 0
+    for t in targets:
+        if pred[t] == turn_on:
+            state, attack, need = ("already positive", "turn-on", "negative") if turn_on else ("not positive", "turn-off", "positive")
+            raise BenchError(f"target {graph.nodes[t]!r} is {state}: a {attack} attack needs its targets {need} (see --positive)")
+    return pred
+
+
+def _print_psi(
+    graph: LabelGraph, psi: np.ndarray, pred: np.ndarray, targets: set[int], up: set[int], down: set[int], turn_on: bool
+) -> None:
+    table = Table(title=f"Ψ = h(Ω) to switch {'ON' if turn_on else 'OFF'} in {graph.name!r}", show_edge=False)
+    for column in ("idx", "node", "kind", "role", "positive", "in Ψ"):
+        table.add_column(column)
+    shown = sorted(targets | up | down | set(np.flatnonzero(pred)) | set(np.flatnonzero(psi)))
+    for i in shown:
+        role = "target" if i in targets else "ancestor" if i in up else "descendant" if i in down else ""
+        kind = "label" if i < graph.n_labels else "abstract"
+        table.add_row(str(i), graph.nodes[i], kind, role, "✓" if pred[i] else "", "[bold]flip[/]" if psi[i] else "")
+    console.print(table)
+    members = ", ".join(graph.nodes[i] for i in np.flatnonzero(psi))
+    console.print(f"|Ψ| = {int(psi.sum())}: {members}", soft_wrap=True)
+
+
+# -------------------------------------------------------------------- kg query
+@kg_app.command("query")
+def query(
+    text: Annotated[str, typer.Argument(help="One Cypher statement; it runs in a read-only transaction.")],
+    param: Annotated[
+        Optional[list[str]],
+        typer.Option("--param", "-p", help="A query parameter NAME=VALUE (VALUE as JSON if it parses, else a string); repeatable."),
+    ] = None,
+    store: StoreOption = "ladybug",
+    db: DbOption = None,
+) -> None:
+    """Run a read-only Cypher query on a graph store and print the rows.
+
+    Example: bench kg query "MATCH (n:Label) WHERE n.graph = $g RETURN n.name AS name LIMIT 5" -p g=voc
+    """
+    params = dict(_parse_param(p) for p in param or [])
+    with _open(store, db) as graph_store:
+        rows = graph_store.query(text, params)
+    table = Table(show_edge=False)
+    columns = list(rows[0]) if rows else []
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(json.dumps(row[c], ensure_ascii=False, default=str) for c in columns))
+    console.print(table)
+    console.print(f"[dim]{len(rows)} row{'s' if len(rows) != 1 else ''}[/]")
+
+
+def _parse_param(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise BenchError(f"--param {text!r} is not NAME=VALUE")
+    try:
+        return name.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return name.strip(), value
+
+
+# --------------------------------------------------------------------- perf kg
+def synthetic_tree(n_labels: int = 20, n_abstract: int = 15, seed: int = 0) -> LabelGraph:
+    """A random tree with VOC's shape: ``n_abstract`` abstract nodes above ``n_labels`` leaves."""
+    rng = np.random.default_rng(seed)
+    top = n_labels
+    edges = [(int(rng.integers(top, j)), j) for j in range(top + 1, top + n_abstract)]
+    edges += [(int(rng.integers(top, top + n_abstract)), i) for i in range(n_labels)]
+    nodes = tuple(f"label{i}" for i in range(n_labels)) + tuple(f"abstract{j}" for j in range(n_abstract))
+    return LabelGraph("synthetic", nodes, tuple(edges), n_labels, source="random tree")
+
+
+@perf_app.command("kg")
+def perf_kg(
+    dataset: Annotated[str, typer.Option(help="Graph whose labels are combined ('synthetic': a random tree of 20 labels + 15 abstract nodes).")] = "voc",
+    k: Annotated[int, typer.Option(help="Combination size |Ω|.")] = 3,
+    repeats: Annotated[int, typer.Option(help="Repeats of the single query (the median is reported).")] = 5,
+) -> None:
+    """Time all combinations of k labels in one Cypher round trip against one query each.
+
+    Runs on a temporary Ladybug store and checks that both give the same answers as the
+    graph itself.
+
+    Example: bench perf kg --dataset voc --k 3
+    """
+    if repeats < 1:
+        raise BenchError("--repeats must be at least 1")
+    if dataset == "synthetic" or (dataset == "voc" and "voc" not in graph_names()):
+        if dataset != "synthetic":
+            console.print("[yellow]kg/graphs/voc.json is not there yet: using a random tree of 20 labels + 15 abstract nodes[/]")
+        graph = synthetic_tree()
+    else:
+        graph = load_graph(dataset)
+    combos = list(itertools.combinations(graph.labels, k)) if 1 <= k <= graph.n_labels else []
+    if not combos:
+        raise BenchError(f"--k {k} must be between 1 and the {graph.n_labels} labels of {graph.name!r}")
+    with tempfile.TemporaryDirectory(prefix="bench-perf-kg-") as tmp, open_store("ladybug", path=Path(tmp) / "perf.lbug") as store:
+        store.load(graph)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            together = store.combinations(graph.name, graph.labels, k)
+            times.append(time.perf_counter() - start)
+        single = statistics.median(times)
+        one_by_one = []
+        start = time.perf_counter()
+        with Progress(console=console, transient=True) as progress:
+            for combo in progress.track(combos, description="one query per combination"):
+                one_by_one.extend(store.resolve_combinations(graph.name, [combo]))
+        looped = time.perf_counter() - start
+    _print_perf(graph, k, len(combos), repeats, single, looped)
+    if together != one_by_one or together != _reference(graph, combos):
+        console.print("[bold red]the answers differ[/] between the single query, the per-combination queries and the graph")
+        raise typer.Exit(1)
+    console.print("[green]identical answers[/] from both methods, equal to the graph's own ancestors and descendants")
+
+
+def _reference(graph: LabelGraph, combos: list[tuple[str, ...]]) -> list[Combination]:
+    """The combinations' members, ancestors and descendants computed from the graph in Python."""
+
+    def nodes(indices: set[int]) -> tuple[Node, ...]:
+        return tuple(Node(i, graph.nodes[i]) for i in sorted(indices))
+
+    return [
+        Combination(
+            tuple(Node(graph.index(x), x) for x in combo),
+            nodes(set().union(*(graph.ancestors(x) for x in combo))),
+            nodes(set().union(*(graph.descendants(x) for x in combo))),
+        )
+        for combo in combos
+    ]
+
+
+def _print_perf(graph: LabelGraph, k: int, n: int, repeats: int, single: float, looped: float) -> None:
+    table = Table(title=f"{n:,} combinations of {k} of the {graph.n_labels} labels of {graph.name!r} (Ladybug)", show_edge=False)
+    for column in ("method", "queries", "time", "per combination"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    table.add_row(f"one round trip (median of {repeats})", "1", f"{single * 1e3:,.1f} ms", f"{single / n * 1e6:,.1f} µs")
+    table.add_row("one query per combination", f"{n:,}", f"{looped * 1e3:,.1f} ms", f"{looped / n * 1e6:,.1f} µs")
+    console.print(table)
+    ratio = looped / single
+    mark = lambda ok: "[green]✓[/]" if ok else "[red]✗[/]"  # noqa: E731
+    console.print(f"ratio {ratio:,.1f}× {mark(ratio >= 10)} (goal ≥ 10×); single query {single:.3f} s {mark(single < 1)} (goal < 1 s)")

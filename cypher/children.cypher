@@ -1,0 +1,7 @@
+// Children (direct hyponyms) of the given nodes of one graph.
+// $graph: graph name; $labels: node names. One row per node found.
+MATCH (t:Label)
+WHERE t.graph = $graph AND t.name IN $labels
+OPTIONAL MATCH (x:Label)-[:IS_A]->(t)
+RETURN t.name AS label,
+       collect(DISTINCT CASE WHEN x IS NULL THEN NULL ELSE {idx: x.idx, name: x.name} END) AS nodes

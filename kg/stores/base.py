@@ -1,0 +1,227 @@
+"""The graph-store interface: label graphs in a graph database, queried in Cypher.
+
+A store keeps several label graphs side by side (every node carries its graph's name; edges
+stay inside one graph) and remembers each graph's sha256, so loading is idempotent: the same
+graph again changes nothing, a changed graph replaces the old copy in one transaction.
+Queries answer the questions the consistent target set h(Ω, G) asks of the knowledge graph:
+the parents, children, ancestors and descendants of labels, and, for every combination Ω of
+k labels at once, the union of its members' ancestors and descendants.
+
+Subclasses supply three primitives (a read, an all-or-nothing write, a raw read-only query);
+everything else, the Cypher included (``cypher/``), is shared.
+"""
+
+from __future__ import annotations
+
+import itertools
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import cypher
+from bench.errors import BenchError, unknown
+from kg.graph import LabelGraph
+
+MAX_DEPTH = 30
+"""Longest IS_A path the queries follow (``[:IS_A*1..30]``): Ladybug needs a literal upper
+bound and caps it at 30. Loading refuses a deeper graph rather than answer wrongly."""
+
+Row = dict[str, Any]
+Step = tuple[str, Mapping[str, Any]]
+
+
+class Node(NamedTuple):
+    """A node of a stored graph: its index in the extended label order and its name."""
+
+    idx: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Combination:
+    """One target combination Ω: its members, and the union of their proper ancestors and of
+    their proper descendants (each sorted by index)."""
+
+    members: tuple[Node, ...]
+    ancestors: tuple[Node, ...]
+    descendants: tuple[Node, ...]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(n.name for n in self.members)
+
+
+@dataclass(frozen=True)
+class StoredGraph:
+    """What a store records about a loaded graph."""
+
+    name: str
+    sha256: str
+    source: str
+    n_nodes: int
+    n_labels: int
+    n_edges: int
+    depth: int
+
+
+def _nodes(values: Iterable[Mapping[str, Any]]) -> tuple[Node, ...]:
+    """``[{idx, name}, ...]`` from a query (distinct already) → nodes sorted by index."""
+    return tuple(sorted(Node(v["idx"], v["name"]) for v in values))
+
+
+def _distinct(labels: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(str(x) for x in labels))
+
+
+class GraphStore(ABC):
+    """A graph database holding label graphs; a context manager (``with open_store() as s:``)."""
+
+    dialect: ClassVar[str]
+    """Which variant of the ``cypher/`` files this store runs (``ladybug`` or ``neo4j``)."""
+    schema: ClassVar[tuple[str, ...]] = ("schema_label", "schema_is_a", "schema_graph")
+
+    # ------------------------------------------------------------- primitives
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the store lives (a path or a URI), for messages."""
+
+    @abstractmethod
+    def _read(self, text: str, params: Mapping[str, Any]) -> list[Row]:
+        """Run one read query (one round trip); Cypher errors raise ``BenchError``."""
+
+    @abstractmethod
+    def _write(self, steps: Sequence[Step]) -> None:
+        """Run the steps in one transaction: all of them or none."""
+
+    @abstractmethod
+    def query(self, text: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """Run a user's Cypher in a read-only transaction; rows as dicts."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> GraphStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def cypher(self, name: str) -> str:
+        """The text of query ``name`` as this store runs it."""
+        return cypher.query(name, self.dialect)
+
+    def _create_schema(self) -> None:
+        """Create the tables / constraints the queries need, if missing (``IF NOT EXISTS``)."""
+        for name in self.schema:
+            self._write([(self.cypher(name), {})])
+
+    # ---------------------------------------------------------------- loading
+    def graphs(self) -> dict[str, StoredGraph]:
+        """The stored graphs by name."""
+        rows = self._read(self.cypher("graphs"), {})
+        return {r["name"]: StoredGraph(**r) for r in rows}
+
+    def load(self, graph: LabelGraph) -> str:
+        """Store ``graph``: ``"unchanged"`` if the same content is there, ``"replaced"`` if
+        another version was (in one transaction, other graphs untouched), else ``"loaded"``."""
+        if ":" in graph.name or not graph.name:
+            raise BenchError(f"graph name {graph.name!r} cannot be stored: it must be non-empty and have no ':'")
+        if graph.depth > MAX_DEPTH:
+            raise BenchError(
+                f"graph {graph.name!r} has depth {graph.depth}; the stores' queries follow at most {MAX_DEPTH} IS_A edges"
+            )
+        stored = self.graphs().get(graph.name)
+        if stored is not None and stored.sha256 == graph.sha256:
+            return "unchanged"
+        steps: list[Step] = self._drop_steps(graph.name) if stored is not None else []
+        key = [f"{graph.name}:{name}" for name in graph.nodes]
+        nodes = [
+            {"key": key[i], "graph": graph.name, "name": name, "idx": i, "source_id": graph.ids[i], "is_label": i < graph.n_labels}
+            for i, name in enumerate(graph.nodes)
+        ]
+        edges = [{"child": key[c], "parent": key[p]} for p, c in graph.edges]
+        if nodes:
+            steps.append((self.cypher("load_nodes"), {"nodes": nodes}))
+        if edges:
+            steps.append((self.cypher("load_edges"), {"edges": edges}))
+        record = {
+            "graph": graph.name, "sha256": graph.sha256, "source": graph.source, "n_nodes": graph.n,
+            "n_labels": graph.n_labels, "n_edges": len(graph.edges), "depth": graph.depth,
+        }  # fmt: skip
+        steps.append((self.cypher("load_graph"), record))
+        self._write(steps)
+        return "replaced" if stored is not None else "loaded"
+
+    def _drop_steps(self, name: str) -> list[Step]:
+        return [(self.cypher("drop_labels"), {"graph": name}), (self.cypher("drop_graph"), {"graph": name})]
+
+    def drop(self, name: str) -> bool:
+        """Remove a graph; ``False`` if it was not stored."""
+        if name not in self.graphs():
+            return False
+        self._write(self._drop_steps(name))
+        return True
+
+    # ---------------------------------------------------------------- queries
+    def parents(self, graph_name: str, labels: Iterable[str]) -> dict[str, list[str]]:
+        """Direct parents of each label, sorted by index."""
+        return self._related("parents", graph_name, labels)
+
+    def children(self, graph_name: str, labels: Iterable[str]) -> dict[str, list[str]]:
+        """Direct children of each label, sorted by index."""
+        return self._related("children", graph_name, labels)
+
+    def ancestors(self, graph_name: str, labels: Iterable[str]) -> dict[str, list[str]]:
+        """Proper ancestors of each label, sorted by index."""
+        return self._related("ancestors", graph_name, labels)
+
+    def descendants(self, graph_name: str, labels: Iterable[str]) -> dict[str, list[str]]:
+        """Proper descendants of each label, sorted by index."""
+        return self._related("descendants", graph_name, labels)
+
+    def _related(self, query_name: str, graph_name: str, labels: Iterable[str]) -> dict[str, list[str]]:
+        labels = _distinct(labels)
+        if not labels:
+            return {}
+        rows = self._read(self.cypher(query_name), {"graph": graph_name, "labels": labels})
+        found = {r["label"]: _nodes(r["nodes"]) for r in rows}
+        self._check_found(graph_name, labels, found)
+        return {label: [n.name for n in found[label]] for label in labels}
+
+    def combinations(self, graph_name: str, labels: Iterable[str], k: int) -> list[Combination]:
+        """Every combination of ``k`` of the labels (in the order given), resolved in one query."""
+        labels = _distinct(labels)
+        if not 1 <= k <= len(labels):
+            raise BenchError(f"combinations of size {k} need 1 <= k <= {len(labels)} (the number of labels given)")
+        return self.resolve_combinations(graph_name, list(itertools.combinations(labels, k)))
+
+    def resolve_combinations(self, graph_name: str, combos: Sequence[Sequence[str]]) -> list[Combination]:
+        """Members, ancestors and descendants of each given combination, in one round trip."""
+        if not combos:
+            return []
+        members = [_distinct(c) for c in combos]
+        labels = _distinct(itertools.chain.from_iterable(members))
+        params = {"graph": graph_name, "labels": labels, "combos": [{"i": i, "members": m} for i, m in enumerate(members)]}
+        rows = {r["i"]: r for r in self._read(self.cypher("combinations"), params)}
+        found = {n.name for r in rows.values() for n in _nodes(r["members"])}
+        self._check_found(graph_name, labels, found)
+        out = []
+        for i, names in enumerate(members):
+            row = rows[i]
+            by_name = {n.name: n for n in _nodes(row["members"])}
+            out.append(Combination(tuple(by_name[x] for x in names), _nodes(row["ancestors"]), _nodes(row["descendants"])))
+        return out
+
+    def _check_found(self, graph_name: str, labels: Sequence[str], found: Iterable[str]) -> None:
+        found = set(found)
+        missing = [x for x in labels if x not in found]
+        if not missing:
+            return
+        if graph_name not in self.graphs():
+            raise BenchError(
+                f"graph {graph_name!r} is not loaded in {self.location}; load it with: bench kg load --dataset {graph_name}"
+            )
+        names = [r["name"] for r in self._read(self.cypher("nodes"), {"graph": graph_name})]
+        raise unknown(f"label in graph {graph_name!r}:", missing[0], names)

@@ -1,0 +1,116 @@
+"""Neo4j through the official driver: label graphs on a server, browsable in Neo4j Browser.
+
+Connection settings come from the environment: ``NEO4J_URI`` (default
+``bolt://localhost:7687``), ``NEO4J_USER`` (default ``neo4j``), ``NEO4J_PASSWORD`` (required),
+``NEO4J_DATABASE`` (default: the server's default database). ``docker compose up`` starts a
+local server (see ``docker-compose.yml``). The password never appears in messages.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from bench.errors import BenchError
+from kg.stores import register_store
+from kg.stores.base import GraphStore, Row, Step
+
+DEFAULT_URI = "bolt://localhost:7687"
+SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+
+
+@register_store("neo4j")
+class Neo4jStore(GraphStore):
+    """Label graphs in a Neo4j 5 server.
+
+    Args:
+        uri: server address (default ``$NEO4J_URI``, else ``bolt://localhost:7687``).
+        database: database name (default ``$NEO4J_DATABASE``, else the server's default).
+    """
+
+    dialect = "neo4j"
+
+    def __init__(self, uri: str | None = None, *, database: str | None = None) -> None:
+        import neo4j
+
+        self._neo4j = neo4j
+        self.uri = _without_userinfo(uri or os.environ.get("NEO4J_URI") or DEFAULT_URI)
+        self.database = database or os.environ.get("NEO4J_DATABASE") or None
+        if self.uri.split("://", 1)[0] not in SCHEMES or "://" not in self.uri:
+            raise BenchError(f"cannot reach Neo4j at {self.uri}: the URI must start with one of {', '.join(s + '://' for s in SCHEMES)}")
+        user = os.environ.get("NEO4J_USER") or "neo4j"
+        password = os.environ.get("NEO4J_PASSWORD")
+        if not password:
+            raise BenchError(f"set NEO4J_PASSWORD (and NEO4J_URI, NEO4J_USER) to use the Neo4j store at {self.uri}")
+        self._driver = None
+        try:
+            with self._errors():
+                self._driver = neo4j.GraphDatabase.driver(self.uri, auth=(user, password))
+                self._driver.verify_connectivity()
+            self._create_schema()
+        except BenchError:
+            self.close()
+            raise
+
+    @property
+    def location(self) -> str:
+        return f"Neo4j at {self.uri}"
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Driver and server errors → one ``BenchError`` line (the password is never in them)."""
+        exc_types = self._neo4j.exceptions
+        try:
+            yield
+        except exc_types.AuthError as exc:
+            raise BenchError(f"cannot reach Neo4j at {self.uri}: authentication failed ({_message(exc)})") from None
+        except exc_types.Neo4jError as exc:
+            raise BenchError(f"Cypher error (Neo4j): {_message(exc)}") from None
+        except (exc_types.DriverError, ValueError, OSError) as exc:
+            raise BenchError(f"cannot reach Neo4j at {self.uri}: {_message(exc)}") from None
+
+    def _read(self, text: str, params: Mapping[str, Any]) -> list[Row]:
+        with self._errors():
+            records, _, _ = self._driver.execute_query(
+                text, dict(params), routing_=self._neo4j.RoutingControl.READ, database_=self.database
+            )
+        return [r.data() for r in records]
+
+    def _write(self, steps: Sequence[Step]) -> None:
+        def work(tx: Any) -> None:
+            for text, params in steps:
+                tx.run(text, dict(params)).consume()
+
+        with self._errors(), self._driver.session(database=self.database) as session:
+            session.execute_write(work)
+
+    def query(self, text: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """Run a user's Cypher in a read transaction (the server refuses writes in it)."""
+
+        def work(tx: Any) -> list[Row]:
+            return [r.data() for r in tx.run(text, dict(params or {}))]
+
+        access = self._neo4j.READ_ACCESS
+        with self._errors(), self._driver.session(database=self.database, default_access_mode=access) as session:
+            return session.execute_read(work)
+
+    def close(self) -> None:
+        if self._driver is not None:
+            self._driver.close()
+            self._driver = None
+
+
+def _without_userinfo(uri: str) -> str:
+    """Drop ``user:password@`` from a URI: credentials come from the environment only."""
+    scheme, sep, rest = uri.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}"
+
+
+def _message(exc: BaseException) -> str:
+    """The driver's message on one line (its messages may span several)."""
+    code = getattr(exc, "code", None)
+    text = " ".join((getattr(exc, "message", None) or str(exc)).split()) or type(exc).__name__
+    return f"{code}: {text}" if code else text

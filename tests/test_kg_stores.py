@@ -1,0 +1,268 @@
+"""Graph stores against networkx: the Cypher parents, children, ancestors, descendants and the
+one-round-trip combination query equal ``networkx`` on random DAGs and on the real graphs;
+loading is idempotent and atomic; bad input gives one clear line and changes nothing.
+
+Every test runs on Ladybug; with ``NEO4J_URI`` (and ``NEO4J_PASSWORD``) set it runs on Neo4j
+too, on graphs named ``semattack_test_*`` that it drops afterwards."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+
+import networkx as nx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import cypher
+from bench.errors import BenchError
+from kg.catalog import PACKAGED, load_graph
+from kg.graph import LabelGraph
+from kg.stores import MAX_DEPTH, open_store, store_names
+from tests.dags import dags
+
+PREFIX = "semattack_test_"
+NO_NEO4J = "NEO4J_URI is not set: no Neo4j server to test against (docker compose up, then set NEO4J_URI and NEO4J_PASSWORD)"
+KINDS = [
+    "ladybug",
+    pytest.param("neo4j", marks=[pytest.mark.neo4j, pytest.mark.skipif(not os.environ.get("NEO4J_URI"), reason=NO_NEO4J)]),
+]
+REAL_GRAPHS = ["voc", "nus", "openimages", "openimages-tree"]
+
+
+def named(graph: LabelGraph, name: str) -> LabelGraph:
+    return dataclasses.replace(graph, name=PREFIX + name)
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def store(request, tmp_path_factory):
+    options = {"path": tmp_path_factory.mktemp("ladybug") / "graphs.lbug"} if request.param == "ladybug" else {}
+    with open_store(request.param, **options) as s:
+        yield s
+        for name in s.graphs():
+            if name.startswith(PREFIX):
+                s.drop(name)
+
+
+def toy(name: str = "toy", extra_edge: bool = False) -> LabelGraph:
+    """cat, dog under feline / canine, both carnivores, animals; person under animal."""
+    nodes = ("cat", "dog", "person", "feline", "canine", "carnivore", "animal")
+    edges = [(3, 0), (4, 1), (5, 3), (5, 4), (6, 5), (6, 2)] + ([(3, 1)] if extra_edge else [])
+    ids = ("cat.n.01", "dog.n.01", "person.n.01", "feline.n.01", "canine.n.02", "carnivore.n.01", "animal.n.01")
+    return LabelGraph(PREFIX + name, nodes, tuple(edges), 3, ids=ids)
+
+
+def count_nodes(store, graph_name: str) -> int:
+    rows = store.query("MATCH (n:Label) WHERE n.graph = $g RETURN count(n) AS n", {"g": graph_name})
+    return rows[0]["n"]
+
+
+def check_relations(store, graph: LabelGraph, labels: list[str]) -> None:
+    """parents / children / ancestors / descendants of ``labels`` equal networkx's."""
+    g = graph.to_networkx()
+    reference = {
+        "parents": lambda v: g.predecessors(v),
+        "children": lambda v: g.successors(v),
+        "ancestors": lambda v: nx.ancestors(g, v),
+        "descendants": lambda v: nx.descendants(g, v),
+    }
+    for relation, expected_of in reference.items():
+        got = getattr(store, relation)(graph.name, labels)
+        assert list(got) == labels, f"{relation}: keys {list(got)} are not the labels asked for {labels}"
+        for label in labels:
+            expected = [graph.nodes[i] for i in sorted(expected_of(graph.index(label)))]
+            assert got[label] == expected, f"{relation} of {label!r} in {graph!r}: store {got[label]}, networkx {expected}"
+
+
+def check_combinations(store, graph: LabelGraph, labels: list[str], k: int) -> None:
+    """The one-round-trip combination query equals unions of networkx ancestors/descendants."""
+    g = graph.to_networkx()
+    got = store.combinations(graph.name, labels, k)
+    combos = list(itertools.combinations(labels, k))
+    assert len(got) == len(combos), f"{len(got)} combinations returned, {len(combos)} expected (k={k}, {len(labels)} labels)"
+    for combo, c in zip(combos, got):
+        idx = [graph.index(x) for x in combo]
+        assert c.labels == combo, f"members {c.labels} != combination {combo}"
+        assert [n.idx for n in c.members] == idx, f"member indices {c.members} of {combo} != {idx}"
+        anc = sorted(set().union(*(nx.ancestors(g, i) for i in idx)))
+        desc = sorted(set().union(*(nx.descendants(g, i) for i in idx)))
+        assert [n.idx for n in c.ancestors] == anc, f"ancestors of {combo}: store {c.ancestors}, networkx {anc}"
+        assert [n.idx for n in c.descendants] == desc, f"descendants of {combo}: store {c.descendants}, networkx {desc}"
+        names = [n.name for n in c.ancestors + c.descendants]
+        assert names == [graph.nodes[i] for i in anc + desc], f"names of {combo}'s nodes do not match their indices: {names}"
+
+
+# ------------------------------------------------------------------ the queries
+def test_cypher_files_pick_the_dialect_variant_over_the_shared_file():
+    assert "list_reduce" in cypher.query("combinations", "ladybug"), "Ladybug's combination query is not its own variant"
+    assert "reduce(acc" in cypher.query("combinations", "neo4j"), "Neo4j's combination query is not its own variant"
+    assert cypher.query("ancestors", "neo4j") == cypher.query("ancestors", "ladybug"), "one ancestors.cypher serves both"
+    for name in cypher.names():
+        for dialect in ("ladybug", "neo4j"):
+            text = cypher.query(name, dialect)  # every query exists in both dialects
+            assert text.strip(), f"{name} is empty for {dialect}"
+    with pytest.raises(BenchError, match="did you mean 'ancestors'"):
+        cypher.query("ancestor", "ladybug")
+
+
+@settings(max_examples=30)
+@given(graph=dags(max_nodes=12))
+def test_relations_equal_networkx_on_random_dags(store, graph):
+    graph = named(graph, "random")  # the same name each time: loading replaces the previous DAG
+    store.load(graph)
+    check_relations(store, graph, list(graph.nodes))
+
+
+@settings(max_examples=30)
+@given(graph=dags(max_nodes=12), data=st.data())
+def test_combination_query_equals_networkx_on_random_dags(store, graph, data):
+    graph = named(graph, "random")
+    store.load(graph)
+    labels = data.draw(st.lists(st.sampled_from(graph.nodes), min_size=1, max_size=6, unique=True), label="labels")
+    k = data.draw(st.integers(1, min(3, len(labels))), label="k")
+    check_combinations(store, graph, labels, k)
+
+
+@pytest.mark.parametrize("name", REAL_GRAPHS)
+def test_relations_equal_networkx_on_the_real_graphs(store, name):
+    if not (PACKAGED / f"{name}.json").exists():
+        pytest.skip(f"kg/graphs/{name}.json is not built yet")
+    graph = named(load_graph(name), name)
+    store.load(graph)
+    check_relations(store, graph, list(graph.nodes))
+    labels = list(graph.labels[:20])  # VOC: all 1,140 combinations of 3
+    check_combinations(store, graph, labels, 3)
+
+
+# --------------------------------------------------------------------- loading
+def test_loading_twice_leaves_one_copy_and_a_change_replaces_only_that_graph(store):
+    a, b = toy("a"), toy("b")
+    assert store.load(a) == "loaded", "first load of a"
+    assert store.load(a) == "unchanged", "second load of the same graph should do nothing"
+    assert store.load(b) == "loaded", "a second graph with the same node names loads beside the first"
+    assert count_nodes(store, a.name) == a.n, f"{count_nodes(store, a.name)} nodes stored for {a.n} after two loads"
+    graphs = store.graphs()
+    assert graphs[a.name].sha256 == a.sha256 and graphs[b.name].sha256 == b.sha256, f"stored hashes {graphs}"
+
+    changed = toy("a", extra_edge=True)  # dog gets a second parent, feline
+    assert changed.sha256 != a.sha256
+    assert store.load(changed) == "replaced", "a changed graph replaces the stored one"
+    assert count_nodes(store, a.name) == a.n, "replacing left a second copy"
+    assert store.graphs()[a.name].sha256 == changed.sha256, "the record keeps the old hash"
+    check_relations(store, changed, list(changed.nodes))
+    check_relations(store, b, list(b.nodes))  # untouched
+    assert store.drop(a.name) is True and store.drop(a.name) is False, "drop returns whether the graph was there"
+    assert a.name not in store.graphs() and count_nodes(store, a.name) == 0, "drop left nodes behind"
+    check_relations(store, b, list(b.nodes))
+
+
+def test_a_failed_load_leaves_the_stored_graph_as_it_was(store, monkeypatch):
+    old, new = toy("atomic"), toy("atomic", extra_edge=True)
+    store.load(old)
+    broken = {"load_edges": "UNWIND $edges AS e MATCH (c:Label {key: e.child}) RETURN nosuch(c)"}
+    original = type(store).cypher
+    monkeypatch.setattr(type(store), "cypher", lambda self, name: broken.get(name) or original(self, name))
+    with pytest.raises(BenchError, match="Cypher error"):
+        store.load(new)
+    monkeypatch.undo()
+    assert store.graphs()[old.name].sha256 == old.sha256, "the failed replacement changed the stored hash"
+    assert count_nodes(store, old.name) == old.n, "the failed replacement changed the nodes"
+    check_relations(store, old, list(old.nodes))
+
+
+# ------------------------------------------------------------------- bad input
+def test_unknown_labels_and_graphs_name_the_problem(store):
+    graph = toy("bad")
+    store.load(graph)
+    with pytest.raises(BenchError, match=r"unknown label in graph '.*bad': 'cta' \(did you mean 'cat'"):
+        store.ancestors(graph.name, ["cat", "cta"])
+    with pytest.raises(BenchError, match="unknown label .*'dgo'"):
+        store.combinations(graph.name, ["cat", "dgo"], 2)
+    with pytest.raises(BenchError, match=f"graph '{PREFIX}nosuch' is not loaded in .*bench kg load"):
+        store.descendants(PREFIX + "nosuch", ["cat"])
+    with pytest.raises(BenchError, match="1 <= k <= 2"):
+        store.combinations(graph.name, ["cat", "dog"], 3)
+    assert store.ancestors(graph.name, []) == {} and store.resolve_combinations(graph.name, []) == [], "empty input"
+
+
+def test_graphs_that_cannot_be_stored_are_refused(store):
+    chain = LabelGraph(PREFIX + "deep", tuple(f"n{i}" for i in range(MAX_DEPTH + 2)), tuple((i, i + 1) for i in range(MAX_DEPTH + 1)), 1)
+    with pytest.raises(BenchError, match=f"depth {MAX_DEPTH + 1}.*at most {MAX_DEPTH}"):
+        store.load(chain)
+    with pytest.raises(BenchError, match="no ':'"):
+        store.load(dataclasses.replace(toy(), name="a:b"))
+    assert chain.name not in store.graphs() and "a:b" not in store.graphs(), "a refused graph was stored"
+
+
+def test_raw_queries_are_read_only_and_cypher_errors_are_one_line(store):
+    graph = toy("ro")
+    store.load(graph)
+    rows = store.query("MATCH (n:Label) WHERE n.graph = $g AND n.is_label RETURN n.name AS name ORDER BY n.idx", {"g": graph.name})
+    assert [r["name"] for r in rows] == list(graph.labels), f"raw query rows {rows}"
+    for text in (
+        "MATCH (n:Label) WHERE n.graph = $g DETACH DELETE n",
+        "CREATE (:Graph {name: 'x'})",
+        "MATCH (n:Label) RETURN nosuch(n)",
+    ):
+        with pytest.raises(BenchError, match="Cypher error") as info:
+            store.query(text, {"g": graph.name})
+        assert "\n" not in str(info.value), f"multi-line error for {text!r}: {info.value}"
+    assert count_nodes(store, graph.name) == graph.n and "x" not in store.graphs(), "a refused query changed the store"
+
+
+def test_ladybug_several_statements_cannot_escape_the_read_only_transaction(tmp_path):
+    with open_store("ladybug", path=tmp_path / "g.lbug") as s:
+        with pytest.raises(BenchError, match="multiple statements"):
+            s.query("COMMIT; CREATE (:Graph {name: 'x'})")
+        assert s.graphs() == {}, "the second statement ran"
+
+
+def test_a_locked_ladybug_database_gives_one_line(tmp_path):
+    path = tmp_path / "held.lbug"
+    holder = textwrap.dedent(
+        f"""
+        import sys, ladybug
+        db = ladybug.Database({str(path)!r}); ladybug.Connection(db)
+        print("open", flush=True)
+        sys.stdin.read()
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "open", "the holder process did not open the database"
+        with pytest.raises(BenchError, match=rf"{path} is in use by another process \(PID {proc.pid}\)"):
+            open_store("ladybug", path=path)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+def test_ladybug_database_path_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_LADYBUG_DB", str(tmp_path / "env.lbug"))
+    with open_store() as s:
+        assert str(tmp_path / "env.lbug") in s.location, f"location {s.location}"
+    assert (tmp_path / "env.lbug").exists(), "no database file where $BENCH_LADYBUG_DB points"
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(BenchError, match="is a folder"):
+        open_store("ladybug", path=tmp_path / "folder")
+
+
+def test_unknown_store_and_unreachable_neo4j(monkeypatch):
+    assert store_names() == ["ladybug", "neo4j"], f"registered stores {store_names()}"
+    with pytest.raises(BenchError, match="did you mean 'neo4j'"):
+        open_store("neo5j")
+    monkeypatch.setenv("NEO4J_URI", "bolt://127.0.0.1:1")
+    monkeypatch.setenv("NEO4J_PASSWORD", "s3cret-pw")
+    with pytest.raises(BenchError, match=r"cannot reach Neo4j at bolt://127\.0\.0\.1:1: ") as info:
+        open_store("neo4j")
+    assert "s3cret-pw" not in str(info.value) and "\n" not in str(info.value), f"bad message: {info.value}"
+    with pytest.raises(BenchError, match="must start with one of bolt://"):
+        open_store("neo4j", uri="http://localhost:7474")
+    monkeypatch.delenv("NEO4J_PASSWORD")
+    with pytest.raises(BenchError, match="set NEO4J_PASSWORD"):
+        open_store("neo4j")
