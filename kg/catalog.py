@@ -1,15 +1,24 @@
 """Graphs by name: the user's own (``$BENCH_DATA/graphs/NAME.json``) first, then the
-versioned graphs shipped in ``kg/graphs/``; a path to a graph file works too."""
+versioned graphs shipped in ``kg/graphs/``; a path to a graph file works too.
+
+Builders by dataset name re-create a graph from its sources: one WordNet builder per
+label table in ``kg/labels/`` (``voc``, ``nus``, ``stamps``, ...) and ``openimages`` /
+``openimages-tree`` from the official Open Images files."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 
-from bench.errors import unknown
+from bench.errors import BenchError, unknown
 from bench.paths import data_dir
+from bench.registry import Registry
 from kg.graph import LabelGraph
 
 PACKAGED = Path(__file__).resolve().parent / "graphs"
+LABEL_TABLES = Path(__file__).resolve().parent / "labels"
+GRAPH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def user_graph_dir() -> Path:
@@ -19,7 +28,9 @@ def user_graph_dir() -> Path:
 def graph_path(name: str) -> Path:
     """The file a graph name resolves to (raises ``BenchError`` for unknown names)."""
     as_path = Path(name)
-    if as_path.suffix == ".json" and as_path.exists():
+    if as_path.suffix == ".json":
+        if not as_path.exists():
+            raise BenchError(f"graph file {as_path} does not exist")
         return as_path
     for folder in (user_graph_dir(), PACKAGED):
         candidate = folder / f"{name}.json"
@@ -38,3 +49,57 @@ def graph_names() -> list[str]:
     if user_graph_dir().exists():
         names |= {p.stem for p in user_graph_dir().glob("*.json")}
     return sorted(names)
+
+
+# ------------------------------------------------------------------ building graphs
+BUILDERS: Registry[Callable[[], LabelGraph]] = Registry("dataset")
+
+
+def register_builder(name: str):
+    """Decorator: ``@register_builder("coco")`` on a function ``() -> LabelGraph``."""
+    return BUILDERS.register(name)
+
+
+def build_graph(dataset: str) -> LabelGraph:
+    """Build the graph of a known dataset from its sources (WordNet, the Open Images files)."""
+    return BUILDERS.get(dataset)()
+
+
+def builder_names() -> list[str]:
+    return BUILDERS.names()
+
+
+def packaged_path(name: str) -> Path:
+    """Where the versioned graph ``name`` lives in the project (``kg/graphs/NAME.json``)."""
+    return PACKAGED / f"{name}.json"
+
+
+def save_user_graph(graph: LabelGraph) -> Path:
+    """Write ``graph`` to ``$BENCH_DATA/graphs/NAME.json`` (atomically); the catalog finds it first."""
+    if not GRAPH_NAME.fullmatch(graph.name):
+        raise BenchError(f"graph name {graph.name!r} must be letters, digits, '-' or '_' (it becomes a file name)")
+    return graph.save(user_graph_dir() / f"{graph.name}.json")
+
+
+def _wordnet_builder(name: str) -> Callable[[], LabelGraph]:
+    def build() -> LabelGraph:
+        from kg.extract import build_wordnet_graph, read_label_table
+
+        return build_wordnet_graph(name, read_label_table(LABEL_TABLES / f"{name}.csv"))
+
+    return build
+
+
+def _openimages_builder(tree: bool) -> Callable[[], LabelGraph]:
+    def build() -> LabelGraph:
+        from kg.openimages import build_openimages_graph
+
+        return build_openimages_graph(tree=tree)
+
+    return build
+
+
+for _name in sorted(p.stem for p in LABEL_TABLES.glob("*.csv")):
+    register_builder(_name)(_wordnet_builder(_name))
+register_builder("openimages")(_openimages_builder(tree=False))
+register_builder("openimages-tree")(_openimages_builder(tree=True))

@@ -1,3 +1,201 @@
-"""Commands of this area are added here (see bench/cli/apps.py)."""
+"""``bench kg build | show | view | export``: make, explore and hand out label graphs."""
 
-from bench.cli.apps import app, kg_app, perf_app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.text import Text
+from rich.tree import Tree
+
+from bench.cli.apps import kg_app
+from bench.errors import BenchError
+from bench.fileio import write_text
+from bench.paths import subdir
+from kg.catalog import build_graph, builder_names, load_graph, packaged_path, save_user_graph
+from kg.graph import LabelGraph
+
+console = Console(highlight=False)
+
+GraphOption = Annotated[
+    str,
+    typer.Option(
+        "--dataset",
+        "-d",
+        help="Graph name (voc, nus, openimages, openimages-tree, stamps, one you built) or a graph .json file.",
+    ),
+]
+
+
+def _summary(graph: LabelGraph) -> str:
+    roots = ", ".join(graph.nodes[r] for r in graph.roots[:6]) + (", ..." if len(graph.roots) > 6 else "")
+    shape = "tree" if graph.is_tree else "DAG"
+    return (
+        f"{graph.n_labels} labels + {graph.n - graph.n_labels} abstract nodes, {len(graph.edges)} edges, "
+        f"depth {graph.depth}, {shape}, {len(graph.roots)} roots: {roots}"
+    )
+
+
+@kg_app.command("build")
+def build(
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help=f"Dataset to build: {', '.join(builder_names())}.", show_default=False)
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", help="Your own label table: a CSV 'label,synset[,note]' ('#' lines are comments).", show_default=False),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Graph name for --labels (default: the file's stem).", show_default=False)
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Write here instead of $BENCH_DATA/graphs/NAME.json (maintainers: kg/graphs/NAME.json).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Build a label hierarchy from WordNet or the Open Images files and save it.
+
+    WordNet graphs follow Supp. §5: label → noun synset, hypernym closure, pruning of
+    one-parent/one-child nodes, one parent per node by maximum WUP similarity. The result
+    goes to $BENCH_DATA/graphs/NAME.json, which every command then uses for NAME, and is
+    compared with the packaged graph of the same name.
+
+    Example: bench kg build --dataset voc
+    Example: bench kg build --labels my_labels.csv --name mine
+    Example: bench kg build --dataset nus --out kg/graphs/nus.json   (maintainers)
+    """
+    if (dataset is None) == (labels is None):
+        raise BenchError("give exactly one of --dataset NAME or --labels FILE")
+    if name is not None and labels is None:
+        raise BenchError("--name goes with --labels FILE (a dataset's graph keeps the dataset's name)")
+    with console.status(f"building {dataset or labels} (WordNet loads in a few seconds)"):
+        if labels is not None:
+            from kg.extract import build_wordnet_graph, read_label_table
+
+            graph = build_wordnet_graph(name or labels.stem, read_label_table(labels))
+        else:
+            graph = build_graph(dataset)
+    console.print(f"built [bold]{graph.name}[/]: {_summary(graph)}")
+    path = graph.save(out) if out is not None else save_user_graph(graph)
+    console.print(f"wrote {path}")
+    packaged = packaged_path(graph.name)
+    if packaged.resolve() == path.resolve():
+        return
+    if not packaged.exists():
+        console.print(f"no packaged graph named {graph.name!r} to compare with (sha256 {graph.sha256[:16]})")
+        return
+    shipped = LabelGraph.load(packaged)
+    if shipped.sha256 == graph.sha256:
+        console.print(f"[green]same as the packaged graph[/] {packaged} (sha256 {graph.sha256[:16]})")
+    else:
+        console.print(
+            f"[yellow]differs from the packaged graph[/] {packaged} (sha256 {graph.sha256[:16]} vs {shipped.sha256[:16]})"
+            + ("; it now overrides it for this name" if out is None else "")
+        )
+
+
+def _styled(graph: LabelGraph, v: int, target: int) -> Text:
+    style = "green" if v < graph.n_labels else "blue"
+    text = Text(graph.nodes[v], style=f"bold reverse {style}" if v == target else style)
+    if graph.ids[v]:
+        text.append(f"  {graph.ids[v]}", style="dim")
+    return text
+
+
+def _add_descendants(graph: LabelGraph, v: int, branch: Tree, target: int, seen: set[int]) -> None:
+    for c in sorted(graph.children(v), key=lambda c: graph.nodes[c].lower()):
+        node = branch.add(_styled(graph, c, target))
+        if c in seen:
+            node.label.append("  (repeated above)", style="dim italic")
+        else:
+            seen.add(c)
+            _add_descendants(graph, c, node, target, seen)
+
+
+def _root_paths(graph: LabelGraph, v: int) -> list[list[int]]:
+    """Every path from a root down to ``v``."""
+    if not graph.parents(v):
+        return [[v]]
+    return [path + [v] for p in sorted(graph.parents(v)) for path in _root_paths(graph, p)]
+
+
+def ancestry_tree(graph: LabelGraph, label: str) -> Tree:
+    """A rich tree: every root-to-LABEL path above LABEL, LABEL's descendants below it."""
+    v = graph.index(label)
+    tree = Tree(Text(f"graph {graph.name}", style="dim"), hide_root=True, guide_style="dim")
+    branches: dict[tuple[int, ...], Tree] = {}
+    for path in _root_paths(graph, v):
+        parent = tree
+        for depth in range(len(path)):
+            key = tuple(path[: depth + 1])
+            if key not in branches:
+                branches[key] = parent.add(_styled(graph, path[depth], v))
+            parent = branches[key]
+        if not parent.children:
+            _add_descendants(graph, v, parent, v, set())
+    return tree
+
+
+@kg_app.command("show")
+def show(
+    label: Annotated[str, typer.Argument(help="A node of the graph (dataset label or abstract node).")],
+    dataset: GraphOption = "voc",
+) -> None:
+    """Show a label's ancestors (above it) and descendants (below it) as a tree.
+
+    Dataset labels are green, abstract nodes blue; each node shows its synset or MID.
+
+    Example: bench kg show cat --dataset voc
+    """
+    graph = load_graph(dataset)
+    v = graph.index(label)
+    kind = "dataset label" if v < graph.n_labels else "abstract node"
+    console.print(
+        f"[bold]{graph.nodes[v]}[/] ({graph.ids[v] or 'no id'}), {kind} of graph {graph.name!r}: "
+        f"{len(graph.ancestors(v))} ancestors, {len(graph.descendants(v))} descendants"
+    )
+    console.print(ancestry_tree(graph, label))
+
+
+@kg_app.command("view")
+def view(
+    dataset: GraphOption = "voc",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="HTML file to write (default: $BENCH_DATA/views/NAME.html).", show_default=False)
+    ] = None,
+) -> None:
+    """Write a self-contained HTML drawing of a graph (opens offline, no external files).
+
+    Example: bench kg view --dataset voc --out voc.html
+    """
+    from kg.view import render_html
+
+    graph = load_graph(dataset)
+    path = write_text(out if out is not None else subdir("views") / f"{graph.name}.html", render_html(graph))
+    console.print(f"wrote {path} ({_summary(graph)})")
+
+
+@kg_app.command("export")
+def export(
+    dataset: GraphOption = "voc",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="json, graphml or cypher (a CREATE script for Neo4j Browser).")] = "json",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="File to write (default: standard output).", show_default=False)] = None,
+) -> None:
+    """Export a graph as JSON, GraphML or a Cypher CREATE script.
+
+    Example: bench kg export --dataset voc --format cypher --out voc.cypher
+    """
+    from kg.export import export_graph
+
+    text = export_graph(load_graph(dataset), fmt)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        console.print(f"wrote {write_text(out, text)}")
