@@ -1,3 +1,312 @@
-"""Commands of this area are added here (see bench/cli/apps.py)."""
+"""``bench table | sql | runs | plot | merge`` and ``bench perf db``: read and combine results."""
 
-from bench.cli.apps import app, kg_app, perf_app  # noqa: F401
+from __future__ import annotations
+
+import io
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import duckdb
+import typer
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from bench.cli.apps import app, perf_app
+from bench.errors import BenchError
+from bench.fileio import atomic_write, write_text
+from results.plots import PlotKind, plot
+from results.store import ResultStore, sql_literal
+from results.tables import SSIM_MODES, TableFormat, ablation_layout, paper_layout, render
+from results.views import Selection, fetch_dicts, run_ids
+
+console = Console(highlight=False)
+
+
+class TableLayout(str, Enum):
+    paper = "paper"
+    ablation = "ablation"
+
+
+DbOption = Annotated[
+    Path | None,
+    typer.Option("--db", help="Results database (default: $BENCH_DATA/results.duckdb).", show_default=False),
+]
+RunsOption = Annotated[
+    list[str] | None,
+    typer.Option("--run", "-r", help="Run id (repeat for several; default: every run).", show_default=False),
+]
+RunOption = Annotated[
+    str | None, typer.Option("--run", "-r", help="Run id (needed when the file holds several).", show_default=False)
+]
+SizeOption = Annotated[
+    int | None,
+    typer.Option("--size", help="Target set size |Ω| (needed when a run holds several).", show_default=False),
+]
+EpsOption = Annotated[
+    float | None, typer.Option("--eps", help="ε (needed when a run holds several).", show_default=False)
+]
+TauOption = Annotated[
+    float | None, typer.Option("--tau", help="τ (needed when an attack was run at several).", show_default=False)
+]
+AttackOption = Annotated[
+    list[str] | None,
+    typer.Option("--attack", "-a", help="Attack to show (repeat; default: all stored).", show_default=False),
+]
+
+READ_LOCK_TIMEOUT = 10.0  # seconds a query waits for a sweep's batch write to end
+SUFFIX_FORMATS = {".md": TableFormat.markdown, ".tex": TableFormat.latex, ".csv": TableFormat.csv}
+SQL_READS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
+EXPORTS = {".csv": "FORMAT csv, HEADER", ".parquet": "FORMAT parquet"}
+
+
+def _reader(db: Path | None):
+    return ResultStore(db, create=False, lock_timeout=READ_LOCK_TIMEOUT).reader()
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        return ", ".join(_show(v) for v in value)
+    return str(value)
+
+
+@app.command("table", rich_help_panel="Results")
+def table(
+    db: DbOption = None,
+    run: RunsOption = None,
+    layout: Annotated[
+        TableLayout, typer.Option("--layout", "-l", help="paper (models × attacks by dataset) or ablation (|Ω| rows).")
+    ] = TableLayout.paper,
+    fmt: Annotated[
+        TableFormat | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="rich, markdown, latex (booktabs) or csv (default: from --out, else rich).",
+            show_default=False,
+        ),
+    ] = None,
+    size: SizeOption = None,
+    eps: EpsOption = None,
+    tau: TauOption = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric", "-m", help="fr_n, fr_s, nt_r, ssim (repeat; default: the layout's).", show_default=False
+        ),
+    ] = None,
+    attack: AttackOption = None,
+    ssim: Annotated[
+        str, typer.Option("--ssim", help=f"{' or '.join(SSIM_MODES)}: the paper's one pooled mean, or mean ± std.")
+    ] = SSIM_MODES[0],
+    digits: Annotated[int, typer.Option("--digits", help="Decimals of the % metrics.", min=0, max=6)] = 1,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write to this file (.md, .tex, .csv, .txt).", show_default=False)
+    ] = None,
+) -> None:
+    """Print the paper's result table: mean ± std over target combinations, in %.
+
+    The paper layout has models × attacks as rows and datasets × (FR_N, FR_S, NT_R, SSIM) as
+    columns (Supp. Table 1); the ablation layout has |Ω| as rows and GMLA_α / GMLA_β / GMLA
+    per metric (Supp. Table 2).
+
+    Example: bench table --size 3 --eps 0.01
+    Example: bench table --run stamps-demo --layout ablation --format latex --out ablation.tex
+    """
+    if fmt is None:
+        fmt = SUFFIX_FORMATS.get(out.suffix.lower() if out else "", TableFormat.rich)
+    build = paper_layout if layout is TableLayout.paper else ablation_layout
+    kwargs = {"metrics": metric} if metric else {}
+    with _reader(db) as con:
+        result = build(con, run or [], Selection(size, eps, tau), attacks=attack or [], ssim=ssim, **kwargs)
+    rendered = render(result, fmt, digits)
+    if out is None:
+        if isinstance(rendered, Table):
+            print_wide(rendered)
+        else:
+            typer.echo(rendered, nl=False)
+        return
+    if isinstance(rendered, Table):
+        rendered = print_wide(rendered, Console(record=True, file=io.StringIO())).export_text()
+    console.print(f"wrote {write_text(out, rendered)}")
+
+
+def print_wide(rendered: Table, target: Console | None = None) -> Console:
+    """Print a table at its natural width, wider than the terminal if need be (never cropped)."""
+    target = target or console
+    width = max(target.width, Console(width=10_000).measure(rendered).maximum)
+    wide = Console(highlight=False, width=width, file=target.file, record=target.record)
+    wide.print(rendered)
+    return wide
+
+
+def check_read_only(query: str) -> None:
+    """Refuse anything but one reading statement, before DuckDB sees it."""
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as exc:
+        raise BenchError(f"SQL does not parse: {str(exc).splitlines()[0]}") from None
+    if len(statements) != 1:
+        raise BenchError(f"bench sql runs one statement at a time (got {len(statements)})")
+    kind = statements[0].type.name
+    if kind not in SQL_READS:
+        raise BenchError(
+            f"bench sql is read-only: {kind} statements are refused (the results are written by `bench run`)"
+        )
+
+
+@app.command("sql", rich_help_panel="Results")
+def sql(
+    query: Annotated[str, typer.Argument(help="One SELECT (views: combination_rates, rate_summary, run_overview).")],
+    db: DbOption = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write all rows to a .csv or .parquet file.", show_default=False)
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Rows to print (--out writes all).", min=1)] = 50,
+) -> None:
+    """Run read-only SQL on the results and print a table.
+
+    Tables: runs, combinations, results. Views: combination_rates (per combination),
+    rate_summary (mean ± std over combinations), run_overview.
+
+    Example: bench sql "SELECT attack, size, fr_s_mean, fr_s_std FROM rate_summary ORDER BY size"
+    Example: bench sql "SELECT * FROM results" --out results.parquet
+    """
+    check_read_only(query)
+    if out is not None and out.suffix.lower() not in EXPORTS:
+        raise BenchError(f"--out {out}: write .csv or .parquet")
+    with _reader(db) as con:
+        try:
+            if out is not None:
+                options = EXPORTS[out.suffix.lower()]
+                atomic_write(out, lambda tmp: con.execute(f"COPY ({query}) TO {sql_literal(tmp)} ({options})"))
+                console.print(f"wrote {out}")
+                return
+            cursor = con.execute(query)
+            names = [d[0] for d in cursor.description]
+            rows = cursor.fetchmany(limit + 1)
+        except duckdb.Error as exc:
+            raise BenchError(f"SQL error: {str(exc).splitlines()[0]}") from None
+    shown = Table(header_style="bold")
+    for name in names:
+        shown.add_column(name, no_wrap=True)
+    for row in rows[:limit]:
+        shown.add_row(*(_show(v) for v in row))
+    print_wide(shown)
+    if len(rows) > limit:
+        console.print(f"[dim]first {limit} rows shown; --limit N for more, --out FILE for all[/]")
+
+
+@app.command("runs", rich_help_panel="Results")
+def runs(db: DbOption = None) -> None:
+    """List the runs in a results database with their progress.
+
+    Example: bench runs --db shard0.duckdb
+    """
+    with _reader(db) as con:
+        rows = fetch_dicts(con, "SELECT * FROM run_overview ORDER BY created, run_id")
+    if not rows:
+        console.print("no runs yet")
+        return
+    shown = Table(header_style="bold")
+    shown.add_column("run", no_wrap=True)
+    for name in ("dataset", "model", "attacks", "grid", "progress", "finished"):
+        shown.add_column(name)
+    for r in rows:
+        grid = f"|Ω| {_show(r['sizes'])}; ε {_show(r['eps'])}; τ {_show(r['tau'])}"
+        progress = (
+            f"{r['complete']}/{r['combinations']} combinations, {r['rows']} rows, "
+            f"shards {len(r['shards'])}/{r['shard_count']}"
+        )
+        shown.add_row(
+            r["run_id"], r["dataset"], r["model_name"], _show(r["attacks"]), grid, progress, _show(r["finished"])
+        )
+    console.print(shown)
+
+
+@app.command("plot", rich_help_panel="Results")
+def plot_cmd(
+    kind: Annotated[
+        PlotKind, typer.Argument(help="size (vs |Ω|), eps, tau (sweeps, Supp. Fig. 1) or rmsd (ML-DP, Supp. Fig. 2).")
+    ],
+    db: DbOption = None,
+    run: RunOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="A .png or .pdf file (default: RUN-KIND.png here).", show_default=False),
+    ] = None,
+    size: SizeOption = None,
+    eps: EpsOption = None,
+    tau: TauOption = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric", "-m", help="fr_n, fr_s, nt_r, ssim (repeat; default fr_s and nt_r).", show_default=False
+        ),
+    ] = None,
+    attack: AttackOption = None,
+) -> None:
+    """Draw FR_S and NT_R against |Ω|, ε or τ per attack, or ML-DP RMSD histograms.
+
+    Example: bench plot size --run stamps-demo --eps 0.03 --out size.pdf
+    Example: bench plot tau --size 5
+    """
+    with _reader(db) as con:
+        if run is None:
+            stored = run_ids(con)
+            run = stored[0] if len(stored) == 1 else None  # several: plot() asks for --run
+        target = out or Path(f"{run}-{kind.value}.png")
+        path = plot(con, kind, target, run, Selection(size, eps, tau), metric or ("fr_s", "nt_r"), attack or [])
+    console.print(f"wrote {path}")
+
+
+@app.command("merge", rich_help_panel="Results")
+def merge(
+    files: Annotated[list[Path], typer.Argument(help="Results files to merge (e.g. one per --shard).")],
+    db: DbOption = None,
+) -> None:
+    """Merge results files (shards of one sweep) into one database; refuses mismatched runs.
+
+    Rows already present are skipped, so merging a file twice changes nothing.
+
+    Example: bench merge shard0.duckdb shard1.duckdb --db all.duckdb
+    """
+    store = ResultStore(db)
+    shown = Table(header_style="bold")
+    for name in ("file", "runs", "rows added"):
+        shown.add_column(name)
+    for path in track(files, description="merging", console=console, transient=True):
+        (report,) = store.merge([path])
+        shown.add_row(str(report.path), ", ".join(report.runs), str(report.rows_added))
+    console.print(shown)
+    console.print(f"merged into {store.path}")
+
+
+@perf_app.command("db")
+def perf_db(
+    rows: Annotated[
+        int, typer.Option("--rows", help="Rows per measurement (batches of 1 write fewer).", min=100)
+    ] = 20000,
+) -> None:
+    """Rows written per second into DuckDB, by batch size, against row-at-a-time inserts.
+
+    Each batch is one transaction that opens and closes the file (as a sweep writes).
+
+    Example: bench perf db --rows 20000
+    """
+    from results.perf import measure_writes
+
+    result = measure_writes(
+        rows, progress=lambda items, text: track(items, description=text, console=console, transient=True)
+    )
+    shown = Table(title="results store: rows written per second (one run)", header_style="bold")
+    for name in ("writer", "batch", "rows", "rows/s", "× row-at-a-time"):
+        shown.add_column(name, justify="right" if name != "writer" else "left")
+    for m in result:
+        shown.add_row(m.label, str(m.batch), str(m.rows), f"{m.rate:,.0f}", f"{m.ratio:.1f}")
+    console.print(shown)

@@ -1,0 +1,164 @@
+"""Figures from the results: FR_S and NT_R against |Ω|, ε or τ (Supp. Fig. 1) and ML-DP RMSD
+histograms (Supp. Fig. 2), written as PNG or PDF with matplotlib (no display needed).
+
+* ``size`` / ``eps`` / ``tau``: one panel per metric, one line per attack, mean ± std over
+  target combinations (error bars; SSIM is pooled, without bars). ``tau`` shows only the
+  attacks that were run at several τ (GMLA's cosine switch).
+* ``rmsd``: one panel per attack that reports RMSD (ML-DP with its target definitions):
+  how many adversarial examples fall in each RMSD bin, over the successful rows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from enum import Enum
+from pathlib import Path
+
+import duckdb
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from bench.errors import BenchError
+from bench.fileio import atomic_write
+from results.tables import (
+    ATTACK_NAMES,
+    DATASET_NAMES,
+    METRICS,
+    MODEL_NAMES,
+    TEX_SYMBOLS,
+    check_metrics,
+    display,
+    ordered,
+)
+from results.views import ANY, AXIS_LABELS, Selection, fetch_dicts, only_attacks, pick, run_ids, summary
+
+
+class PlotKind(str, Enum):
+    size = "size"
+    eps = "eps"
+    tau = "tau"
+    rmsd = "rmsd"
+
+
+FORMATS = (".png", ".pdf")
+RMSD_BINS = 20
+
+
+def plot(
+    con: duckdb.DuckDBPyConnection,
+    kind: PlotKind | str,
+    out: str | Path,
+    run: str | None = None,
+    selection: Selection = ANY,
+    metrics: Sequence[str] = ("fr_s", "nt_r"),
+    attacks: Sequence[str] = (),
+) -> Path:
+    """Draw one figure of one run into ``out`` (``.png`` or ``.pdf``) and return its path."""
+    kind = PlotKind(kind)
+    out = Path(out)
+    if out.suffix.lower() not in FORMATS:
+        raise BenchError(f"plot file {out} must end in .png or .pdf")
+    stored = run_ids(con, [run] if run else [])
+    if len(stored) != 1:
+        raise BenchError(f"a plot shows one run; pick one with --run ({', '.join(stored)})")
+    if kind is PlotKind.rmsd:
+        fig = _rmsd_figure(con, stored[0], selection, attacks)
+    else:
+        fig = _sweep_figure(con, stored[0], kind.value, selection, check_metrics(metrics), attacks)
+    return atomic_write(out, lambda tmp: fig.savefig(tmp, format=out.suffix[1:].lower(), dpi=150))
+
+
+def label(text: str) -> str:
+    """Matplotlib text with the paper's subscripts: FR_S → FR$_{S}$, GMLA_α → GMLA$_{\\alpha}$."""
+    text = text.replace("$", r"\$")
+    return re.sub(r"_(\w)(?!\w)", lambda m: "$_{" + TEX_SYMBOLS.get(m[1], m[1]) + "}$", text)
+
+
+def _dodge(xs: Sequence[float], n: int) -> float:
+    """A horizontal shift between attacks so their error bars do not overlap."""
+    steps = np.diff(sorted(set(xs)))
+    return 0.06 * (float(steps.min()) if len(steps) else 1.0) / max(n - 1, 1)
+
+
+def _run_title(row: dict) -> str:
+    return f"{display(MODEL_NAMES, row['model_name'])} on {display(DATASET_NAMES, row['dataset'])}"
+
+
+def _sweep_figure(
+    con: duckdb.DuckDBPyConnection,
+    run: str,
+    axis: str,
+    selection: Selection,
+    metrics: list[str],
+    attacks: Sequence[str],
+) -> Figure:
+    rows = only_attacks(summary(con, [run], selection, vary=axis), attacks)
+    curves: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        curves[r["attack"]].append(r)
+    if axis == "tau":
+        curves = {a: c for a, c in curves.items() if len({r["tau"] for r in c}) > 1}
+        if not curves:
+            raise BenchError(f"no attack of run {run!r} was run at several τ (GMLA with a τ list)")
+    fig = Figure(figsize=(4.2 * len(metrics), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    names = ordered(set(curves), list(ATTACK_NAMES))
+    shift = _dodge([r[axis] for c in curves.values() for r in c], len(names))
+    for ax, metric in zip(axes, metrics):
+        name, arrow, percent = METRICS[metric]
+        for i, attack in enumerate(names):
+            points = sorted(curves[attack], key=lambda r: r[axis])
+            x = np.array([r[axis] for r in points], dtype=float) + (i - (len(names) - 1) / 2) * shift
+            if metric == "ssim":
+                y, err = np.array([r["ssim_pooled"] for r in points], dtype=float), None
+            else:
+                y = np.array([r[f"{metric}_mean"] for r in points], dtype=float)
+                err = np.array([r[f"{metric}_std"] for r in points], dtype=float)
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label(display(ATTACK_NAMES, attack)))
+        ax.set_xlabel(AXIS_LABELS[axis])
+        ax.set_ylabel(label(f"{arrow}{name}") + (" (%)" if percent else ""))
+        ax.grid(alpha=0.3)
+        if axis == "size":
+            ax.set_xticks(sorted({r["size"] for r in rows}))
+    axes[0].legend(fontsize="small")
+    fixed = [f"{AXIS_LABELS[a]} = {rows[0][a]:g}" for a in ("size", "eps") if a != axis]
+    fig.suptitle(f"{_run_title(rows[0])}" + (f" ({', '.join(fixed)})" if fixed else ""))
+    return fig
+
+
+def _rmsd_figure(con: duckdb.DuckDBPyConnection, run: str, selection: Selection, attacks: Sequence[str]) -> Figure:
+    rows = fetch_dicts(
+        con,
+        """SELECT r.run_id, ru.model_name, ru.dataset, r.attack, c.size, r.eps, r.tau, r.success, r.rmsd
+           FROM results AS r JOIN combinations AS c USING (run_id, combo_id) JOIN runs AS ru USING (run_id)
+           WHERE r.run_id = $run
+             AND r.attack IN (SELECT DISTINCT attack FROM results WHERE run_id = $run AND rmsd IS NOT NULL)""",
+        {"run": run},
+    )
+    if not rows:
+        raise BenchError(f"run {run!r} has no RMSD values (ML-DP rows)")
+    rows = only_attacks(pick(rows, selection), attacks)
+    by_attack: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_attack[r["attack"]].append(r)
+    names = ordered(set(by_attack), list(ATTACK_NAMES))
+    values = [r["rmsd"] for r in rows if r["rmsd"] is not None]
+    edges = np.linspace(0.0, max(values) if values else 1.0, RMSD_BINS + 1)
+    fig = Figure(figsize=(4.2 * len(names), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(names), squeeze=False, sharex=True)[0]
+    for ax, attack in zip(axes, names):
+        group = by_attack[attack]
+        rmsd = np.array([r["rmsd"] for r in group if r["rmsd"] is not None], dtype=float)
+        ax.hist(rmsd, bins=edges, color="tab:blue", edgecolor="white")
+        ax.set_title(
+            f"{label(display(ATTACK_NAMES, attack))}: {len(rmsd)}/{len(group)} reached the target", fontsize="medium"
+        )
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("RMSD")
+        ax.set_ylabel("adversarial examples")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{_run_title(rows[0])}: ML-DP perturbation size")
+    return fig

@@ -1,0 +1,269 @@
+"""The results schema: what a sweep writes (the contract) and the DuckDB tables that hold it.
+
+A sweep codes against three dataclasses:
+
+* ``RunConfig`` — one run's full configuration. Its ``config_hash`` covers everything that
+  changes the numbers (dataset, model card, graph hash, attacks, ε, τ, |Ω|, images per
+  combination, preset, iterations, seed, code version, ``extra``) and leaves out what does
+  not (run name, model path, device, shard, creation time). Re-running the same
+  configuration resumes the stored run; shards of one sweep share the hash.
+* ``Combination`` — one target set Ω with its eligible and attacked image counts, written
+  before its rows so that a combination with no eligible image is recorded, not dropped.
+* ``ResultRow`` — one attacked image of one combination under one (attack, ε, τ). Its
+  natural key ``(run_id, combo_id, image_id, attack, eps, tau)`` is the table's primary key,
+  so writing a row twice stores it once.
+
+Row semantics (notes §2b): ``success`` = every label of Ω predicted 0 after the attack
+(FR_N numerator); ``consistent`` = successful *and* locally consistent at every target
+(FR_S numerator, so it implies ``success``); ``ntr_share`` = share of non-Ψ labels that
+changed (0 for failed rows, which count as unperturbed); ``ssim`` only for successful rows;
+``rmsd`` only for successful ML-DP rows; ``iterations`` = iteration of first success (the
+budget when it failed); ``linf``/``l2`` = perturbation norms; ``seconds`` = wall time spent on
+the row. Attacks that take no τ are run once per ε and written with ``tau = config.tau[0]``.
+
+The database keeps its schema version in ``meta``; ``MIGRATIONS[v]`` upgrades version ``v``
+to ``v + 1`` and the store applies them in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, NamedTuple
+
+import bench
+from bench.errors import BenchError
+
+SCHEMA_VERSION = 1
+
+#: SQL statements that upgrade schema version ``v`` to ``v + 1`` (none yet: version 1 is the first).
+MIGRATIONS: dict[int, tuple[str, ...]] = {}
+
+DDL = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        config_hash TEXT NOT NULL,
+        dataset TEXT NOT NULL,
+        model_name TEXT NOT NULL,
+        model_path TEXT NOT NULL,
+        model_card TEXT NOT NULL,
+        graph_name TEXT NOT NULL,
+        graph_sha256 TEXT NOT NULL,
+        attacks TEXT[] NOT NULL,
+        eps DOUBLE[] NOT NULL,
+        tau DOUBLE[] NOT NULL,
+        sizes INTEGER[] NOT NULL,
+        images_per_combination INTEGER NOT NULL,
+        preset TEXT NOT NULL,
+        iterations INTEGER NOT NULL,
+        seed BIGINT NOT NULL,
+        shard_count INTEGER NOT NULL,
+        shards INTEGER[] NOT NULL,
+        code_version TEXT NOT NULL,
+        device TEXT NOT NULL,
+        created TIMESTAMP NOT NULL,
+        finished TIMESTAMP,
+        config TEXT NOT NULL
+    )""",
+    """CREATE TABLE combinations (
+        run_id TEXT NOT NULL,
+        combo_id INTEGER NOT NULL,
+        size INTEGER NOT NULL CHECK (size >= 1),
+        labels TEXT[] NOT NULL,
+        eligible INTEGER NOT NULL CHECK (eligible >= 0),
+        attacked INTEGER NOT NULL CHECK (attacked >= 0 AND attacked <= eligible),
+        complete BOOLEAN NOT NULL DEFAULT FALSE,
+        PRIMARY KEY (run_id, combo_id)
+    )""",
+    """CREATE TABLE results (
+        run_id TEXT NOT NULL,
+        combo_id INTEGER NOT NULL,
+        image_id TEXT NOT NULL,
+        attack TEXT NOT NULL,
+        eps DOUBLE NOT NULL CHECK (eps > 0),
+        tau DOUBLE NOT NULL,
+        success BOOLEAN NOT NULL,
+        consistent BOOLEAN NOT NULL CHECK (success OR NOT consistent),
+        ntr_share DOUBLE NOT NULL CHECK (ntr_share BETWEEN 0 AND 1),
+        ssim DOUBLE CHECK (ssim IS NULL OR success),
+        rmsd DOUBLE CHECK (rmsd IS NULL OR (success AND rmsd >= 0)),
+        iterations INTEGER NOT NULL CHECK (iterations >= 0),
+        linf DOUBLE NOT NULL CHECK (linf >= 0),
+        l2 DOUBLE NOT NULL CHECK (l2 >= 0),
+        seconds DOUBLE NOT NULL CHECK (seconds >= 0),
+        PRIMARY KEY (run_id, combo_id, image_id, attack, eps, tau)
+    )""",
+)
+
+#: Fields of ``RunConfig`` that do not change the numbers, left out of ``config_hash``.
+VOLATILE = ("name", "model_path", "shard_index", "shard_count", "device", "created")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run's configuration, stored in ``runs`` (``config`` holds it as JSON).
+
+    ``name`` is the run id users pick runs by; left empty it is derived from the dataset,
+    the model and the configuration hash, so re-running the same command resumes the run.
+    ``shard_index``/``shard_count`` are the ``--shard i/n`` of this process. ``extra`` holds
+    protocol settings the sweep adds (hashed); ``model_card`` is the model card as a dict.
+    """
+
+    dataset: str
+    model_name: str
+    graph_name: str
+    graph_sha256: str
+    attacks: tuple[str, ...]
+    eps: tuple[float, ...]
+    tau: tuple[float, ...]
+    sizes: tuple[int, ...]
+    images_per_combination: int
+    iterations: int
+    seed: int
+    preset: str = ""
+    model_card: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    name: str = ""
+    model_path: str = ""
+    shard_index: int = 0
+    shard_count: int = 1
+    code_version: str = bench.__version__
+    device: str = ""
+    created: str = ""
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "attacks", tuple(str(a).lower() for a in self.attacks))
+        set_(self, "eps", tuple(grid_value(e) for e in self.eps))
+        set_(self, "tau", tuple(grid_value(t) for t in self.tau))
+        set_(self, "sizes", tuple(int(s) for s in self.sizes))
+        set_(self, "model_card", json.loads(_canonical(dict(self.model_card))))
+        set_(self, "extra", json.loads(_canonical(dict(self.extra))))
+        for name in ("attacks", "eps", "tau", "sizes"):
+            if not getattr(self, name):
+                raise BenchError(f"run configuration has no {name}")
+        if not (self.shard_count >= 1 and 0 <= self.shard_index < self.shard_count):
+            raise BenchError(f"shard {self.shard_index}/{self.shard_count} is not i/n with 0 <= i < n")
+
+    def hashed(self) -> dict[str, Any]:
+        """The fields that define the experiment (everything but ``VOLATILE``)."""
+        return {k: v for k, v in self.as_dict().items() if k not in VOLATILE}
+
+    @property
+    def config_hash(self) -> str:
+        return hashlib.sha256(_canonical(self.hashed()).encode()).hexdigest()
+
+    @property
+    def run_id(self) -> str:
+        return self.name or f"{self.dataset}-{self.model_name}-{self.config_hash[:8]}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    def to_json(self) -> str:
+        return _canonical(self.as_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def with_created(self, created: str) -> RunConfig:
+        return replace(self, created=created)
+
+    def differences(self, other: RunConfig) -> list[str]:
+        """``"field: ours != theirs"`` for each hashed field that differs."""
+        a, b = self.hashed(), other.hashed()
+        return [f"{k}: {_canonical(a.get(k))} != {_canonical(b.get(k))}" for k in a if a.get(k) != b.get(k)]
+
+
+@dataclass(frozen=True)
+class Combination:
+    """A target set Ω of one run: ``eligible`` images qualify, the first ``attacked`` were attacked."""
+
+    combo_id: int
+    labels: tuple[str, ...]
+    eligible: int
+    attacked: int
+
+    @property
+    def size(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    """One attacked image of one combination under one (attack, ε, τ); see the module docstring."""
+
+    combo_id: int
+    image_id: str
+    attack: str
+    eps: float
+    tau: float
+    success: bool
+    consistent: bool
+    ntr_share: float
+    iterations: int
+    linf: float
+    l2: float
+    seconds: float
+    ssim: float | None = None
+    rmsd: float | None = None
+
+    @property
+    def key(self) -> ResultKey:
+        return ResultKey.of(self.combo_id, self.image_id, self.attack, self.eps, self.tau)
+
+
+class ResultKey(NamedTuple):
+    """A row's natural key within its run (what resume skips)."""
+
+    combo_id: int
+    image_id: str
+    attack: str
+    eps: float
+    tau: float
+
+    @classmethod
+    def of(cls, combo_id: int, image_id: str, attack: str, eps: float, tau: float) -> ResultKey:
+        """The key as the store writes it (ε/τ on the ``grid_value`` grid, attack in lower case)."""
+        return cls(int(combo_id), str(image_id), attack.lower(), grid_value(eps), grid_value(tau))
+
+
+ROW_COLUMNS = tuple(f.name for f in fields(ResultRow))
+
+
+def grid_value(x: float) -> float:
+    """ε and τ as stored and keyed: rounded to 7 significant digits, so a float32 ε
+    (``0.009999999776``) and the configured ``0.01`` name the same row."""
+    return float(f"{float(x):.7g}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_plain)
+
+
+__all__ = [
+    "DDL",
+    "MIGRATIONS",
+    "ROW_COLUMNS",
+    "SCHEMA_VERSION",
+    "VOLATILE",
+    "Combination",
+    "ResultKey",
+    "ResultRow",
+    "RunConfig",
+    "grid_value",
+]

@@ -1,0 +1,408 @@
+"""``ResultStore``: the DuckDB file a sweep writes its rows to and the tables read from.
+
+The store opens the file only for the length of one operation (a batch of rows is one
+transaction), so ``bench table`` or ``bench sql`` can read a file while a sweep writes to
+it between batches. DuckDB allows one writer process at a time; a store that finds the file
+locked retries for ``lock_timeout`` seconds, then names the process that holds it.
+A committed batch survives ``kill -9`` (DuckDB's write-ahead log); an interrupted one leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+
+from bench.errors import BenchError, unknown
+from bench.paths import data_dir
+from results.schema import (
+    DDL,
+    MIGRATIONS,
+    ROW_COLUMNS,
+    SCHEMA_VERSION,
+    Combination,
+    ResultKey,
+    ResultRow,
+    RunConfig,
+    grid_value,
+)
+from results.views import VIEWS_SHA256, install_views
+
+DB_NAME = "results.duckdb"
+_LOCK_HELD = re.compile(r"held in (?P<prog>.+?) \(PID (?P<pid>\d+)\)")
+
+
+def default_db_path() -> Path:
+    """``<data_dir>/results.duckdb``."""
+    return data_dir() / DB_NAME
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
+
+
+def lock_message(path: Path, error: Exception) -> str:
+    """One line: which process holds the file (as DuckDB reports it) and what to do."""
+    held = _LOCK_HELD.search(str(error))
+    who = f"process {held['pid']} ({held['prog']})" if held else "another process"
+    return (
+        f"results database {path} is locked by {who}, probably a running sweep: wait for it to finish, "
+        "or write to another file with --db (`--shard i/n` gives each process its own file)"
+    )
+
+
+@dataclass(frozen=True)
+class MergeReport:
+    """What ``merge`` took from one file."""
+
+    path: Path
+    runs: tuple[str, ...]
+    rows_added: int
+
+
+class ResultStore:
+    """A results database: runs, combinations and result rows, with the views on top.
+
+    ``ResultStore(path)`` creates the file (or upgrades an older schema in place, in one
+    transaction); ``create=False`` refuses a missing file instead. A file with a newer schema
+    is refused without being touched.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, create: bool = True, lock_timeout: float = 60.0) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_db_path()
+        self.lock_timeout = lock_timeout
+        if not self.path.exists():
+            if not create:
+                raise BenchError(f"no results database at {self.path}: run a sweep first (`bench run`) or pass --db")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._setup()
+            return
+        with self._connect(read_only=True) as con:
+            version, views = _read_meta(con, self.path)
+        if version != SCHEMA_VERSION or views != VIEWS_SHA256:
+            self._setup()
+
+    # ------------------------------------------------------------------ connections
+    @contextmanager
+    def _connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.02
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:
+                text = str(exc)
+                if "lock" not in text.lower():
+                    raise BenchError(f"cannot open results database {self.path}: {text.splitlines()[0]}") from None
+                if time.monotonic() >= deadline:
+                    raise BenchError(lock_message(self.path, exc)) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._connect() as con, _atomic(con):
+            yield con
+
+    @contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection with this version's views (for queries, tables and plots)."""
+        with self._connect(read_only=True) as con:
+            install_views(con, temporary=True)
+            yield con
+
+    def _setup(self) -> None:
+        """Create the schema, or upgrade an older one, and refresh the views: one transaction."""
+        with self._transaction() as con:
+            tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+            if "meta" not in tables:
+                if tables:
+                    raise BenchError(f"{self.path} is a DuckDB file but not a semattack-bench results database")
+                for statement in DDL:
+                    con.execute(statement)
+                version = SCHEMA_VERSION
+            else:
+                version, _ = _read_meta(con, self.path)
+                for old in range(version, SCHEMA_VERSION):
+                    for statement in MIGRATIONS[old]:
+                        con.execute(statement)
+            install_views(con)
+            con.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                [("schema_version", str(SCHEMA_VERSION)), ("views_sha256", VIEWS_SHA256)],
+            )
+
+    # ------------------------------------------------------------------ runs
+    def begin_run(self, config: RunConfig) -> str:
+        """Record a run and return its id; the same configuration again resumes that run.
+
+        A stored run of the same name with a different configuration is refused, naming
+        the fields that differ.
+        """
+        run_id = config.run_id
+        with self._transaction() as con:
+            stored = con.execute("SELECT config, shard_count FROM runs WHERE run_id = ?", [run_id]).fetchone()
+            if stored is not None:
+                old = RunConfig.from_json(stored[0])
+                if old.config_hash != config.config_hash:
+                    diff = "; ".join(old.differences(config))
+                    raise BenchError(
+                        f"run {run_id!r} in {self.path} has another configuration ({diff}): "
+                        "choose another run name or --db"
+                    )
+                _check_shard_count(run_id, stored[1], config.shard_count, self.path)
+                con.execute(
+                    "UPDATE runs SET shards = list_sort(list_distinct(list_append(shards, ?))) WHERE run_id = ?",
+                    [config.shard_index, run_id],
+                )
+                return run_id
+            config = config if config.created else config.with_created(_now())
+            con.execute(
+                """INSERT INTO runs VALUES ($run_id, $hash, $dataset, $model_name, $model_path, $card, $graph_name,
+                   $graph_sha256, $attacks, $eps, $tau, $sizes, $images, $preset, $iterations, $seed,
+                   $shard_count, [$shard_index], $code_version, $device, $created, NULL, $config)""",
+                {
+                    "run_id": run_id,
+                    "hash": config.config_hash,
+                    "dataset": config.dataset,
+                    "model_name": config.model_name,
+                    "model_path": config.model_path,
+                    "card": json.dumps(config.model_card, sort_keys=True),
+                    "graph_name": config.graph_name,
+                    "graph_sha256": config.graph_sha256,
+                    "attacks": list(config.attacks),
+                    "eps": list(config.eps),
+                    "tau": list(config.tau),
+                    "sizes": list(config.sizes),
+                    "images": config.images_per_combination,
+                    "preset": config.preset,
+                    "iterations": config.iterations,
+                    "seed": config.seed,
+                    "shard_count": config.shard_count,
+                    "shard_index": config.shard_index,
+                    "code_version": config.code_version,
+                    "device": config.device,
+                    "created": config.created,
+                    "config": config.to_json(),
+                },
+            )
+        return run_id
+
+    def run_config(self, run_id: str) -> RunConfig:
+        with self._connect(read_only=True) as con:
+            row = con.execute("SELECT config FROM runs WHERE run_id = ?", [run_id]).fetchone()
+            if row is None:
+                raise unknown("run", run_id, [r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()])
+        return RunConfig.from_json(row[0])
+
+    def finish_run(self, run_id: str) -> None:
+        """Mark the run finished (its time goes in ``runs.finished``)."""
+        with self._transaction() as con:
+            if con.execute("UPDATE runs SET finished = ? WHERE run_id = ?", [_now(), run_id]).fetchone()[0] == 0:
+                raise unknown("run", run_id, [r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()])
+
+    # ------------------------------------------------------------------ combinations and rows
+    def write_combinations(self, run_id: str, combinations: Iterable[Combination]) -> None:
+        """Record the run's target sets with their eligible/attacked counts (idempotent)."""
+        combos = list(combinations)
+        with self._transaction() as con:
+            _require_run(con, run_id)
+            con.executemany(
+                "INSERT INTO combinations VALUES (?, ?, ?, ?, ?, ?, FALSE) ON CONFLICT DO NOTHING",
+                [(run_id, c.combo_id, c.size, list(c.labels), c.eligible, c.attacked) for c in combos],
+            )
+
+    def write_rows(self, run_id: str, rows: Sequence[ResultRow], complete: Iterable[int] = ()) -> int:
+        """Store a batch of rows in one transaction and mark the ``complete`` combinations done.
+
+        Rows whose key is already stored are skipped (the first write wins), so writing a
+        batch twice stores it once. Returns how many rows were new.
+        """
+        columns = _columns(rows)
+        done = sorted({int(c) for c in complete})
+        with self._transaction() as con:
+            _require_run(con, run_id)
+            missing = con.execute(
+                "SELECT list_sort(list(x)) FROM (SELECT DISTINCT unnest($ids) AS x "
+                "EXCEPT SELECT combo_id FROM combinations WHERE run_id = $run)",
+                {"ids": sorted(set(columns["combo_id"]) | set(done)), "run": run_id},
+            ).fetchone()[0]
+            if missing:
+                raise ValueError(f"run {run_id!r} has no combinations {missing}: write_combinations first")
+            added = 0
+            if rows:
+                select = ", ".join(f"unnest(${c})" for c in ROW_COLUMNS)
+                added = con.execute(
+                    f"INSERT INTO results (run_id, {', '.join(ROW_COLUMNS)}) "
+                    f"SELECT $run_id, * FROM (SELECT {select}) ON CONFLICT DO NOTHING",
+                    {"run_id": run_id, **columns},
+                ).fetchone()[0]
+            if done:
+                con.execute(
+                    "UPDATE combinations SET complete = TRUE WHERE run_id = ? AND list_contains(?, combo_id)",
+                    [run_id, done],
+                )
+        return int(added)
+
+    def done_keys(self, run_id: str) -> set[ResultKey]:
+        """The natural keys of the run's stored rows (what a resumed sweep skips)."""
+        with self._connect(read_only=True) as con:
+            rows = con.execute(
+                "SELECT combo_id, image_id, attack, eps, tau FROM results WHERE run_id = ?", [run_id]
+            ).fetchall()
+        return {ResultKey(*r) for r in rows}
+
+    def done_combinations(self, run_id: str) -> set[int]:
+        """The combinations the sweep marked complete."""
+        with self._connect(read_only=True) as con:
+            rows = con.execute("SELECT combo_id FROM combinations WHERE run_id = ? AND complete", [run_id]).fetchall()
+        return {r[0] for r in rows}
+
+    # ------------------------------------------------------------------ merge
+    def merge(self, paths: Iterable[str | Path]) -> list[MergeReport]:
+        """Copy the runs of other results files (e.g. shards) into this one.
+
+        Each file is merged in one transaction. A run stored on both sides must have the same
+        configuration hash and shard count; rows already present are skipped, so merging a
+        file twice changes nothing.
+        """
+        reports = []
+        for path in paths:
+            source = ResultStore(path, create=False, lock_timeout=self.lock_timeout)
+            if source.path.resolve() == self.path.resolve():
+                raise BenchError(f"cannot merge {source.path} into itself")
+            reports.append(self._merge_one(source))
+        return reports
+
+    def _merge_one(self, source: ResultStore) -> MergeReport:
+        with self._connect() as con:
+            con.execute(f"ATTACH {sql_literal(source.path)} AS src (READ_ONLY)")
+            try:
+                with _atomic(con):
+                    src_runs = [r[0] for r in con.execute("SELECT run_id FROM src.runs ORDER BY run_id").fetchall()]
+                    self._check_mergeable(con, source.path)
+                    added = _copy_attached(con)
+            finally:
+                con.execute("DETACH src")
+        return MergeReport(source.path, tuple(src_runs), added)
+
+    def _check_mergeable(self, con: duckdb.DuckDBPyConnection, source: Path) -> None:
+        """Runs stored on both sides must agree on their configuration and shard count."""
+        pairs = con.execute(
+            """SELECT r.run_id, r.config, s.config, r.shard_count, s.shard_count
+               FROM runs AS r JOIN src.runs AS s USING (run_id)"""
+        ).fetchall()
+        for run_id, ours_json, theirs_json, our_count, their_count in pairs:
+            ours, theirs = RunConfig.from_json(ours_json), RunConfig.from_json(theirs_json)
+            if ours.config_hash != theirs.config_hash:
+                raise BenchError(
+                    f"{source}: run {run_id!r} has another configuration than in {self.path} "
+                    f"({'; '.join(ours.differences(theirs))}); nothing merged from it"
+                )
+            _check_shard_count(run_id, our_count, their_count, source)
+
+
+# ---------------------------------------------------------------------- helpers
+@contextmanager
+def _atomic(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One transaction: committed when the block ends, rolled back when it raises."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def _read_meta(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[int, str]:
+    """(schema version, views hash); refuses files that are not ours or are newer."""
+    try:
+        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        version = int(meta["schema_version"])
+    except (duckdb.CatalogException, KeyError, ValueError):
+        raise BenchError(f"{path} is a DuckDB file but not a semattack-bench results database") from None
+    if version > SCHEMA_VERSION:
+        raise BenchError(
+            f"{path} has results schema version {version}, newer than this semattack-bench "
+            f"(version {SCHEMA_VERSION}): upgrade semattack-bench to read it"
+        )
+    return version, meta.get("views_sha256", "")
+
+
+def _require_run(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    if con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0] == 0:
+        raise ValueError(f"run {run_id!r} is not in the results database: call begin_run first")
+
+
+def _check_shard_count(run_id: str, stored: int, given: int, where: Path) -> None:
+    if stored != given:
+        raise BenchError(
+            f"run {run_id!r} is split into {stored} shards, but {where} has {given}: use the same --shard i/n"
+        )
+
+
+def _columns(rows: Sequence[ResultRow]) -> dict[str, list]:
+    """Rows → one plain Python list per column (numpy/torch scalars converted, ε/τ by ``grid_value``)."""
+    cast = {
+        "combo_id": int,
+        "image_id": str,
+        "attack": str,
+        "eps": grid_value,
+        "tau": grid_value,
+        "success": bool,
+        "consistent": bool,
+        "ntr_share": float,
+        "iterations": int,
+        "linf": float,
+        "l2": float,
+        "seconds": float,
+    }
+    out: dict[str, list] = {}
+    for name in ROW_COLUMNS:
+        values = [getattr(r, name) for r in rows]
+        if name in cast:
+            out[name] = [cast[name](v) for v in values]
+        else:
+            out[name] = [None if v is None else float(v) for v in values]
+    out["attack"] = [a.lower() for a in out["attack"]]  # registered names are lower case
+    return out
+
+
+def _copy_attached(con: duckdb.DuckDBPyConnection) -> int:
+    """Copy the attached ``src`` database's runs, combinations and rows; returns new rows."""
+    before = con.execute("SELECT count(*) FROM results").fetchone()[0]
+    con.execute("INSERT INTO runs SELECT * FROM src.runs ON CONFLICT DO NOTHING")
+    con.execute(
+        """UPDATE runs SET shards = list_sort(list_distinct(list_concat(runs.shards, s.shards))),
+                  finished = CASE WHEN runs.finished IS NULL OR s.finished IS NULL THEN NULL
+                                  ELSE greatest(runs.finished, s.finished) END
+           FROM src.runs AS s WHERE runs.run_id = s.run_id"""
+    )
+    con.execute(
+        """INSERT INTO combinations SELECT * FROM src.combinations
+           ON CONFLICT DO UPDATE SET complete = complete OR excluded.complete"""
+    )
+    con.execute("INSERT INTO results SELECT * FROM src.results ON CONFLICT DO NOTHING")
+    return int(con.execute("SELECT count(*) FROM results").fetchone()[0] - before)
+
+
+def sql_literal(path: str | Path) -> str:
+    """A file path as a quoted SQL string."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+__all__ = ["DB_NAME", "MergeReport", "ResultStore", "default_db_path", "lock_message", "sql_literal"]

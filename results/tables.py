@@ -1,0 +1,337 @@
+"""The paper's tables from the ``rate_summary`` view, rendered as rich, Markdown, LaTeX or CSV.
+
+* **Paper layout** (Supp. Table 1): rows = (model, attack), column groups = datasets, each
+  with ↑FR_N, ↑FR_S, ↓NT_R (mean ± std over target combinations, in %) and ↑SSIM.
+* **Ablation layout** (Supp. Table 2): rows = |Ω|, column groups = metrics, each with one
+  column per attack (GMLA_α / GMLA_β / GMLA by default).
+
+SSIM is pooled over the successful images of all combinations (the paper: one mean, no
+std) unless ``ssim="combinations"`` asks for mean ± std of the per-combination means.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+import duckdb
+from rich import box
+from rich.table import Table
+
+from bench.errors import BenchError, unknown
+from results.views import ANY, Selection, only_attacks, run_ids, summary
+
+
+class TableFormat(str, Enum):
+    rich = "rich"
+    markdown = "markdown"
+    latex = "latex"
+    csv = "csv"
+
+
+#: metric key → (label, arrow: which way is better, shown in %)
+METRICS = {
+    "fr_n": ("FR_N", "↑", True),
+    "fr_s": ("FR_S", "↑", True),
+    "nt_r": ("NT_R", "↓", True),
+    "ssim": ("SSIM", "↑", False),
+}
+SSIM_MODES = ("pooled", "combinations")
+
+ATTACK_NAMES = {
+    "mla-u": "MLA-U",
+    "mla-c": "MLA-C",
+    "mla-lp": "MLA-LP",
+    "gmla-alpha": "GMLA_α",
+    "gmla-beta": "GMLA_β",
+    "gmla": "GMLA",
+    "ml-dp": "ML-DP",
+}
+ABLATION_ATTACKS = ("gmla-alpha", "gmla-beta", "gmla")
+MODEL_NAMES = {"ml-gcn": "ML-GCN", "asl": "ASL", "ml-decoder": "ML-Decoder"}
+DATASET_NAMES = {"voc": "PASCAL-VOC", "nus": "NUS-WIDE", "openimages": "OpenImages", "stamps": "Stamps"}
+
+
+def display(names: dict[str, str], key: str) -> str:
+    """The paper's spelling of an attack, model or dataset name (the name itself if unknown)."""
+    return names.get(key, key)
+
+
+def ordered(keys: set[str], known: Sequence[str]) -> list[str]:
+    """The paper's order for known names, then the others alphabetically."""
+    rank = {k: i for i, k in enumerate(known)}
+    return sorted(keys, key=lambda k: (rank.get(k, len(rank)), k))
+
+
+def check_metrics(metrics: Sequence[str], ssim: str = SSIM_MODES[0]) -> list[str]:
+    """The metrics asked for (all when none); unknown names and SSIM modes suggest known ones."""
+    if ssim not in SSIM_MODES:
+        raise unknown("SSIM mode", ssim, SSIM_MODES)
+    out = [m.lower() for m in metrics] or list(METRICS)
+    for m in out:
+        if m not in METRICS:
+            raise unknown("metric", m, METRICS)
+    return out
+
+
+@dataclass(frozen=True)
+class Cell:
+    mean: float | None
+    std: float | None
+    percent: bool
+
+
+@dataclass(frozen=True)
+class Group:
+    """A column group (a dataset, or a metric) and its columns as (key, label)."""
+
+    key: str
+    label: str
+    columns: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Row:
+    keys: tuple[str, ...]
+    labels: tuple[str, ...]
+    cells: tuple[Cell, ...]
+
+
+@dataclass(frozen=True)
+class Layout:
+    title: str
+    row_headers: tuple[str, ...]
+    groups: tuple[Group, ...]
+    rows: tuple[Row, ...]
+
+
+def _cell(summary_row: dict | None, metric: str, ssim: str) -> Cell:
+    percent = METRICS[metric][2]
+    if summary_row is None:
+        return Cell(None, None, percent)
+    if metric == "ssim" and ssim == "pooled":
+        return Cell(summary_row["ssim_pooled"], None, percent)
+    return Cell(summary_row[f"{metric}_mean"], summary_row[f"{metric}_std"], percent)
+
+
+def _metric_label(metric: str) -> str:
+    label, arrow, _ = METRICS[metric]
+    return f"{arrow}{label}"
+
+
+def _title(rows: list[dict], selection: Selection) -> str:
+    """The |Ω|, ε and τ the table shows: the ones asked for, else those stored."""
+    parts = []
+    for axis, label in (("size", "|Ω|"), ("eps", "ε"), ("tau", "τ")):
+        wanted = getattr(selection, axis)
+        values = [wanted] if wanted is not None else sorted({r[axis] for r in rows})
+        parts.append(f"{label} = " + ", ".join(f"{v:g}" for v in values))
+    return "; ".join(parts)
+
+
+def paper_layout(
+    con: duckdb.DuckDBPyConnection,
+    runs: Sequence[str] = (),
+    selection: Selection = ANY,
+    metrics: Sequence[str] = (),
+    attacks: Sequence[str] = (),
+    ssim: str = "pooled",
+) -> Layout:
+    """Models × attacks as rows, datasets × metrics as columns (Supp. Table 1)."""
+    metrics = check_metrics(metrics, ssim)
+    runs = run_ids(con, runs)
+    rows = only_attacks(summary(con, runs, selection), attacks)
+    owner: dict[tuple[str, str], str] = {}
+    for r in rows:
+        key = (r["model_name"], r["dataset"])
+        if owner.setdefault(key, r["run_id"]) != r["run_id"]:
+            raise BenchError(
+                f"runs {owner[key]!r} and {r['run_id']!r} both hold {key[0]} on {key[1]}: pick one with --run"
+            )
+    by_cell = {(r["model_name"], r["attack"], r["dataset"]): r for r in rows}
+    datasets = ordered({r["dataset"] for r in rows}, list(DATASET_NAMES))
+    models = list(dict.fromkeys(r["model_name"] for r in sorted(rows, key=lambda r: runs.index(r["run_id"]))))
+    groups = tuple(Group(d, display(DATASET_NAMES, d), tuple((m, _metric_label(m)) for m in metrics)) for d in datasets)
+    out = []
+    for model in models:
+        for attack in ordered({r["attack"] for r in rows if r["model_name"] == model}, list(ATTACK_NAMES)):
+            cells = tuple(_cell(by_cell.get((model, attack, d)), m, ssim) for d in datasets for m in metrics)
+            out.append(Row((model, attack), (display(MODEL_NAMES, model), display(ATTACK_NAMES, attack)), cells))
+    return Layout(_title(rows, selection), ("Model", "Attack"), groups, tuple(out))
+
+
+def ablation_layout(
+    con: duckdb.DuckDBPyConnection,
+    runs: Sequence[str] = (),
+    selection: Selection = ANY,
+    metrics: Sequence[str] = ("fr_n", "fr_s", "nt_r"),
+    attacks: Sequence[str] = (),
+    ssim: str = "pooled",
+) -> Layout:
+    """|Ω| as rows, metrics × attacks as columns (Supp. Table 2) for one run."""
+    metrics = check_metrics(metrics, ssim)
+    stored = run_ids(con, runs)
+    if len(stored) != 1:
+        raise BenchError(f"the ablation layout shows one run; pick one with --run ({', '.join(stored)})")
+    rows = summary(con, stored, selection, vary="size")
+    if attacks:
+        rows = only_attacks(rows, attacks)
+    else:
+        rows = [r for r in rows if r["attack"] in ABLATION_ATTACKS]
+        if not rows:
+            raise BenchError(f"run {stored[0]!r} has no GMLA_α, GMLA_β or GMLA rows: name attacks with --attack")
+    by_cell = {(r["size"], r["attack"]): r for r in rows}
+    names = ordered({r["attack"] for r in rows}, list(ATTACK_NAMES))
+    sizes = sorted({r["size"] for r in rows})
+    if selection.size is not None:
+        sizes = [s for s in sizes if s == selection.size]
+    groups = tuple(Group(m, _metric_label(m), tuple((a, display(ATTACK_NAMES, a)) for a in names)) for m in metrics)
+    out = tuple(
+        Row((str(s),), (str(s),), tuple(_cell(by_cell.get((s, a)), m, ssim) for m in metrics for a in names))
+        for s in sizes
+    )
+    first = rows[0]
+    title = f"{display(MODEL_NAMES, first['model_name'])} on {display(DATASET_NAMES, first['dataset'])}; "
+    title += _title(rows, selection)
+    return Layout(title, ("|Ω|",), groups, out)
+
+
+# ---------------------------------------------------------------------- renderers
+def format_cell(cell: Cell, digits: int = 1) -> str:
+    """``mean ± std`` (% metrics with ``digits`` decimals, SSIM with 2), ``–`` when empty."""
+    if cell.mean is None:
+        return "–"
+    d = digits if cell.percent else 2
+    return f"{cell.mean:.{d}f}" + ("" if cell.std is None else f" ± {cell.std:.{d}f}")
+
+
+def _headers(layout: Layout, sep: str) -> list[str]:
+    return list(layout.row_headers) + [f"{g.label}{sep}{label}" for g in layout.groups for _, label in g.columns]
+
+
+def _shown_labels(layout: Layout) -> list[list[str]]:
+    """Row labels with a repeated leading label blanked (the model shown once per group)."""
+    out, previous = [], None
+    for row in layout.rows:
+        labels = list(row.labels)
+        if len(labels) > 1 and labels[0] == previous:
+            labels[0] = ""
+        else:
+            previous = labels[0]
+        out.append(labels)
+    return out
+
+
+def to_rich(layout: Layout, digits: int = 1) -> Table:
+    """A rich table; each group's label heads its first column, sections end with a rule."""
+    table = Table(title=layout.title, header_style="bold", box=box.SIMPLE_HEAVY)
+    for header in layout.row_headers:
+        table.add_column(header, no_wrap=True)
+    for g in layout.groups:
+        for i, (_, label) in enumerate(g.columns):
+            table.add_column(f"{g.label if i == 0 else ''}\n{label}", justify="right", no_wrap=True)
+    shown = _shown_labels(layout)
+    for i, row in enumerate(layout.rows):
+        last_of_group = i + 1 == len(layout.rows) or (len(row.labels) > 1 and shown[i + 1][0] != "")
+        table.add_row(*shown[i], *(format_cell(c, digits) for c in row.cells), end_section=last_of_group)
+    return table
+
+
+def to_markdown(layout: Layout, digits: int = 1) -> str:
+    def esc(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    headers = _headers(layout, " ")
+    lines = [
+        f"**{esc(layout.title)}**",
+        "",
+        "| " + " | ".join(esc(h) for h in headers) + " |",
+        "|" + "|".join(":--" if i < len(layout.row_headers) else "--:" for i in range(len(headers))) + "|",
+    ]
+    for labels, row in zip(_shown_labels(layout), layout.rows):
+        lines.append("| " + " | ".join([esc(x) for x in labels] + [format_cell(c, digits) for c in row.cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+TEX_SYMBOLS = {
+    "α": r"\alpha",
+    "β": r"\beta",
+    "Ω": r"\Omega",
+    "ε": r"\epsilon",
+    "τ": r"\tau",
+    "↑": r"\uparrow",
+    "↓": r"\downarrow",
+    "±": r"\pm",
+    "–": "--",
+}
+
+
+def tex(text: str) -> str:
+    """Plain text with the paper's symbols → LaTeX (FR_N → FR$_{N}$, GMLA_α → GMLA$_{\\alpha}$)."""
+    text = re.sub(r"[&%#$\\{}]", lambda m: r"\textbackslash{}" if m[0] == "\\" else "\\" + m[0], text)
+    text = text.replace("|Ω|", "$|\\Omega|$")
+    text = re.sub(r"_(\w(?!\w))?", lambda m: "$_{" + TEX_SYMBOLS.get(m[1], m[1]) + "}$" if m[1] else r"\_", text)
+    for symbol, command in TEX_SYMBOLS.items():
+        text = text.replace(symbol, command if symbol == "–" else f"${command}$")
+    return text
+
+
+def to_latex(layout: Layout, digits: int = 1) -> str:
+    """A booktabs table (``\\usepackage{booktabs}``): group headers with \\cmidrule."""
+    n_head = len(layout.row_headers)
+    spec = "l" * n_head + "".join(" " + "c" * len(g.columns) for g in layout.groups)
+    group_line, rules, start = ["" for _ in range(n_head)], [], n_head + 1
+    for g in layout.groups:
+        group_line.append(rf"\multicolumn{{{len(g.columns)}}}{{c}}{{{tex(g.label)}}}")
+        rules.append(rf"\cmidrule(lr){{{start}-{start + len(g.columns) - 1}}}")
+        start += len(g.columns)
+    column_line = [tex(h) for h in layout.row_headers] + [tex(label) for g in layout.groups for _, label in g.columns]
+    lines = [
+        f"% {tex(layout.title)}",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(group_line) + r" \\",
+        " ".join(rules),
+        " & ".join(column_line) + r" \\",
+        r"\midrule",
+    ]
+    shown = _shown_labels(layout)
+    for i, row in enumerate(layout.rows):
+        if i and n_head > 1 and shown[i][0]:
+            lines.append(r"\midrule")
+        cells = [tex(x) for x in shown[i]] + [tex(format_cell(c, digits)) for c in row.cells]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(layout: Layout) -> str:
+    """One line per row; ``<group>_<column>_mean`` / ``_std`` columns at full precision."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    head = [h.strip("|").replace("Ω", "size").lower() for h in layout.row_headers]
+    writer.writerow(
+        head + [f"{g.key}_{key}_{part}" for g in layout.groups for key, _ in g.columns for part in ("mean", "std")]
+    )
+    for row in layout.rows:
+        values = []
+        for cell in row.cells:
+            values += ["" if v is None else f"{v:.6g}" for v in (cell.mean, cell.std)]
+        writer.writerow(list(row.keys) + values)
+    return buf.getvalue()
+
+
+def render(layout: Layout, fmt: TableFormat | str, digits: int = 1) -> Table | str:
+    """The layout in one format: a rich ``Table``, or Markdown/LaTeX/CSV text."""
+    fmt = TableFormat(fmt)
+    if fmt is TableFormat.rich:
+        return to_rich(layout, digits)
+    if fmt is TableFormat.markdown:
+        return to_markdown(layout, digits)
+    if fmt is TableFormat.latex:
+        return to_latex(layout, digits)
+    return to_csv(layout)

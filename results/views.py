@@ -1,0 +1,133 @@
+"""The SQL views (``views.sql``) and how tables and plots pick one |Ω|, ε and τ from them.
+
+``rate_summary`` holds one row per (run, |Ω|, attack, ε, τ). A table cell or a plotted curve
+needs one value of every axis but the one it varies: ``pick`` takes the value the user
+asked for, or the only value a run (and attack) holds, and otherwise names the choices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from bench.errors import BenchError, unknown
+
+VIEWS_SQL = (Path(__file__).resolve().parent / "views.sql").read_text(encoding="utf-8")
+VIEWS_SHA256 = hashlib.sha256(VIEWS_SQL.encode()).hexdigest()
+
+AXES = ("size", "eps", "tau")
+AXIS_LABELS = {"size": "|Ω|", "eps": "ε", "tau": "τ"}
+
+
+def install_views(con: duckdb.DuckDBPyConnection, *, temporary: bool = False) -> None:
+    """Create (or replace) the views; ``temporary`` for read-only connections."""
+    sql = VIEWS_SQL.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW") if temporary else VIEWS_SQL
+    for statement in duckdb.extract_statements(sql):
+        con.execute(statement)
+
+
+def fetch_dicts(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | dict | None = None) -> list[dict]:
+    cur = con.execute(sql, params or [])
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def run_ids(con: duckdb.DuckDBPyConnection, wanted: Sequence[str] = ()) -> list[str]:
+    """The runs asked for (all runs when none), checked against those stored."""
+    stored = [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY created, run_id").fetchall()]
+    if not stored:
+        raise BenchError("the results database holds no runs yet: start one with `bench run`")
+    for run in wanted:
+        if run not in stored:
+            raise unknown("run", run, stored)
+    return list(dict.fromkeys(wanted)) if wanted else stored
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The |Ω|, ε and τ a user asked for (``None``: the only one stored)."""
+
+    size: int | None = None
+    eps: float | None = None
+    tau: float | None = None
+
+
+ANY = Selection()
+
+
+def _same(a: float, b: float) -> bool:
+    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return ", ".join(f"{v:g}" for v in sorted(values))
+
+
+def pick(rows: list[dict], selection: Selection, vary: str | None = None) -> list[dict]:
+    """Keep, per (run, attack), one value of every axis except ``vary``.
+
+    An axis the user fixed keeps the rows at that value; otherwise the run and attack must
+    hold a single value. An attack stored at a single τ takes no τ and is kept whatever τ
+    was asked for. A fixed value that no run holds is an error naming what is stored.
+    """
+    for axis in AXES:
+        wanted = getattr(selection, axis)
+        if axis != vary and wanted is not None and not any(_same(r[axis], wanted) for r in rows):
+            stored = {r[axis] for r in rows}
+            raise BenchError(f"no results at {AXIS_LABELS[axis]} = {wanted:g}; stored: {_fmt(stored)}")
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[row["run_id"], row["attack"]].append(row)
+    kept: list[dict] = []
+    for (run, attack), group in groups.items():
+        for axis in AXES:
+            wanted = getattr(selection, axis)
+            if axis == vary:
+                continue
+            values = {r[axis] for r in group}
+            if axis == "tau" and len(values) == 1:
+                continue  # an attack run at one τ takes no τ (schema: written at config.tau[0])
+            if wanted is not None:
+                group = [r for r in group if _same(r[axis], wanted)]
+            elif len(values) > 1:
+                raise BenchError(
+                    f"run {run!r} holds {AXIS_LABELS[axis]} = {_fmt(values)} for {attack}: "
+                    f"pick one with --{axis} (or choose runs with --run)"
+                )
+        kept.extend(group)
+    if rows and not kept:
+        raise BenchError("no results hold the chosen |Ω|, ε and τ together")
+    return kept
+
+
+def summary(
+    con: duckdb.DuckDBPyConnection, runs: Sequence[str], selection: Selection, vary: str | None = None
+) -> list[dict]:
+    """``rate_summary`` rows of the runs, narrowed by ``pick``."""
+    rows = fetch_dicts(
+        con,
+        "SELECT * FROM rate_summary WHERE list_contains($runs, run_id) ORDER BY run_id, attack, size, eps, tau",
+        {"runs": list(runs)},
+    )
+    if not rows:
+        raise BenchError(f"run(s) {', '.join(runs)} have no result rows yet")
+    return pick(rows, selection, vary)
+
+
+def only_attacks(rows: list[dict], attacks: Sequence[str]) -> list[dict]:
+    """The rows of the attacks asked for (all when none); unknown names suggest stored ones."""
+    if not attacks:
+        return rows
+    stored = {r["attack"] for r in rows}
+    wanted = [a.lower() for a in attacks]
+    for name in wanted:
+        if name not in stored:
+            raise unknown("attack", name, stored)
+    return [r for r in rows if r["attack"] in wanted]

@@ -1,0 +1,79 @@
+-- Views over the results tables (notes §2b). The store creates them in every results file;
+-- `bench sql` and the tables read the versions in this file.
+
+-- One row per (run, combination, attack, ε, τ): each value is a rate over the combination's
+-- attacked images. FR_N = mean(success); FR_S = mean(success AND consistent); NT_R =
+-- mean(ntr_share) over all attacked rows (failed rows hold 0); SSIM and RMSD = means over
+-- the successful rows (NULL when none succeeded).
+CREATE OR REPLACE VIEW combination_rates AS
+SELECT
+    r.run_id, r.combo_id, c.size, c.labels, r.attack, r.eps, r.tau,
+    count(*) AS attacked,
+    count(*) FILTER (WHERE r.success) AS succeeded,
+    avg(r.success::DOUBLE) AS fr_n,
+    avg((r.success AND r.consistent)::DOUBLE) AS fr_s,
+    avg(r.ntr_share) AS nt_r,
+    avg(r.ssim) FILTER (WHERE r.success) AS ssim,
+    avg(r.rmsd) FILTER (WHERE r.success) AS rmsd,
+    avg(r.iterations) AS iterations,
+    avg(r.linf) AS linf,
+    avg(r.l2) AS l2,
+    sum(r.seconds) AS seconds
+FROM results AS r
+JOIN combinations AS c USING (run_id, combo_id)
+GROUP BY r.run_id, r.combo_id, c.size, c.labels, r.attack, r.eps, r.tau;
+
+-- The paper's numbers: mean and population standard deviation (numpy's np.std, ddof = 0)
+-- of the per-combination rates over the combinations of one |Ω|, in %. SSIM two ways:
+-- ssim_pooled pools the successful images of all combinations (the paper: one mean, no
+-- std); ssim_mean/ssim_std average the per-combination means (combinations without a
+-- success have none). n_planned counts the combinations of that |Ω| with images to attack,
+-- n_empty those with no eligible image (recorded, never averaged in).
+CREATE OR REPLACE VIEW rate_summary AS
+WITH per_size AS (
+    SELECT
+        run_id, size, attack, eps, tau,
+        count(*) AS n_combinations,
+        100 * avg(fr_n) AS fr_n_mean, 100 * stddev_pop(fr_n) AS fr_n_std,
+        100 * avg(fr_s) AS fr_s_mean, 100 * stddev_pop(fr_s) AS fr_s_std,
+        100 * avg(nt_r) AS nt_r_mean, 100 * stddev_pop(nt_r) AS nt_r_std,
+        avg(ssim) AS ssim_mean, stddev_pop(ssim) AS ssim_std,
+        sum(attacked) AS n_attacked, sum(succeeded) AS n_succeeded
+    FROM combination_rates
+    GROUP BY run_id, size, attack, eps, tau
+), pooled AS (
+    SELECT r.run_id, c.size, r.attack, r.eps, r.tau,
+           avg(r.ssim) FILTER (WHERE r.success) AS ssim_pooled,
+           avg(r.rmsd) FILTER (WHERE r.success) AS rmsd_pooled
+    FROM results AS r
+    JOIN combinations AS c USING (run_id, combo_id)
+    GROUP BY r.run_id, c.size, r.attack, r.eps, r.tau
+), planned AS (
+    SELECT run_id, size,
+           count(*) FILTER (WHERE attacked > 0) AS n_planned,
+           count(*) FILTER (WHERE eligible = 0) AS n_empty
+    FROM combinations
+    GROUP BY run_id, size
+)
+SELECT
+    ru.dataset, ru.model_name, s.*, p.ssim_pooled, p.rmsd_pooled, pl.n_planned, pl.n_empty
+FROM per_size AS s
+JOIN pooled AS p USING (run_id, size, attack, eps, tau)
+JOIN planned AS pl USING (run_id, size)
+JOIN runs AS ru USING (run_id);
+
+-- One row per run: what it is and how far it got.
+CREATE OR REPLACE VIEW run_overview AS
+SELECT
+    ru.run_id, ru.dataset, ru.model_name, ru.graph_name, ru.attacks, ru.sizes, ru.eps, ru.tau,
+    ru.images_per_combination, ru.preset, ru.shards, ru.shard_count,
+    coalesce(c.n_combinations, 0) AS combinations,
+    coalesce(c.n_complete, 0) AS complete,
+    coalesce(r.n_rows, 0) AS rows,
+    ru.created, ru.finished, ru.config_hash
+FROM runs AS ru
+LEFT JOIN (
+    SELECT run_id, count(*) AS n_combinations, count(*) FILTER (WHERE complete) AS n_complete
+    FROM combinations GROUP BY run_id
+) AS c USING (run_id)
+LEFT JOIN (SELECT run_id, count(*) AS n_rows FROM results GROUP BY run_id) AS r USING (run_id);

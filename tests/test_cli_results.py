@@ -1,0 +1,155 @@
+"""``bench table | sql | runs | plot | merge | perf db`` through Typer's CliRunner, and the
+one-line errors through ``bench.cli.main`` in a subprocess."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import duckdb
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import bench.cli  # noqa: F401  registers every command
+from bench.cli.apps import app
+from bench.errors import BenchError
+from bench.paths import PROJECT_ROOT
+from results.store import ResultStore
+from results.tables import Cell, format_cell
+from tests.results_fixtures import config, fake_sweep, store_sweep
+from tests.test_results_views import reference_summary
+
+runner = CliRunner()
+COMMANDS = (["table"], ["sql"], ["runs"], ["plot"], ["merge"], ["perf", "db"])
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    store = ResultStore(tmp_path_factory.mktemp("cli") / "r.duckdb")
+    sweep = fake_sweep(config("voc", "asl", name="demo", attacks=("mla-u", "gmla", "ml-dp"), sizes=(2, 3)), seed=8)
+    store_sweep(store, sweep)
+    return store, sweep
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, (BenchError, SystemExit)):
+        raise result.exception
+    return result
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_an_example(command):
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0 and "Example:" in result.output, f"`bench {' '.join(command)} --help` lacks an Example"
+
+
+def test_table_markdown_shows_the_numpy_numbers(db):
+    store, sweep = db
+    result = invoke("table", "--db", store.path, "--size", "3", "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    ref = reference_summary({"demo": sweep})["demo", 3, "gmla", 0.01, -0.85]
+    cell = format_cell(Cell(ref["fr_s_mean"], ref["fr_s_std"], True))
+    gmla = next(line for line in result.output.splitlines() if "| GMLA |" in line)
+    assert cell in gmla, f"GMLA's FR_S {cell} not in the markdown row {gmla}"
+
+
+def test_table_files_by_suffix(db, tmp_path):
+    store, _ = db
+    for name, marker in (("t.tex", r"\toprule"), ("t.csv", "voc_fr_n_mean"), ("t.txt", "GMLA")):
+        result = invoke("table", "--db", store.path, "--size", "2", "--out", tmp_path / name)
+        assert result.exit_code == 0, result.output
+        assert marker in (tmp_path / name).read_text(), f"{name} lacks {marker!r}"
+    result = invoke("table", "--db", store.path, "--metric", "ntr")
+    assert isinstance(result.exception, BenchError) and "unknown metric 'ntr'" in str(result.exception), (
+        f"an unknown metric should be a BenchError, got {result.exception!r}"
+    )
+
+
+def test_sql_prints_exports_and_refuses_writes(db, tmp_path):
+    store, sweep = db
+    result = invoke("sql", "SELECT count(*) AS n FROM results", "--db", store.path)
+    assert result.exit_code == 0 and str(len(sweep.rows)) in result.output, result.output
+    for suffix in (".csv", ".parquet"):
+        out = tmp_path / f"rows{suffix}"
+        assert invoke("sql", "SELECT * FROM combination_rates", "--db", store.path, "--out", out).exit_code == 0
+        with duckdb.connect() as con:
+            n = con.execute(f"SELECT count(*) FROM '{out}'").fetchone()[0]
+        with store.reader() as con:
+            assert n == con.execute("SELECT count(*) FROM combination_rates").fetchone()[0], f"{suffix} row count"
+    for query, message in (
+        ("DELETE FROM results", "read-only: DELETE statements are refused"),
+        ("SELECT 1; DROP TABLE results", "one statement at a time"),
+        ("SELEC 1", "SQL does not parse"),
+        ("SELECT nope FROM results", "SQL error"),
+    ):
+        result = invoke("sql", query, "--db", store.path)
+        assert isinstance(result.exception, BenchError) and message in str(result.exception), (
+            f"{query!r}: expected {message!r}, got {result.exception!r}"
+        )
+    with store.reader() as con:
+        assert con.execute("SELECT count(*) FROM results").fetchone()[0] == len(sweep.rows), "bench sql changed rows"
+
+
+def test_runs_and_plot(db, tmp_path):
+    store, _ = db
+    result = invoke("runs", "--db", store.path)
+    assert result.exit_code == 0 and "demo" in result.output and "10/10" in result.output, result.output
+    out = tmp_path / "size.png"
+    result = invoke("plot", "size", "--db", store.path, "--out", out)
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as img:
+        assert img.format == "PNG", "bench plot did not write a PNG"
+
+
+def test_merge_command(db, tmp_path):
+    store, sweep = db
+    shard = ResultStore(tmp_path / "shard.duckdb")
+    run = shard.begin_run(dataclasses.replace(sweep.config, name="other"))
+    shard.write_combinations(run, sweep.combinations)
+    shard.write_rows(run, sweep.rows[:7])
+    target = tmp_path / "all.duckdb"
+    result = invoke("merge", store.path, shard.path, "--db", target)
+    assert result.exit_code == 0, result.output
+    with ResultStore(target).reader() as con:
+        n = con.execute("SELECT count(*) FROM results").fetchone()[0]
+    assert n == len(sweep.rows) + 7, f"merged file holds {n} rows"
+
+
+def test_perf_db_reports_rates():
+    result = invoke("perf", "db", "--rows", "100")
+    assert result.exit_code == 0, result.output
+    assert "row at a time" in result.output and "write_rows" in result.output, result.output
+
+
+def test_errors_are_one_line_with_exit_2(db, tmp_path):
+    store, _ = db
+    for args, message in (
+        (["table", "--db", tmp_path / "none.duckdb"], "no results database at"),
+        (["table", "--db", store.path], "pick one with --size"),
+    ):
+        result = invoke(*args)
+        assert isinstance(result.exception, BenchError) and message in str(result.exception), (
+            f"{args}: expected {message!r}, got {result.exception!r}"
+        )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from bench.cli import main; main()",
+            "sql",
+            "DROP TABLE results",
+            "--db",
+            str(store.path),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, f"exit {proc.returncode}, stderr {proc.stderr}"
+    assert len(lines) == 1 and "bench sql is read-only: DROP statements are refused" in lines[0], proc.stderr
