@@ -1,3 +1,127 @@
-"""Commands of this area are added here (see bench/cli/apps.py)."""
+"""``bench data build | info``: generate the offline ``stamps`` set, describe any dataset."""
 
-from bench.cli.apps import app, kg_app, perf_app  # noqa: F401
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from bench.cli.apps import app
+from bench.datasets import batches, create_dataset, list_datasets
+from bench.datasets.stamps import StampsConfig, build_stamps
+from bench.errors import BenchError, unknown
+
+console = Console(highlight=False)
+data_app = typer.Typer(help="Datasets: build the offline clip-art set, show counts and label frequencies.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+DataRoot = Annotated[
+    Path | None,
+    typer.Option("--data-root", help="Dataset folder (default: $BENCH_DATA/datasets/NAME; stamps: its cache folder).", show_default=False),
+]
+
+
+@data_app.command("build")
+def build(
+    name: Annotated[str, typer.Argument(help="Dataset to generate (only 'stamps' is generated; the others are read from disk).")],
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives byte-identical images.")] = StampsConfig.seed,
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = StampsConfig.size,
+    n_train: Annotated[int, typer.Option("--n-train", help="Training images.")] = StampsConfig.n_train,
+    n_test: Annotated[int, typer.Option("--n-test", help="Test images.")] = StampsConfig.n_test,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even when a cached copy exists.")] = False,
+    data_root: DataRoot = None,
+) -> None:
+    """Generate the offline clip-art dataset 'stamps' (cached; rebuilt only when the settings change).
+
+    Example: bench data build stamps --seed 0 --size 128 --n-train 6000 --n-test 1000
+    """
+    if name != "stamps":
+        if name not in list_datasets():
+            raise unknown("dataset", name, list_datasets())
+        raise BenchError(f"only 'stamps' is generated; {name!r} is read from its folder (see: bench data info {name} --data-root PATH)")
+    config = StampsConfig(seed=seed, size=size, n_train=n_train, n_test=n_test)
+    started = time.perf_counter()
+    folder = build_stamps(config, root=data_root, progress=True, force=force)
+    console.print(f"stamps ready in {time.perf_counter() - started:.1f} s: {n_train} train + {n_test} test images at {size} px, seed {seed}")
+    console.print(f"files: {folder}")
+
+
+def _frequency_table(ds, targets, top: int) -> Table:
+    counts = targets.sum(0)
+    graph = ds.graph
+    order = sorted(range(graph.n), key=lambda i: (-float(counts[i]), i))
+    table = Table(title=f"label frequencies ({ds.split}, {len(ds)} images)", title_justify="left")
+    for col, justify in (("label", "left"), ("kind", "left"), ("images", "right"), ("%", "right")):
+        table.add_column(col, justify=justify)
+    for i in order[: top or None]:
+        kind = "label" if i < graph.n_labels else "abstract"
+        table.add_row(graph.nodes[i], kind, str(int(counts[i])), f"{100 * float(counts[i]) / max(len(ds), 1):.1f}")
+    return table
+
+
+def _check_images(ds) -> int:
+    columns = (TextColumn("decoding {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    decoded = 0
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(f"{ds.name}/{ds.split}", total=len(ds))
+        for images, _, indices in batches(ds, batch_size=16):
+            decoded += len(images)
+            bar.update(task, completed=int(indices[-1]) + 1)
+    return len(ds) - decoded
+
+
+def _dataset_kwargs(name: str, **given) -> dict:
+    """Options that only some datasets take (``None`` = not given)."""
+    takes = {"year": "voc", "seed": "stamps", "n_train": "stamps", "n_test": "stamps"}
+    kwargs = {k: v for k, v in given.items() if v is not None}
+    for key in kwargs:
+        if takes[key] != name:
+            raise BenchError(f"--{key.replace('_', '-')} is for {takes[key]} only")
+    return kwargs
+
+
+@data_app.command("info")
+def info(
+    name: Annotated[str, typer.Argument(help=f"Dataset: {', '.join(list_datasets())}.")],
+    split: Annotated[
+        list[str] | None,
+        typer.Option("--split", "-s", help="Split(s) to describe (default: train and test for stamps, test otherwise).", show_default=False),
+    ] = None,
+    data_root: DataRoot = None,
+    image_size: Annotated[int | None, typer.Option("--image-size", help="Image side (default: the dataset's).", show_default=False)] = None,
+    year: Annotated[int | None, typer.Option(help="VOC: 2007 or 2012.", show_default=False, rich_help_panel="VOC")] = None,
+    seed: Annotated[int | None, typer.Option(help="stamps: seed.", show_default=False, rich_help_panel="stamps")] = None,
+    n_train: Annotated[int | None, typer.Option("--n-train", help="stamps: training images.", show_default=False, rich_help_panel="stamps")] = None,
+    n_test: Annotated[int | None, typer.Option("--n-test", help="stamps: test images.", show_default=False, rich_help_panel="stamps")] = None,
+    top: Annotated[int, typer.Option(help="Show the N most frequent labels (0: all).")] = 0,
+    check: Annotated[bool, typer.Option("--check", help="Decode every image and count those that do not decode.")] = False,
+) -> None:
+    """Show where a dataset's files are, how many images each split has and how often each label is positive.
+
+    Example: bench data info stamps
+    Example: bench data info voc --data-root ~/data/VOCdevkit --year 2012 --split val --check
+    """
+    if name not in list_datasets():
+        raise unknown("dataset", name, list_datasets())
+    kwargs = _dataset_kwargs(name, year=year, seed=seed, n_train=n_train, n_test=n_test)
+    for s in split or (["train", "test"] if name == "stamps" else ["test"]):
+        ds = create_dataset(name, s, root=data_root, image_size=image_size, **kwargs)
+        targets = ds.targets()
+        console.print(
+            f"[bold]{name}[/] {ds.split}: {len(ds)} images at {ds.image_size} px, graph {ds.graph.name!r} "
+            f"({ds.graph.n_labels} labels + {ds.graph.n - ds.graph.n_labels} abstract nodes)"
+        )
+        console.print(f"files: {ds.root}")
+        console.print(
+            f"positive labels per image: {float(targets[:, : ds.graph.n_labels].sum(1).mean()):.2f} "
+            f"(with ancestors: {float(targets.sum(1).mean()):.2f})"
+        )
+        console.print(_frequency_table(ds, targets, top))
+        if check:
+            bad = _check_images(ds)
+            console.print(f"{bad} of {len(ds)} images do not decode" + (" (skipped by bench.datasets.batches)" if bad else ""))

@@ -7,3 +7,7 @@ from bench.datasets.base import (  # noqa: F401
     list_datasets,
     register_dataset,
 )
+from bench.datasets.imagefiles import UndecodableImage, batches  # noqa: F401
+
+# Importing the loader modules registers them.
+from bench.datasets import nus, openimages, stamps, voc  # noqa: E402,F401  isort: skip
