@@ -1,3 +1,258 @@
-"""Commands of this area are added here (see bench/cli/apps.py)."""
+"""``bench train | eval | models``: train models on extended labels, evaluate them, list them."""
 
-from bench.cli.apps import app, kg_app, perf_app  # noqa: F401
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bench.cli.apps import app
+from bench.errors import BenchError
+from bench.fileio import write_json
+
+console = Console(highlight=False)
+
+DatasetOption = Annotated[
+    str | None, typer.Option("--dataset", "-d", help="Dataset name (stamps, voc, nus, openimages).", show_default=False)
+]
+DataRootOption = Annotated[str | None, typer.Option("--data-root", help="Dataset folder (default: under $BENCH_DATA).", show_default=False)]
+DeviceOption = Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when available).", show_default=False)]
+
+
+def parse_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``key=value`` strings → a dict; values parse as JSON when they can (numbers, true/false), else stay strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BenchError(f"model option {pair!r} is not key=value")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+@app.command("train")
+def train_command(
+    dataset: DatasetOption = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Registered model (bench models --available).", show_default=False)
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option("--preset", help="Named recipe (demo: stamps in ~5 CPU minutes); other options override it.", show_default=False),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs.", show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per step.", show_default=False)] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate of the one-cycle schedule.", show_default=False)] = None,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", help="Input side in pixels (default: the model's).", show_default=False)
+    ] = None,
+    loss: Annotated[str | None, typer.Option("--loss", help="asl or bce (default: the model's own).", show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of weights, shuffling and augmentation.", show_default=False)] = None,
+    augment: Annotated[
+        bool | None, typer.Option("--augment/--no-augment", help="Flip / zoom / shift augmentation.", show_default=False)
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", "-o", help="Model option key=value (e.g. variant=tresnet_l), repeatable.", show_default=False),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")] = 0,
+    name: Annotated[str | None, typer.Option("--name", help="Run name (default MODEL-TIME).", show_default=False)] = None,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="Continue this run (name or folder) from its last epoch.", show_default=False)
+    ] = None,
+    data_root: DataRootOption = None,
+    device: DeviceOption = None,
+) -> None:
+    """Train a model on a dataset's extended labels; save weights and a model card.
+
+    AdamW + one-cycle schedule, mixed precision on GPU, a checkpoint each epoch (--resume
+    continues), evaluation on the test split at the end. The run goes to
+    $BENCH_DATA/models/DATASET/NAME/ (model.pt, card.json).
+
+    Example: bench train --dataset stamps --preset demo
+    Example: bench train -d voc -m asl -o variant=tresnet_l --image-size 224 --epochs 40
+    Example: bench train --resume resnet18-20250101-120000
+    """
+    from bench.models.store import resolve_run
+    from bench.train import TrainConfig, preset_config, run_dir_for, train
+
+    if resume:
+        run_dir = resolve_run(resume, dataset)
+        console.print(f"resuming [bold]{run_dir}[/]")
+        result = train(run_dir=run_dir, resume=True, device=device)
+    else:
+        overrides = {
+            "model": model,
+            "dataset": dataset,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "image_size": image_size,
+            "loss": loss,
+            "seed": seed,
+            "augment": augment,
+            "workers": workers,
+            "data_root": data_root,
+            "model_kwargs": parse_options(option) or None,
+        }
+        if preset:
+            config = preset_config(preset, **overrides)
+        else:
+            if dataset is None:
+                raise BenchError("give --dataset (or --preset demo)")
+            config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+        config = config.resolved()
+        run_dir = run_dir_for(config, name)
+        console.print(
+            f"training [bold]{config.model}[/] on [bold]{config.dataset}[/] at {config.image_size} px: {config.epochs} epochs, "
+            f"batch {config.batch_size}, lr {config.lr:g}, loss {config.loss} → {run_dir}"
+        )
+        result = train(config, run_dir=run_dir, device=device)
+    card = result.card
+    console.print(
+        f"test mAP [bold]{_num(card.test_map)}[/] (labels {_num(result.report.map_labels)}, abstract {_num(result.report.map_abstract)}), "
+        f"globally consistent predictions {_pct(card.consistency_share)}, {_num(card.throughput, 1)} train images/s"
+    )
+    console.print(f"saved {result.run_dir / 'model.pt'}")
+
+
+@app.command("eval")
+def eval_command(
+    dataset: DatasetOption = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Trained run (name or folder); default: the dataset's newest.", show_default=False)
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option("--checkpoint", help="A published ASL / ML-Decoder / ML-GCN file instead of a trained run.", show_default=False),
+    ] = None,
+    arch: Annotated[
+        str | None,
+        typer.Option("--arch", help="With --checkpoint: refuse other architectures (asl, ml-decoder, ml-gcn).", show_default=False),
+    ] = None,
+    embeddings: Annotated[
+        Path | None, typer.Option("--embeddings", help="With an ML-GCN --checkpoint: its word-embedding pickle.", show_default=False)
+    ] = None,
+    image_size: Annotated[int | None, typer.Option("--image-size", help="Input side (default: the model's).", show_default=False)] = None,
+    split: Annotated[str, typer.Option("--split", help="Dataset split.")] = "test",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 64,
+    show: Annotated[int, typer.Option("--show", help="Per-label APs to print (lowest first); 0 for none.")] = 10,
+    out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Write the report (per-label AP, consistent image ids) to this JSON file.", show_default=False),
+    ] = None,
+    data_root: DataRootOption = None,
+    device: DeviceOption = None,
+) -> None:
+    """Evaluate a model: mAP, per-label AP, and the share of globally consistent predictions.
+
+    The consistent images (clean prediction logits > 0 consistent with the graph at every
+    node) are the ones the attacks may use.
+
+    Example: bench eval --dataset stamps
+    Example: bench eval -d openimages --checkpoint Open_ImagesV6_TRresNet_L_448.pth --image-size 448
+    """
+    from bench.datasets import create_dataset
+    from bench.evaluate import evaluate
+    from bench.models.openimages_map import on_graph
+    from bench.models.store import check_card_graph
+
+    if model and checkpoint:
+        raise BenchError("give --model or --checkpoint, not both")
+    net, size, dataset, card, names = _eval_model(dataset, model, checkpoint, arch, embeddings, image_size)
+    ds = create_dataset(dataset, split, root=data_root, image_size=size)
+    if card is not None:
+        check_card_graph(card, ds.graph)
+    else:
+        net, ds, match = on_graph(net, ds, names)
+        if match is not None:
+            console.print(match.summary())
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"evaluating on {dataset}/{split}", total=len(ds))
+        report = evaluate(net, ds, batch_size=batch_size, device=device, progress=lambda n: bar.advance(task, n))
+    console.print(
+        f"{dataset}/{split}: {report.n_images} images, mAP [bold]{_num(report.map)}[/] "
+        f"(labels {_num(report.map_labels)}, abstract {_num(report.map_abstract)}), "
+        f"globally consistent predictions [bold]{_pct(report.consistent_share)}[/] ({sum(report.consistent)} images)"
+    )
+    if show > 0:
+        table = Table("label", "AP", "kind", title=f"lowest {show} label APs")
+        ranked = sorted((a, n, i) for i, (n, a) in enumerate(zip(report.labels, report.ap)) if not math.isnan(a))
+        for a, n, i in ranked[:show]:
+            table.add_row(n, f"{a:.3f}", "label" if i < report.n_labels else "abstract")
+        console.print(table)
+    if out is not None:
+        write_json(out, report.to_dict(per_image=True))
+        console.print(f"wrote {out}")
+
+
+def _eval_model(dataset, model, checkpoint, arch, embeddings, image_size):
+    """(model, image size, dataset name, card or None, output names or None) for ``bench eval``."""
+    from bench.models import load_checkpoint, load_trained
+    from bench.models.store import latest_model
+
+    if checkpoint is not None:
+        if dataset is None:
+            raise BenchError("--checkpoint needs --dataset")
+        ckpt = load_checkpoint(checkpoint, arch=arch, image_size=image_size, embeddings=embeddings)
+        return ckpt.model, image_size or ckpt.model.config["image_size"], dataset, None, ckpt.class_names
+    if model is None:
+        if dataset is None:
+            raise BenchError("give --dataset (its newest trained model is used) or --model")
+        model = latest_model(dataset)
+        if model is None:
+            raise BenchError(f"no trained model for {dataset!r} yet: bench train --dataset {dataset}")
+    net, card = load_trained(model)
+    return net, image_size or card.image_size, dataset or card.dataset, card, None
+
+
+@app.command("models")
+def models_command(
+    dataset: DatasetOption = None,
+    available: Annotated[bool, typer.Option("--available", help="List the model architectures that can be trained instead.")] = False,
+) -> None:
+    """List trained models per dataset, newest first (or the registered architectures).
+
+    Example: bench models
+    Example: bench models --dataset stamps
+    Example: bench models --available
+    """
+    from bench.models import MODELS, model_spec
+    from bench.models.store import list_trained
+
+    if available:
+        table = Table("model", "loss", "size", "options", "what", title="registered models")
+        for name in MODELS.names():
+            spec = model_spec(name)
+            opts = ", ".join(f"{k}={v!r}" for k, v in spec.options().items())
+            table.add_row(name, spec.loss, str(spec.image_size), opts, spec.summary)
+        console.print(table)
+        return
+    runs = list_trained(dataset)
+    if not runs:
+        console.print(f"no trained models{f' for {dataset}' if dataset else ''} yet: bench train --dataset stamps --preset demo")
+        return
+    table = Table("dataset", "run", "model", "epochs", "test mAP", "consistent", "created", title="trained models (newest first)")
+    for path, card in sorted(runs, key=lambda r: r[1].dataset):
+        table.add_row(
+            card.dataset, path.name, card.model, str(card.epochs), _num(card.test_map), _pct(card.consistency_share), card.created
+        )
+    console.print(table)

@@ -1,0 +1,131 @@
+"""Clean-model evaluation: mAP, per-label AP, and the share of test images whose clean
+prediction (``logits > 0``) is globally consistent with the knowledge graph — the images the
+attacks may use (the official ``store_gcn_consistent.py`` filter).
+
+AP is the non-interpolated average precision (as ``sklearn.metrics.average_precision_score``):
+the mean, over the positive images, of the precision among images scored at least as high.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from bench.errors import BenchError
+from kg.closure import GraphTensors, global_consistency
+from kg.graph import LabelGraph
+
+
+def average_precision(scores: Tensor, targets: Tensor) -> Tensor:
+    """Per-column AP of ``scores [N, C]`` against 0/1 ``targets [N, C]``; NaN where a column has no positive.
+
+    Tied scores share the precision at the end of their tie group, as with threshold sweeps.
+    """
+    if scores.shape != targets.shape or scores.dim() != 2:
+        raise BenchError(f"scores {tuple(scores.shape)} and targets {tuple(targets.shape)} must be equal [N, C] shapes")
+    scores, targets = scores.double(), (targets > 0).double()
+    n = scores.shape[0]
+    order = torch.argsort(scores, dim=0, descending=True)
+    s = torch.gather(scores, 0, order)
+    y = torch.gather(targets, 0, order)
+    precision = y.cumsum(0) / torch.arange(1, n + 1, dtype=torch.float64).unsqueeze(1)
+    last = torch.ones_like(s, dtype=torch.bool)
+    last[:-1] = s[:-1] != s[1:]  # last row of each tie group
+    idx = torch.arange(n).unsqueeze(1).expand_as(s)
+    group_end = torch.where(last, idx, torch.full_like(idx, n)).flip(0).cummin(0).values.flip(0)
+    positives = y.sum(0)
+    ap = (y * torch.gather(precision, 0, group_end)).sum(0) / positives
+    return torch.where(positives > 0, ap, torch.full_like(ap, math.nan)).float()
+
+
+def mean_ap(ap: Tensor) -> float:
+    """Mean over the labels that have positives (NaN APs are left out)."""
+    valid = ap[~torch.isnan(ap)]
+    return float(valid.mean()) if len(valid) else math.nan
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    dataset: Dataset,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+    progress=None,
+) -> tuple[Tensor, Tensor]:
+    """Logits and targets ``[N, C]`` over a dataset (CPU tensors), model in eval mode.
+
+    ``progress``: an optional ``callable(n_done)`` called after each batch.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    model = model.to(device).eval()
+    logits, targets = [], []
+    for images, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            out = model(images.to(device))
+        logits.append(out.float().cpu())
+        targets.append(y.float())
+        if progress is not None:
+            progress(len(images))
+    if not logits:
+        raise BenchError("the evaluation split has no images")
+    return torch.cat(logits), torch.cat(targets)
+
+
+@dataclass
+class EvalReport:
+    """What ``bench eval`` reports for one model on one split."""
+
+    labels: list[str]
+    n_labels: int
+    ap: list[float]
+    map: float
+    map_labels: float  # over the dataset's own labels
+    map_abstract: float  # over the graph's abstract nodes
+    consistent_share: float
+    n_images: int
+    consistent: list[bool] = field(repr=False)
+    image_ids: list[str] = field(repr=False)
+
+    def to_dict(self, per_image: bool = False) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k not in ("consistent", "image_ids")}
+        out["ap"] = dict(zip(self.labels, self.ap))
+        del out["labels"]
+        if per_image:
+            out["consistent_images"] = [i for i, ok in zip(self.image_ids, self.consistent) if ok]
+        return out
+
+
+def report_from_logits(logits: Tensor, targets: Tensor, graph: LabelGraph, image_ids: list[str]) -> EvalReport:
+    """mAP / per-label AP of ``logits`` and the globally consistent share of ``logits > 0``."""
+    if logits.shape[1] != graph.n:
+        raise BenchError(f"the model has {logits.shape[1]} outputs but graph {graph.name!r} has {graph.n} nodes")
+    ap = average_precision(logits, targets)
+    consistent = global_consistency(logits > 0, GraphTensors(graph))
+    k = graph.n_labels
+    return EvalReport(
+        labels=list(graph.nodes),
+        n_labels=k,
+        ap=[float(a) for a in ap],
+        map=mean_ap(ap),
+        map_labels=mean_ap(ap[:k]),
+        map_abstract=mean_ap(ap[k:]),
+        consistent_share=float(consistent.float().mean()),
+        n_images=int(logits.shape[0]),
+        consistent=consistent.tolist(),
+        image_ids=image_ids,
+    )
+
+
+def evaluate(model: nn.Module, dataset, batch_size: int = 64, device=None, progress=None) -> EvalReport:
+    """Evaluate ``model`` on a ``MultiLabelDataset`` split (its ``graph`` gives the label order)."""
+    logits, targets = predict(model, dataset, batch_size, device, progress)
+    ids = [dataset.image_id(i) for i in range(len(dataset))]
+    return report_from_logits(logits, targets, dataset.graph, ids)
