@@ -1,3 +1,190 @@
-"""Commands of this area are added here (see bench/cli/apps.py)."""
+"""``bench attack`` (attack a few images of a dataset, labels before/after) and ``bench perf attack``."""
 
-from bench.cli.apps import app, kg_app, perf_app  # noqa: F401
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from bench.cli.apps import app, perf_app
+from bench.errors import BenchError
+
+console = Console(highlight=False)
+
+
+def _labels(names: list[str]) -> str:
+    return ", ".join(names) if names else "-"
+
+
+@app.command("attack")
+def attack_command(
+    targets: Annotated[str, typer.Option("--targets", "-t", help="Target set Ω: comma-separated labels to switch off (on with --turn-on).")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (stamps, voc, nus, openimages).")] = "stamps",
+    attack: Annotated[str, typer.Option("--attack", "-a", help="Attack: gmla, gmla-alpha, gmla-beta, mla-u, mla-c, mla-lp, ml-dp.")] = "gmla",
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Trained run (name or folder); default: the dataset's newest.", show_default=False)] = None,
+    images: Annotated[int, typer.Option("--images", "-n", help="How many eligible test images to attack (the first ones whose prediction has every target).")] = 4,
+    eps: Annotated[float, typer.Option("--eps", help="ℓ∞ budget ε (images in [0, 1]).")] = 0.01,
+    steps: Annotated[int | None, typer.Option("--steps", help="Iterations (default: the attack's own: 300 APGD, 10 MLA-LP, 100 ML-DP).", show_default=False)] = None,
+    tau: Annotated[float | None, typer.Option("--tau", help="GMLA's cosine threshold τ (default −0.85).", show_default=False)] = None,
+    turn_on: Annotated[bool, typer.Option("--turn-on", help="Switch the targets on instead of off.")] = False,
+    split: Annotated[str, typer.Option("--split", help="Dataset split.")] = "test",
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Pairs per batch (default: from free GPU memory; 32 on CPU).", show_default=False)] = None,
+    data_root: Annotated[str | None, typer.Option("--data-root", help="Dataset folder (default: under $BENCH_DATA).", show_default=False)] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when available).", show_default=False)] = None,
+) -> None:
+    """Attack a few images of a dataset with a trained model; print the labels before and after.
+
+    Takes the first images of the split whose clean prediction has every target, builds each
+    image's consistent target set Ψ = h(Ω, G) and runs the attack. Per image: Ψ, the positive
+    labels before and after, the result (failed / consistent / inconsistent success), the
+    share of changed non-targets (NT_R), ℓ∞ and the iteration; then FR_N, FR_S, NT_R, SSIM.
+
+    Example: bench attack --dataset stamps --targets dog --attack gmla --images 4 --eps 0.03
+    Example: bench attack -d stamps -t cat,car -a mla-u --steps 100
+    """
+    import torch
+
+    from bench.attacks import create_attack
+    from bench.attacks.base import forward
+    from bench.attacks.batching import attack_pairs
+    from bench.attacks.targets import omega_masks, pair_targets
+    from bench.datasets import create_dataset
+    from bench.evaluate import default_device
+    from bench.metrics import combination_rates, pair_metrics, summarize
+    from bench.models import latest_model, load_trained
+    from bench.models.store import check_card_graph
+    from kg.closure import GraphTensors
+
+    if images < 1:
+        raise BenchError(f"--images must be at least 1; got {images}")
+    params = {"eps": eps}
+    if steps is not None:
+        params["steps"] = steps
+    if tau is not None:
+        params["tau"] = tau
+    engine = create_attack(attack, **params)
+    run = model or latest_model(dataset)
+    if run is None:
+        raise BenchError(f"no trained model for dataset {dataset!r}; train one first: bench train --dataset {dataset} --preset demo")
+    dev = torch.device(device) if device else default_device()
+    net, card = load_trained(run, dev)
+    data = create_dataset(dataset, split=split, root=data_root, image_size=card.image_size)
+    check_card_graph(card, data.graph)
+    graph = data.graph
+    omega_row = omega_masks(graph, [[t.strip() for t in targets.split(",") if t.strip()]])[0]
+    chosen, clean = _eligible(net, data, omega_row.to(dev), images, turn_on, dev)
+    if not chosen:
+        state = "negative" if turn_on else "positive"
+        raise BenchError(f"no {split} image of {dataset!r} has every target ({targets}) predicted {state}")
+    x = torch.stack([data[i][0] for i in chosen])
+    g = GraphTensors(graph, dev)
+    pairs = pair_targets(clean, omega_row.expand(len(chosen), -1), g, turn_on=turn_on)
+    console.print(
+        f"{engine.display_name} ({engine!r}) on [bold]{len(chosen)}[/] {split} image(s) of {dataset}, model {card.run_name or run}, "
+        f"Ω = {{{targets}}}, turn {'on' if turn_on else 'off'}"
+    )
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(f"attacking with {engine.display_name}", total=len(chosen))
+        result = attack_pairs(engine, net, x, pairs, batch_size=batch_size, progress=lambda n: bar.advance(task, n))
+    with torch.no_grad():
+        adv_logits = forward(net, result.adv.to(dev)).cpu()
+    metrics = pair_metrics(pairs, adv_logits, g, x, result.adv)
+    names = graph.nodes
+
+    def on(row) -> list[str]:
+        return [names[i] for i in row.nonzero().flatten().tolist()]
+
+    table = Table(title=f"{engine.display_name}, ε = {engine.eps:g}")
+    for col in ("image", "Ψ", "before", "after", "result", "NT_R", "ℓ∞", "iter"):
+        table.add_column(col, overflow="fold")
+    for p, i in enumerate(chosen):
+        outcome = "[red]failed[/]"
+        if metrics.success[p]:
+            outcome = "[green]consistent[/]" if metrics.consistent[p] else "[yellow]inconsistent[/]"
+        table.add_row(
+            data.image_id(i),
+            _labels(on(pairs.graph_view(pairs.psi)[p])),
+            _labels(on(pairs.graph_view(pairs.clean)[p])),
+            _labels(on(pairs.graph_view(adv_logits > 0)[p])),
+            outcome,
+            f"{100 * float(metrics.ntr_share[p]):.1f}%",
+            f"{float(metrics.linf[p]):.4f}",
+            str(int(result.iterations[p])),
+        )
+    console.print(table)
+    s = summarize(combination_rates(metrics, [targets] * len(chosen)), metrics)
+    ssim = "-" if math.isnan(s.ssim_pooled) else f"{s.ssim_pooled:.3f}"
+    console.print(f"FR_N {100 * s.fr_n[0]:.1f}%  FR_S {100 * s.fr_s[0]:.1f}%  NT_R {100 * s.nt_r[0]:.2f}%  SSIM {ssim}")
+
+
+def _eligible(net, data, omega_row, wanted: int, turn_on: bool, dev, batch: int = 64):
+    """The first ``wanted`` image indices whose clean prediction has every target (or none, turning on)."""
+    import torch
+
+    from bench.attacks.base import forward
+
+    chosen, logits = [], []
+    for start in range(0, len(data), batch):
+        idx = list(range(start, min(start + batch, len(data))))
+        with torch.no_grad():
+            z = forward(net.eval(), torch.stack([data[i][0] for i in idx]).to(dev))
+        pred = z > 0
+        ok = (~pred if turn_on else pred)[:, omega_row].all(dim=1)
+        for k in ok.nonzero().flatten().tolist()[: wanted - len(chosen)]:
+            chosen.append(idx[k])
+            logits.append(z[k].cpu())
+        if len(chosen) == wanted:
+            break
+    return chosen, (torch.stack(logits) if logits else None)
+
+
+@perf_app.command("attack")
+def perf_attack_command(
+    attack: Annotated[str, typer.Option("--attack", "-a", help="An Auto-PGD attack: gmla, gmla-alpha, gmla-beta, mla-u, mla-c.")] = "gmla",
+    arch: Annotated[str, typer.Option("--arch", help="timm architecture (random initialisation, nothing downloaded).")] = "resnet18",
+    image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 64,
+    labels: Annotated[int, typer.Option("--labels", help="Model outputs.")] = 20,
+    batch: Annotated[int, typer.Option("--batch", "-b", help="Pairs per batch B (and the model's batch).")] = 16,
+    steps: Annotated[int, typer.Option("--steps", help="Attack iterations per run.")] = 10,
+    single_pairs: Annotated[int, typer.Option("--single-pairs", help="Pairs timed one at a time for the batching ratio.")] = 4,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed repeats (median) of (a) and (b).")] = 3,
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when available).", show_default=False)] = None,
+) -> None:
+    """Time the attack engine: (pairs × iterations)/s against the model's own forward + backward.
+
+    (a) the model's forward + backward in images/s at batch B, as in training (parameter
+    gradients) and (a′) with the input gradient only (the least work of one attack step);
+    (b) the attack's (pairs × iterations)/s with B pairs per call; (c) the same, one pair per
+    call. Prints (b)/(a), (b)/(a′) (GMLA needs two input gradients per step) and (b)/(c).
+    Each time is the best of --repeats interleaved rounds.
+
+    Example: bench perf attack --arch resnet18 --image-size 64 --batch 32 --steps 10
+    Example: bench perf attack --attack mla-u --device cuda --batch 128
+    """
+    from bench.attacks.perf import measure_attack_perf
+
+    with console.status("timing") as status:
+        perf = measure_attack_perf(
+            attack=attack, arch=arch, image_size=image_size, labels=labels, batch=batch, steps=steps,
+            single_pairs=single_pairs, repeats=repeats, device=device, progress=lambda s: status.update(f"timing {s}"),
+        )  # fmt: skip
+    table = Table(title=f"{perf.attack} on {perf.arch} @ {perf.image_size} px, {perf.labels} labels, {perf.device}")
+    table.add_column("measurement")
+    table.add_column("batch", justify="right")
+    table.add_column("rate", justify="right")
+    table.add_column("ratio", justify="right")
+    table.add_row("(a) model forward + backward, as in training", str(perf.batch), f"{perf.model_rate:.1f} img/s", f"(b)/(a) = {perf.vs_model:.2f}")
+    table.add_row("(a′) model forward + input-gradient backward", str(perf.batch), f"{perf.input_rate:.1f} img/s", f"(b)/(a′) = {perf.vs_input:.2f}")
+    table.add_row(f"(b) {perf.attack}, batched", str(perf.batch), f"{perf.batched_rate:.1f} pair·it/s", "")
+    table.add_row(f"(c) {perf.attack}, one pair at a time", "1", f"{perf.single_rate:.1f} pair·it/s", f"(b)/(c) = {perf.vs_single:.1f}×")
+    console.print(table)

@@ -1,0 +1,58 @@
+"""Attacks by name: GMLA and the six baselines of the paper.
+
+Every attack takes ``(model, images, desired, target_mask, nontarget_mask)`` for a batch of
+(image, Ω) pairs and returns an ``AttackResult`` (see ``bench.attacks.base``). A new attack
+is one module with a ``@register_attack("name")`` class::
+
+    from bench.attacks import register_attack
+    from bench.attacks.mla_u import MLAU
+
+    @register_attack("my-attack")
+    class MyAttack(MLAU):
+        display_name = "Mine"
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from bench.attacks.base import Attack, AttackResult  # noqa: F401
+from bench.errors import BenchError
+from bench.registry import Registry
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+
+def register_attack(name: str):
+    """Class decorator: register an ``Attack`` subclass under ``name`` (sets ``cls.name``)."""
+
+    def deco(cls: type[Attack]) -> type[Attack]:
+        cls.name = name
+        return ATTACKS.register(name)(cls)
+
+    return deco
+
+
+def create_attack(name: str, **params) -> Attack:
+    """An attack by registered name, e.g. ``create_attack("gmla", eps=0.01, steps=300, tau=-0.85)``."""
+    cls = ATTACKS.get(name)
+    accepted = attack_parameters(cls)
+    unknown_params = sorted(set(params) - set(accepted))
+    if unknown_params:
+        raise BenchError(
+            f"attack {name!r} has no parameter {unknown_params[0]!r} (parameters: {', '.join(accepted)})"
+        )
+    return cls(**params)
+
+
+def attack_parameters(cls: type[Attack]) -> dict[str, object]:
+    """Constructor parameters of an attack class and their defaults."""
+    return {p.name: p.default for p in inspect.signature(cls).parameters.values()}
+
+
+def list_attacks() -> list[str]:
+    return ATTACKS.names()
+
+
+# Importing the attack modules registers them.
+from bench.attacks import gmla, gmla_alpha, gmla_beta, ml_dp, mla_c, mla_lp, mla_u  # noqa: F401  isort: skip

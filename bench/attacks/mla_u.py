@@ -1,0 +1,24 @@
+"""MLA-U (Song et al., ICDM 2018, as run in the paper): Auto-PGD on the targets' loss alone.
+
+The step is the sign of the gradient of −Σ_{l∈Ω} BCE(logit_l, desired_l); nothing holds the
+other labels in place. The target mask is Ω itself (no knowledge graph).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from bench.attacks import register_attack
+from bench.attacks.apgd import APGDAttack
+from bench.attacks.base import input_grad
+
+
+@register_attack("mla-u")
+class MLAU(APGDAttack):
+    """MLA-U: e = sgn(g_Ω), the target-only gradient (``mlaalpha`` in the official code)."""
+
+    display_name = "MLA-U"
+    semantic = False
+
+    def direction(self, ell: Tensor, x: Tensor, target_mask: Tensor, nontarget_mask: Tensor) -> Tensor:
+        return input_grad((ell * target_mask).sum(), x).sign()
