@@ -1,3 +1,337 @@
-"""Commands of this area are added here (see bench/cli/apps.py)."""
+"""``bench run`` (the paper's sweeps, resumable, shardable), ``bench demo`` and ``bench perf sweep``."""
 
-from bench.cli.apps import app, kg_app, perf_app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bench.cli.apps import app, perf_app
+from bench.errors import BenchError
+
+console = Console(highlight=False)
+
+DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:INDEX.")]
+StoreOption = Annotated[
+    str, typer.Option("--store", help="Graph store for the combinations' ancestors/descendants: ladybug or neo4j.")
+]
+
+
+# ---------------------------------------------------------------------- option parsing
+def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
+    """``0.01``, ``0.01,0.03`` or ``START:STOP:STEP`` (inclusive) → values; ``None`` when not given."""
+    if text is None:
+        return None
+    values: list[float] = []
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            if ":" in part:
+                start, stop, step = (float(x) for x in part.split(":"))
+                if step <= 0 or stop < start:
+                    raise ValueError
+                n = round((stop - start) / step)
+                values += [round(start + i * step, 10) for i in range(n + 1)]
+            else:
+                values.append(float(part))
+    except ValueError:
+        raise BenchError(f"--{what} {text!r}: give a number, a comma list (0.01,0.02) or START:STOP:STEP") from None
+    if not values:
+        raise BenchError(f"--{what} is empty")
+    return tuple(dict.fromkeys(values))
+
+
+def parse_sizes(text: str | None) -> tuple[int, ...] | None:
+    """``3``, ``1-5`` or ``1,3`` → target set sizes; ``None`` when not given."""
+    if text is None:
+        return None
+    sizes: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            lo, _, hi = part.partition("-")
+            first, last = int(lo), int(hi or lo)
+            if last < first:
+                raise ValueError
+            sizes += range(first, last + 1)
+    except ValueError:
+        raise BenchError(f"--size {text!r}: give a size (3), a range (1-5) or a list (1,3)") from None
+    if not sizes or min(sizes) < 1:
+        raise BenchError(f"--size {text!r}: sizes start at 1")
+    return tuple(sorted(set(sizes)))
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``i/n`` with 0 ≤ i < n → ``(i, n)``; ``(0, 1)`` when not given."""
+    if text is None:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise BenchError(f"--shard {text!r}: give i/n, e.g. 0/4 for the first of four shards") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise BenchError(f"--shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def parse_attacks(text: str) -> tuple[str, ...]:
+    """``all`` or a comma list of registered attack names (unknown names suggest close ones)."""
+    from bench.attacks import ATTACKS, list_attacks
+    from results.tables import ATTACK_NAMES
+
+    if text.strip().lower() == "all":
+        return tuple(sorted(list_attacks(), key=lambda a: (list(ATTACK_NAMES).index(a) if a in ATTACK_NAMES else 99, a)))
+    names = tuple(dict.fromkeys(p.strip().lower() for p in text.split(",") if p.strip()))
+    if not names:
+        raise BenchError("--attacks is empty: name attacks (gmla,mla-u) or say all")
+    for name in names:
+        ATTACKS.get(name)  # unknown → one line with the closest names
+    return names
+
+
+# ---------------------------------------------------------------------- bench run
+@app.command("run", rich_help_panel="Sweeps")
+def run_command(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset: stamps (offline), voc, nus, openimages.")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Trained run (name or folder), architecture (its newest run) or published checkpoint file; default: the dataset's newest trained model.",
+            show_default=False,
+        ),
+    ] = None,
+    preset: Annotated[str, typer.Option("--preset", help="paper (the paper's settings) or fast (the demo's).")] = "paper",
+    attacks: Annotated[str, typer.Option("--attacks", "-a", help="Comma list (gmla,mla-u,...) or all.")] = "all",
+    eps: Annotated[
+        str | None, typer.Option("--eps", help="ε: 0.01, a list 0.01,0.03 or a sweep 0.005:0.03:0.005 (default: the preset's).", show_default=False)
+    ] = None,
+    tau: Annotated[
+        str | None, typer.Option("--tau", help="GMLA's τ, one value or a sweep like --eps (default: the preset's).", show_default=False)
+    ] = None,
+    size: Annotated[
+        str | None, typer.Option("--size", help="|Ω|: 3, a range 1-5 or a list 1,3 (default: the preset's).", show_default=False)
+    ] = None,
+    images_per_combo: Annotated[
+        int | None, typer.Option("--images-per-combo", help="First N eligible images per combination (default: 50; 10 on NUS-WIDE).", show_default=False)
+    ] = None,
+    combos: Annotated[
+        str | None, typer.Option("--combos", help="all (every combination) or sampled (the paper's Open Images sampling; default there).", show_default=False)
+    ] = None,
+    combos_per_size: Annotated[
+        int | None, typer.Option("--combos-per-size", help="Attack a seeded sample of this many combinations per |Ω| (default: the preset's).", show_default=False)
+    ] = None,
+    include_abstract: Annotated[bool, typer.Option("--include-abstract", help="Draw targets from abstract graph nodes too, not only the dataset's labels.")] = False,
+    iterations: Annotated[
+        int | None, typer.Option("--iterations", help="Auto-PGD iterations N (default: the preset's; 300 in the paper).", show_default=False)
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the combination sampling.")] = 0,
+    split: Annotated[str, typer.Option("--split", help="Dataset split whose images are attacked.")] = "test",
+    device: DeviceOption = "auto",
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Pairs per batch (default: from free GPU memory; 32 on CPU).", show_default=False)
+    ] = None,
+    db: Annotated[
+        Path | None, typer.Option("--db", help="Results database (default: $BENCH_DATA/results.duckdb).", show_default=False)
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Run id (default: dataset-model-confighash; the same command resumes).", show_default=False)
+    ] = None,
+    shard: Annotated[
+        str | None, typer.Option("--shard", help="i/n: this process runs the combinations with id % n == i, into DB.shard-i-of-n.duckdb.", show_default=False)
+    ] = None,
+    store: StoreOption = "ladybug",
+    data_root: Annotated[str | None, typer.Option("--data-root", help="Dataset folder (default: under $BENCH_DATA).", show_default=False)] = None,
+    wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for a results database locked by another process.", min=0)] = 60.0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; print the summary only.")] = False,
+) -> None:
+    """Run the paper's sweep: every attack on the first N eligible images of every target set Ω.
+
+    Eligible images: the clean prediction is consistent with the graph and has every label
+    of Ω positive. Rows go to DuckDB batch by batch; the same command again resumes a run
+    that was stopped (even by kill -9). --shard i/n splits the combinations between
+    processes, each into its own file; `bench merge` combines them.
+
+    Example: bench run --dataset stamps --preset fast
+    Example: bench run -d voc -m asl-voc --attacks gmla,mla-u,mla-c --size 1-3 --eps 0.005:0.01:0.005
+    Example: bench run -d openimages -m Open_ImagesV6_TRresNet_L_448.pth --combos sampled --size 1-5 --shard 0/4
+    """
+    from bench.datasets import DATASETS, create_dataset
+    from bench.sweep import (
+        fit_dataset,
+        get_preset,
+        load_sweep_model,
+        resolve_device,
+        shard_db_path,
+        sweep_config,
+    )
+    from bench.sweep.presets import check_combo_mode
+    from kg.stores import STORES
+    from results.store import ResultStore, default_db_path
+
+    chosen = get_preset(preset)
+    DATASETS.get(dataset)
+    names = parse_attacks(attacks)
+    shard_index, shard_count = parse_shard(shard)
+    combos = check_combo_mode(combos or chosen.combos_for(dataset))
+    STORES.get(store)
+    dev = resolve_device(device)
+    loaded = load_sweep_model(dataset, model, dev)
+    if model is None:
+        console.print(f"model: the newest trained for {dataset}, [bold]{Path(loaded.path).name}[/] ({loaded.name}) — `bench models` lists them")
+    data = create_dataset(dataset, split, root=data_root, image_size=loaded.image_size)
+    net, data, graph = fit_dataset(loaded, data)
+    config = sweep_config(
+        dataset=dataset, split=split, model=loaded, graph=graph, preset=chosen, attacks=names,
+        eps=parse_floats(eps, "eps") or chosen.eps, tau=parse_floats(tau, "tau") or chosen.tau,
+        sizes=parse_sizes(size) or chosen.sizes,
+        images_per_combination=images_per_combo or chosen.images_for(dataset), combos=combos,
+        combinations_per_size=combos_per_size or chosen.combinations_per_size, include_abstract=include_abstract,
+        iterations=iterations or chosen.iterations, seed=seed, name=name or "", shard=(shard_index, shard_count),
+        device=str(dev),
+    )  # fmt: skip
+    path = shard_db_path(db or default_db_path(), shard_index, shard_count)
+    results = ResultStore(path, lock_timeout=wait)
+    outcome = _sweep(config, net, data, graph, results, dev, batch_size, store, quiet)
+    _summary(outcome, config, db)
+
+
+def _sweep(config, net, data, graph, results, device, batch_size, store, quiet):
+    """Run the sweep with a progress display (none when quiet); a Ctrl-C says how to resume."""
+    from contextlib import nullcontext
+
+    from bench.sweep import RichSweepProgress, SweepProgress, run_sweep
+
+    if not quiet:
+        _print_config(config, results.path)
+    display = nullcontext(SweepProgress()) if quiet else RichSweepProgress(console)
+    try:
+        with display as progress:
+            return run_sweep(config, net, data, graph, results, device=device, batch_size=batch_size, graph_store=store, progress=progress)
+    except KeyboardInterrupt:
+        console.print("[yellow]stopped: the rows written so far are kept; run the same command again to resume[/]")
+        raise
+
+
+def _print_config(config, db: Path) -> None:
+    extra = config.extra
+    shard = f", shard {config.shard_index}/{config.shard_count}" if config.shard_count > 1 else ""
+    console.print(
+        f"run [bold]{config.run_id}[/] → {db}{shard}\n"
+        f"  preset {config.preset}: attacks {', '.join(config.attacks)}; ε {', '.join(f'{e:g}' for e in config.eps)}; "
+        f"τ {', '.join(f'{t:g}' for t in config.tau)}; |Ω| {', '.join(map(str, config.sizes))}; "
+        f"{config.images_per_combination} images per combination; Auto-PGD iterations {config.iterations}; "
+        f"combinations {extra['combos']}"
+        + (f" ({extra['combinations_per_size']} per size)" if extra["combinations_per_size"] else "")
+        + (f"; fewer images for {', '.join(f'{a} {n}' for a, n in extra['images'].items())}" if extra["images"] else "")
+    )
+
+
+def _summary(outcome, config, db: Path | None) -> None:
+    t = Table(title=f"run {outcome.run_id}", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("images", f"{outcome.images} predicted, {outcome.consistent} consistent with the graph" + (f", {outcome.skipped_images} did not decode" if outcome.skipped_images else ""))
+    t.add_row("combinations", f"{outcome.combinations} ({outcome.empty} without eligible images)")
+    t.add_row("rows", f"{outcome.written} written now, {outcome.resumed} stored before, {outcome.pairs} planned")
+    t.add_row("batch", f"{outcome.batch_size} pairs")
+    t.add_row("time", f"{outcome.seconds:.1f} s")
+    t.add_row("status", "finished" if outcome.finished else "unfinished")
+    t.add_row("database", str(outcome.db))
+    console.print(t)
+    size = f" --size {config.sizes[-1]}" if len(config.sizes) > 1 else ""
+    eps = f" --eps {config.eps[0]:g}" if len(config.eps) > 1 else ""
+    if config.shard_count > 1:
+        shards = outcome.db.with_name(outcome.db.name.replace(f"shard-{config.shard_index}-of", "shard-*-of"))
+        target = outcome.db.with_name(outcome.db.name.split(".shard-")[0] + outcome.db.suffix)
+        console.print(f"next, when all {config.shard_count} shards are done: bench merge {shards} --db {target}")
+        return
+    where = f" --db {db}" if db is not None else ""
+    console.print(f"next: bench table --run {outcome.run_id}{where}{size}{eps}")
+
+
+# ---------------------------------------------------------------------- bench demo
+@app.command("demo", rich_help_panel="Sweeps")
+def demo_command(
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for the results database, tables and plots (default: $BENCH_DATA/demo).", show_default=False)
+    ] = None,
+    device: DeviceOption = "auto",
+    retrain: Annotated[bool, typer.Option("--retrain", help="Train a new demo model even if one with the demo recipe exists.")] = False,
+) -> None:
+    """The whole pipeline offline on the clip-art dataset `stamps`, in minutes on a CPU.
+
+    Builds stamps, trains the demo model (or reuses one trained with the same recipe),
+    prints its mAP and consistent share, sweeps |Ω| = 1–3 with all seven attacks on a few
+    combinations under the `fast` preset, prints the paper and ablation tables and writes
+    the plots.
+
+    Example: bench demo
+    Example: bench demo --out ./demo --device cpu
+    """
+    from bench.cli.results import print_wide
+    from bench.sweep.demo import DEMO_RUN, run_demo
+    from bench.sweep.inputs import resolve_device
+    from results.tables import render
+
+    report = run_demo(out, resolve_device(device), console, retrain=retrain)
+    for layout in report.tables:
+        print_wide(render(layout, "rich"))
+    for note in report.notes:
+        console.print(f"[yellow]{note}[/]")
+    times = Table(title="demo wall time", show_header=False, title_justify="left")
+    times.add_column(style="bold")
+    times.add_column(justify="right")
+    for stage, seconds in report.times.items():
+        times.add_row(stage, f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s")
+    console.print(times)
+    db = report.outcome.db
+    console.print(f"wrote {', '.join(p.name for p in report.figures)} and {db.name} to [bold]{report.folder}[/]")
+    console.print("explore:")
+    console.print(f"  bench table --db {db} --run {DEMO_RUN} --size 1")
+    console.print(f'  bench sql --db {db} "SELECT attack, size, fr_n_mean, fr_s_mean, nt_r_mean FROM rate_summary"')
+    console.print("  bench run --dataset stamps --preset fast --eps 0.01,0.03,0.05 --attacks gmla,mla-u  (an ε sweep)")
+
+
+# ---------------------------------------------------------------------- bench perf sweep
+@perf_app.command("sweep")
+def perf_sweep_command(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset of the model.")] = "stamps",
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Trained run (default: the dataset's newest).", show_default=False)] = None,
+    attacks: Annotated[str, typer.Option("--attacks", "-a", help="Comma list or all.")] = "gmla,mla-u",
+    size: Annotated[str, typer.Option("--size", help="|Ω| sizes.")] = "1-2",
+    images_per_combo: Annotated[int, typer.Option("--images-per-combo", help="Images per combination.")] = 8,
+    combos_per_size: Annotated[int, typer.Option("--combos-per-size", help="Combinations per |Ω|.")] = 4,
+    iterations: Annotated[int, typer.Option("--iterations", help="Auto-PGD iterations.")] = 20,
+    eps: Annotated[float, typer.Option("--eps", help="ε.")] = 0.05,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Pairs per batch.", show_default=False)] = None,
+    device: DeviceOption = "auto",
+) -> None:
+    """Where a sweep's time goes: the model's forward/backward against the sweep machinery.
+
+    Runs a small sweep into a temporary database with the model wrapped in timers (forward
+    calls, and backward passes from the output's gradient to the input's) and reports each
+    stage's share of the wall time, and rows written per second into DuckDB.
+
+    Example: bench perf sweep --dataset stamps --attacks gmla,mla-u --size 1-2
+    """
+    from bench.sweep.perf import measure_sweep
+
+    names = parse_attacks(attacks)
+    with console.status("running a small sweep"):
+        report = measure_sweep(
+            dataset=dataset, model=model, attacks=names, sizes=parse_sizes(size) or (1,), images_per_combination=images_per_combo,
+            combinations_per_size=combos_per_size, iterations=iterations, eps=eps, batch_size=batch_size, device=device,
+        )  # fmt: skip
+    table = Table(title=f"sweep time by stage ({report.rows} rows, {report.device}, {report.seconds:.1f} s wall)")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    table.add_column("share", justify="right")
+    for stage, seconds in report.stages:
+        table.add_row(stage, f"{seconds:.2f}", f"{100 * seconds / report.seconds:.1f}%")
+    console.print(table)
+    console.print(
+        f"model forward/backward: [bold]{100 * report.model_share:.1f}%[/] of the wall time; sweep machinery "
+        f"(targets, metrics, DB writes, images, planning, attack arithmetic): [bold]{100 * (1 - report.model_share):.1f}%[/]; "
+        f"rows written per second into DuckDB: [bold]{report.rows_per_second:,.0f}[/] ({report.writes} writes)"
+    )

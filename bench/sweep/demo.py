@@ -1,0 +1,159 @@
+"""``bench demo``: the whole pipeline offline on the clip-art dataset ``stamps``.
+
+1. build ``stamps`` at the demo recipe's image size (cached after the first time);
+2. train the demo model (``bench train --preset demo``), or reuse the newest model trained
+   with exactly that recipe, so a second demo skips training;
+3. print its test mAP and the share of globally consistent predictions (its model card);
+4. sweep |Ω| = 1–3 with all seven attacks under the ``fast`` preset into
+   ``<out>/results.duckdb`` as run ``stamps-demo`` (a re-run resumes or finds it done);
+5. the paper layout for each |Ω| and the ablation layout (also as ``tables.md``), and the
+   plots ``size.png`` (FR_S and NT_R against |Ω|) and ``rmsd.png`` (ML-DP at |Ω| = 3), in ``<out>``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from bench.errors import BenchError
+from bench.paths import data_dir
+from bench.sweep.progress import RichSweepProgress, StageTimes
+from bench.sweep.runner import SweepOutcome, run_sweep, sweep_config
+
+DEMO_RUN = "stamps-demo"
+DATASET = "stamps"
+NOT_RECIPE = ("device", "train_seconds")  # recorded in a card's recipe, not part of it
+
+
+@dataclass
+class DemoReport:
+    """What the demo made: the sweep, the tables (rich layouts), the figures, the stage times."""
+
+    outcome: SweepOutcome
+    tables: list = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    times: StageTimes = field(default_factory=StageTimes)
+    folder: Path = Path(".")
+
+
+def demo_model(device: torch.device, console: Console, retrain: bool = False):
+    """``(run_dir, card)`` of the newest model trained with the demo recipe, training one if none."""
+    from bench.models.store import list_trained
+    from bench.train import preset_config, run_dir_for, train
+
+    config = preset_config("demo").resolved()
+    wanted = config.to_dict()
+    if not retrain:
+        for run_dir, card in list_trained(DATASET):
+            if {k: v for k, v in card.recipe.items() if k not in NOT_RECIPE} == wanted:
+                console.print(f"model: reusing [bold]{run_dir.name}[/] (trained with the demo recipe; --retrain for a new one)")
+                return run_dir, card
+    run_dir = run_dir_for(config, f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    console.print(
+        f"model: training {config.model} on {DATASET} at {config.image_size} px for {config.epochs} epochs "
+        f"(the demo recipe, `bench train --preset demo`) → {run_dir}"
+    )
+    result = train(config, run_dir=run_dir, device=device)
+    return result.run_dir, result.card
+
+
+def _results_file(out: Path, config, console: Console):
+    """The demo's results store; a file holding another ``stamps-demo`` (another model) is moved aside."""
+    from results.store import ResultStore
+
+    path = out / "results.duckdb"
+    store = ResultStore(path)
+    try:
+        stored = store.run_config(DEMO_RUN)
+    except BenchError:
+        return store
+    if stored.config_hash == config.config_hash:
+        return store
+    aside = path.with_name(f"results.{time.strftime('%Y%m%d-%H%M%S')}.duckdb")
+    path.rename(aside)
+    console.print(f"the demo results of another model moved to {aside}")
+    return ResultStore(path)
+
+
+def run_demo(out: Path | None, device: torch.device, console: Console, retrain: bool = False) -> DemoReport:
+    """Run the demo pipeline (module docstring), narrating on ``console``; returns what it made."""
+    from bench.attacks import list_attacks
+    from bench.datasets import create_dataset
+    from bench.sweep.inputs import fit_dataset, load_sweep_model
+    from bench.sweep.presets import FAST
+    from bench.train import preset_config
+
+    out = Path(out) if out is not None else data_dir() / "demo"
+    out.mkdir(parents=True, exist_ok=True)
+    times = StageTimes()
+    started = time.perf_counter()
+    _print_preset(console)
+    size = preset_config("demo").resolved().image_size
+    with times("dataset"):
+        create_dataset(DATASET, "train", image_size=size)
+        test = create_dataset(DATASET, "test", image_size=size)
+    with times("model"):
+        run_dir, card = demo_model(device, console, retrain)
+    console.print(
+        f"model {run_dir.name}: test mAP [bold]{card.test_map:.3f}[/], globally consistent predictions "
+        f"[bold]{100 * (card.consistency_share or 0):.1f}%[/] of {len(test)} test images (from its model card)"
+    )
+    loaded = load_sweep_model(DATASET, str(run_dir), device)
+    net, data, graph = fit_dataset(loaded, test)
+    config = sweep_config(
+        dataset=DATASET, split="test", model=loaded, graph=graph, preset=FAST, attacks=_paper_order(list_attacks()),
+        eps=FAST.eps, tau=FAST.tau, sizes=FAST.sizes, images_per_combination=FAST.images_for(DATASET), combos="all",
+        combinations_per_size=FAST.combinations_per_size, include_abstract=False, iterations=FAST.iterations,
+        seed=0, name=DEMO_RUN, device=str(device),
+    )  # fmt: skip
+    store = _results_file(out, config, console)
+    with times("sweep"), RichSweepProgress(console) as progress:
+        outcome = run_sweep(config, net, data, graph, store, device=device, progress=progress)
+    report = DemoReport(outcome, times=times, folder=out)
+    with times("tables and plots"):
+        _tables_and_plots(store, config, out, report)
+    times["total"] = time.perf_counter() - started
+    return report
+
+
+def _paper_order(attacks: list[str]) -> list[str]:
+    from results.tables import ATTACK_NAMES
+
+    known = list(ATTACK_NAMES)
+    return sorted(attacks, key=lambda a: (known.index(a) if a in known else len(known), a))
+
+
+def _print_preset(console: Console) -> None:
+    from bench.sweep.presets import FAST
+
+    table = Table(title=f"preset [bold]fast[/]: {FAST.summary}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in FAST.describe(DATASET):
+        table.add_row(key, value)
+    console.print(table)
+
+
+def _tables_and_plots(store, config, out: Path, report: DemoReport) -> None:
+    from bench.fileio import write_text
+    from results.plots import plot
+    from results.tables import ablation_layout, paper_layout, render
+    from results.views import Selection
+
+    eps, tau = config.eps[0], config.tau[0]
+    with store.reader() as con:
+        report.tables = [paper_layout(con, [DEMO_RUN], Selection(k, eps, tau)) for k in config.sizes]
+        report.tables.append(ablation_layout(con, [DEMO_RUN], Selection(None, eps, tau)))
+        markdown = "\n".join(render(t, "markdown") for t in report.tables)
+        report.figures.append(write_text(out / "tables.md", markdown))
+        report.figures.append(plot(con, "size", out / "size.png", DEMO_RUN, Selection(None, eps, tau)))
+        try:
+            report.figures.append(plot(con, "rmsd", out / "rmsd.png", DEMO_RUN, Selection(max(config.sizes), eps, tau)))
+        except BenchError as exc:  # no ML-DP success in a tiny sweep: say so, keep the rest
+            report.notes.append(f"no RMSD plot: {exc}")

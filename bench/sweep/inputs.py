@@ -1,0 +1,120 @@
+"""What a sweep attacks: the device, the model (a trained run or a published checkpoint) and
+the dataset split seen in the model's label order.
+
+``--model`` may be a trained run (name, folder or its ``model.pt``), a registered
+architecture (its newest run trained on the dataset) or a published ASL / ML-Decoder /
+ML-GCN checkpoint file, whose outputs are matched to the graph by name. Without it the
+newest model trained on the dataset is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.errors import BenchError
+from kg.graph import LabelGraph
+
+
+def resolve_device(spec: str | None = "auto") -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:i``."""
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise BenchError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:INDEX") from None
+    if device.type not in ("cpu", "cuda"):
+        raise BenchError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:INDEX")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BenchError(f"--device {spec}: CUDA is not available on this machine; use --device cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise BenchError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+@dataclass
+class SweepModel:
+    """The model under attack and what identifies it in a run's configuration."""
+
+    model: nn.Module
+    name: str
+    card: dict[str, Any]
+    path: str
+    image_size: int
+    published: bool = False  # a published checkpoint rather than a run of ``bench train``
+    class_names: list[str] | None = None  # its output names, when the file has them
+
+
+def no_model_message(dataset: str) -> str:
+    recipe = "--preset demo" if dataset == "stamps" else "…"
+    hint = "" if dataset == "stamps" else " (or try `--dataset stamps` offline)"
+    return f"no trained model for {dataset}: run `bench train --dataset {dataset} {recipe}`{hint}"
+
+
+def load_sweep_model(dataset: str, model: str | None, device: torch.device) -> SweepModel:
+    """The model ``--model`` names (see the module docstring), on ``device``, in eval mode."""
+    from bench.models import MODELS
+    from bench.models.store import latest_model, list_trained
+
+    if model is None:
+        newest = latest_model(dataset)
+        if newest is None:
+            raise BenchError(no_model_message(dataset))
+        return _trained(newest, device)
+    path = Path(model).expanduser()
+    if path.is_file() and path.name != "model.pt":
+        return _checkpoint(path, device)
+    if not path.exists() and not _is_run_name(model) and model in MODELS:
+        runs = [run for run, card in list_trained(dataset) if card.model == model.lower()]
+        if not runs:
+            raise BenchError(f"no {model} model trained on {dataset}: run `bench train --dataset {dataset} --model {model}`")
+        return _trained(runs[0], device)
+    return _trained(model, device)  # an unknown name raises, suggesting the closest runs
+
+
+def _is_run_name(name: str) -> bool:
+    from bench.models.store import models_dir
+
+    return any((p / "model.pt").exists() for p in models_dir().glob(f"*/{name}"))
+
+
+def _trained(run, device: torch.device) -> SweepModel:
+    from bench.models import load_trained
+    from bench.models.store import resolve_run
+
+    net, card = load_trained(run, device)
+    return SweepModel(net, card.model, card.to_dict(), str(resolve_run(run)), card.image_size)
+
+
+def _checkpoint(path: Path, device: torch.device) -> SweepModel:
+    from bench.models import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    size = int(ckpt.model.config["image_size"])
+    card = {"checkpoint": path.name, "bytes": path.stat().st_size, "arch": ckpt.arch, "config": ckpt.model.config}
+    return SweepModel(ckpt.model.to(device).eval(), ckpt.arch, card, str(path.resolve()), size, True, ckpt.class_names)
+
+
+def fit_dataset(loaded: SweepModel, dataset) -> tuple[nn.Module, Any, LabelGraph]:
+    """``(model, dataset, graph)`` with the model's outputs in the graph's node order.
+
+    A trained model must have been trained on the dataset's graph (same hash and order); a
+    published checkpoint is matched to the graph by output name, both restricted to the
+    matched nodes (``bench.models.openimages_map.on_graph``).
+    """
+    from bench.models.card import ModelCard
+    from bench.models.openimages_map import on_graph
+    from bench.models.store import check_card_graph
+
+    if not loaded.published:
+        check_card_graph(ModelCard.from_dict(loaded.card), dataset.graph)
+        return loaded.model, dataset, dataset.graph
+    net, data, match = on_graph(loaded.model, dataset, loaded.class_names)
+    return net, data, (match.graph if match is not None else dataset.graph)

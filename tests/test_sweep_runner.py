@@ -1,0 +1,228 @@
+"""The sweep runner on the toy dataset and model (``tests/sweep_fixtures.py``): the graph store's
+masks against the graph, packed batches against attacking each pair alone through the attack
+engine directly, shards merged against one run, a crashed run resumed against an
+uninterrupted one, the combination records, and bad input."""
+
+from __future__ import annotations
+
+import itertools
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+
+from bench.attacks import create_attack
+from bench.attacks.base import forward
+from bench.attacks.targets import omega_masks, pair_targets
+from bench.errors import BenchError
+from bench.metrics import pair_metrics
+from bench.sweep.inputs import SweepModel
+from bench.sweep.presets import FAST, PAPER
+from bench.sweep.protocol import PlannedCombination
+from bench.sweep.runner import (
+    attack_settings,
+    closure_masks,
+    run_sweep,
+    shard_db_path,
+    sweep_config,
+)
+from kg.catalog import load_graph
+from kg.closure import GraphTensors, turn_off_closure
+from results.store import ResultStore
+from tests.dags import consistent_prediction
+from tests.sweep_fixtures import NAME, ToyDataset, ToyNet, toy_graph
+
+ATTACKS = ("gmla", "ml-dp")
+ROW_SQL = "SELECT * EXCLUDE (seconds) FROM results ORDER BY combo_id, image_id, attack, eps, tau"
+SUMMARY_SQL = "SELECT * FROM rate_summary ORDER BY size, attack, eps, tau"
+
+
+def toy_config(shard=(0, 1), **overrides):
+    graph = toy_graph()
+    values = {
+        "dataset": NAME, "split": "test", "model": SweepModel(ToyNet(graph.n), NAME, {"model": NAME}, "", 8),
+        "graph": graph, "preset": FAST, "attacks": ATTACKS, "eps": (0.06,), "tau": (-0.85,), "sizes": (1, 2),
+        "images_per_combination": 2, "combos": "all", "combinations_per_size": None, "include_abstract": False,
+        "iterations": 10, "seed": 0, "shard": shard,
+    }  # fmt: skip
+    return sweep_config(**{**values, **overrides})
+
+
+def sweep(path, config, batch_size=8, store=None, model=None):
+    graph = toy_graph()
+    model = model or ToyNet(graph.n).eval()
+    return run_sweep(config, model, ToyDataset("test", graph), graph, store or ResultStore(path), batch_size=batch_size)
+
+
+def fetch(path, sql):
+    with ResultStore(path, create=False).reader() as con:
+        return con.execute(sql).fetchall()
+
+
+def rounded(rows):
+    """Rows with floats to 9 significant digits (sums over rows stored in another order differ in the last bit)."""
+    return [tuple(float(f"{v:.9g}") if isinstance(v, float) else v for v in row) for row in rows]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted run: the reference for the other tests."""
+    path = tmp_path_factory.mktemp("reference") / "single.duckdb"
+    outcome = sweep(path, toy_config())
+    return path, outcome
+
+
+def test_store_masks_agree_with_the_graph():
+    for graph in (toy_graph(), load_graph("stamps")):
+        nxg = graph.to_networkx()
+        combos = [c for k in (1, 2) for c in itertools.combinations(range(graph.n_labels), k)][:60]
+        planned = [PlannedCombination(i, c, tuple(graph.nodes[v] for v in c), 1, (0,)) for i, c in enumerate(combos)]
+        ancestors, descendants = closure_masks(graph, planned)
+        for i, c in enumerate(combos):
+            up = set().union(*(nx.ancestors(nxg, v) for v in c))
+            down = set().union(*(nx.descendants(nxg, v) for v in c))
+            assert set(ancestors[i].nonzero().flatten().tolist()) == up, f"{graph.name} {c}: store ancestors != networkx"
+            assert set(descendants[i].nonzero().flatten().tolist()) == down, f"{graph.name} {c}: store descendants != networkx"
+        # Ψ with the store's masks equals Ψ computed from the graph alone
+        rng = np.random.default_rng(0)
+        g = GraphTensors(graph)
+        pred = torch.tensor(np.array([consistent_prediction(graph, rng) for _ in combos]))
+        omega = torch.zeros_like(pred)
+        for i, c in enumerate(combos):
+            omega[i, list(c)] = True
+        with_masks = turn_off_closure(pred, omega, g, ancestors=ancestors, descendants=descendants)
+        assert torch.equal(with_masks, turn_off_closure(pred, omega, g)), f"{graph.name}: Ψ from the store's masks differs"
+
+
+def test_rows_equal_each_pair_attacked_alone(reference):
+    """Packed batches across combinations give each pair's result as if it were attacked alone
+    (the attack engine called directly, Ψ from ``pair_targets``, metrics from ``pair_metrics``)."""
+    path, outcome = reference
+    graph, data = toy_graph(), ToyDataset("test", toy_graph())
+    model = ToyNet(graph.n).eval()
+    g = GraphTensors(graph)
+    rows = fetch(path, "SELECT c.labels, r.image_id, r.attack, r.success, r.consistent, r.ntr_share, r.iterations, r.linf, r.ssim, r.rmsd "
+                       "FROM results r JOIN combinations c USING (run_id, combo_id) ORDER BY r.attack, r.combo_id, r.image_id")  # fmt: skip
+    assert len(rows) == outcome.pairs == outcome.written, "every planned row was written once"
+    steps = {"gmla": 10, "ml-dp": FAST.attack_steps["ml-dp"]}
+    for attack, group in itertools.groupby(rows, key=lambda r: r[2]):
+        group = list(group)
+        engine = create_attack(attack, eps=0.06, steps=steps[attack], **({"tau": -0.85} if attack == "gmla" else {}))
+        x = torch.stack([data[int(r[1].rsplit("/", 1)[1])][0] for r in group])
+        with torch.no_grad():
+            targets = pair_targets(forward(model, x), omega_masks(graph, [list(r[0]) for r in group]), g)
+        alone = [engine(model, x[p : p + 1], *(t[p : p + 1] for t in targets.attack_inputs(engine.semantic))) for p in range(len(group))]
+        adv = torch.cat([a.adv for a in alone])
+        with torch.no_grad():
+            m = pair_metrics(targets, forward(model, adv), g, x, adv)
+        for p, (labels, image_id, _, success, consistent, ntr, its, linf, ssim, rmsd) in enumerate(group):
+            where = f"{attack} on {labels} / {image_id}"
+            assert success == bool(m.success[p]) and consistent == bool(m.consistent[p]), f"{where}: success/consistency differ"
+            assert ntr == pytest.approx(float(m.ntr_share[p])), f"{where}: NT_R share differs"
+            assert linf == pytest.approx(float(m.linf[p]), abs=1e-6), f"{where}: ℓ∞ differs"
+            expected_its = int(alone[p].iterations[0]) if success else steps[attack]
+            assert its == expected_its, f"{where}: iterations {its} != {expected_its}"
+            assert (ssim is None) == (not success), f"{where}: SSIM only for successful rows"
+            assert (rmsd is None) == (not (success and attack == "ml-dp")), f"{where}: RMSD only for successful ML-DP rows"
+    assert any(r[3] for r in rows) and not all(r[3] for r in rows), "the toy sweep has successes and failures"
+
+
+def test_combination_records_and_completion(reference):
+    path, outcome = reference
+    graph = toy_graph()
+    combos = fetch(path, "SELECT combo_id, labels, eligible, attacked, complete FROM combinations ORDER BY combo_id")
+    expected = list(itertools.combinations(graph.labels, 1)) + list(itertools.combinations(graph.labels, 2))
+    assert [tuple(c[1]) for c in combos] == expected, "every 1- and 2-combination, in enumeration order"
+    assert all(c[4] for c in combos), "every combination is marked complete"
+    assert all(c[3] == min(c[2], 2) for c in combos), "attacked = min(eligible, N)"
+    assert outcome.finished and fetch(path, "SELECT finished IS NOT NULL FROM runs")[0][0], "the run is finished"
+    empty = fetch(path, "SELECT count(*) FROM combinations WHERE eligible = 0")[0][0]
+    assert empty == outcome.empty, "the outcome counts the combinations without images"
+
+
+def test_size_three_keeps_empty_combinations(tmp_path):
+    config = toy_config(attacks=("mla-u",), sizes=(3,), images_per_combination=1, iterations=2)
+    outcome = sweep(tmp_path / "r.duckdb", config)
+    combos = fetch(tmp_path / "r.duckdb", "SELECT eligible, attacked, complete FROM combinations")
+    assert len(combos) == 20, "all C(6, 3) combinations are recorded"
+    assert outcome.empty == sum(1 for c in combos if c[0] == 0) > 0, "combinations without eligible images are kept with 0"
+    assert all(c[2] for c in combos), "empty combinations count as complete"
+
+
+def test_shards_merged_equal_the_single_run(reference, tmp_path):
+    path, _ = reference
+    files = []
+    for i in range(2):
+        file = shard_db_path(tmp_path / "results.duckdb", i, 2)
+        sweep(file, toy_config(shard=(i, 2)))
+        ids = {r[0] for r in fetch(file, "SELECT combo_id FROM combinations")}
+        assert all(c % 2 == i for c in ids), f"shard {i}/2 holds only its combinations"
+        files.append(file)
+    assert [f.name for f in files] == ["results.shard-0-of-2.duckdb", "results.shard-1-of-2.duckdb"], "shard file names"
+    merged = ResultStore(tmp_path / "merged.duckdb")
+    merged.merge(files)
+    assert fetch(merged.path, ROW_SQL) == fetch(path, ROW_SQL), "merged shard rows equal the single run's"
+    assert rounded(fetch(merged.path, SUMMARY_SQL)) == rounded(fetch(path, SUMMARY_SQL)), "merged shard tables equal the single run's"
+
+
+class CrashingStore(ResultStore):
+    """A store whose process 'dies' (raises) when the ``crash_at``-th batch of rows arrives."""
+
+    def __init__(self, path, crash_at: int) -> None:
+        super().__init__(path)
+        self.crash_at, self.writes = crash_at, 0
+
+    def write_rows(self, run_id, rows, complete=()):
+        if rows:
+            self.writes += 1
+            if self.writes == self.crash_at:
+                raise KeyboardInterrupt("killed")
+        return super().write_rows(run_id, rows, complete)
+
+
+def test_crashed_run_resumes_to_the_uninterrupted_result(reference, tmp_path):
+    path, outcome = reference
+    file = tmp_path / "crash.duckdb"
+    with pytest.raises(KeyboardInterrupt):
+        sweep(file, toy_config(), store=CrashingStore(file, crash_at=5))
+    partial = fetch(file, "SELECT count(*) FROM results")[0][0]
+    assert 0 < partial < outcome.pairs, "the crash left part of the rows"
+    resumed = sweep(file, toy_config())
+    assert resumed.resumed == partial and resumed.written == outcome.pairs - partial, "resume computes only what is missing"
+    assert fetch(file, ROW_SQL) == fetch(path, ROW_SQL), "resumed rows equal the uninterrupted run's"
+    assert rounded(fetch(file, SUMMARY_SQL)) == rounded(fetch(path, SUMMARY_SQL)), "resumed tables equal the uninterrupted run's"
+    again = sweep(file, toy_config())
+    assert again.written == 0 and again.resumed == outcome.pairs, "a finished run re-run does nothing"
+
+
+def test_another_configuration_under_the_same_name_is_refused(reference, tmp_path):
+    file = tmp_path / "named.duckdb"
+    sweep(file, toy_config(attacks=("mla-u",), sizes=(1,), iterations=2, name="mine"))
+    before = fetch(file, ROW_SQL)
+    with pytest.raises(BenchError, match="run 'mine' .* has another configuration .*eps"):
+        sweep(file, toy_config(attacks=("mla-u",), sizes=(1,), iterations=2, name="mine", eps=(0.05,)))
+    assert fetch(file, ROW_SQL) == before, "the stored rows are untouched"
+
+
+def test_no_eligible_image_is_one_line_and_stores_nothing(tmp_path):
+    graph = toy_graph()
+    silent = ToyNet(graph.n)
+    with torch.no_grad():
+        silent.linear.bias.fill_(-1e3)  # predicts nothing: consistent, but no target is positive
+    with pytest.raises(BenchError, match="no test image of sweep-toy is eligible for any target set of size 1, 2"):
+        sweep(tmp_path / "none.duckdb", toy_config(), model=silent.eval())
+    assert fetch(tmp_path / "none.duckdb", "SELECT count(*) FROM runs")[0][0] == 0, "no run is recorded"
+
+
+def test_settings_follow_the_preset_and_the_contract():
+    config = toy_config(attacks=("gmla", "mla-u", "mla-lp", "ml-dp"), tau=(-0.85, -0.5), preset=FAST, images_per_combination=6)
+    settings = attack_settings(config)
+    by = {(s.attack, s.tau): s for s in settings}
+    assert {s.tau for s in settings if s.attack == "gmla"} == {-0.85, -0.5}, "GMLA runs at every τ"
+    assert [s.tau for s in settings if s.attack == "mla-u"] == [-0.85], "attacks without τ run once, at τ[0]"
+    assert by[("mla-lp", -0.85)].steps == FAST.attack_steps["mla-lp"], "MLA-LP takes the preset's steps"
+    assert by[("ml-dp", -0.85)].images == FAST.attack_images["ml-dp"], "ML-DP attacks fewer images under fast"
+    assert by[("gmla", -0.85)].steps == 10 and by[("gmla", -0.85)].images == 6, "Auto-PGD attacks take N and all images"
+    paper = toy_config(attacks=("mla-lp", "ml-dp"), iterations=300, preset=PAPER)
+    assert {s.attack: s.steps for s in attack_settings(paper)} == {"mla-lp": 10, "ml-dp": 100}, "the paper's budgets"
