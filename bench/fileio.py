@@ -28,6 +28,19 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def read_json(path: str | Path, what: str) -> Any:
+    """Parse a JSON file; a missing or malformed file is a one-line ``BenchError`` naming ``what``."""
+    from bench.errors import BenchError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchError(f"{what} {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BenchError(f"{what} {path} does not parse: {exc}") from None
+
+
 def write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 

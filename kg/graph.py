@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchError, unknown
-from bench.fileio import write_json
+from bench.fileio import read_json, write_json
 
 FORMAT = "semattack-bench/label-graph"
 FORMAT_VERSION = 1
@@ -63,7 +63,7 @@ class LabelGraph:
         for p, c in self.edges:
             if not (0 <= p < n and 0 <= c < n) or p == c:
                 raise BenchError(f"graph {self.name!r}: bad edge ({p}, {c})")
-        self.topological_order  # raises on a cycle
+        _ = self.topological_order  # raises on a cycle
 
     # ------------------------------------------------------------------ basics
     @property
@@ -267,12 +267,7 @@ class LabelGraph:
     @classmethod
     def load(cls, path: str | Path) -> LabelGraph:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise BenchError(f"graph file {path} does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BenchError(f"graph file {path} does not parse: {exc}") from None
+        data = read_json(path, "graph file")
         if not isinstance(data, dict):
             raise BenchError(f"graph file {path} does not parse: expected a JSON object")
         return cls.from_dict(data, where=f"graph file {path}")

@@ -18,10 +18,10 @@ for 600 boxable classes"), as a DAG and as the single-parent tree the paper atta
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.fileio import read_json
 from kg.graph import LabelGraph
 
 DATA = Path(__file__).resolve().parent / "data" / "openimages"
@@ -59,12 +59,7 @@ def read_subcategory_edges(path: str | Path = HIERARCHY) -> list[tuple[str, str]
     The root ``/m/0bl9f`` is not a class: links from it are left out.
     """
     path = Path(path)
-    try:
-        tree = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BenchError(f"Open Images hierarchy {path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BenchError(f"Open Images hierarchy {path} does not parse: {exc}") from None
+    tree = read_json(path, "Open Images hierarchy")
     edges: dict[tuple[str, str], None] = {}
     todo = [tree]
     try:

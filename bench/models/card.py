@@ -6,14 +6,13 @@ Written as ``card.json`` beside ``model.pt`` (which embeds the same card), read 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-from bench.fileio import write_json
+from bench.fileio import read_json, write_json
 
 FORMAT = "semattack-bench/model-card"
 
@@ -84,10 +83,5 @@ class ModelCard:
     @classmethod
     def load(cls, path: str | Path) -> ModelCard:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise BenchError(f"model card {path} does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BenchError(f"model card {path} does not parse: {exc}") from None
+        data = read_json(path, "model card")
         return cls.from_dict(data, where=f"model card {path}")
