@@ -83,15 +83,21 @@ def pair_targets(
     g: GraphTensors,
     output_index: Tensor | Sequence[int] | None = None,
     turn_on: bool = False,
+    ancestors: Tensor | None = None,
+    descendants: Tensor | None = None,
 ) -> PairTargets:
     """Ψ, desired labels and masks for pairs (image, Ω).
 
     Args:
-        clean_logits: ``[P, n_out]`` the model's logits on each pair's clean image.
+        clean_logits: ``[P, n_out]`` the model's logits on each pair's clean image (or its
+            boolean prediction ``logits > 0``).
         omega: ``[P, n]`` bool over the graph's nodes (``omega_masks``).
         g: the graph's tensors (``kg.closure.GraphTensors``).
         output_index: ``[n]`` output of each graph node; identity (n_out = n) when omitted.
         turn_on: switch the targets on instead of off.
+        ancestors, descendants: ``[P, n]`` bool masks of each Ω's proper ancestors and
+            descendants as a graph store returns them (turn-off only); computed from ``g``
+            when omitted.
     """
     if clean_logits.dim() != 2:
         raise BenchError(f"clean logits must be [pairs, outputs]; got shape {tuple(clean_logits.shape)}")
@@ -100,15 +106,22 @@ def pair_targets(
         raise BenchError("empty batch: there are no (image, target set) pairs")
     if omega.dim() != 2 or omega.shape != (p, g.n):
         raise BenchError(f"target masks of shape {tuple(omega.shape)} do not fit {p} pairs over a graph of {g.n} nodes")
-    if not bool(torch.isfinite(clean_logits).all()):
+    if clean_logits.dtype == torch.bool:
+        clean = clean_logits
+    elif not bool(torch.isfinite(clean_logits).all()):
         raise BenchError("the clean logits contain NaN or infinite values")
-    index = _output_index(output_index, g, n_out).to(clean_logits.device)
-    clean = clean_logits > 0
+    else:
+        clean = clean_logits > 0
+    index = _output_index(output_index, g, n_out).to(clean.device)
     omega = omega.to(clean.device).bool()
     graph_pred = clean[:, index].to(g.device)
     _check_targets(graph_pred, omega.to(g.device), g.graph, turn_on)
-    closure = turn_on_closure if turn_on else turn_off_closure
-    psi_graph = closure(graph_pred, omega.to(g.device), g).to(clean.device)
+    if turn_on:
+        psi_graph = turn_on_closure(graph_pred, omega.to(g.device), g)
+    else:
+        masks = [m if m is None else m.to(g.device) for m in (ancestors, descendants)]
+        psi_graph = turn_off_closure(graph_pred, omega.to(g.device), g, *masks)
+    psi_graph = psi_graph.to(clean.device)
     psi = torch.zeros_like(clean)
     psi[:, index] = psi_graph
     omega_out = torch.zeros_like(clean)

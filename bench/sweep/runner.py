@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from bench.attacks import ATTACKS, attack_parameters, create_attack
 from bench.attacks.base import Attack, forward, model_dtype
 from bench.attacks.batching import attack_pairs, pair_batch_size
-from bench.attacks.targets import PairTargets
+from bench.attacks.targets import PairTargets, pair_targets
 from bench.errors import BenchError
 from bench.metrics import pair_metrics
 from bench.sweep.inputs import SweepModel
@@ -45,7 +45,7 @@ from bench.sweep.protocol import (
     plan_combinations,
     shard_of,
 )
-from kg.closure import GraphTensors, turn_off_closure
+from kg.closure import GraphTensors
 from kg.graph import LabelGraph
 from results.schema import ResultKey, ResultRow, RunConfig
 from results.store import ResultStore
@@ -431,8 +431,7 @@ class _Work:
         omega = torch.zeros_like(clean)
         for j, c in enumerate(combo.tolist()):
             omega[j, list(self.combos[c].members)] = True
-        psi = turn_off_closure(clean, omega, g, ancestors=ancestors[combo], descendants=descendants[combo])
-        return PairTargets(clean, omega, psi, torch.arange(g.n))
+        return pair_targets(clean, omega, g, ancestors=ancestors[combo], descendants=descendants[combo])
 
     def finish(self, rows: Sequence[ResultRow], s: AttackSetting) -> list[int]:
         """Count the setting's rows as stored; the combinations they complete."""
