@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -46,7 +46,7 @@ def default_db_path() -> Path:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
+    return datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
 
 
 def lock_message(path: Path, error: Exception) -> str:
@@ -220,10 +220,19 @@ class ResultStore:
         combos = list(combinations)
         with self._transaction() as con:
             _require_run(con, run_id)
-            con.executemany(
-                "INSERT INTO combinations VALUES (?, ?, ?, ?, ?, ?, FALSE) ON CONFLICT DO NOTHING",
-                [(run_id, c.combo_id, c.size, list(c.labels), c.eligible, c.attacked) for c in combos],
-            )
+            if combos:  # one columnar insert: NUS-WIDE has 85,320 combinations of size 3
+                con.execute(
+                    "INSERT INTO combinations SELECT $run, unnest($ids), unnest($sizes), unnest($labels), "
+                    "unnest($eligible), unnest($attacked), FALSE ON CONFLICT DO NOTHING",
+                    {
+                        "run": run_id,
+                        "ids": [c.combo_id for c in combos],
+                        "sizes": [c.size for c in combos],
+                        "labels": [list(c.labels) for c in combos],
+                        "eligible": [c.eligible for c in combos],
+                        "attacked": [c.attacked for c in combos],
+                    },
+                )
 
     def write_rows(self, run_id: str, rows: Sequence[ResultRow], complete: Iterable[int] = ()) -> int:
         """Store a batch of rows in one transaction and mark the ``complete`` combinations done.
