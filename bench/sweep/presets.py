@@ -103,15 +103,15 @@ PAPER = PRESETS.register("paper")(
 FAST = PRESETS.register("fast")(
     Preset(
         name="fast",
-        summary="the offline demo: 50 iterations, ε 0.05, |Ω| = 1–3, 6 images on 3 combinations per size",
+        summary="the offline demo: 50 iterations, ε 0.05, |Ω| = 1–3, 8 images on 4 combinations per size",
         iterations=50,
         eps=(0.05,),
         tau=(-0.85,),
         sizes=(1, 2, 3),
-        images_per_combination=6,
-        combinations_per_size=3,
-        attack_steps={"mla-lp": 2, "ml-dp": 30},
-        attack_images={"mla-lp": 1, "ml-dp": 3},
+        images_per_combination=8,
+        combinations_per_size=4,
+        attack_steps={"mla-lp": 5, "ml-dp": 50},
+        attack_images={"mla-lp": 2, "ml-dp": 4},
     )
 )
 
