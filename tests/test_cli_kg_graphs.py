@@ -13,7 +13,7 @@ import networkx as nx
 import pytest
 from typer.testing import CliRunner
 
-import bench.cli  # noqa: F401  registers every command
+import bench.cli
 from bench.cli.apps import app
 from bench.errors import BenchError
 from kg.catalog import PACKAGED, load_graph

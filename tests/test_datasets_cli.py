@@ -7,7 +7,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-import bench.cli  # noqa: F401  registers every command
+import bench.cli
 from bench.cli.apps import app
 from bench.datasets.stamps import StampsConfig, cache_root
 from bench.errors import BenchError

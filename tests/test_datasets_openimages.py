@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.datasets import create_dataset
 import kg
+from bench.datasets import create_dataset
 from bench.errors import BenchError
 from kg.catalog import load_graph
 from kg.graph import LabelGraph

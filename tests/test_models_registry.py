@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from bench.errors import BenchError
 from bench.models import create_model, list_models, model_spec
 from bench.models.ml_gcn import label_vectors, minilm_available, read_word_vectors
-from bench.models.openimages_map import MatchedDataset, SelectOutputs, clean_class_name, match_outputs, on_graph, restrict_graph
+from bench.models.openimages_map import (
+    MatchedDataset,
+    SelectOutputs,
+    clean_class_name,
+    match_outputs,
+    on_graph,
+    restrict_graph,
+)
 from kg.graph import LabelGraph
 from tests.dags import dags
 

@@ -55,4 +55,4 @@ def list_attacks() -> list[str]:
 
 
 # Importing the attack modules registers them.
-from bench.attacks import gmla, gmla_alpha, gmla_beta, ml_dp, mla_c, mla_lp, mla_u  # noqa: F401  isort: skip
+from bench.attacks import gmla, gmla_alpha, gmla_beta, ml_dp, mla_c, mla_lp, mla_u  # noqa: E402,F401  isort: skip

@@ -10,7 +10,7 @@ from bench.cli.apps import app
 from bench.errors import BenchError
 
 # Importing the command modules registers their commands on the apps.
-from bench.cli import attack, datasets, kg_graphs, kg_store, results, run, train  # noqa: E402,F401  isort: skip
+from bench.cli import attack, datasets, kg_graphs, kg_store, results, run, train  # noqa: F401  isort: skip
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 

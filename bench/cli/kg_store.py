@@ -8,7 +8,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ StoreOption = Annotated[
     ),
 ]
 DbOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--db", help="Ladybug database file (default: $BENCH_LADYBUG_DB, else <data dir>/graphs.lbug)."),
 ]
 
@@ -91,7 +91,7 @@ def closure(
     dataset: Annotated[str, typer.Option(help="Graph name (voc, nus, openimages, stamps, ...) or graph file.")],
     targets: Annotated[str, typer.Option(help="Target labels Ω, comma-separated, e.g. cat,dog.")],
     positive: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             help="Labels predicted positive, comma-separated (their ancestors become positive too). "
             "Default: turn-off, the targets with all their ancestors and descendants (the largest Ψ); "
@@ -175,7 +175,7 @@ def _print_psi(
 def query(
     text: Annotated[str, typer.Argument(help="One Cypher statement; it runs in a read-only transaction.")],
     param: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option("--param", "-p", help="A query parameter NAME=VALUE (VALUE as JSON if it parses, else a string); repeatable."),
     ] = None,
     store: StoreOption = "ladybug",
@@ -288,5 +288,5 @@ def _print_perf(graph: LabelGraph, k: int, n: int, repeats: int, single: float, 
     table.add_row("one query per combination", f"{n:,}", f"{looped * 1e3:,.1f} ms", f"{looped / n * 1e6:,.1f} µs")
     console.print(table)
     ratio = looped / single
-    mark = lambda ok: "[green]✓[/]" if ok else "[red]✗[/]"  # noqa: E731
+    mark = lambda ok: "[green]✓[/]" if ok else "[red]✗[/]"
     console.print(f"ratio {ratio:,.1f}× {mark(ratio >= 10)} (goal ≥ 10×); single query {single:.3f} s {mark(single < 1)} (goal < 1 s)")

@@ -105,6 +105,6 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
-from bench.models import asl, ml_decoder, ml_gcn, small  # noqa: F401  (registers the built-ins)
-from bench.models.checkpoints import load_checkpoint  # noqa: F401
-from bench.models.store import latest_model, list_trained, load_trained, save_trained  # noqa: F401
+from bench.models import asl, ml_decoder, ml_gcn, small  # noqa: E402,F401  (registers the built-ins)
+from bench.models.checkpoints import load_checkpoint  # noqa: E402,F401
+from bench.models.store import latest_model, list_trained, load_trained, save_trained  # noqa: E402,F401
