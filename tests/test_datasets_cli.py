@@ -68,3 +68,10 @@ def test_main_prints_one_line_and_exits_2(tmp_path, monkeypatch, capsys):
 def test_default_cache_is_under_the_data_dir(bench_data_dir):
     assert cache_root() == bench_data_dir / "datasets" / "stamps", "stamps cache is not under $BENCH_DATA"
     assert StampsConfig().size == 128, "default image size is not the issue's 128 px"
+
+
+def test_cli_stamps_defaults_match_the_dataset():
+    from bench.cli.datasets import STAMPS_DEFAULTS
+    from bench.datasets.stamps import StampsConfig
+
+    assert STAMPS_DEFAULTS == {k: getattr(StampsConfig, k) for k in STAMPS_DEFAULTS}, "bench data build's defaults drifted from StampsConfig"

@@ -12,9 +12,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bench.cli.apps import app
-from bench.datasets import batches, create_dataset, list_datasets
-from bench.datasets.stamps import StampsConfig, build_stamps
 from bench.errors import BenchError, unknown
+
+# The dataset modules import torch and torchvision (seconds): commands import them when they
+# run, so that `bench --help` and the other commands start fast. StampsConfig's defaults,
+# repeated for the option defaults (a test checks they agree):
+STAMPS_DEFAULTS = {"seed": 0, "size": 128, "n_train": 6000, "n_test": 1000}
 
 console = Console(highlight=False)
 data_app = typer.Typer(help="Datasets: build the offline clip-art set, show counts and label frequencies.", no_args_is_help=True)
@@ -29,10 +32,10 @@ DataRoot = Annotated[
 @data_app.command("build")
 def build(
     name: Annotated[str, typer.Argument(help="Dataset to generate (only 'stamps' is generated; the others are read from disk).")],
-    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives byte-identical images.")] = StampsConfig.seed,
-    size: Annotated[int, typer.Option(help="Image side in pixels.")] = StampsConfig.size,
-    n_train: Annotated[int, typer.Option("--n-train", help="Training images.")] = StampsConfig.n_train,
-    n_test: Annotated[int, typer.Option("--n-test", help="Test images.")] = StampsConfig.n_test,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives byte-identical images.")] = STAMPS_DEFAULTS["seed"],
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = STAMPS_DEFAULTS["size"],
+    n_train: Annotated[int, typer.Option("--n-train", help="Training images.")] = STAMPS_DEFAULTS["n_train"],
+    n_test: Annotated[int, typer.Option("--n-test", help="Test images.")] = STAMPS_DEFAULTS["n_test"],
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when a cached copy exists.")] = False,
     data_root: DataRoot = None,
 ) -> None:
@@ -40,6 +43,9 @@ def build(
 
     Example: bench data build stamps --seed 0 --size 128 --n-train 6000 --n-test 1000
     """
+    from bench.datasets import list_datasets
+    from bench.datasets.stamps import StampsConfig, build_stamps
+
     if name != "stamps":
         if name not in list_datasets():
             raise unknown("dataset", name, list_datasets())
@@ -65,6 +71,8 @@ def _frequency_table(ds, targets, top: int) -> Table:
 
 
 def _check_images(ds) -> int:
+    from bench.datasets import batches
+
     columns = (TextColumn("decoding {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     decoded = 0
     with Progress(*columns, console=console) as bar:
@@ -87,7 +95,7 @@ def _dataset_kwargs(name: str, **given) -> dict:
 
 @data_app.command("info")
 def info(
-    name: Annotated[str, typer.Argument(help=f"Dataset: {', '.join(list_datasets())}.")],
+    name: Annotated[str, typer.Argument(help="Dataset: voc, nus, openimages, stamps (or a registered one).")],
     split: Annotated[
         list[str] | None,
         typer.Option("--split", "-s", help="Split(s) to describe (default: train and test for stamps, test otherwise).", show_default=False),
@@ -106,6 +114,8 @@ def info(
     Example: bench data info stamps
     Example: bench data info voc --data-root ~/data/VOCdevkit --year 2012 --split val --check
     """
+    from bench.datasets import create_dataset, list_datasets
+
     if name not in list_datasets():
         raise unknown("dataset", name, list_datasets())
     kwargs = _dataset_kwargs(name, year=year, seed=seed, n_train=n_train, n_test=n_test)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-import torch
 import typer
 from rich.console import Console
 from rich.panel import Panel
@@ -22,7 +21,6 @@ from rich.table import Table
 from bench.cli.apps import kg_app, perf_app
 from bench.errors import BenchError
 from kg.catalog import graph_names, load_graph
-from kg.closure import GraphTensors, turn_off_closure, turn_on_closure
 from kg.graph import LabelGraph
 from kg.stores import Combination, GraphStore, Node, open_store
 
@@ -122,6 +120,10 @@ def closure(
     up = {graph.index(x) for xs in ancestors.values() for x in xs}
     down = {graph.index(x) for xs in descendants.values() for x in xs}
     pred = _prediction(graph, positive, target_idx, up, down, turn_on)
+    import torch  # the closure runs on tensors; imported here so the CLI starts fast
+
+    from kg.closure import GraphTensors, turn_off_closure, turn_on_closure
+
     g = GraphTensors(graph)
     pred_t = torch.from_numpy(pred)[None]
     target_t = g.mask(target_idx)
