@@ -215,6 +215,16 @@ def test_no_eligible_image_is_one_line_and_stores_nothing(tmp_path):
     assert fetch(tmp_path / "none.duckdb", "SELECT count(*) FROM runs")[0][0] == 0, "no run is recorded"
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"eps": (0.0,)}, r"eps must be in \(0, 1\]"), ({"sizes": (1, 7)}, r"\|Ω\| = 7 is larger than the 6 labels")],
+)
+def test_bad_settings_fail_before_any_work_or_write(tmp_path, overrides, message):
+    with pytest.raises(BenchError, match=message):
+        sweep(tmp_path / "bad.duckdb", toy_config(**overrides))
+    assert fetch(tmp_path / "bad.duckdb", "SELECT count(*) FROM runs")[0][0] == 0, "no run is recorded"
+
+
 def test_settings_follow_the_preset_and_the_contract():
     config = toy_config(attacks=("gmla", "mla-u", "mla-lp", "ml-dp"), tau=(-0.85, -0.5), preset=FAST, images_per_combination=6)
     settings = attack_settings(config)

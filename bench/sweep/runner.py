@@ -41,7 +41,9 @@ from bench.sweep.progress import StageTimes, SweepProgress
 from bench.sweep.protocol import (
     CleanPredictions,
     PlannedCombination,
+    check_sizes,
     clean_predictions,
+    label_candidates,
     plan_combinations,
     shard_of,
 )
@@ -251,6 +253,9 @@ def run_sweep(
     started = time.perf_counter()
     settings = attack_settings(config)
     extra = config.extra
+    # Every input check before any work or any write: bad ε, τ or steps, or a size too large.
+    engines = {s: s.create() for s in settings}
+    check_sizes(config.sizes, len(label_candidates(graph, bool(extra.get("include_abstract")))), graph)
     _check_stored_config(store, config)
     with times("clean predictions"):
         clean = clean_predictions(model, dataset, graph, device, progress=progress.predictions(len(dataset)))
@@ -278,7 +283,6 @@ def run_sweep(
     size = pair_batch_size(model, tuple(dataset[int(clean.indices[0])][0].shape), batch_size)
     progress.start(work.todo, len(mine), complete)
     g = GraphTensors(graph)
-    engines = {s: s.create() for s in settings}
     written = 0
     for start in range(0, work.n_pairs, size):
         block = slice(start, min(start + size, work.n_pairs))
