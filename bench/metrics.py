@@ -82,8 +82,11 @@ def pair_metrics(
     watched = (~psi).sum(dim=1).double()
     ntr_share = torch.where(success & (watched > 0), changed / watched.clamp_min(1), torch.zeros_like(changed))
 
-    x, x_adv = clean_images.detach().cpu().double(), adv_images.detach().cpu().double()
-    delta = (x_adv - x).flatten(1)
+    # Norms in float64 on the images' device: only [P] vectors cross to the CPU.
+    delta = (adv_images.detach().double() - clean_images.detach().double()).flatten(1)
+    linf, l2, root_mean_sq = (
+        v.cpu() for v in (delta.abs().amax(dim=1), delta.norm(dim=1), delta.pow(2).mean(dim=1).sqrt())
+    )
     nan = torch.full((p,), float("nan"), dtype=torch.float64)
     ssim = nan.clone()
     if bool(success.any()):
@@ -100,8 +103,8 @@ def pair_metrics(
             .double()
             .cpu()
         )
-    rmsd = torch.where(success, delta.pow(2).mean(dim=1).sqrt(), nan)
-    return PairMetrics(success, consistent, ntr_share, ssim, rmsd, delta.abs().amax(dim=1), delta.norm(dim=1))
+    rmsd = torch.where(success, root_mean_sq, nan)
+    return PairMetrics(success, consistent, ntr_share, ssim, rmsd, linf, l2)
 
 
 @dataclass(frozen=True)
