@@ -23,22 +23,14 @@ from bench.train import train
 from kg.catalog import load_graph
 from kg.closure import GraphTensors, global_consistency, local_consistency, turn_off_closure, turn_on_closure
 from results.store import ResultStore
-from tests.attacks_fixtures import TinyNet, flip_targets
 from tests.dags import consistent_prediction
 from tests.sweep_fixtures import NAME, ToyDataset, ToyNet, toy_graph
+from tests.test_attacks_apgd import scenario
 
 DEVICE = torch.device(os.environ.get("BENCH_TEST_DEVICE", "cuda"))
 pytestmark = pytest.mark.skipif(
     DEVICE.type == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA device (run it on a GPU machine)"
 )
-
-
-def scenario(seed: int, n: int = 8):
-    model = TinyNet(seed=seed)
-    x = torch.rand(n, 3, 4, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    with torch.no_grad():
-        logits = model(x)
-    return (model, x, *flip_targets(logits, 2, seed))
 
 
 def on_device(model, *tensors):
