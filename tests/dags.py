@@ -1,7 +1,8 @@
-"""Random label graphs for property tests (hypothesis strategies and plain generators)."""
+"""Random label graphs for property tests (hypothesis strategies and plain generators) and graph references."""
 
 from __future__ import annotations
 
+import networkx as nx
 import numpy as np
 from hypothesis import strategies as st
 
@@ -45,3 +46,14 @@ def consistent_prediction(graph: LabelGraph, rng: np.random.Generator) -> np.nda
             pred[leaf] = True
             pred[list(graph.ancestors(leaf))] = True
     return pred
+
+
+def expected_extended(graph: LabelGraph, positives: set[str]) -> np.ndarray:
+    """Independent reference: the labels and all their networkx ancestors."""
+    g = graph.to_networkx()
+    on = {graph.index(p) for p in positives}
+    for v in list(on):
+        on |= nx.ancestors(g, v)
+    out = np.zeros(graph.n, dtype=np.float32)
+    out[list(on)] = 1
+    return out

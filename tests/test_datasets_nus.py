@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import networkx as nx
 import numpy as np
 import pytest
 import torch
@@ -14,6 +13,7 @@ from bench.datasets import create_dataset
 from bench.errors import BenchError
 from kg.catalog import load_graph
 from kg.graph import LabelGraph
+from tests.dags import expected_extended
 
 CONCEPTS = ["animal", "dog", "cat", "sky", "water"]
 # Each split: (image-list line, {positive concepts}); the lines use both Windows forms.
@@ -55,16 +55,6 @@ def write_nus(root, concepts=CONCEPTS, splits=SPLITS, skip_images=()):
             (root / "Flickr" / rel).parent.mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (30, 20), (10 * k, 80, 200)).save(root / "Flickr" / rel)
     return root
-
-
-def expected_extended(graph: LabelGraph, positives: set[str]) -> np.ndarray:
-    g = graph.to_networkx()
-    on = {graph.index(p) for p in positives}
-    for v in list(on):
-        on |= nx.ancestors(g, v)
-    out = np.zeros(graph.n, dtype=np.float32)
-    out[list(on)] = 1
-    return out
 
 
 @pytest.mark.parametrize("split", ["train", "test"])

@@ -6,8 +6,6 @@ import logging
 import shutil
 from pathlib import Path
 
-import networkx as nx
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -17,6 +15,7 @@ from bench.datasets import create_dataset
 from bench.errors import BenchError
 from kg.catalog import load_graph
 from kg.graph import LabelGraph
+from tests.dags import expected_extended
 
 DESCRIPTIONS = [("/m/animal", "Animal"), ("/m/cat", "Cat"), ("/m/dog", "Dog"), ("/m/car", "Car"), ("/m/vehicle", "Vehicle"), ("/m/tree", "Tree")]
 ROWS = [  # ImageID,Source,LabelName,Confidence
@@ -50,16 +49,6 @@ def write_oi(root, split="validation", rows=ROWS, name=None, header="ImageID,Sou
     for k, image_id in enumerate(["aa01", "aa02", "aa03", "zz99"]):  # zz99: on disk, not in the CSV
         Image.new("RGB", (24, 36), (60 * k, 0, 255)).save(root / split / f"{image_id}.jpg")
     return root
-
-
-def expected_extended(graph: LabelGraph, positives: set[str]) -> np.ndarray:
-    g = graph.to_networkx()
-    on = {graph.index(p) for p in positives}
-    for v in list(on):
-        on |= nx.ancestors(g, v)
-    out = np.zeros(graph.n, dtype=np.float32)
-    out[list(on)] = 1
-    return out
 
 
 @pytest.mark.parametrize("split, alias", [("validation", "val"), ("test", "test")])

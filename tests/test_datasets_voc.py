@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import networkx as nx
 import numpy as np
 import pytest
 import torch
@@ -15,6 +14,7 @@ from bench.datasets.voc import VOC_CLASSES
 from bench.errors import BenchError
 from kg.catalog import load_graph
 from kg.graph import LabelGraph
+from tests.dags import expected_extended
 
 # Hand-written annotations: image id → [(class, difficult)].
 OBJECTS = {
@@ -65,17 +65,6 @@ def write_voc(root, year=2007, ids=OBJECTS, splits=SPLIT_IDS, size=(48, 32)):
     for split, members in splits.items():
         (base / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in members))
     return base
-
-
-def expected_extended(graph: LabelGraph, positives: set[str]) -> np.ndarray:
-    """Independent reference: the labels and all their networkx ancestors."""
-    g = graph.to_networkx()
-    on = {graph.index(p) for p in positives}
-    for v in list(on):
-        on |= nx.ancestors(g, v)
-    out = np.zeros(graph.n, dtype=np.float32)
-    out[list(on)] = 1
-    return out
 
 
 @pytest.fixture
