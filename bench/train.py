@@ -31,6 +31,7 @@ from bench.models.asl import AsymmetricLoss
 from bench.models.card import ModelCard, now_iso
 from bench.models.store import TRAIN_STATE as STATE
 from bench.models.store import WEIGHTS, models_dir, save_trained
+from bench.progress import progress_bar
 
 STATE_FORMAT = "semattack-bench/train-state"
 
@@ -214,7 +215,7 @@ def train(
         raise BenchError(f"run {run_dir} already trained {start_epoch} of {cfg.epochs} epochs")
     loss_fn = LOSSES[cfg.loss]()
 
-    with _progress(progress) as bar:
+    with progress_bar("[bold]{task.description}", "loss {task.fields[loss]:.4f}", enabled=progress) as bar:
         task = bar.add_task("train", total=cfg.epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch, loss=float("nan"))
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
@@ -290,24 +291,3 @@ def _read_state(run_dir: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise BenchError(f"{path} is not a semattack-bench training checkpoint")
     return state
-
-
-def _progress(enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-    )

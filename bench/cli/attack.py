@@ -7,17 +7,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from bench.cli.apps import app, perf_app
 from bench.errors import BenchError
+from bench.progress import progress_bar
 
 console = Console(highlight=False)
 
@@ -93,7 +87,7 @@ def attack_command(
         f"{engine.display_name} ({engine!r}) on [bold]{len(chosen)}[/] {split} image(s) of {dataset}, model {card.run_name or run}, "
         f"Ω = {{{targets}}}, turn {'on' if turn_on else 'off'}"
     )
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as bar:
+    with progress_bar(console=console, transient=True) as bar:
         task = bar.add_task(f"attacking with {engine.display_name}", total=len(chosen))
         result = attack_pairs(engine, net, x, pairs, batch_size=batch_size, progress=lambda n: bar.advance(task, n))
     with torch.no_grad():

@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from bench.cli.apps import app
 from bench.errors import BenchError, unknown
+from bench.progress import progress_bar
 
 # The dataset modules import torch and torchvision (seconds): commands import them when they
 # run, so that `bench --help` and the other commands start fast. StampsConfig's defaults,
@@ -73,9 +73,8 @@ def _frequency_table(ds, targets, top: int) -> Table:
 def _check_images(ds) -> int:
     from bench.datasets import batches
 
-    columns = (TextColumn("decoding {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     decoded = 0
-    with Progress(*columns, console=console) as bar:
+    with progress_bar("decoding {task.description}", console=console) as bar:
         task = bar.add_task(f"{ds.name}/{ds.split}", total=len(ds))
         for images, _, indices in batches(ds, batch_size=16):
             decoded += len(images)

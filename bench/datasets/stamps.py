@@ -35,6 +35,7 @@ from bench.datasets.transforms import check_size, uint8_to_tensor
 from bench.errors import BenchError, unknown
 from bench.fileio import atomic_write, write_json
 from bench.paths import data_dir
+from bench.progress import progress_bar
 from kg.graph import LabelGraph
 
 GENERATOR_VERSION = 1
@@ -166,19 +167,6 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 # ---------------------------------------------------------------------------- building
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[bold]stamps[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=False,
-    )
-
-
 def _save(path: Path, array: np.ndarray) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # np.save on a name would append ".npy"
@@ -218,7 +206,7 @@ def build_stamps(
     sprites = [[Image.fromarray(a) for a in per_label] for per_label in load_sprites(art, config.size).values()]
     started = time.perf_counter()
     counts: dict[str, dict[str, int]] = {}
-    with _progress(progress) as bar:
+    with progress_bar("[bold]stamps[/] {task.description}", enabled=progress) as bar:
         for split in SPLITS:
             n = config.count(split)
             task = bar.add_task(split, total=n)
