@@ -99,8 +99,7 @@ def check_combinations(store, graph: LabelGraph, labels: list[str], k: int) -> N
 
 # ------------------------------------------------------------------ the queries
 def test_cypher_files_pick_the_dialect_variant_over_the_shared_file():
-    assert "list_reduce" in cypher.query("combinations", "ladybug"), "Ladybug's combination query is not its own variant"
-    assert "reduce(acc" in cypher.query("combinations", "neo4j"), "Neo4j's combination query is not its own variant"
+    assert cypher.query("schema_label", "ladybug") != cypher.query("schema_label", "neo4j"), "each dialect has its own schema file"
     assert cypher.query("ancestors", "neo4j") == cypher.query("ancestors", "ladybug"), "one ancestors.cypher serves both"
     for name in cypher.names():
         for dialect in ("ladybug", "neo4j"):

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
+import numpy as np
+
 import cypher
 from bench.errors import BenchError, unknown
 from kg.graph import LabelGraph
@@ -50,6 +52,18 @@ class Combination:
     @property
     def labels(self) -> tuple[str, ...]:
         return tuple(n.name for n in self.members)
+
+
+@dataclass(frozen=True)
+class CombinationMasks:
+    """Combinations as arrays: ``members[i]`` the node indices of combination i (in the order
+    given), ``ancestors``/``descendants`` ``[C, n]`` bool over node indices, ``names[j]`` the
+    name of node j (empty for nodes no combination reaches)."""
+
+    members: list[tuple[int, ...]]
+    ancestors: np.ndarray
+    descendants: np.ndarray
+    names: list[str]
 
 
 @dataclass(frozen=True)
@@ -201,18 +215,51 @@ class GraphStore(ABC):
         """Members, ancestors and descendants of each given combination, in one round trip."""
         if not combos:
             return []
+        masks = self.combination_masks(graph_name, combos)
+        names = masks.names
+        out = []
+        for i, members in enumerate(masks.members):
+            out.append(
+                Combination(
+                    tuple(Node(int(j), names[int(j)]) for j in members),
+                    tuple(Node(int(j), names[int(j)]) for j in np.flatnonzero(masks.ancestors[i])),
+                    tuple(Node(int(j), names[int(j)]) for j in np.flatnonzero(masks.descendants[i])),
+                )
+            )
+        return out
+
+    def combination_masks(self, graph_name: str, combos: Sequence[Sequence[str]]) -> CombinationMasks:
+        """Each combination's members and the union of their proper ancestors and descendants,
+        as ``[C, n]`` masks over the graph's nodes: one Cypher round trip (``closure``) fetches
+        each distinct label's ancestors and descendants once; the unions are taken on arrays."""
         members = [_distinct(c) for c in combos]
         labels = _distinct(itertools.chain.from_iterable(members))
-        params = {"graph": graph_name, "labels": labels, "combos": [{"i": i, "members": m} for i, m in enumerate(members)]}
-        rows = {r["i"]: r for r in self._read(self.cypher("combinations"), params)}
-        found = {n.name for r in rows.values() for n in _nodes(r["members"])}
+        rows = self._read(self.cypher("closure"), {"graph": graph_name, "labels": labels}) if labels else []
+        found = {r["label"]: r for r in rows}
         self._check_found(graph_name, labels, found)
-        out = []
-        for i, names in enumerate(members):
-            row = rows[i]
-            by_name = {n.name: n for n in _nodes(row["members"])}
-            out.append(Combination(tuple(by_name[x] for x in names), _nodes(row["ancestors"]), _nodes(row["descendants"])))
-        return out
+        up_nodes = {label: _nodes(r["up"]) for label, r in found.items()}
+        down_nodes = {label: _nodes(r["down"]) for label, r in found.items()}
+        reached = [Node(r["idx"], label) for label, r in found.items()]
+        reached += [x for nodes in (*up_nodes.values(), *down_nodes.values()) for x in nodes]
+        n = 1 + max((x.idx for x in reached), default=-1)
+        names = [""] * n
+        for x in reached:
+            names[x.idx] = x.name
+        position = {label: k for k, label in enumerate(labels)}
+        up = np.zeros((len(labels), n), dtype=bool)
+        down = np.zeros_like(up)
+        for label in found:
+            up[position[label], [x.idx for x in up_nodes[label]]] = True
+            down[position[label], [x.idx for x in down_nodes[label]]] = True
+        ancestors = np.zeros((len(members), n), dtype=bool)
+        descendants = np.zeros_like(ancestors)
+        for k in sorted({len(m) for m in members}):
+            rows_k = [i for i, m in enumerate(members) if len(m) == k]
+            at = np.array([[position[x] for x in members[i]] for i in rows_k], dtype=np.int64).reshape(len(rows_k), k)
+            ancestors[rows_k] = up[at].any(axis=1)
+            descendants[rows_k] = down[at].any(axis=1)
+        index = [tuple(found[x]["idx"] for x in m) for m in members]
+        return CombinationMasks(index, ancestors, descendants, names)
 
     def _check_found(self, graph_name: str, labels: Sequence[str], found: Iterable[str]) -> None:
         found = set(found)
