@@ -11,7 +11,8 @@ Per pair (image, Ω), from the clean and adversarial predictions (logit > 0):
   (it counts as unperturbed). With a node → output map every output outside Ψ counts (the
   official Open Images script mixed node and output indices here).
 * **ssim**: ``torchmetrics`` SSIM (data_range 1) between clean and adversarial image,
-  successful pairs only (NaN otherwise).
+  successful pairs only (NaN otherwise; computed on every row so that a row's value never
+  depends on the others).
 * **rmsd**: √(‖x − x′‖²/N), N = pixel values per image (Supp. Eq. 13), in [0, 1] units
   (×255 for 8-bit units), successful pairs only; ``linf``, ``l2`` of every pair.
 
@@ -94,15 +95,12 @@ def pair_metrics(
             structural_similarity_index_measure,  # slow to import (~4 s)
         )
 
-        # On the images' own device and dtype (float32 on a GPU is far faster than float64 on the CPU).
-        ok = success.to(adv_images.device)
-        ssim[success] = (
-            structural_similarity_index_measure(
-                adv_images.detach()[ok], clean_images.detach()[ok], data_range=1.0, reduction="none"
-            )
-            .double()
-            .cpu()
-        )
+        # Every row, on the images' own device and dtype (float32 on a GPU is far faster than
+        # float64 on the CPU): a pair's SSIM must not depend on which rows share its batch.
+        every = structural_similarity_index_measure(
+            adv_images.detach(), clean_images.detach(), data_range=1.0, reduction="none"
+        ).double().cpu()
+        ssim = torch.where(success, every, nan)
     rmsd = torch.where(success, root_mean_sq, nan)
     return PairMetrics(success, consistent, ntr_share, ssim, rmsd, linf, l2)
 

@@ -109,6 +109,7 @@ def test_batched_equals_reference_loop_and_single_pairs(kind, seed, eps):
     model, x, desired, tmask, ntmask = scenario(seed)
     attack = attacks.create_attack(kind, eps=eps, steps=100)
     batched = attack(model, x, desired, tmask, ntmask)
+    slots = attack(model, x, desired, tmask, ntmask, batch_size=3)  # 3 slots, refilled as pairs finish
     halvings = 0
     for p in range(x.shape[0]):
         single = attack(model, x[p : p + 1], desired[p : p + 1], tmask[p : p + 1], ntmask[p : p + 1])
@@ -117,6 +118,8 @@ def test_batched_equals_reference_loop_and_single_pairs(kind, seed, eps):
         assert int(batched.iterations[p]) == int(single.iterations[0]) == ref_it, f"{kind} pair {p}: iteration of success"
         assert torch.allclose(batched.adv[p], single.adv[0], rtol=0, atol=1e-12), f"{kind} pair {p}: batch != single"
         assert torch.allclose(batched.adv[p], ref_x, rtol=0, atol=1e-12), f"{kind} pair {p}: differs from the paper's loop"
+        assert int(slots.iterations[p]) == ref_it, f"{kind} pair {p}: iteration of success with refilled slots"
+        assert torch.allclose(slots.adv[p], ref_x, rtol=0, atol=1e-12), f"{kind} pair {p}: refilled slots differ from the loop"
     its = batched.iterations
     assert bool((its > 22).any()), f"scenario must cover successes after the first checkpoint: {its.tolist()}"
     if kind == "gmla":

@@ -33,7 +33,7 @@ from results.store import ResultStore
 from tests.dags import consistent_prediction
 from tests.sweep_fixtures import NAME, ToyDataset, ToyNet, toy_graph
 
-ATTACKS = ("gmla", "ml-dp")
+ATTACKS = ("gmla", "mla-u", "ml-dp", "mla-lp")
 ROW_SQL = "SELECT * EXCLUDE (seconds) FROM results ORDER BY combo_id, image_id, attack, eps, tau"
 SUMMARY_SQL = "SELECT * FROM rate_summary ORDER BY size, attack, eps, tau"
 
@@ -97,7 +97,8 @@ def test_store_masks_agree_with_the_graph():
 
 def test_rows_equal_each_pair_attacked_alone(reference):
     """Packed batches across combinations give each pair's result as if it were attacked alone
-    (the attack engine called directly, Ψ from ``pair_targets``, metrics from ``pair_metrics``)."""
+    in a padded batch of the same B (the attack engine called directly, Ψ from ``pair_targets``,
+    metrics from ``pair_metrics``)."""
     path, outcome = reference
     graph, data = toy_graph(), ToyDataset("test", toy_graph())
     model = ToyNet(graph.n).eval()
@@ -105,14 +106,15 @@ def test_rows_equal_each_pair_attacked_alone(reference):
     rows = fetch(path, "SELECT c.labels, r.image_id, r.attack, r.success, r.consistent, r.ntr_share, r.iterations, r.linf, r.ssim, r.rmsd "
                        "FROM results r JOIN combinations c USING (run_id, combo_id) ORDER BY r.attack, r.combo_id, r.image_id")  # fmt: skip
     assert len(rows) == outcome.pairs == outcome.written, "every planned row was written once"
-    steps = {"gmla": 10, "ml-dp": FAST.attack_steps["ml-dp"]}
+    steps = {"gmla": 10, "mla-u": 10, "ml-dp": FAST.attack_steps["ml-dp"], "mla-lp": FAST.attack_steps["mla-lp"]}
     for attack, group in itertools.groupby(rows, key=lambda r: r[2]):
         group = list(group)
         engine = create_attack(attack, eps=0.06, steps=steps[attack], **({"tau": -0.85} if attack == "gmla" else {}))
         x = torch.stack([data[int(r[1].rsplit("/", 1)[1])][0] for r in group])
         with torch.no_grad():
             targets = pair_targets(forward(model, x), omega_masks(graph, [list(r[0]) for r in group]), g)
-        alone = [engine(model, x[p : p + 1], *(t[p : p + 1] for t in targets.attack_inputs(engine.semantic))) for p in range(len(group))]
+        inputs = targets.attack_inputs(engine.semantic)
+        alone = [engine(model, x[p : p + 1], *(t[p : p + 1] for t in inputs), batch_size=8, max_targets=2) for p in range(len(group))]
         adv = torch.cat([a.adv for a in alone])
         with torch.no_grad():
             m = pair_metrics(targets, forward(model, adv), g, x, adv)
@@ -126,6 +128,16 @@ def test_rows_equal_each_pair_attacked_alone(reference):
             assert (ssim is None) == (not success), f"{where}: SSIM only for successful rows"
             assert (rmsd is None) == (not (success and attack == "ml-dp")), f"{where}: RMSD only for successful ML-DP rows"
     assert any(r[3] for r in rows) and not all(r[3] for r in rows), "the toy sweep has successes and failures"
+
+
+def test_occupancy_equals_a_brute_force_count_of_the_stored_iterations(reference):
+    """Each Auto-PGD pair holds its slot for its iterations + 1 ticks (the clean image's evaluation)."""
+    path, outcome = reference
+    stats = outcome.engine["Auto-PGD"]
+    held = fetch(path, "SELECT sum(iterations + 1) FROM results WHERE attack IN ('gmla', 'mla-u')")[0][0]
+    assert stats.live == held, f"engine counted {stats.live} live slot·ticks, the rows say {held}"
+    assert stats.occupancy == pytest.approx(held / (stats.batch * stats.ticks)), "occupancy = live ÷ (B × ticks)"
+    assert set(outcome.engine) == {"Auto-PGD", "ML-DP", "MLA-LP"}, "one engine per attack family"
 
 
 def test_combination_records_and_completion(reference):

@@ -10,22 +10,25 @@ to ⌊0.06 N⌋, a sample's step is halved and it restarts from its best point x
 1. f increased in fewer than ρ·(w_j − w_{j−1}) of the window's steps (ρ = 0.75), or
 2. its step was not halved at w_{j−1} and f_max did not grow since then.
 
-Everything is per sample (step size, counters, best point, previous point), so a batch
-gives exactly the iterates of its samples run one at a time. A sample stops at its first
-success (every target-masked label as desired) and leaves the batch; the loop ends when
-all have succeeded. Failed samples come back unperturbed.
+Everything is per sample (step size, counters, best point, previous point, and the
+attack, ε and budget themselves): each sample lives in a slot of the engine
+(``bench.attacks.engine``), stops at its first success (every target-masked label as
+desired) or at its budget, and hands its slot to the next pair. Failed samples come back
+unperturbed.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.attacks.base import Attack, AttackResult, forward, reached
+from bench.attacks.base import Attack, forward, input_grad, reached
+from bench.attacks.engine import Stepper, rows
 from bench.errors import BenchError
 
 
@@ -51,13 +54,17 @@ class CheckpointSchedule:
         return out
 
 
-def project(x: Tensor, x0: Tensor, eps: float) -> Tensor:
-    """Π: onto the ℓ∞ ball of radius ε around ``x0``, then onto [0, 1]."""
+def project(x: Tensor, x0: Tensor, eps: float | Tensor) -> Tensor:
+    """Π: onto the ℓ∞ ball of radius ε (a number, or one per row) around ``x0``, then onto [0, 1]."""
     return torch.minimum(torch.maximum(x, x0 - eps), x0 + eps).clamp(0.0, 1.0)
 
 
 class APGDAttack(Attack):
-    """Auto-PGD with an attack-specific ascent direction (``direction``).
+    """Auto-PGD with an attack-specific ascent direction.
+
+    A subclass says which input gradients it needs (``gradient_masks``: one label mask per
+    gradient of Σ −BCE over the masked labels) and how they make the step
+    (``step_direction``). All Auto-PGD attacks are one family: their pairs share a batch.
 
     Args:
         eps: ℓ∞ budget ε.
@@ -74,88 +81,124 @@ class APGDAttack(Attack):
                 raise BenchError(f"{what} must be in (0, 1]; got {value}")
         self.eta, self.momentum, self.rho = float(eta), float(momentum), float(rho)
 
+    def family(self) -> Hashable:
+        return APGDAttack
+
     @abstractmethod
-    def direction(self, ell: Tensor, x: Tensor, target_mask: Tensor, nontarget_mask: Tensor) -> Tensor:
-        """The step direction e at ``x`` (shape of ``x``, ‖e‖∞ ≤ 1) from ``ell`` = −BCE per label.
+    def gradient_masks(self, target_mask: Tensor, nontarget_mask: Tensor) -> tuple[Tensor, ...]:
+        """``[B, L]`` label masks, one per input gradient the step needs (at most ``MAX_GRADIENTS``)."""
 
-        ``ell`` ``[P, L]`` is still attached to ``x`` (which requires grad).
-        """
+    @abstractmethod
+    def step_direction(self, grads: tuple[Tensor, ...]) -> Tensor:
+        """The step e (shape of the images, ‖e‖∞ ≤ 1) of each row from its gradients, row by row."""
 
-    def evaluate(self, model: nn.Module, x: Tensor, desired: Tensor, tmask: Tensor, ntmask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Objective f ``[P]``, direction ``[P, ...]`` and success ``[P]`` at ``x``: one forward pass."""
+
+MAX_GRADIENTS = 2
+
+
+class APGDStepper(Stepper):
+    """Auto-PGD on B slots; each slot runs its own attack, ε, budget and checkpoint schedule."""
+
+    def __init__(self, attacks, batch, image, n_out, max_targets) -> None:
+        super().__init__(attacks, batch, image, n_out, max_targets)
+        for a in attacks:
+            if not isinstance(a, APGDAttack):
+                raise BenchError(f"{type(a).__name__} is not an Auto-PGD attack")
+        b, device, dtype = batch, image.device, image.dtype
+        self.n_grads = [len(a.gradient_masks(self.tmask[:1], self.ntmask[:1])) for a in attacks]
+        if max(self.n_grads) > MAX_GRADIENTS:
+            raise BenchError(f"an Auto-PGD attack may take at most {MAX_GRADIENTS} input gradients per step")
+        self.x, self.x_prev, self.e, self.x_best, self.e_best = (self.x0.clone() for _ in range(5))
+        self.f_best, self.f_prev, self.f_best_last = (torch.zeros(b, dtype=dtype, device=device) for _ in range(3))
+        self.clean_logits = self.adv_logits.clone()
+        self.eta = torch.zeros(b, dtype=dtype, device=device)
+        self.n_up = torch.zeros(b, dtype=torch.long, device=device)
+        self.reduced = torch.zeros(b, dtype=torch.bool, device=device)
+        self.it = torch.full((b,), -1, dtype=torch.long, device=device)  # −1: the clean image is evaluated next
+        self.window, self.checkpoint = torch.zeros_like(self.it), torch.zeros_like(self.it)
+        # per-slot settings of its attack
+        self.eps_, self.eta0, self.momentum, self.rho = (torch.zeros(b, dtype=dtype, device=device) for _ in range(4))
+        self.steps, self.decrement, self.minimum = (torch.zeros_like(self.it) for _ in range(3))
+
+    def reset(self, slot: int) -> None:
+        attack = self.attacks[int(self.setting[slot])]
+        schedule = CheckpointSchedule.for_steps(attack.steps)
+        self.it[slot] = -1
+        self.eps_[slot], self.eta0[slot], self.momentum[slot], self.rho[slot] = attack.eps, attack.eta, attack.momentum, attack.rho
+        self.steps[slot], self.decrement[slot], self.minimum[slot] = attack.steps, schedule.decrement, schedule.minimum
+        self.window[slot] = self.checkpoint[slot] = schedule.first
+
+    def evaluate(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Objective f ``[B]``, direction, success ``[B]`` and logits at ``x``: one forward pass."""
+        live_settings = self.setting[self.live].unique().tolist()
+        needed = max(self.n_grads[s] for s in live_settings)
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = forward(model, x)
-            ell = -F.binary_cross_entropy_with_logits(logits, desired.to(logits.dtype), reduction="none")
-            step = self.direction(ell, x, tmask, ntmask)
-        objective = (ell.detach() * (tmask | ntmask)).sum(dim=1)
-        return objective, step.detach(), reached(logits.detach(), desired, tmask)
+            ell = -F.binary_cross_entropy_with_logits(logits, self.desired.to(logits.dtype), reduction="none")
+            masks = [torch.zeros_like(self.tmask) for _ in range(needed)]
+            for s in live_settings:
+                mine = (self.setting == s)[:, None]
+                for j, m in enumerate(self.attacks[s].gradient_masks(self.tmask, self.ntmask)):
+                    masks[j] = torch.where(mine, m, masks[j])
+            grads = tuple(input_grad((ell * m).sum(), x, retain=j < needed - 1) for j, m in enumerate(masks))
+        self.gradients = needed
+        e = torch.zeros_like(x)
+        for s in live_settings:
+            mine = rows(self.setting == s, x)
+            e = torch.where(mine, self.attacks[s].step_direction(grads[: self.n_grads[s]]), e)
+        objective = (ell.detach() * (self.tmask | self.ntmask)).sum(dim=1)
+        return objective, e.detach(), reached(logits.detach(), self.desired, self.tmask), logits.detach()
 
-    def run(self, model: nn.Module, x: Tensor, desired: Tensor, target_mask: Tensor, nontarget_mask: Tensor) -> AttackResult:
-        n = x.shape[0]
-        adv = x.clone()
-        success = torch.zeros(n, dtype=torch.bool, device=x.device)
-        iterations = torch.full((n,), -1, dtype=torch.long, device=x.device)
+    def tick(self, model: nn.Module) -> Tensor:
+        live, x0 = self.live, self.x0
+        fresh, going = live & (self.it < 0), live & (self.it >= 0)
+        i = self.it + 1
+        a = torch.where(i == 1, torch.ones_like(self.momentum), self.momentum)
+        eps = rows(self.eps_, x0)
+        z = project(self.x + rows(self.eta, x0) * self.e, x0, eps)
+        stepped = project(self.x + rows(a, x0) * (z - self.x) + rows(1.0 - a, x0) * (self.x - self.x_prev), x0, eps)
+        point = torch.where(rows(going, x0), stepped, x0)
+        f, e, ok, logits = self.evaluate(model, point)
 
-        f, step, ok = self.evaluate(model, x, desired, target_mask, nontarget_mask)
-        s = _State(
-            pos=torch.arange(n, device=x.device), x0=x, desired=desired, tmask=target_mask, ntmask=nontarget_mask,
-            x=x.clone(), x_prev=x.clone(), step=step, x_best=x.clone(), step_best=step, f_best=f, f_prev=f,
-            f_best_last=f, eta=torch.full((n,), 2.0 * self.eta, dtype=x.dtype, device=x.device),
-            n_up=torch.zeros(n, dtype=torch.long, device=x.device),
-            reduced=torch.zeros(n, dtype=torch.bool, device=x.device),
-        )  # fmt: skip
-        s = s.retire(ok, 0, adv, success, iterations)
+        # slots evaluated at their clean image: Auto-PGD's starting state
+        fr = rows(fresh, x0)
+        self.x, self.x_prev, self.x_best = (torch.where(fr, x0, t) for t in (self.x, self.x_prev, self.x_best))
+        self.e, self.e_best = (torch.where(fr, e, t) for t in (self.e, self.e_best))
+        self.f_best, self.f_prev, self.f_best_last = (torch.where(fresh, f, t) for t in (self.f_best, self.f_prev, self.f_best_last))
+        self.clean_logits = torch.where(fresh[:, None], logits, self.clean_logits)
+        self.eta = torch.where(fresh, 2.0 * self.eta0, self.eta)
+        self.n_up = torch.where(fresh, 0, self.n_up)
+        self.reduced = torch.where(fresh, False, self.reduced)
 
-        schedule = CheckpointSchedule.for_steps(self.steps)
-        window, checkpoint = schedule.first, schedule.first
-        for i in range(1, self.steps + 1):
-            if s.pos.numel() == 0:
-                break
-            a = 1.0 if i == 1 else self.momentum
-            eta = s.eta.view(-1, *([1] * (x.dim() - 1)))
-            z = project(s.x + eta * s.step, s.x0, self.eps)
-            x_new = project(s.x + a * (z - s.x) + (1.0 - a) * (s.x - s.x_prev), s.x0, self.eps)
-            f, step, ok = self.evaluate(model, x_new, s.desired, s.tmask, s.ntmask)
-            s.x_prev, s.x, s.step = s.x, x_new, step
-            s.n_up += f > s.f_prev
-            s.f_prev = f
-            better = f > s.f_best
-            s.x_best = torch.where(_rows(better, x), x_new, s.x_best)
-            s.step_best = torch.where(_rows(better, x), step, s.step_best)
-            s.f_best = torch.where(better, f, s.f_best)
-            s = s.retire(ok, i, adv, success, iterations)
+        # slots that took step i
+        g = rows(going, x0)
+        self.x_prev, self.x, self.e = torch.where(g, self.x, self.x_prev), torch.where(g, point, self.x), torch.where(g, e, self.e)
+        self.n_up = self.n_up + (going & (f > self.f_prev)).long()
+        self.f_prev = torch.where(going, f, self.f_prev)
+        better = going & (f > self.f_best)
+        self.x_best = torch.where(rows(better, x0), point, self.x_best)
+        self.e_best = torch.where(rows(better, x0), e, self.e_best)
+        self.f_best = torch.where(better, f, self.f_best)
+        self.it = torch.where(live, i, self.it)
 
-            if i == checkpoint:
-                halve = (s.n_up < self.rho * window) | (~s.reduced & (s.f_best <= s.f_best_last))
-                s.eta = torch.where(halve, s.eta / 2.0, s.eta)
-                s.x = torch.where(_rows(halve, x), s.x_best, s.x)
-                s.step = torch.where(_rows(halve, x), s.step_best, s.step)
-                s.f_prev = torch.where(halve, s.f_best, s.f_prev)
-                s.reduced, s.f_best_last = halve, s.f_best
-                s.n_up = torch.zeros_like(s.n_up)
-                window = max(window - schedule.decrement, schedule.minimum)
-                checkpoint += window
-        return AttackResult.build(x, adv, success, iterations)
+        succeeded = live & ok
+        exhausted = going & ~ok & (i >= self.steps)
+        done = succeeded | exhausted
+        self.finish(done, point, torch.where(succeeded[:, None], logits, self.clean_logits), succeeded, i)
+
+        at = going & ~done & (i == self.checkpoint)
+        halve = at & ((self.n_up < self.rho * self.window) | (~self.reduced & (self.f_best <= self.f_best_last)))
+        h = rows(halve, x0)
+        self.eta = torch.where(halve, self.eta / 2.0, self.eta)
+        self.x, self.e = torch.where(h, self.x_best, self.x), torch.where(h, self.e_best, self.e)
+        self.f_prev = torch.where(halve, self.f_best, self.f_prev)
+        self.reduced = torch.where(at, halve, self.reduced)
+        self.f_best_last = torch.where(at, self.f_best, self.f_best_last)
+        self.n_up = torch.where(at, 0, self.n_up)
+        self.window = torch.where(at, torch.maximum(self.window - self.decrement, self.minimum), self.window)
+        self.checkpoint = torch.where(at, self.checkpoint + self.window, self.checkpoint)
+        return done
 
 
-def _rows(mask: Tensor, like: Tensor) -> Tensor:
-    return mask.view(-1, *([1] * (like.dim() - 1)))
-
-
-class _State:
-    """Per-sample Auto-PGD state of the samples still running (one row each)."""
-
-    def __init__(self, **tensors: Tensor) -> None:
-        self.__dict__.update(tensors)
-
-    def retire(self, ok: Tensor, iteration: int, adv: Tensor, success: Tensor, iterations: Tensor) -> _State:
-        """Store the samples that succeeded at this iteration and drop them from the state."""
-        if not bool(ok.any()):
-            return self
-        done = self.pos[ok]
-        adv[done] = self.x[ok]
-        success[done] = True
-        iterations[done] = iteration
-        keep = ~ok
-        return _State(**{k: v[keep] for k, v in self.__dict__.items()})
+APGDAttack.stepper_class = APGDStepper

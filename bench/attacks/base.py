@@ -10,16 +10,19 @@ A pair *succeeds* when every target-masked label is predicted as desired (logit 
 from __future__ import annotations
 
 import inspect
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from abc import ABC
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from bench.errors import BenchError
+
+if TYPE_CHECKING:
+    from bench.attacks.engine import Stepper
 
 
 @dataclass
@@ -33,6 +36,7 @@ class AttackResult:
             the APGD attacks; 0 = the clean image already succeeds), −1 for a failed pair.
         linf: ``[P]`` ‖x′ − x‖∞.
         l2: ``[P]`` ‖x′ − x‖₂.
+        logits: ``[P, L]`` the model's logits on ``adv``, from the attack's own forward pass.
     """
 
     adv: Tensor
@@ -40,15 +44,13 @@ class AttackResult:
     iterations: Tensor
     linf: Tensor
     l2: Tensor
+    logits: Tensor
 
     @classmethod
-    def build(cls, x: Tensor, adv: Tensor, success: Tensor, iterations: Tensor) -> AttackResult:
-        """Reset failed pairs to their clean image and measure the perturbations."""
-        success = success.bool()
-        adv = torch.where(success.view(-1, *([1] * (x.dim() - 1))), adv, x)
+    def build(cls, x: Tensor, adv: Tensor, success: Tensor, iterations: Tensor, logits: Tensor) -> AttackResult:
+        """Measure the perturbations of pairs whose failed ones already hold their clean image."""
         delta = (adv - x).flatten(1)
-        its = torch.where(success, iterations.long(), torch.full_like(iterations.long(), -1))
-        return cls(adv.detach(), success, its, delta.abs().amax(1), delta.norm(dim=1))
+        return cls(adv.detach(), success.bool(), iterations.long(), delta.abs().amax(1), delta.norm(dim=1), logits.detach())
 
     def __len__(self) -> int:
         return int(self.success.shape[0])
@@ -57,7 +59,7 @@ class AttackResult:
         return AttackResult(*(t.to(device) for t in self._tensors()))
 
     def _tensors(self) -> tuple[Tensor, ...]:
-        return (self.adv, self.success, self.iterations, self.linf, self.l2)
+        return (self.adv, self.success, self.iterations, self.linf, self.l2, self.logits)
 
     @classmethod
     def cat(cls, results: Sequence[AttackResult]) -> AttackResult:
@@ -126,20 +128,28 @@ def input_grad(loss: Tensor, x: Tensor, retain: bool = False) -> Tensor:
     return torch.autograd.grad(loss, x, retain_graph=retain)[0]
 
 
-def label_jacobian(model: nn.Module, x: Tensor, per_label: Callable[[Tensor], Tensor], labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-label values ``per_label(logits)`` ``[P, L]`` and their Jacobian rows for ``labels``.
+def label_jacobian(values: Tensor, x: Tensor, labels: Tensor) -> Tensor:
+    """Jacobian rows ``[B, K, D]``: ``jac[b, k] = ∂ values[b, labels[b, k]] / ∂ x[b]`` flattened.
 
-    Returns ``(values, jac)`` with ``jac[p, k] = ∂ values[p, labels[k]] / ∂ x[p]`` flattened,
-    ``[P, len(labels), D]``: one backward pass per label, shared by all pairs of the batch.
+    ``values`` ``[B, L]`` is attached to ``x`` (which requires grad); ``labels`` ``[B, K]`` holds
+    each row's labels, −1 where a row has fewer than K (those Jacobian rows are zero). One
+    backward pass per k over all B rows: the shapes never depend on which labels a row holds.
     """
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        values = per_label(forward(model, x))
-        rows = [
-            input_grad(values[:, int(k)].sum(), x, retain=True).flatten(1) for k in labels.tolist()
-        ]
-    jac = torch.stack(rows, 1) if rows else x.new_zeros(x.shape[0], 0, x[0].numel())
-    return values.detach(), jac
+    safe = labels.clamp_min(0)
+    jac = [input_grad(values.gather(1, safe[:, k : k + 1]).sum(), x, retain=True).flatten(1) for k in range(labels.shape[1])]
+    if not jac:
+        return x.new_zeros(x.shape[0], 0, x[0].numel())
+    return torch.stack(jac, 1) * (labels >= 0)[..., None]
+
+
+def label_slots(mask: Tensor, width: int) -> Tensor:
+    """``[B, width]`` the labels of each row of ``mask`` ``[B, L]`` in ascending order, padded with −1."""
+    most = int(mask.sum(dim=1).max()) if mask.shape[0] else 0
+    if most > width:
+        raise BenchError(f"a pair constrains {most} labels, more than the {width} planned for the run")
+    order = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    ranked = torch.where(mask, order, mask.shape[1]).sort(dim=1).values[:, :width]
+    return torch.where(ranked < mask.shape[1], ranked, -1)
 
 
 # ----------------------------------------------------------------- interface
@@ -147,15 +157,17 @@ class Attack(ABC):
     """A multi-label attack on batches of (image, Ω) pairs.
 
     Subclasses set ``display_name`` (tables) and ``semantic`` (target mask Ψ = h(Ω, G) when
-    True, Ω when False) and implement ``run``; their constructor's ``steps`` default is the
-    attack's own budget. ``__call__`` checks the inputs, moves them to the model's device and
-    dtype, freezes the model and calls ``run``. Constructor parameters are keyword-only and
+    True, Ω when False) and a ``Stepper`` (``bench.attacks.engine``) that runs the attack on
+    B slots; their constructor's ``steps`` default is the attack's own budget. ``__call__``
+    checks the inputs, moves them to the model's device and dtype, freezes the model and runs
+    the pairs through the engine in one batch. Constructor parameters are keyword-only and
     stored under their own names.
     """
 
     name: ClassVar[str] = ""
     display_name: ClassVar[str] = ""
     semantic: ClassVar[bool] = False
+    stepper_class: ClassVar[type[Stepper]]
 
     def __init__(self, *, eps: float = 0.01, steps: int = 300) -> None:
         if not 0.0 < float(eps) <= 1.0:
@@ -169,6 +181,14 @@ class Attack(ABC):
     def bounded(self) -> bool:
         """Whether the perturbation stays inside the ℓ∞ ε-ball (not so for ML-DP, nor MLA-LP by default)."""
         return True
+
+    def family(self) -> Hashable:
+        """Attacks of one family share a batch of slots (their stepper handles them all)."""
+        return (type(self), repr(self))
+
+    def stepper(self, attacks: Sequence[Attack], batch: int, image: Tensor, n_out: int, max_targets: int) -> Stepper:
+        """The slots that run ``attacks`` (this attack's family) B at a time."""
+        return self.stepper_class(attacks, batch, image, n_out, max_targets)
 
     def config(self) -> dict[str, object]:
         """The registered name and every constructor parameter (for run configurations)."""
@@ -186,8 +206,18 @@ class Attack(ABC):
         desired: Tensor,
         target_mask: Tensor,
         nontarget_mask: Tensor,
+        batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+        max_targets: int | None = None,
     ) -> AttackResult:
-        """Attack ``P`` pairs; see the module docstring for the arguments."""
+        """Attack ``P`` pairs (see the module docstring), B = ``batch_size`` (default P) at a time.
+
+        ``progress`` is called with the number of pairs that finish at each iteration;
+        ``max_targets`` bounds every pair's target mask (default: the largest here; ML-DP takes
+        that many Jacobian rows per pair, so pass the same bound to compare runs bitwise).
+        """
+        from bench.attacks.engine import Task, run_tasks
+
         _check_images(images)
         p = images.shape[0]
         for what, t in (("desired labels", desired), ("target mask", target_mask), ("non-target mask", nontarget_mask)):
@@ -203,18 +233,26 @@ class Attack(ABC):
         desired, tmask, ntmask = (t.to(device).bool() for t in (desired, target_mask, nontarget_mask))
         with frozen(model):
             with torch.no_grad():
-                logits = forward(model, x)
-            if logits.shape[1] != desired.shape[1]:
-                raise BenchError(
-                    f"the model has {logits.shape[1]} outputs but the labels have {desired.shape[1]} columns"
-                )
-            result = self.run(model, x, desired, tmask, ntmask)
+                n_out = forward(model, x[:1]).shape[1]
+            if n_out != desired.shape[1]:
+                raise BenchError(f"the model has {n_out} outputs but the labels have {desired.shape[1]} columns")
+            tasks = (Task(i, 0, x[i], desired[i], tmask[i], ntmask[i]) for i in range(p))
+            done = {}
+            max_targets = max_targets or int(tmask.sum(dim=1).max())
+            for finished in run_tasks([self], model, tasks, batch_size or p, n_out=n_out, max_targets=max_targets):
+                done.update((o.key, o) for o in finished)
+                if progress is not None and finished:
+                    progress(len(finished))
+        out = [done[i] for i in range(p)]
+        result = AttackResult.build(
+            x,
+            torch.stack([o.adv for o in out]),
+            torch.tensor([o.success for o in out], device=device),
+            torch.tensor([o.iterations for o in out], device=device),
+            torch.stack([o.logits for o in out]),
+        )
         result.adv = result.adv.to(images.dtype)
         return result.to(images.device)
-
-    @abstractmethod
-    def run(self, model: nn.Module, x: Tensor, desired: Tensor, target_mask: Tensor, nontarget_mask: Tensor) -> AttackResult:
-        """The attack proper, on checked inputs on the model's device."""
 
 
 def _check_images(images: Tensor) -> None:

@@ -1,9 +1,9 @@
-"""Many (image, Ω) pairs through one attack: batch size from free GPU memory, chunking.
+"""Many (image, Ω) pairs through one attack: the batch size B from free GPU memory, and the
+pairs through the engine's B slots (``bench.attacks.engine``).
 
 Pairs share images through ``image_index`` (the same image with several target sets is
-stored once). Each chunk of pairs is one batched attack; since every attack keeps per-pair
-state, the chunking never changes a pair's result, so a chunk that runs out of GPU memory is
-retried in halves.
+stored once). A pair's result depends on B (the kernels' shapes), never on the other pairs,
+so B is fixed for a whole run: running out of GPU memory is an error that names a smaller B.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from bench.attacks.base import Attack, AttackResult, frozen, model_device, model
 from bench.attacks.targets import PairTargets
 from bench.errors import BenchError
 
-CPU_BATCH = 32  # pairs per chunk on the CPU, where memory is rarely the limit
+CPU_BATCH = 32  # pairs per batch on the CPU, where memory is rarely the limit
 MAX_BATCH = 1024
 MEMORY_FRACTION = 0.5  # of the free GPU memory, leaving room for Jacobians and fragmentation
 
 
 def pair_batch_size(model: nn.Module, image_shape: tuple[int, ...], override: int | None = None) -> int:
-    """Pairs per chunk: ``override`` when given, else what fits in free GPU memory, else ``CPU_BATCH``.
+    """Pairs per batch: ``override`` when given, else what fits in free GPU memory, else ``CPU_BATCH``.
 
     On a GPU, one probe batch of two images runs a forward pass and two input-gradient
     backward passes (GMLA's cost); the peak memory per image sets the batch size.
@@ -61,7 +61,7 @@ def attack_pairs(
     batch_size: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> AttackResult:
-    """Run ``attack`` on every pair, chunk by chunk; the result (on the CPU) is in pair order.
+    """Run ``attack`` on every pair, B slots at a time; the result (on the CPU) is in pair order.
 
     Args:
         attack: a registered attack; its ``semantic`` flag picks Ψ or Ω as the target mask.
@@ -69,8 +69,8 @@ def attack_pairs(
         images: ``[N, 3, H, W]`` in [0, 1], on any device.
         targets: the pairs' Ω and Ψ (``bench.attacks.targets.pair_targets``).
         image_index: ``[P]`` image of each pair; pair p uses image p when omitted.
-        batch_size: pairs per chunk (default: ``pair_batch_size``).
-        progress: called with the number of pairs finished after each chunk.
+        batch_size: B, the pairs per batch (default: ``pair_batch_size``).
+        progress: called with the number of pairs finished after each iteration.
     """
     n_pairs = len(targets)
     if n_pairs == 0:
@@ -84,20 +84,12 @@ def attack_pairs(
         raise BenchError(f"image_index must give one image in 0..{images.shape[0] - 1} for each of {n_pairs} pairs")
     desired, tmask, ntmask = targets.attack_inputs(attack.semantic)
     size = pair_batch_size(model, tuple(images.shape[1:]), batch_size)
-    results: list[AttackResult] = []
-    start = 0
-    while start < n_pairs:
-        part = slice(start, min(start + size, n_pairs))
-        try:
-            result = attack(model, images[image_index[part]], desired[part], tmask[part], ntmask[part])
-        except torch.cuda.OutOfMemoryError:
-            if size == 1:
-                raise BenchError("out of GPU memory with a single pair; use a smaller model or images") from None
-            size = max(size // 2, 1)
-            torch.cuda.empty_cache()
-            continue
-        results.append(result.to("cpu"))
-        start = part.stop
-        if progress is not None:
-            progress(len(result))
-    return AttackResult.cat(results)
+    try:
+        return attack(model, images[image_index], desired, tmask, ntmask, batch_size=size, progress=progress).to("cpu")
+    except torch.cuda.OutOfMemoryError:
+        raise out_of_memory(size) from None
+
+
+def out_of_memory(size: int) -> BenchError:
+    smaller = f"--batch-size {size // 2}" if size > 1 else "a smaller model or smaller images"
+    return BenchError(f"out of GPU memory at batch size {size}; try {smaller}")

@@ -19,7 +19,6 @@ from torch import Tensor
 
 from bench.attacks import register_attack
 from bench.attacks.apgd import APGDAttack
-from bench.attacks.base import input_grad
 from bench.errors import BenchError
 
 
@@ -68,7 +67,8 @@ class GMLA(APGDAttack):
             raise BenchError(f"tau is a cosine threshold and must be in [-1, 1]; got {tau}")
         self.tau = float(tau)
 
-    def direction(self, ell: Tensor, x: Tensor, target_mask: Tensor, nontarget_mask: Tensor) -> Tensor:
-        g_target = input_grad((ell * target_mask).sum(), x, retain=True)
-        g_nontarget = input_grad((ell * nontarget_mask).sum(), x)
-        return gmla_direction(g_target, g_nontarget, self.tau)[0]
+    def gradient_masks(self, target_mask: Tensor, nontarget_mask: Tensor) -> tuple[Tensor, ...]:
+        return target_mask, nontarget_mask
+
+    def step_direction(self, grads: tuple[Tensor, ...]) -> Tensor:
+        return gmla_direction(*grads, self.tau)[0]

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from bench.attacks import register_attack
-from bench.attacks.base import Attack, AttackResult, label_jacobian, reached
+from bench.attacks.base import Attack, forward, label_jacobian, label_slots, reached
+from bench.attacks.engine import Stepper, rows
 from bench.errors import BenchError
 
 
@@ -63,36 +64,64 @@ class MLDeepFool(Attack):
     def bounded(self) -> bool:
         return False
 
-    def run(self, model: nn.Module, x: Tensor, desired: Tensor, target_mask: Tensor, nontarget_mask: Tensor) -> AttackResult:
-        n = x.shape[0]
-        constrained = target_mask | nontarget_mask if self.constrain_nontargets else target_mask
-        labels = constrained.any(dim=0).nonzero().flatten()
-        flat = x.flatten(1)
-        total = torch.zeros_like(flat)
-        current = x.clone()
-        best = x.clone()
-        best_l2 = torch.full((n,), float("inf"), dtype=x.dtype, device=x.device)
-        found = torch.zeros(n, dtype=torch.bool, device=x.device)
-        best_iteration = torch.full((n,), -1, dtype=torch.long, device=x.device)
-        active = torch.ones(n, dtype=torch.bool, device=x.device)
+    def constrained(self, target_mask: Tensor, nontarget_mask: Tensor) -> Tensor:
+        return target_mask | nontarget_mask if self.constrain_nontargets else target_mask
 
-        for it in range(self.steps + 1):
-            idx = active.nonzero().flatten()
-            if idx.numel() == 0:
-                break
-            logits, jac = label_jacobian(model, current[idx], lambda z: z, labels)
-            ok = reached(logits, desired[idx], target_mask[idx])
-            l2 = (current[idx] - x[idx]).flatten(1).norm(dim=1)
-            better = ok & (l2 < best_l2[idx])
-            take = idx[better]
-            best[take], best_l2[take], found[take], best_iteration[take] = current[idx][better], l2[better], True, it
-            z = logits[:, labels]
-            violated = ((z > 0) != desired[idx][:, labels]) & constrained[idx][:, labels]
-            active[idx] = violated.any(dim=1)
-            if it == self.steps:
-                break
-            go = violated.any(dim=1)
-            total[idx[go]] += deepfool_step(z[go], jac[go], violated[go])
-            moved = (flat[idx[go]] + (1.0 + self.overshoot) * total[idx[go]]).clamp(0.0, 1.0)
-            current[idx[go]] = moved.view_as(current[idx[go]])
-        return AttackResult.build(x, best, found, best_iteration)
+
+class DeepFoolStepper(Stepper):
+    """ML-DP on B slots: each tick linearises K labels of every slot (K fixed for the run:
+    the most constrained labels a pair of the run can have) and takes one DeepFool step."""
+
+    def __init__(self, attacks, batch, image, n_out, max_targets) -> None:
+        super().__init__(attacks, batch, image, n_out, max_targets)
+        (self.attack,) = attacks
+        self.width = n_out if self.attack.constrain_nontargets else min(max_targets, n_out)
+        b, device = batch, image.device
+        self.labels = torch.full((b, self.width), -1, dtype=torch.long, device=device)
+        self.current = self.x0.clone()
+        self.total = self.x0.flatten(1).clone()
+        self.best_l2 = torch.zeros(b, dtype=image.dtype, device=device)
+        self.found = torch.zeros(b, dtype=torch.bool, device=device)
+        self.best_it = torch.zeros(b, dtype=torch.long, device=device)
+        self.it = torch.zeros(b, dtype=torch.long, device=device)
+        self.clean_logits = self.adv_logits.clone()
+
+    def reset(self, slot: int) -> None:
+        self.labels[slot] = label_slots(self.attack.constrained(self.tmask[slot : slot + 1], self.ntmask[slot : slot + 1]), self.width)[0]
+        self.current[slot], self.total[slot] = self.x0[slot], 0.0
+        self.best_l2[slot], self.found[slot], self.best_it[slot], self.it[slot] = float("inf"), False, -1, 0
+        self.adv[slot] = self.x0[slot]
+
+    def tick(self, model: nn.Module) -> Tensor:
+        live, x0, attack = self.live, self.x0, self.attack
+        x = self.current.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = forward(model, x)
+            jac = label_jacobian(logits, x, self.labels)
+        logits = logits.detach()
+        self.gradients = self.width
+        self.clean_logits = torch.where((live & (self.it == 0))[:, None], logits, self.clean_logits)
+        ok = reached(logits, self.desired, self.tmask)
+        l2 = (self.current - x0).flatten(1).norm(dim=1)
+        better = live & ok & (l2 < self.best_l2)
+        self.adv = torch.where(rows(better, x0), self.current, self.adv)
+        self.adv_logits = torch.where(better[:, None], logits, self.adv_logits)
+        self.best_l2 = torch.where(better, l2, self.best_l2)
+        self.found |= better
+        self.best_it = torch.where(better, self.it, self.best_it)
+        valid = self.labels >= 0
+        safe = self.labels.clamp_min(0)
+        z = logits.gather(1, safe)
+        violated = ((z > 0) != self.desired.gather(1, safe)) & valid
+        done = live & (~violated.any(dim=1) | (self.it >= attack.steps))
+        going = live & ~done
+        self.total = torch.where(going[:, None], self.total + deepfool_step(z, jac, violated), self.total)
+        moved = (x0.flatten(1) + (1.0 + attack.overshoot) * self.total).clamp(0.0, 1.0).view_as(x0)
+        self.current = torch.where(rows(going, x0), moved, self.current)
+        self.it = torch.where(going, self.it + 1, self.it)
+        adv, adv_logits = self.adv, torch.where(self.found[:, None], self.adv_logits, self.clean_logits)
+        self.finish(done, adv, adv_logits, self.found, self.best_it)
+        return done
+
+
+MLDeepFool.stepper_class = DeepFoolStepper

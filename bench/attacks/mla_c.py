@@ -12,7 +12,6 @@ from torch import Tensor
 
 from bench.attacks import register_attack
 from bench.attacks.apgd import APGDAttack
-from bench.attacks.base import input_grad
 
 
 @register_attack("mla-c")
@@ -22,5 +21,8 @@ class MLAC(APGDAttack):
     display_name = "MLA-C"
     semantic = False
 
-    def direction(self, ell: Tensor, x: Tensor, target_mask: Tensor, nontarget_mask: Tensor) -> Tensor:
-        return input_grad((ell * (target_mask | nontarget_mask)).sum(), x).sign()
+    def gradient_masks(self, target_mask: Tensor, nontarget_mask: Tensor) -> tuple[Tensor, ...]:
+        return (target_mask | nontarget_mask,)
+
+    def step_direction(self, grads: tuple[Tensor, ...]) -> Tensor:
+        return grads[0].sign()

@@ -22,8 +22,6 @@ unless ``project=True``; the ℓ∞ norm is reported either way.
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,7 +30,8 @@ from torch import Tensor, nn
 
 from bench.attacks import register_attack
 from bench.attacks.apgd import project as project_ball
-from bench.attacks.base import Attack, AttackResult, forward, label_jacobian, reached
+from bench.attacks.base import Attack, forward, label_jacobian, reached
+from bench.attacks.engine import Stepper, rows
 
 THRESHOLD_START, THRESHOLD_STEP, THRESHOLD_MIN = 0.5, 0.05, 0.1
 W_MAX = 1e6  # bounds the LP when r = 0 is feasible (‖r‖∞ ≥ 1e-6)
@@ -97,56 +96,92 @@ class MLALP(Attack):
     def bounded(self) -> bool:
         return self.project
 
-    def run(self, model: nn.Module, x: Tensor, desired: Tensor, target_mask: Tensor, nontarget_mask: Tensor) -> AttackResult:
-        n = x.shape[0]
-        rows = target_mask | nontarget_mask
-        labels = rows.any(dim=0).nonzero().flatten()
-        y = desired.to(x.dtype)
-        threshold = torch.full((n,), THRESHOLD_START, dtype=torch.float64, device=x.device)
 
-        with torch.no_grad():
+
+class LPStepper(Stepper):
+    """MLA-LP on B slots: each tick is one LP iteration of every live slot (its first tick also
+    takes the clean image's prediction). The Jacobian covers every model output (all labels
+    are constrained), the same K for every slot."""
+
+    def __init__(self, attacks, batch, image, n_out, max_targets) -> None:
+        super().__init__(attacks, batch, image, n_out, max_targets)
+        (self.attack,) = attacks
+        b, device = batch, image.device
+        self.labels = torch.arange(n_out, device=device).expand(b, n_out)
+        self.current = self.x0.clone()
+        self.threshold = torch.zeros(b, dtype=torch.float64, device=device)
+        self.best_ok = torch.zeros(b, dtype=torch.bool, device=device)
+        self.best_matched = torch.zeros(b, dtype=torch.long, device=device)
+        self.best_l2 = torch.zeros(b, dtype=image.dtype, device=device)
+        self.best_it = torch.zeros(b, dtype=torch.long, device=device)
+        self.it = torch.zeros(b, dtype=torch.long, device=device)
+        self.clean_logits = self.adv_logits.clone()
+
+    def reset(self, slot: int) -> None:
+        self.current[slot], self.adv[slot] = self.x0[slot], self.x0[slot]
+        self.threshold[slot], self.it[slot] = THRESHOLD_START, 0
+
+    def tick(self, model: nn.Module) -> Tensor:
+        live, x0, attack = self.live, self.x0, self.attack
+        constrained = self.tmask | self.ntmask
+        wanted = constrained.sum(dim=1)
+        y = self.desired.to(x0.dtype)
+        x = self.current.detach().requires_grad_(True)
+        with torch.enable_grad():
             logits = forward(model, x)
-        best = x.clone()
-        best_ok = reached(logits, desired, target_mask)
-        best_matched = (((logits > 0) == desired) & rows).sum(dim=1)
-        best_l2 = torch.zeros(n, dtype=x.dtype, device=x.device)
-        best_iteration = torch.zeros(n, dtype=torch.long, device=x.device)
-        current = x.clone()
-        active = ~(best_matched == rows.sum(dim=1))
+            loss = _bce(logits, y)
+            jac = label_jacobian(loss, x, self.labels)
+        loss, logits = loss.detach(), logits.detach()
+        self.gradients = self.labels.shape[1]
 
-        for it in range(1, self.steps + 1):
-            idx = active.nonzero().flatten()
-            if idx.numel() == 0:
-                break
-            loss, jac = label_jacobian(model, current[idx], partial(_bce, target=y[idx]), labels)
-            delta = (threshold_loss(y[idx], threshold[idx]) - loss)[:, labels]
-            step = torch.zeros_like(current[idx])
-            for k, p in enumerate(idx.tolist()):
-                keep = rows[p, labels].cpu().numpy()
-                r = solve_linf_lp(jac[k].cpu().numpy()[keep], delta[k].cpu().numpy()[keep])
-                if r is None:
-                    active[p] = False  # no feasible step: the official code gives up on the sample
-                else:
-                    step[k] = torch.from_numpy(r).view_as(step[k]).to(step)
-            candidate = (current[idx] + step).clamp(0.0, 1.0)
-            if self.project:
-                candidate = project_ball(candidate, x[idx], self.eps)
-            with torch.no_grad():
-                z = forward(model, candidate)
-            stalled = (_bce(z, y[idx]) * target_mask[idx]).sum(1) >= (loss * target_mask[idx]).sum(1)
-            threshold[idx] = torch.where(stalled, (threshold[idx] - THRESHOLD_STEP).clamp_min(THRESHOLD_MIN), threshold[idx])
-            ok = reached(z, desired[idx], target_mask[idx])
-            matched = (((z > 0) == desired[idx]) & rows[idx]).sum(dim=1)
-            l2 = (candidate - x[idx]).flatten(1).norm(dim=1)
-            better = _lexicographic_better((ok, matched, -l2), (best_ok[idx], best_matched[idx], -best_l2[idx]))
-            better &= active[idx]
-            take = idx[better]
-            best[take], best_ok[take], best_matched[take] = candidate[better], ok[better], matched[better]
-            best_l2[take], best_iteration[take] = l2[better], it
-            worse = matched < best_matched[idx]
-            current[idx] = torch.where(worse.view(-1, *([1] * (x.dim() - 1))), best[idx], candidate)
-            active[idx] &= matched < rows[idx].sum(dim=1)
-        return AttackResult.build(x, best, best_ok, best_iteration)
+        # a slot's first tick: the clean image is the best point so far
+        fresh = live & (self.it == 0)
+        matched = (((logits > 0) == self.desired) & constrained).sum(dim=1)
+        self.best_ok = torch.where(fresh, reached(logits, self.desired, self.tmask), self.best_ok)
+        self.best_matched = torch.where(fresh, matched, self.best_matched)
+        self.best_l2 = torch.where(fresh, 0.0, self.best_l2)
+        self.best_it = torch.where(fresh, 0, self.best_it)
+        self.clean_logits = torch.where(fresh[:, None], logits, self.clean_logits)
+        self.adv_logits = torch.where(fresh[:, None], logits, self.adv_logits)
+        self.it = torch.where(fresh, 1, self.it)
+        going = live & (self.best_matched < wanted)
+
+        delta = threshold_loss(y, self.threshold) - loss
+        step = torch.zeros_like(x0)
+        feasible = going.clone()
+        for p in going.nonzero().flatten().tolist():
+            keep = constrained[p].cpu().numpy()
+            r = solve_linf_lp(jac[p].cpu().numpy()[keep], delta[p].cpu().numpy()[keep])
+            if r is None:
+                feasible[p] = False  # no feasible step: the official code gives up on the sample
+            else:
+                step[p] = torch.from_numpy(r).view_as(step[p]).to(step)
+        candidate = (self.current + step).clamp(0.0, 1.0)
+        if attack.project:
+            candidate = project_ball(candidate, x0, attack.eps)
+        with torch.no_grad():
+            z = forward(model, candidate)
+        stalled = (_bce(z, y) * self.tmask).sum(1) >= (loss * self.tmask).sum(1)
+        lowered = (self.threshold - THRESHOLD_STEP).clamp_min(THRESHOLD_MIN)
+        self.threshold = torch.where(going & stalled, lowered, self.threshold)
+        ok = reached(z, self.desired, self.tmask)
+        matched = (((z > 0) == self.desired) & constrained).sum(dim=1)
+        l2 = (candidate - x0).flatten(1).norm(dim=1)
+        better = feasible & _lexicographic_better((ok, matched, -l2), (self.best_ok, self.best_matched, -self.best_l2))
+        self.adv = torch.where(rows(better, x0), candidate, self.adv)
+        self.adv_logits = torch.where(better[:, None], z, self.adv_logits)
+        self.best_ok, self.best_matched = torch.where(better, ok, self.best_ok), torch.where(better, matched, self.best_matched)
+        self.best_l2, self.best_it = torch.where(better, l2, self.best_l2), torch.where(better, self.it, self.best_it)
+        worse = matched < self.best_matched
+        self.current = torch.where(rows(going, x0), torch.where(rows(worse, x0), self.adv, candidate), self.current)
+        done = live & ~(feasible & (matched < wanted) & (self.it < attack.steps))
+        self.it = torch.where(going, self.it + 1, self.it)
+        logits_out = torch.where(self.best_ok[:, None], self.adv_logits, self.clean_logits)
+        self.finish(done, self.adv, logits_out, self.best_ok, self.best_it)
+        return done
+
+
+MLALP.stepper_class = LPStepper
 
 
 def _lexicographic_better(new: tuple[Tensor, ...], old: tuple[Tensor, ...]) -> Tensor:

@@ -10,7 +10,6 @@ from torch import Tensor
 
 from bench.attacks import register_attack
 from bench.attacks.apgd import APGDAttack
-from bench.attacks.base import input_grad
 
 
 @register_attack("mla-u")
@@ -20,5 +19,8 @@ class MLAU(APGDAttack):
     display_name = "MLA-U"
     semantic = False
 
-    def direction(self, ell: Tensor, x: Tensor, target_mask: Tensor, nontarget_mask: Tensor) -> Tensor:
-        return input_grad((ell * target_mask).sum(), x).sign()
+    def gradient_masks(self, target_mask: Tensor, nontarget_mask: Tensor) -> tuple[Tensor, ...]:
+        return (target_mask,)
+
+    def step_direction(self, grads: tuple[Tensor, ...]) -> Tensor:
+        return grads[0].sign()

@@ -311,7 +311,9 @@ def perf_sweep_command(
 
     Runs a small sweep into a temporary database with the model wrapped in timers (forward
     calls, and backward passes from the output's gradient to the input's) and reports each
-    stage's share of the wall time, and rows written per second into DuckDB.
+    stage's share of the wall time, rows written per second into DuckDB, and per attack
+    family the engine's batch occupancy and its pair·iterations/s against the model's own
+    forward+backward rate at the same B.
 
     Example: bench perf sweep --dataset stamps --attacks gmla,mla-u --size 1-2
     """
@@ -334,4 +336,18 @@ def perf_sweep_command(
         f"model forward/backward: [bold]{100 * report.model_share:.1f}%[/] of the wall time; sweep machinery "
         f"(targets, metrics, DB writes, images, planning, attack arithmetic): [bold]{100 * (1 - report.model_share):.1f}%[/]; "
         f"rows written per second into DuckDB: [bold]{report.rows_per_second:,.0f}[/] ({report.writes} writes)"
+    )
+    engine = Table(title="the engine's slots, per attack family")
+    for column in ("family", "B", "iterations", "occupancy", "pair·it/s", "model's rate at B", "sweep ÷ model"):
+        engine.add_column(column, justify="left" if column == "family" else "right")
+    for f in report.families:
+        engine.add_row(
+            f.name, str(f.batch), f"{f.ticks:,}", f"{f.occupancy:.3f}", f"{f.pair_iterations_per_second:,.1f}",
+            f"{f.model_rate:,.1f}", f"{f.rate_ratio:.2f}",
+        )  # fmt: skip
+    console.print(engine)
+    console.print(
+        "occupancy = live pair·iterations ÷ (B × iterations run); the model's rate = B ÷ the time of one forward and "
+        "the family's input gradients per iteration (two for GMLA) at B; the sweep's rate counts its whole wall time, "
+        "metrics and writes included"
     )

@@ -79,8 +79,42 @@ class StageTimesWithoutModel(StageTimes):
 
 
 @dataclass
+class FamilyPerf:
+    """One attack family's slot use and speed against the model's own.
+
+    ``rate_ratio`` = the family's pair·iterations/s over its wall time (metrics and writes
+    included) ÷ the model's forward + backward rate at B with the same input gradients per
+    iteration (``model_seconds[k]``: one forward and k input gradients on B images).
+    """
+
+    name: str
+    batch: int
+    ticks: int
+    live: int
+    occupancy: float
+    seconds: float
+    model_seconds: dict[int, float]
+    gradient_ticks: dict[int, int]
+
+    @property
+    def pair_iterations_per_second(self) -> float:
+        return self.live / self.seconds if self.seconds else 0.0
+
+    @property
+    def model_rate(self) -> float:
+        """Pair·iterations/s of the bare model at B with every slot live (weighted by the ticks' gradients)."""
+        busy = sum(n * self.model_seconds[k] for k, n in self.gradient_ticks.items())
+        return self.batch * self.ticks / busy if busy else 0.0
+
+    @property
+    def rate_ratio(self) -> float:
+        return self.pair_iterations_per_second / self.model_rate if self.model_rate else 0.0
+
+
+@dataclass
 class SweepPerf:
-    """Seconds per stage (model time separate), their total, and the DuckDB write rate."""
+    """Seconds per stage (model time separate), their total, the DuckDB write rate, and each
+    attack family's slot use and speed against the model's own."""
 
     stages: list[tuple[str, float]]
     seconds: float
@@ -89,6 +123,31 @@ class SweepPerf:
     writes: int
     rows_per_second: float
     device: str
+    families: list[FamilyPerf]
+
+
+def model_seconds(model: nn.Module, image_shape: tuple[int, ...], batch: int, gradients: int, device: torch.device, repeats: int = 3) -> float:
+    """Best-of-``repeats`` seconds of one forward and ``gradients`` input gradients on ``batch`` images."""
+    import torch.nn.functional as F
+
+    from bench.attacks.base import frozen
+
+    x = torch.rand(batch, *image_shape, device=device, dtype=next(model.parameters()).dtype)
+    best = float("inf")
+    with frozen(model):
+        for round_ in range(repeats + 1):  # round 0 warms up
+            start = time.perf_counter()
+            xg = x.clone().requires_grad_(True)
+            with torch.enable_grad():
+                logits = model(xg)
+                ell = F.binary_cross_entropy_with_logits(logits, (logits > 0).to(logits.dtype), reduction="none")
+                for k in range(gradients):
+                    torch.autograd.grad(ell[:, k % ell.shape[1]].sum(), xg, retain_graph=k < gradients - 1)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if round_:
+                best = min(best, time.perf_counter() - start)
+    return best
 
 
 def measure_sweep(
@@ -133,8 +192,16 @@ def measure_sweep(
     other = wall - sum(v for _, v in stages)
     stages.append(("other (progress display, loops)", max(other, 0.0)))
     write_s = times.get("writing rows", 0.0)
+    shape = tuple(data[0][0].shape)
+    families = [
+        FamilyPerf(
+            name, st.batch, st.ticks, st.live, st.occupancy, st.seconds,
+            {k: model_seconds(net, shape, st.batch, k, dev) for k in st.gradient_ticks}, dict(st.gradient_ticks),
+        )
+        for name, st in outcome.engine.items()
+    ]  # fmt: skip
     return SweepPerf(
         stages=stages, seconds=wall, model_share=times.get(MODEL_STAGE, 0.0) / wall, rows=outcome.written,
         writes=times.calls.get("writing rows", 0), rows_per_second=outcome.written / write_s if write_s else 0.0,
-        device=str(dev),
+        device=str(dev), families=families,
     )  # fmt: skip

@@ -1,17 +1,25 @@
-"""Running a sweep: (combination, image) pairs packed into batches, every attack, metrics → rows.
+"""Running a sweep: every (combination, image) pair under every attack through the engine's
+B slots (continuous batching), metrics → rows.
 
-**Work order.** The pairs of the shard's combinations (combination ids ascending, images in
-dataset order) are cut into blocks of B pairs (``--batch-size``, else ``pair_batch_size``:
-from free GPU memory, 32 on the CPU), so one block mixes the pairs of several combinations.
-Per block, Ψ = h(Ω, G) is computed for every pair from its clean prediction and the graph
-store's ancestors/descendants of Ω; then each (attack, ε, τ) runs once on the block's pairs
-it has not stored yet, as one batched attack, and its rows go to the results store in one
-``write_rows`` call that also marks complete the combinations whose last row it holds.
+**Work order.** The shard's pairs (combination ids ascending, images in dataset order) are
+queued per (attack, ε, τ) setting, and the settings one after another. Attacks of one family
+(the five Auto-PGD attacks; ML-DP; MLA-LP) share the engine's B slots
+(``bench.attacks.engine``): when a pair finishes, its slot takes the next pair in the queue,
+of the same combination, the next combination or the next setting, so the batch stays full
+until the family's queue runs dry. Ψ = h(Ω, G) is computed for each pair as it is queued,
+from its clean prediction and the graph store's ancestors/descendants of Ω. Finished pairs
+are measured in fixed batches of ``metric_batch(B)`` and written with one ``write_rows`` call
+each, which also marks complete the combinations whose last row it holds.
 
-**Resume.** Block boundaries depend only on the plan and B, never on what is stored, so a
-re-run skips the stored rows and recomputes the batch that was in flight exactly as it was
-(Auto-PGD is per sample and deterministic): a ``kill -9`` loses at most that batch, and the
-resumed tables equal an uninterrupted run's.
+**Reproducibility.** Every forward/backward of the attacks and of the metrics has a fixed
+number of rows, and each row is computed from its own pair alone, so a pair's row depends on
+its inputs, the machine, the device and B, never on which pairs share its batch, on the
+order pairs arrive or on when it enters. Hence a resumed run, the shards of ``--shard i/n``
+merged, and any number of workers give bitwise the rows of one uninterrupted run (with the
+same B). ``docs/sweeps.md`` states the contract.
+
+**Resume.** A re-run skips the stored rows and queues the others: a ``kill -9`` loses at most
+the pairs in flight and the finished ones waiting for their metrics.
 
 **Shards.** ``--shard i/n`` keeps the combinations with ``combo_id % n == i``; combination
 ids are positions in the enumeration, the same in every process.
@@ -22,7 +30,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,8 +38,10 @@ import torch
 from torch import Tensor, nn
 
 from bench.attacks import ATTACKS, attack_parameters, create_attack
-from bench.attacks.base import Attack, forward, model_dtype
-from bench.attacks.batching import attack_pairs, pair_batch_size
+from bench.attacks.apgd import APGDAttack
+from bench.attacks.base import Attack, frozen
+from bench.attacks.batching import out_of_memory, pair_batch_size
+from bench.attacks.engine import EngineStats, Outcome, Task, run_tasks
 from bench.attacks.targets import PairTargets, pair_targets
 from bench.errors import BenchError
 from bench.metrics import pair_metrics
@@ -54,6 +64,8 @@ from results.store import ResultStore
 
 RMSD_ATTACKS = ("ml-dp",)  # the results contract: RMSD on successful ML-DP rows (Supp. Fig. 2)
 COMBINATION_CHUNK = 5_000  # combinations recorded per transaction
+QUEUE_CHUNK = 256  # pairs whose targets are computed at once as they are queued
+METRIC_BATCH = 64  # the most rows of one metrics batch
 STORE_WAIT = 60.0  # seconds to wait for a graph store held by another sweep
 
 
@@ -82,8 +94,6 @@ def attack_steps(attack: str, iterations: int, overrides: dict[str, int]) -> int
     """Iterations of an attack: its override, else N for the Auto-PGD attacks, else its own default."""
     if attack in overrides:
         return int(overrides[attack])
-    from bench.attacks.apgd import APGDAttack
-
     if issubclass(ATTACKS.get(attack), APGDAttack):
         return iterations
     return int(attack_parameters(ATTACKS.get(attack))["steps"])
@@ -179,7 +189,7 @@ def _open_graph_store(kind: str):
 
 def closure_masks(graph: LabelGraph, combos: Sequence[PlannedCombination], kind: str = "ladybug") -> tuple[Tensor, Tensor]:
     """``[C, n]`` masks of the proper ancestors and descendants of each combination's members,
-    from the graph store: the graph is loaded idempotently, then one query per |Ω|."""
+    from the graph store: the graph is loaded idempotently, then one round trip for all."""
     ancestors = torch.zeros(len(combos), graph.n, dtype=torch.bool)
     descendants = torch.zeros_like(ancestors)
     if not combos:
@@ -187,11 +197,10 @@ def closure_masks(graph: LabelGraph, combos: Sequence[PlannedCombination], kind:
     name = stored_graph_name(graph)
     with _open_graph_store(kind) as store:
         store.load(graph if name == graph.name else replace(graph, name=name))
-        for k in sorted({c.size for c in combos}):
-            rows = [i for i, c in enumerate(combos) if c.size == k]
-            for i, found in zip(rows, store.resolve_combinations(name, [combos[i].labels for i in rows])):
-                ancestors[i, [n.idx for n in found.ancestors]] = True
-                descendants[i, [n.idx for n in found.descendants]] = True
+        masks = store.combination_masks(name, [c.labels for c in combos])
+    n = masks.ancestors.shape[1]
+    ancestors[:, :n] = torch.from_numpy(masks.ancestors)
+    descendants[:, :n] = torch.from_numpy(masks.descendants)
     return ancestors, descendants
 
 
@@ -214,6 +223,7 @@ class SweepOutcome:
     seconds: float
     finished: bool
     times: StageTimes = field(default_factory=StageTimes)
+    engine: dict[str, EngineStats] = field(default_factory=dict)  # slot use per attack family
 
 
 def no_eligible_message(config: RunConfig, clean: CleanPredictions) -> str:
@@ -223,6 +233,11 @@ def no_eligible_message(config: RunConfig, clean: CleanPredictions) -> str:
         f"{int(clean.consistent.sum())} of {len(clean)} clean predictions are consistent with the graph, and an image "
         "needs every target predicted positive; try a smaller --size or a better-trained model"
     )
+
+
+def metric_batch(batch: int) -> int:
+    """Rows per metrics batch (SSIM, norms): fixed for a run of batch size B."""
+    return min(batch, METRIC_BATCH)
 
 
 def run_sweep(
@@ -245,7 +260,7 @@ def run_sweep(
             ``combinations_per_size``, ``include_abstract``, per-attack ``steps`` and ``images``).
         model: the model under attack, on ``device``; outputs in ``graph``'s node order.
         dataset: the split to attack (``MultiLabelDataset``), labelled in ``graph``'s order.
-        batch_size: pairs per batch (default ``pair_batch_size``).
+        batch_size: B, the engine's slots (default ``pair_batch_size``).
         graph_store: ``ladybug`` or ``neo4j``, for the combinations' ancestors/descendants.
     """
     progress = progress or SweepProgress()
@@ -274,7 +289,7 @@ def run_sweep(
     with times("graph store"):
         ancestors, descendants = closure_masks(graph, attacked, graph_store)
     with times("resume bookkeeping"):
-        work = _Work(attacked, clean, settings, store.done_keys(run_id))
+        work = _Work(attacked, clean, settings, store.done_keys(run_id), GraphTensors(graph), ancestors, descendants, dataset)
         complete_stored = store.done_combinations(run_id)
         newly = sorted({c.combo_id for c in mine if work.remaining[c.combo_id] == 0} - complete_stored)
         if newly:
@@ -282,28 +297,44 @@ def run_sweep(
     complete = len(complete_stored) + len(newly)
     size = pair_batch_size(model, tuple(dataset[int(clean.indices[0])][0].shape), batch_size)
     progress.start(work.todo, len(mine), complete)
-    g = GraphTensors(graph)
     written = 0
-    for start in range(0, work.n_pairs, size):
-        block = slice(start, min(start + size, work.n_pairs))
-        todo = {s: work.select(block, s) for s in settings}
-        if not any(todo.values()):
-            continue
-        with times("images"):
-            images, image_index = work.images(block, dataset)
-        with times("targets"):
-            targets = work.targets(block, g, ancestors, descendants)
-        for setting, chosen in todo.items():
-            if not chosen:
-                continue
-            rows = _attack_rows(
-                setting, engines[setting], model, device, images, image_index, targets, chosen, block, work, g, size, times
-            )
-            finished = work.finish(rows, setting)
-            with times("writing rows"):
-                written += store.write_rows(run_id, rows, complete=finished)
-            complete += len(finished)
-            progress.advance(len(rows), complete, work.running(setting))
+    engine_stats: dict[str, EngineStats] = {}
+    n_out, max_targets = clean.logits.shape[1], max(config.sizes)
+
+    def flush(outcomes: list[Outcome]) -> None:
+        nonlocal written, complete
+        with times("metrics"):
+            rows = work.rows(outcomes, metric_batch(size))
+        finished = work.finish(rows)
+        with times("writing rows"):
+            written += store.write_rows(run_id, rows, complete=finished)
+        complete += len(finished)
+        progress.advance(len(rows), complete, work.running(work.settings[outcomes[-1].setting]))
+
+    for family in _families(settings, engines):
+        attacks = [engines[s] for s in family]
+        semantic = any(a.semantic for a in attacks)
+        stats = engine_stats.setdefault(_family_name(attacks), EngineStats())
+        family_started = time.perf_counter()
+        buffer: list[Outcome] = []
+        tasks = work.tasks([settings.index(s) for s in family], engines, times)
+        run = run_tasks(attacks, model, tasks, size, n_out=n_out, max_targets=n_out if semantic else max_targets, stats=stats)
+        try:
+            with frozen(model):
+                while True:
+                    with times("attack"):
+                        finished = next(run, None)
+                    if finished is None:
+                        break
+                    buffer.extend(finished)
+                    while len(buffer) >= metric_batch(size):
+                        flush(buffer[: metric_batch(size)])
+                        del buffer[: metric_batch(size)]
+        except torch.cuda.OutOfMemoryError:
+            raise out_of_memory(size) from None
+        if buffer:
+            flush(buffer)
+        stats.seconds += time.perf_counter() - family_started
     if complete == len(mine):
         with times("run records"):
             store.finish_run(run_id)
@@ -311,8 +342,20 @@ def run_sweep(
         run_id=run_id, db=store.path, combinations=len(mine), empty=sum(1 for c in mine if not c.images),
         pairs=work.planned, written=written, resumed=work.planned - work.todo, images=len(clean),
         consistent=int(clean.consistent.sum()), skipped_images=clean.skipped, batch_size=size,
-        seconds=time.perf_counter() - started, finished=complete == len(mine), times=times,
+        seconds=time.perf_counter() - started, finished=complete == len(mine), times=times, engine=engine_stats,
     )  # fmt: skip
+
+
+def _families(settings: Sequence[AttackSetting], engines: dict[AttackSetting, Attack]) -> list[list[AttackSetting]]:
+    """The settings grouped by attack family, in order of first appearance."""
+    groups: dict[object, list[AttackSetting]] = {}
+    for s in settings:
+        groups.setdefault(engines[s].family(), []).append(s)
+    return list(groups.values())
+
+
+def _family_name(attacks: Sequence[Attack]) -> str:
+    return "Auto-PGD" if isinstance(attacks[0], APGDAttack) else (attacks[0].display_name or attacks[0].name)
 
 
 def _check_stored_config(store: ResultStore, config: RunConfig) -> None:
@@ -334,64 +377,15 @@ def _record_combinations(store: ResultStore, run_id: str, combos: Sequence[Plann
         store.write_combinations(run_id, missing[start : start + COMBINATION_CHUNK])
 
 
-def _attack_rows(
-    setting: AttackSetting,
-    engine: Attack,
-    model: nn.Module,
-    device,
-    images: Tensor,
-    image_index: Tensor,
-    targets: PairTargets,
-    chosen: list[int],
-    block: slice,
-    work: _Work,
-    g: GraphTensors,
-    size: int,
-    times: StageTimes,
-) -> list[ResultRow]:
-    """Attack the chosen pairs of a block and turn the outcome into rows."""
-    started = time.perf_counter()
-    index = torch.tensor(chosen) - block.start
-    sub = targets.select(index)
-    with times("attack"):
-        result = attack_pairs(engine, model, images, sub, image_index[index], batch_size=size)
-    with times("adversarial predictions"), torch.no_grad():
-        adv_logits = forward(model.eval(), result.adv.to(device, model_dtype(model))).float().cpu()
-    with times("metrics"):
-        m = pair_metrics(sub, adv_logits, g, images[image_index[index]], result.adv)
-    per_row = (time.perf_counter() - started) / len(chosen)
-    rows = []
-    for j, p in enumerate(chosen):
-        ok = bool(m.success[j])
-        its = int(result.iterations[j])
-        rows.append(
-            ResultRow(
-                combo_id=work.combo_id(p),
-                image_id=work.image_id(p),
-                attack=setting.attack,
-                eps=setting.eps,
-                tau=setting.tau,
-                success=ok,
-                consistent=bool(m.consistent[j]),
-                ntr_share=float(m.ntr_share[j]),
-                iterations=its if its >= 0 else setting.steps,
-                linf=float(m.linf[j]),
-                l2=float(m.l2[j]),
-                seconds=per_row,
-                ssim=float(m.ssim[j]) if ok and not math.isnan(float(m.ssim[j])) else None,
-                rmsd=float(m.rmsd[j]) if ok and setting.attack in RMSD_ATTACKS else None,
-            )
-        )
-    return rows
-
-
 class _Work:
-    """The shard's (combination, image) pairs, what is stored, and running rates."""
+    """The shard's (combination, image) pairs, what is stored, the queue and running rates."""
 
     def __init__(
-        self, combos: Sequence[PlannedCombination], clean: CleanPredictions, settings: Sequence[AttackSetting], done: set[ResultKey]
-    ) -> None:
+        self, combos: Sequence[PlannedCombination], clean: CleanPredictions, settings: Sequence[AttackSetting],
+        done: set[ResultKey], g: GraphTensors, ancestors: Tensor, descendants: Tensor, dataset,
+    ) -> None:  # fmt: skip
         self.combos, self.clean, self.settings = list(combos), clean, list(settings)
+        self.g, self.ancestors, self.descendants, self.dataset = g, ancestors, descendants, dataset
         pos = [(i, rank, row) for i, c in enumerate(self.combos) for rank, row in enumerate(c.images)]
         self.n_pairs = len(pos)
         self.combo = torch.tensor([p[0] for p in pos], dtype=torch.long)
@@ -408,6 +402,7 @@ class _Work:
                         self.remaining[self.combo_id(p)] += 1
         self.todo = sum(self.remaining.values())
         self.rates: dict[AttackSetting, list[int]] = {}
+        self.in_flight: dict[tuple[int, int], tuple[PairTargets, Tensor]] = {}
 
     def combo_id(self, p: int) -> int:
         return self.combos[int(self.combo[p])].combo_id
@@ -418,41 +413,75 @@ class _Work:
     def key(self, p: int, s: AttackSetting) -> ResultKey:
         return s.key(self.combo_id(p), self.image_id(p))
 
-    def select(self, block: slice, s: AttackSetting) -> list[int]:
-        """The block's pairs (positions in the work list) this setting still has to attack."""
-        return [p for p in range(block.start, block.stop) if self.rank[p] < s.images and self.key(p, s) not in self.done]
+    def tasks(self, setting_ids: Sequence[int], engines: dict[AttackSetting, Attack], times: StageTimes) -> Iterator[Task]:
+        """The queue: each setting's pairs not stored yet, in pair order, settings one after another."""
+        for si in setting_ids:
+            s = self.settings[si]
+            pending = [p for p in range(self.n_pairs) if self.rank[p] < s.images and self.key(p, s) not in self.done]
+            for start in range(0, len(pending), QUEUE_CHUNK):
+                chunk = pending[start : start + QUEUE_CHUNK]
+                with times("targets"):
+                    targets = self.targets(chunk)
+                desired, tmask, ntmask = targets.attack_inputs(engines[s].semantic)
+                for j, p in enumerate(chunk):
+                    with times("images"):
+                        image = self.image(p)
+                    self.in_flight[(p, si)] = (targets.select(slice(j, j + 1)), image)
+                    yield Task((p, si), si, image, desired[j], tmask[j], ntmask[j])
 
-    def images(self, block: slice, dataset) -> tuple[Tensor, Tensor]:
-        """The block's distinct images ``[U, 3, H, W]`` and each pair's index into them."""
-        rows, index = torch.unique(self.row[block], return_inverse=True)
-        images = torch.stack([dataset[int(self.clean.indices[r])][0] for r in rows.tolist()])
-        return images, index
+    def image(self, p: int) -> Tensor:
+        return self.dataset[int(self.clean.indices[int(self.row[p])])][0]
 
-    def targets(self, block: slice, g: GraphTensors, ancestors: Tensor, descendants: Tensor) -> PairTargets:
-        """Ω and Ψ = h(Ω, G) of the block's pairs, from each pair's clean prediction."""
-        combo = self.combo[block]
-        clean = self.clean.positive[self.row[block]]
+    def targets(self, pairs: Sequence[int]) -> PairTargets:
+        """Ω and Ψ = h(Ω, G) of the pairs, from each pair's clean prediction."""
+        index = torch.tensor(pairs, dtype=torch.long)
+        combo = self.combo[index]
+        clean = self.clean.positive[self.row[index]]
         omega = torch.zeros_like(clean)
         for j, c in enumerate(combo.tolist()):
             omega[j, list(self.combos[c].members)] = True
-        return pair_targets(clean, omega, g, ancestors=ancestors[combo], descendants=descendants[combo])
+        return pair_targets(clean, omega, self.g, ancestors=self.ancestors[combo], descendants=self.descendants[combo])
 
-    def finish(self, rows: Sequence[ResultRow], s: AttackSetting) -> list[int]:
-        """Count the setting's rows as stored; the combinations they complete."""
+    def rows(self, outcomes: Sequence[Outcome], batch: int) -> list[ResultRow]:
+        """The finished pairs' rows; metrics over ``batch`` rows (the last ones padded)."""
+        entries = [self.in_flight.pop(o.key) for o in outcomes]
+        pad = batch - len(outcomes)
+        targets = PairTargets(
+            *(torch.cat([getattr(t, f) for t, _ in entries] + [getattr(entries[0][0], f)] * pad) for f in ("clean", "omega", "psi")),
+            entries[0][0].output_index, entries[0][0].turn_on,
+        )  # fmt: skip
+        clean_images = torch.stack([image for _, image in entries] + [entries[0][1]] * pad)
+        adv = torch.stack([o.adv for o in outcomes] + [outcomes[0].adv] * pad)
+        logits = torch.stack([o.logits for o in outcomes] + [outcomes[0].logits] * pad).float().cpu()
+        m = pair_metrics(targets, logits, self.g, clean_images.to(adv), adv)
+        out = []
+        for j, o in enumerate(outcomes):
+            p, s = o.key[0], self.settings[o.key[1]]
+            ok = bool(m.success[j])
+            out.append(
+                ResultRow(
+                    combo_id=self.combo_id(p), image_id=self.image_id(p), attack=s.attack, eps=s.eps, tau=s.tau,
+                    success=ok, consistent=bool(m.consistent[j]), ntr_share=float(m.ntr_share[j]),
+                    iterations=o.iterations if o.iterations >= 0 else s.steps, linf=float(m.linf[j]), l2=float(m.l2[j]),
+                    seconds=o.seconds, ssim=float(m.ssim[j]) if ok and not math.isnan(float(m.ssim[j])) else None,
+                    rmsd=float(m.rmsd[j]) if ok and s.attack in RMSD_ATTACKS else None,
+                )
+            )  # fmt: skip
+            rate = self.rates.setdefault(s, [0, 0, 0])
+            rate[0], rate[1], rate[2] = rate[0] + 1, rate[1] + ok, rate[2] + bool(m.consistent[j])
+        return out
+
+    def finish(self, rows: Sequence[ResultRow]) -> list[int]:
+        """Count the rows as stored; the combinations they complete."""
         finished = []
-        rate = self.rates.setdefault(s, [0, 0, 0])
         for r in rows:
             self.done.add(r.key)
             self.remaining[r.combo_id] -= 1
             if self.remaining[r.combo_id] == 0:
                 finished.append(r.combo_id)
-            rate[0] += 1
-            rate[1] += r.success
-            rate[2] += r.consistent
         return finished
 
     def running(self, s: AttackSetting) -> str:
         n, ok, consistent = self.rates.get(s, [0, 0, 0])
         name = ATTACKS.get(s.attack).display_name or s.attack
         return f"{name} ε={s.eps:g}: FR_N {100 * ok / max(n, 1):.0f}% FR_S {100 * consistent / max(n, 1):.0f}%"
-
