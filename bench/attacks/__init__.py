@@ -1,8 +1,10 @@
 """Attacks by name: GMLA and the six baselines of the paper.
 
 Every attack takes ``(model, images, desired, target_mask, nontarget_mask)`` for a batch of
-(image, Ω) pairs and returns an ``AttackResult`` (see ``bench.attacks.base``). A new attack
-is one module with a ``@register_attack("name")`` class::
+(image, Ω) pairs and returns an ``AttackResult`` (see ``bench.attacks.base``); the pairs run
+through the engine's fixed-shape slots (``bench.attacks.engine``). A new attack is one module
+with a ``@register_attack("name")`` class (an Auto-PGD attack writes ``gradient_masks`` and
+``step_direction``; see ``bench.attacks.apgd``)::
 
     from bench.attacks import register_attack
     from bench.attacks.mla_u import MLAU
