@@ -45,7 +45,7 @@ stamp=$(sha256sum pyproject.toml | cut -c1-16)
 if [[ ! -f .venv/.installed ]] || [[ $(cat .venv/.installed) != "$stamp" ]]; then
     echo "setup: installing Python packages into .venv (torch comes from this machine's disk)"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e '.[test]'
+    .venv/bin/python -m pip install -q -e '.[test,ray]'
     echo "$stamp" > .venv/.installed
 fi
 

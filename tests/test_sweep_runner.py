@@ -33,7 +33,7 @@ from results.store import ResultStore
 from tests.dags import consistent_prediction
 from tests.sweep_fixtures import NAME, ToyDataset, ToyNet, toy_graph
 
-ATTACKS = ("gmla", "mla-u", "ml-dp", "mla-lp")
+ATTACKS = ("ml-dp", "gmla", "mla-u", "mla-lp")  # an Auto-PGD family that does not start the grid
 ROW_SQL = "SELECT * EXCLUDE (seconds) FROM results ORDER BY combo_id, image_id, attack, eps, tau"
 SUMMARY_SQL = "SELECT * FROM rate_summary ORDER BY size, attack, eps, tau"
 

@@ -143,6 +143,14 @@ def run_command(
     store: StoreOption = "ladybug",
     data_root: Annotated[str | None, typer.Option("--data-root", help="Dataset folder (default: under $BENCH_DATA).", show_default=False)] = None,
     wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for a results database locked by another process.", min=0)] = 60.0,
+    ray: Annotated[
+        str | None,
+        typer.Option("--ray", help="Spread the attacks over a Ray cluster: local (start one here), auto (join this machine's) or an ADDRESS (extra 'ray').", show_default=False),
+    ] = None,
+    ray_workers: Annotated[
+        int | None, typer.Option("--ray-workers", help="Ray workers (default: one per GPU, or the cluster's CPUs ÷ --ray-cpus).", min=1, show_default=False)
+    ] = None,
+    ray_cpus: Annotated[int, typer.Option("--ray-cpus", help="Cores (and torch threads) of each CPU worker on Ray.", min=1)] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; print the summary only.")] = False,
 ) -> None:
     """Run the paper's sweep: every attack on the first N eligible images of every target set Ω.
@@ -150,9 +158,11 @@ def run_command(
     Eligible images: the clean prediction is consistent with the graph and has every label
     of Ω positive. Rows go to DuckDB batch by batch; the same command again resumes a run
     that was stopped (even by kill -9). --shard i/n splits the combinations between
-    processes, each into its own file; `bench merge` combines them.
+    processes, each into its own file; `bench merge` combines them. --ray spreads them over
+    a Ray cluster's GPUs (or CPU workers) and writes one file, with the same rows.
 
     Example: bench run --dataset stamps --preset fast
+    Example: bench run --dataset stamps --preset fast --ray local
     Example: bench run -d voc -m asl-voc --attacks gmla,mla-u,mla-c --size 1-3 --eps 0.005:0.01:0.005
     Example: bench run -d openimages -m Open_ImagesV6_TRresNet_L_448.pth --combos sampled --size 1-5 --shard 0/4
     """
@@ -165,6 +175,7 @@ def run_command(
         shard_db_path,
         sweep_config,
     )
+    from bench.sweep.cluster import import_ray
     from bench.sweep.presets import check_combo_mode
     from kg.stores import STORES
     from results.store import ResultStore, default_db_path
@@ -175,6 +186,12 @@ def run_command(
     shard_index, shard_count = parse_shard(shard)
     combos = check_combo_mode(combos or chosen.combos_for(dataset))
     STORES.get(store)
+    if ray is not None:
+        import_ray()
+        if shard is not None:
+            raise BenchError("--ray and --shard do not combine: Ray spreads the whole sweep over its workers")
+    elif ray_workers is not None:
+        raise BenchError("--ray-workers needs --ray")
     dev = resolve_device(device)
     loaded = load_sweep_model(dataset, model, dev)
     if model is None:
@@ -192,12 +209,14 @@ def run_command(
     )  # fmt: skip
     path = shard_db_path(db or default_db_path(), shard_index, shard_count)
     results = ResultStore(path, lock_timeout=wait)
-    outcome = _sweep(config, net, data, graph, results, dev, batch_size, store, quiet)
+    cluster = None if ray is None else {"address": ray, "workers": ray_workers, "cpus_per_worker": ray_cpus}
+    outcome = _sweep(config, net, data, graph, results, dev, batch_size, store, quiet, cluster)
     _summary(outcome, config, db)
 
 
-def _sweep(config, net, data, graph, results, device, batch_size, store, quiet):
-    """Run the sweep with a progress display (none when quiet); a Ctrl-C says how to resume."""
+def _sweep(config, net, data, graph, results, device, batch_size, store, quiet, cluster=None):
+    """Run the sweep (on Ray when ``cluster`` says so) with a progress display (none when
+    quiet); a Ctrl-C says how to resume."""
     from contextlib import nullcontext
 
     from bench.sweep import RichSweepProgress, SweepProgress, run_sweep
@@ -207,6 +226,13 @@ def _sweep(config, net, data, graph, results, device, batch_size, store, quiet):
     display = nullcontext(SweepProgress()) if quiet else RichSweepProgress(console)
     try:
         with display as progress:
+            if cluster is not None:
+                from bench.sweep.cluster import run_sweep_ray
+
+                return run_sweep_ray(
+                    config, net, data, graph, results, device=device, batch_size=batch_size, graph_store=store,
+                    progress=progress, **cluster,
+                )  # fmt: skip
             return run_sweep(config, net, data, graph, results, device=device, batch_size=batch_size, graph_store=store, progress=progress)
     except KeyboardInterrupt:
         console.print("[yellow]stopped: the rows written so far are kept; run the same command again to resume[/]")
@@ -227,6 +253,11 @@ def _print_config(config, db: Path) -> None:
     )
 
 
+def occupancy_text(outcome) -> str:
+    """Each attack family's batch occupancy (live pair·iterations ÷ (B × iterations run))."""
+    return ", ".join(f"{name} {st.occupancy:.2f}" for name, st in outcome.engine.items() if st.ticks)
+
+
 def _summary(outcome, config, db: Path | None) -> None:
     t = Table(title=f"run {outcome.run_id}", show_header=False)
     t.add_column(style="bold")
@@ -234,7 +265,7 @@ def _summary(outcome, config, db: Path | None) -> None:
     t.add_row("images", f"{outcome.images} predicted, {outcome.consistent} consistent with the graph" + (f", {outcome.skipped_images} did not decode" if outcome.skipped_images else ""))
     t.add_row("combinations", f"{outcome.combinations} ({outcome.empty} without eligible images)")
     t.add_row("rows", f"{outcome.written} written now, {outcome.resumed} stored before, {outcome.pairs} planned")
-    t.add_row("batch", f"{outcome.batch_size} pairs")
+    t.add_row("batch", f"{outcome.batch_size} slots" + (f"; occupancy {occupancy_text(outcome)}" if occupancy_text(outcome) else ""))
     t.add_row("time", f"{outcome.seconds:.1f} s")
     t.add_row("status", "finished" if outcome.finished else "unfinished")
     t.add_row("database", str(outcome.db))
@@ -285,6 +316,8 @@ def demo_command(
     for stage, seconds in report.times.items():
         times.add_row(stage, f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s")
     console.print(times)
+    if occupancy_text(report.outcome):
+        console.print(f"batch occupancy ({report.outcome.batch_size} slots): {occupancy_text(report.outcome)}")
     db = report.outcome.db
     console.print(f"wrote {', '.join(p.name for p in report.figures)} and {db.name} to [bold]{report.folder}[/]")
     console.print("explore:")

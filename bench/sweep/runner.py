@@ -240,31 +240,36 @@ def metric_batch(batch: int) -> int:
     return min(batch, METRIC_BATCH)
 
 
-def run_sweep(
-    config: RunConfig,
-    model: nn.Module,
-    dataset,
-    graph: LabelGraph,
-    store: ResultStore,
-    *,
-    device: torch.device | str = "cpu",
-    batch_size: int | None = None,
-    graph_store: str = "ladybug",
-    progress: SweepProgress | None = None,
-    times: StageTimes | None = None,
-) -> SweepOutcome:
-    """Run (or resume) the sweep ``config`` describes and write its rows to ``store``.
+@dataclass
+class Prepared:
+    """A sweep planned and recorded, ready for its pairs: what one process or a cluster's
+    driver prepares before any attack."""
 
-    Args:
-        config: the run's configuration (``extra`` holds ``split``, ``combos``,
-            ``combinations_per_size``, ``include_abstract``, per-attack ``steps`` and ``images``).
-        model: the model under attack, on ``device``; outputs in ``graph``'s node order.
-        dataset: the split to attack (``MultiLabelDataset``), labelled in ``graph``'s order.
-        batch_size: B, the engine's slots (default ``pair_batch_size``).
-        graph_store: ``ladybug`` or ``neo4j``, for the combinations' ancestors/descendants.
-    """
-    progress = progress or SweepProgress()
-    times = times if times is not None else StageTimes()
+    run_id: str
+    settings: list[AttackSetting]
+    engines: dict[AttackSetting, Attack]
+    clean: CleanPredictions
+    mine: list[PlannedCombination]  # the shard's combinations
+    work: _Work
+    complete: int  # combinations complete now
+    batch_size: int
+    started: float
+
+    def outcome(self, store: ResultStore, written: int, complete: int, times: StageTimes, engine: dict[str, EngineStats]) -> SweepOutcome:
+        return SweepOutcome(
+            run_id=self.run_id, db=store.path, combinations=len(self.mine), empty=sum(1 for c in self.mine if not c.images),
+            pairs=self.work.planned, written=written, resumed=self.work.planned - self.work.todo, images=len(self.clean),
+            consistent=int(self.clean.consistent.sum()), skipped_images=self.clean.skipped, batch_size=self.batch_size,
+            seconds=time.perf_counter() - self.started, finished=complete == len(self.mine), times=times, engine=engine,
+        )  # fmt: skip
+
+
+def prepare_sweep(
+    config: RunConfig, model: nn.Module, dataset, graph: LabelGraph, store: ResultStore, *, device, batch_size: int | None,
+    graph_store: str, progress: SweepProgress, times: StageTimes,
+) -> Prepared:  # fmt: skip
+    """Check every input, predict the clean images, plan, record the run and its combinations,
+    fetch the closures from the graph store and find what is stored: before any attack."""
     started = time.perf_counter()
     settings = attack_settings(config)
     extra = config.extra
@@ -294,30 +299,25 @@ def run_sweep(
         newly = sorted({c.combo_id for c in mine if work.remaining[c.combo_id] == 0} - complete_stored)
         if newly:
             store.write_rows(run_id, [], complete=newly)
-    complete = len(complete_stored) + len(newly)
     size = pair_batch_size(model, tuple(dataset[int(clean.indices[0])][0].shape), batch_size)
-    progress.start(work.todo, len(mine), complete)
-    written = 0
-    engine_stats: dict[str, EngineStats] = {}
-    n_out, max_targets = clean.logits.shape[1], max(config.sizes)
+    complete = len(complete_stored) + len(newly)
+    return Prepared(run_id, settings, engines, clean, mine, work, complete, size, started)
 
-    def flush(outcomes: list[Outcome]) -> None:
-        nonlocal written, complete
-        with times("metrics"):
-            rows = work.rows(outcomes, metric_batch(size))
-        finished = work.finish(rows)
-        with times("writing rows"):
-            written += store.write_rows(run_id, rows, complete=finished)
-        complete += len(finished)
-        progress.advance(len(rows), complete, work.running(work.settings[outcomes[-1].setting]))
 
-    for family in _families(settings, engines):
+def attack_rows(
+    work: _Work, engines: dict[AttackSetting, Attack], model: nn.Module, size: int, max_targets: int,
+    times: StageTimes, engine_stats: dict[str, EngineStats],
+) -> Iterator[list[ResultRow]]:  # fmt: skip
+    """Every pair of ``work`` not stored yet through the engine, family by family: yields each
+    metrics batch's rows; ``engine_stats`` collects the slot use per attack family."""
+    n_out = work.clean.logits.shape[1]
+    for family in _families(work.settings, engines):
         attacks = [engines[s] for s in family]
         semantic = any(a.semantic for a in attacks)
         stats = engine_stats.setdefault(_family_name(attacks), EngineStats())
         family_started = time.perf_counter()
         buffer: list[Outcome] = []
-        tasks = work.tasks([settings.index(s) for s in family], engines, times)
+        tasks = work.tasks([work.settings.index(s) for s in family], engines, times)
         run = run_tasks(attacks, model, tasks, size, n_out=n_out, max_targets=n_out if semantic else max_targets, stats=stats)
         try:
             with frozen(model):
@@ -328,22 +328,67 @@ def run_sweep(
                         break
                     buffer.extend(finished)
                     while len(buffer) >= metric_batch(size):
-                        flush(buffer[: metric_batch(size)])
+                        with times("metrics"):
+                            rows = work.rows(buffer[: metric_batch(size)], metric_batch(size))
                         del buffer[: metric_batch(size)]
+                        yield rows
         except torch.cuda.OutOfMemoryError:
             raise out_of_memory(size) from None
         if buffer:
-            flush(buffer)
+            with times("metrics"):
+                rows = work.rows(buffer, metric_batch(size))
+            yield rows
         stats.seconds += time.perf_counter() - family_started
-    if complete == len(mine):
-        with times("run records"):
-            store.finish_run(run_id)
-    return SweepOutcome(
-        run_id=run_id, db=store.path, combinations=len(mine), empty=sum(1 for c in mine if not c.images),
-        pairs=work.planned, written=written, resumed=work.planned - work.todo, images=len(clean),
-        consistent=int(clean.consistent.sum()), skipped_images=clean.skipped, batch_size=size,
-        seconds=time.perf_counter() - started, finished=complete == len(mine), times=times, engine=engine_stats,
+
+
+def run_sweep(
+    config: RunConfig,
+    model: nn.Module,
+    dataset,
+    graph: LabelGraph,
+    store: ResultStore,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int | None = None,
+    graph_store: str = "ladybug",
+    progress: SweepProgress | None = None,
+    times: StageTimes | None = None,
+) -> SweepOutcome:
+    """Run (or resume) the sweep ``config`` describes and write its rows to ``store``.
+
+    Args:
+        config: the run's configuration (``extra`` holds ``split``, ``combos``,
+            ``combinations_per_size``, ``include_abstract``, per-attack ``steps`` and ``images``).
+        model: the model under attack, on ``device``; outputs in ``graph``'s node order.
+        dataset: the split to attack (``MultiLabelDataset``), labelled in ``graph``'s order.
+        batch_size: B, the engine's slots (default ``pair_batch_size``).
+        graph_store: ``ladybug`` or ``neo4j``, for the combinations' ancestors/descendants.
+    """
+    progress = progress or SweepProgress()
+    times = times if times is not None else StageTimes()
+    prep = prepare_sweep(
+        config, model, dataset, graph, store, device=device, batch_size=batch_size, graph_store=graph_store,
+        progress=progress, times=times,
     )  # fmt: skip
+    work = prep.work
+    progress.start(work.todo, len(prep.mine), prep.complete)
+    written, complete = 0, prep.complete
+
+    def write(rows: list[ResultRow]) -> None:
+        nonlocal written, complete
+        finished = work.finish(rows)
+        with times("writing rows"):
+            written += store.write_rows(prep.run_id, rows, complete=finished)
+        complete += len(finished)
+        progress.advance(len(rows), complete, work.running_for(rows[-1]))
+
+    engine: dict[str, EngineStats] = {}
+    for rows in attack_rows(work, prep.engines, model, prep.batch_size, max(config.sizes), times, engine):
+        write(rows)
+    if complete == len(prep.mine):
+        with times("run records"):
+            store.finish_run(prep.run_id)
+    return prep.outcome(store, written, complete, times, engine)
 
 
 def _families(settings: Sequence[AttackSetting], engines: dict[AttackSetting, Attack]) -> list[list[AttackSetting]]:
@@ -385,6 +430,7 @@ class _Work:
         done: set[ResultKey], g: GraphTensors, ancestors: Tensor, descendants: Tensor, dataset,
     ) -> None:  # fmt: skip
         self.combos, self.clean, self.settings = list(combos), clean, list(settings)
+        self.by_grid = {ResultKey.of(0, "", s.attack, s.eps, s.tau)[2:]: s for s in self.settings}
         self.g, self.ancestors, self.descendants, self.dataset = g, ancestors, descendants, dataset
         pos = [(i, rank, row) for i, c in enumerate(self.combos) for rank, row in enumerate(c.images)]
         self.n_pairs = len(pos)
@@ -414,8 +460,11 @@ class _Work:
         return s.key(self.combo_id(p), self.image_id(p))
 
     def tasks(self, setting_ids: Sequence[int], engines: dict[AttackSetting, Attack], times: StageTimes) -> Iterator[Task]:
-        """The queue: each setting's pairs not stored yet, in pair order, settings one after another."""
-        for si in setting_ids:
+        """The queue: each setting's pairs not stored yet, in pair order, settings one after another.
+
+        A task's ``setting`` indexes ``setting_ids`` (the engine's attacks); its key is
+        ``(pair, index into self.settings)``."""
+        for local, si in enumerate(setting_ids):
             s = self.settings[si]
             pending = [p for p in range(self.n_pairs) if self.rank[p] < s.images and self.key(p, s) not in self.done]
             for start in range(0, len(pending), QUEUE_CHUNK):
@@ -427,7 +476,7 @@ class _Work:
                     with times("images"):
                         image = self.image(p)
                     self.in_flight[(p, si)] = (targets.select(slice(j, j + 1)), image)
-                    yield Task((p, si), si, image, desired[j], tmask[j], ntmask[j])
+                    yield Task((p, si), local, image, desired[j], tmask[j], ntmask[j])
 
     def image(self, p: int) -> Tensor:
         return self.dataset[int(self.clean.indices[int(self.row[p])])][0]
@@ -467,8 +516,6 @@ class _Work:
                     rmsd=float(m.rmsd[j]) if ok and s.attack in RMSD_ATTACKS else None,
                 )
             )  # fmt: skip
-            rate = self.rates.setdefault(s, [0, 0, 0])
-            rate[0], rate[1], rate[2] = rate[0] + 1, rate[1] + ok, rate[2] + bool(m.consistent[j])
         return out
 
     def finish(self, rows: Sequence[ResultRow]) -> list[int]:
@@ -479,7 +526,16 @@ class _Work:
             self.remaining[r.combo_id] -= 1
             if self.remaining[r.combo_id] == 0:
                 finished.append(r.combo_id)
+            rate = self.rates.setdefault(self.setting_of(r), [0, 0, 0])
+            rate[0], rate[1], rate[2] = rate[0] + 1, rate[1] + r.success, rate[2] + r.consistent
         return finished
+
+    def setting_of(self, row: ResultRow) -> AttackSetting:
+        return self.by_grid[row.key[2:]]
+
+    def running_for(self, row: ResultRow) -> str:
+        """The running rates of the setting ``row`` belongs to."""
+        return self.running(self.setting_of(row))
 
     def running(self, s: AttackSetting) -> str:
         n, ok, consistent = self.rates.get(s, [0, 0, 0])

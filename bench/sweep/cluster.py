@@ -1,0 +1,284 @@
+"""Sweeps on a Ray cluster (``bench run --ray local|auto|ADDRESS``; the optional extra ``ray``).
+
+The driver (the ``bench run`` process) prepares the sweep exactly as a single process does
+(``prepare_sweep``: clean predictions, plan, run records, closures, what is stored), cuts the
+combinations that still have pairs to attack into *work units*, and hands the units to Ray
+actors: one per GPU (``num_gpus=1``), or, on a cluster without GPUs, CPU workers of
+``cpus_per_worker`` cores each (torch uses that many threads in each). Every actor loads the
+model and the dataset once and runs its units through the same engine and metrics as a single
+process (``attack_work``); it returns rows, and the driver alone writes them to the one DuckDB
+file with the store's transactional, idempotent ``write_rows`` and marks combinations complete.
+
+What travels: the model's weights and the dataset object go through Ray's object store once
+(``ray.put``); each actor fetches them once. Images are read by the dataset object itself, so
+an on-disk dataset (VOC, NUS-WIDE, Open Images, the ``stamps`` cache under ``$BENCH_DATA``)
+must be at the same path on every node (a shared file system); the object store never carries
+a whole image collection.
+
+Rows equal a single process's, bitwise: a pair's row depends only on its own inputs, the
+device, B and the threads torch uses (``docs/sweeps.md``, the reproducibility contract), not
+on which worker or unit ran it.
+
+Faults: an actor whose process dies mid-unit is restarted by Ray and the unit runs again
+(rows written twice are stored once); a dead driver is a re-run of the same command, which
+resumes; a worker that raises on bad data stops the run with that one error, the rows already
+written kept.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bench.attacks.engine import EngineStats
+from bench.errors import BenchError
+from bench.sweep.progress import StageTimes, SweepProgress
+from bench.sweep.runner import SweepOutcome, _Work, attack_rows, prepare_sweep
+from kg.closure import GraphTensors
+from kg.graph import LabelGraph
+from results.schema import RunConfig
+from results.store import ResultStore
+
+UNITS_PER_WORKER = 1  # work units per worker: each keeps its slots full over a long queue (rows stream back)
+ACTOR_RESTARTS = 3
+REACH_TIMEOUT = 5.0  # seconds to reach a cluster's address
+RESTART_WAIT = 120.0  # seconds for Ray to restart a worker whose process died
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise BenchError("--ray needs Ray, the optional extra 'ray': pip install 'semattack-bench[ray]'") from None
+    return ray
+
+
+@dataclass
+class Unit:
+    """A chunk of the shard's combinations (positions in the attacked list)."""
+
+    index: int
+    positions: list[int]
+
+
+def connect(address: str, *, cpus: int | None = None):
+    """Start (``local``) or join (``auto`` / ``ray://…`` / ``host:port``) a Ray cluster."""
+    ray = import_ray()
+    if address not in ("local", "auto"):
+        _check_reachable(address)
+    if ray.is_initialized():
+        return ray
+    # Workers import this process's modules (plugins included) from the same paths.
+    env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    try:
+        if address == "local":
+            ray.init(
+                num_cpus=cpus, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env},
+                _node_ip_address="127.0.0.1",
+            )  # fmt: skip
+        else:
+            ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env})
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BenchError(f"cannot reach a Ray cluster at {address!r}: {first}") from None
+    return ray
+
+
+def _check_reachable(address: str) -> None:
+    """A quick TCP connect to ``host:port`` (Ray itself waits minutes for a dead address)."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise BenchError(f"--ray {address!r}: give local, auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT).close()
+    except OSError as exc:
+        raise BenchError(f"cannot reach a Ray cluster at {address!r}: {exc.strerror or exc}") from None
+
+
+def _worker_class(ray):
+    @ray.remote(max_restarts=ACTOR_RESTARTS)
+    class SweepWorker:
+        """Loads the model and the dataset once; runs work units through the engine."""
+
+        def __init__(self, model_ref, dataset_ref, graph, clean, settings, engines, device, batch_size, max_targets, threads):
+            if threads:
+                torch.set_num_threads(threads)
+            self.device = torch.device(device)
+            self.model = model_ref.to(self.device).eval()
+            self.dataset, self.graph, self.clean = dataset_ref, graph, clean
+            self.settings, self.engines = settings, engines
+            self.batch_size, self.max_targets = batch_size, max_targets
+            self.g = GraphTensors(graph)
+
+        def pid(self) -> int:
+            return os.getpid()
+
+        def run(self, combos, ancestors, descendants, done):
+            """Streams ``(rows, None)`` per metrics batch, then ``([], slot use)``."""
+            work = _Work(combos, self.clean, self.settings, done, self.g, ancestors, descendants, self.dataset)
+            stats: dict = {}
+            for rows in attack_rows(work, self.engines, self.model, self.batch_size, self.max_targets, StageTimes(), stats):
+                yield rows, None
+            yield [], stats
+
+    return SweepWorker
+
+
+def run_sweep_ray(
+    config: RunConfig,
+    model: nn.Module,
+    dataset,
+    graph: LabelGraph,
+    store: ResultStore,
+    *,
+    address: str = "local",
+    device: torch.device | str = "cpu",
+    batch_size: int | None = None,
+    graph_store: str = "ladybug",
+    progress: SweepProgress | None = None,
+    times: StageTimes | None = None,
+    workers: int | None = None,
+    cpus_per_worker: int = 1,
+    units_per_worker: int = UNITS_PER_WORKER,
+) -> SweepOutcome:
+    """``run_sweep`` with the attacks spread over a Ray cluster's workers (see the module docstring).
+
+    Args:
+        address: ``local`` (start Ray here), ``auto`` (the cluster this machine belongs to) or
+            a cluster address.
+        device: ``cuda`` puts one worker on each GPU of the cluster; ``cpu`` runs CPU workers.
+        workers: how many workers (default: every GPU, or the cluster's CPUs ÷ ``cpus_per_worker``).
+        cpus_per_worker: cores (and torch threads) of each CPU worker.
+    """
+    progress = progress or SweepProgress()
+    times = times if times is not None else StageTimes()
+    device = torch.device(device)
+    ray = connect(address)
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+    if device.type == "cuda":
+        if gpus == 0:
+            raise BenchError(f"--device cuda, but the Ray cluster at {address!r} has no GPU (it has {cpus} CPUs)")
+        n_workers, per_worker = min(workers or gpus, gpus), {"num_gpus": 1}
+    else:
+        if cpus_per_worker < 1:
+            raise BenchError(f"--ray-cpus must be at least 1; got {cpus_per_worker}")
+        n_workers = workers or max(cpus // cpus_per_worker, 1)
+        per_worker = {"num_cpus": cpus_per_worker}
+    prep = prepare_sweep(
+        config, model, dataset, graph, store, device=device, batch_size=batch_size, graph_store=graph_store,
+        progress=progress, times=times,
+    )  # fmt: skip
+    work = prep.work
+    progress.start(work.todo, len(prep.mine), prep.complete)
+    written, complete = 0, prep.complete
+    todo = [i for i, c in enumerate(work.combos) if work.remaining[c.combo_id] > 0]
+    units = _units(todo, n_workers * units_per_worker)
+    engine: dict = {}
+    if units:
+        with times("workers start"):
+            model_ref = ray.put(model.cpu())
+            dataset_ref = ray.put(dataset)
+            worker = _worker_class(ray).options(**per_worker)
+            threads = cpus_per_worker if device.type != "cuda" else 0
+            actors = [
+                worker.remote(
+                    model_ref, dataset_ref, graph, prep.clean, prep.settings, prep.engines, str(device), prep.batch_size,
+                    max(config.sizes), threads,
+                )
+                for _ in range(min(n_workers, len(units)))
+            ]  # fmt: skip
+        model.to(device)
+        pending: dict = {}
+        queue, idle = list(units), list(actors)
+        done_by_combo: dict[int, set] = {}
+        for key in work.done:
+            done_by_combo.setdefault(key.combo_id, set()).add(key)
+
+        def submit(actor) -> None:
+            unit = queue.pop(0)
+            combos = [work.combos[i] for i in unit.positions]
+            done = set().union(*(done_by_combo.get(c.combo_id, set()) for c in combos))
+            stream = actor.run.options(num_returns="streaming").remote(
+                combos, work.ancestors[unit.positions], work.descendants[unit.positions], done
+            )
+            pending[stream] = (actor, unit)
+
+        while queue and idle:
+            submit(idle.pop(0))
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            stream = ready[0]
+            actor, unit = pending[stream]
+            try:
+                rows, stats = ray.get(next(stream))
+            except StopIteration:
+                del pending[stream]
+                if queue:
+                    submit(actor)
+                else:
+                    idle.append(actor)
+                continue
+            except ray.exceptions.RayTaskError as exc:
+                for a in actors:
+                    ray.kill(a, no_restart=True)  # stops the other units: the run ends here
+                cause = getattr(exc, "cause", None) or exc
+                if isinstance(cause, BenchError):
+                    raise BenchError(f"a Ray worker stopped: {cause}") from None
+                raise BenchError(f"a Ray worker failed on work unit {unit.index}: {type(cause).__name__}: {cause}") from None
+            except ray.exceptions.RayActorError:
+                # The worker's process died: Ray restarts it (up to ACTOR_RESTARTS times) and the
+                # unit goes back to the queue with what is stored by now; past that, the worker
+                # is given up and another one takes the unit.
+                del pending[stream]
+                queue.insert(0, unit)
+                restarted = actor if _alive(ray, actor) else None
+                if restarted is None:
+                    actors.remove(actor)
+                    if not actors:
+                        raise BenchError("every Ray worker died; re-run the same command to resume") from None
+                for key in work.done:
+                    done_by_combo.setdefault(key.combo_id, set()).add(key)
+                if restarted is not None:
+                    submit(restarted)
+                elif idle:
+                    submit(idle.pop(0))
+                continue
+            if stats is not None:
+                for name, st in stats.items():
+                    engine.setdefault(name, EngineStats()).add(st)
+            new = [r for r in rows if r.key not in work.done]
+            if not new:
+                continue
+            finished = work.finish(new)
+            with times("writing rows"):
+                written += store.write_rows(prep.run_id, new, complete=finished)
+            complete += len(finished)
+            progress.advance(len(new), complete, work.running_for(new[-1]))
+    if complete == len(prep.mine):
+        with times("run records"):
+            store.finish_run(prep.run_id)
+    return prep.outcome(store, written, complete, times, engine)
+
+
+def _units(positions: Sequence[int], n: int) -> list[Unit]:
+    """``positions`` dealt into at most ``n`` units, round robin (every unit gets combinations
+    of every size, so units take about the same time)."""
+    n = max(min(n, len(positions)), 1) if positions else 0
+    return [Unit(i, list(positions[i::n])) for i in range(n)]
+
+
+def _alive(ray, actor) -> bool:
+    """Whether Ray brought the actor back after its process died."""
+    try:
+        ray.get(actor.pid.remote(), timeout=RESTART_WAIT)
+        return True
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        return False
