@@ -210,6 +210,15 @@ def run_sweep_ray(
                 combos, work.ancestors[unit.positions], work.descendants[unit.positions], done
             )
             pending[stream] = (actor, unit)
+            state[id(actor)] = f"unit {unit.index + 1}/{len(units)} ({len(combos)} combinations)"
+            show()
+
+        state = {id(a): "starting" for a in actors}
+        names = {id(a): f"worker {i + 1}" for i, a in enumerate(actors)}
+        rows_by = {id(a): 0 for a in actors}
+
+        def show() -> None:
+            progress.workers([f"{names[k]}: {v}, {rows_by[k]} rows" for k, v in state.items()])
 
         while queue and idle:
             submit(idle.pop(0))
@@ -225,6 +234,8 @@ def run_sweep_ray(
                     submit(actor)
                 else:
                     idle.append(actor)
+                    state[id(actor)] = "done"
+                    show()
                 continue
             except ray.exceptions.RayTaskError as exc:
                 for a in actors:
@@ -239,8 +250,11 @@ def run_sweep_ray(
                 # is given up and another one takes the unit.
                 del pending[stream]
                 queue.insert(0, unit)
+                state[id(actor)] = "its process died; restarting"
+                show()
                 restarted = actor if _alive(ray, actor) else None
                 if restarted is None:
+                    state[id(actor)] = "gone"
                     actors.remove(actor)
                     if not actors:
                         raise BenchError("every Ray worker died; re-run the same command to resume") from None
@@ -260,6 +274,8 @@ def run_sweep_ray(
             finished = work.finish(new)
             with times("writing rows"):
                 written += store.write_rows(prep.run_id, new, complete=finished)
+            rows_by[id(actor)] += len(new)
+            show()
             complete += len(finished)
             progress.advance(len(new), complete, work.running_for(new[-1]))
     if complete == len(prep.mine):

@@ -34,6 +34,9 @@ class SweepProgress:
 
     def advance(self, rows: int, complete: int, status: str) -> None: ...
 
+    def workers(self, states: list[str]) -> None:
+        """One line per worker of a cluster run (``bench run --ray``)."""
+
 
 class RichSweepProgress(SweepProgress):
     """A rich display: a bar over the pairs to attack with combinations done / total, pairs/s
@@ -64,7 +67,8 @@ class RichSweepProgress(SweepProgress):
             console=console,
         )
         self.status = Text("")
-        self.live = Live(Group(self.bar, self.status), console=console, refresh_per_second=4, transient=False)
+        self.cluster = Text("")
+        self.live = Live(Group(self.bar, self.status, self.cluster), console=console, refresh_per_second=4, transient=False)
         self.task = None
         self.combos = 0
 
@@ -94,3 +98,6 @@ class RichSweepProgress(SweepProgress):
         rate = f", {speed:.1f} pairs/s" if speed else ""
         self.bar.update(self.task, info=f"pairs, {complete}/{self.combos} combinations{rate}")
         self.status.plain = f"running {status}"
+
+    def workers(self, states: list[str]) -> None:
+        self.cluster.plain = "\n".join(states)
