@@ -31,3 +31,9 @@ def unknown(kind: str, name: str, choices: Iterable[str]) -> BenchError:
         shown = ", ".join(choices[:12]) + (", ..." if len(choices) > 12 else "")
         hint = f"; known: {shown}" if shown else ""
     return BenchError(f"unknown {kind} {name!r}{hint}")
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import sys
 
-from rich.console import Console
-
 from bench.cli.apps import app
+from bench.cli.console import err_console, styled
 from bench.errors import BenchError
 
 # Importing the command modules registers their commands on the apps.
 from bench.cli import attack, datasets, kg_graphs, kg_store, results, run, train  # noqa: F401  isort: skip
-
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-
 
 def main() -> None:
     """Entry point: runs the app; user mistakes print one line and exit non-zero."""
     try:
         app()
     except BenchError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", markup=True)
+        err_console.print(styled(("error:", "bold red"), " ", str(exc)))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]")
+        err_console.print(styled(("interrupted", "bold red")))
         sys.exit(130)

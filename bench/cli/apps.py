@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(
@@ -17,3 +19,13 @@ perf_app = typer.Typer(help="Benchmarks of the product's own speed (ratios measu
 
 app.add_typer(kg_app, name="kg")
 app.add_typer(perf_app, name="perf")
+
+# Options shared by several commands.
+TrustOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-checkpoint",
+        help="Load a checkpoint or embedding pickle that holds more than tensors and arrays by full unpickling, "
+        "which RUNS CODE from the file: only for files from a source you trust (off: such files are refused).",
+    ),
+]

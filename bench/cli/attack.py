@@ -6,14 +6,13 @@ import math
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from bench.cli.apps import app, perf_app
+from bench.cli.console import console
 from bench.errors import BenchError
 from bench.progress import progress_bar
-
-console = Console(highlight=False)
 
 
 def _labels(names: list[str]) -> str:
@@ -49,7 +48,6 @@ def attack_command(
     import torch
 
     from bench.attacks import create_attack
-    from bench.attacks.base import forward
     from bench.attacks.batching import attack_pairs
     from bench.attacks.targets import omega_masks, pair_targets
     from bench.datasets import create_dataset
@@ -84,14 +82,13 @@ def attack_command(
     g = GraphTensors(graph, dev)
     pairs = pair_targets(clean, omega_row.expand(len(chosen), -1), g, turn_on=turn_on)
     console.print(
-        f"{engine.display_name} ({engine!r}) on [bold]{len(chosen)}[/] {split} image(s) of {dataset}, model {card.run_name or run}, "
+        f"{engine.display_name} ({engine!r}) on {len(chosen)} {split} image(s) of {dataset}, model {card.run_name or run}, "
         f"Ω = {{{targets}}}, turn {'on' if turn_on else 'off'}"
     )
     with progress_bar(console=console, transient=True) as bar:
         task = bar.add_task(f"attacking with {engine.display_name}", total=len(chosen))
         result = attack_pairs(engine, net, x, pairs, batch_size=batch_size, progress=lambda n: bar.advance(task, n))
-    with torch.no_grad():
-        adv_logits = forward(net, result.adv.to(dev)).cpu()
+    adv_logits = result.logits  # the engine's own forward on the returned images
     metrics = pair_metrics(pairs, adv_logits, g, x, result.adv)
     names = graph.nodes
 
@@ -102,9 +99,9 @@ def attack_command(
     for col in ("image", "Ψ", "before", "after", "result", "NT_R", "ℓ∞", "iter"):
         table.add_column(col, overflow="fold")
     for p, i in enumerate(chosen):
-        outcome = "[red]failed[/]"
+        outcome = Text("failed", style="red")
         if metrics.success[p]:
-            outcome = "[green]consistent[/]" if metrics.consistent[p] else "[yellow]inconsistent[/]"
+            outcome = Text("consistent", style="green") if metrics.consistent[p] else Text("inconsistent", style="yellow")
         table.add_row(
             data.image_id(i),
             _labels(on(pairs.graph_view(pairs.psi)[p])),

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from bench.cli.apps import app
+from bench.cli.console import console
 from bench.errors import BenchError, unknown
 from bench.progress import progress_bar
 
@@ -19,7 +19,6 @@ from bench.progress import progress_bar
 # repeated for the option defaults (a test checks they agree):
 STAMPS_DEFAULTS = {"seed": 0, "size": 128, "n_train": 6000, "n_test": 1000}
 
-console = Console(highlight=False)
 data_app = typer.Typer(help="Datasets: build the offline clip-art set, show counts and label frequencies.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -122,7 +121,7 @@ def info(
         ds = create_dataset(name, s, root=data_root, image_size=image_size, **kwargs)
         targets = ds.targets()
         console.print(
-            f"[bold]{name}[/] {ds.split}: {len(ds)} images at {ds.image_size} px, graph {ds.graph.name!r} "
+            f"{name} {ds.split}: {len(ds)} images at {ds.image_size} px, graph {ds.graph.name!r} "
             f"({ds.graph.n_labels} labels + {ds.graph.n - ds.graph.n_labels} abstract nodes)"
         )
         console.print(f"files: {ds.root}")

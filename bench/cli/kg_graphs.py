@@ -6,18 +6,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 
 from bench.cli.apps import kg_app
+from bench.cli.console import console, styled
 from bench.errors import BenchError
 from bench.fileio import write_text
 from bench.paths import subdir
 from kg.catalog import build_graph, builder_names, load_graph, packaged_path, save_user_graph
 from kg.graph import LabelGraph
-
-console = Console(highlight=False)
 
 GraphOption = Annotated[
     str,
@@ -82,7 +80,7 @@ def build(
             graph = build_wordnet_graph(name or labels.stem, read_label_table(labels))
         else:
             graph = build_graph(dataset)
-    console.print(f"built [bold]{graph.name}[/]: {_summary(graph)}")
+    console.print(styled("built ", (graph.name, "bold"), f": {_summary(graph)}"))
     path = graph.save(out) if out is not None else save_user_graph(graph)
     console.print(f"wrote {path}")
     packaged = packaged_path(graph.name)
@@ -93,10 +91,10 @@ def build(
         return
     shipped = LabelGraph.load(packaged)
     if shipped.sha256 == graph.sha256:
-        console.print(f"[green]same as the packaged graph[/] {packaged} (sha256 {graph.sha256[:16]})")
+        console.print(styled(("same as the packaged graph", "green"), f" {packaged} (sha256 {graph.sha256[:16]})"))
     else:
         console.print(
-            f"[yellow]differs from the packaged graph[/] {packaged} (sha256 {graph.sha256[:16]} vs {shipped.sha256[:16]})"
+            styled(("differs from the packaged graph", "yellow"), f" {packaged} (sha256 {graph.sha256[:16]} vs {shipped.sha256[:16]})")
             + ("; it now overrides it for this name" if out is None else "")
         )
 
@@ -158,7 +156,7 @@ def show(
     v = graph.index(label)
     kind = "dataset label" if v < graph.n_labels else "abstract node"
     console.print(
-        f"[bold]{graph.nodes[v]}[/] ({graph.ids[v] or 'no id'}), {kind} of graph {graph.name!r}: "
+        f"{graph.nodes[v]} ({graph.ids[v] or 'no id'}), {kind} of graph {graph.name!r}: "
         f"{len(graph.ancestors(v))} ancestors, {len(graph.descendants(v))} descendants"
     )
     console.print(ancestry_tree(graph, label))

@@ -8,19 +8,18 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.panel import Panel
 from rich.progress import Progress
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
 from bench.cli.apps import kg_app, perf_app
+from bench.cli.console import console, styled
 from bench.errors import BenchError
 from kg.catalog import graph_names, load_graph
 from kg.graph import LabelGraph
 from kg.stores import GraphStore, open_store
-
-console = Console(highlight=False)
 
 StoreOption = Annotated[
     str,
@@ -72,11 +71,11 @@ def load(
             colour = {"loaded": "green", "replaced": "yellow"}.get(status, "dim")
             table.add_row(
                 graph.name, str(graph.n), str(graph.n_labels), str(len(graph.edges)), str(graph.depth),
-                graph.sha256[:12], f"[{colour}]{status}[/]",
+                graph.sha256[:12], Text(status, style=colour),
             )  # fmt: skip
         where = graph_store.location
     console.print(table)
-    console.print(f"[dim]in {where}[/]")
+    console.print(f"in {where}", style="dim")
 
 
 # ------------------------------------------------------------------ kg closure
@@ -162,7 +161,7 @@ def _print_psi(
     for i in shown:
         role = "target" if i in targets else "ancestor" if i in up else "descendant" if i in down else ""
         kind = "label" if i < graph.n_labels else "abstract"
-        table.add_row(str(i), graph.nodes[i], kind, role, "✓" if pred[i] else "", "[bold]flip[/]" if psi[i] else "")
+        table.add_row(str(i), graph.nodes[i], kind, role, "✓" if pred[i] else "", Text("flip", style="bold") if psi[i] else "")
     console.print(table)
     members = ", ".join(graph.nodes[i] for i in np.flatnonzero(psi))
     console.print(f"|Ψ| = {int(psi.sum())}: {members}", soft_wrap=True)
@@ -193,7 +192,7 @@ def query(
     for row in rows:
         table.add_row(*(json.dumps(row[c], ensure_ascii=False, default=str) for c in columns))
     console.print(table)
-    console.print(f"[dim]{len(rows)} row{'s' if len(rows) != 1 else ''}[/]")
+    console.print(f"{len(rows)} row{'s' if len(rows) != 1 else ''}", style="dim")
 
 
 def _parse_param(text: str) -> tuple[str, object]:
@@ -237,9 +236,9 @@ def perf_kg(
     table.add_row(f"one round trip (median of {repeats})", "1", f"{single * 1e3:,.1f} ms", f"{single / perf.combinations * 1e6:,.2f} µs")
     table.add_row(f"one per combination ({perf.sampled:,} timed)", f"{perf.combinations:,}", f"{looped * 1e3:,.1f} ms", f"{perf.one_each * 1e6:,.1f} µs")
     console.print(table)
-    mark = lambda ok: "[green]✓[/]" if ok else "[red]✗[/]"
-    console.print(f"ratio {perf.ratio:,.1f}× {mark(perf.ratio >= 10)} (goal ≥ 10×); single round trip {single:.3f} s {mark(single < 1)} (goal < 1 s)")
+    mark = lambda ok: ("✓", "green") if ok else ("✗", "red")
+    console.print(styled(f"ratio {perf.ratio:,.1f}× ", mark(perf.ratio >= 10), f" (goal ≥ 10×); single round trip {single:.3f} s ", mark(single < 1), " (goal < 1 s)"))
     if not perf.identical:
-        console.print("[bold red]the answers differ[/] from the graph's own ancestors and descendants")
+        console.print(styled(("the answers differ", "bold red"), " from the graph's own ancestors and descendants"))
         raise typer.Exit(1)
-    console.print("[green]identical answers[/] from both methods, equal to the graph's own ancestors and descendants")
+    console.print(styled(("identical answers", "green"), " from both methods, equal to the graph's own ancestors and descendants"))

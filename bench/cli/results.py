@@ -14,14 +14,13 @@ from rich.progress import track
 from rich.table import Table
 
 from bench.cli.apps import app, perf_app
-from bench.errors import BenchError
+from bench.cli.console import console, make_console
+from bench.errors import BenchError, one_line
 from bench.fileio import atomic_write, write_text
 from results.plots import PlotKind, plot
 from results.store import ResultStore, sql_literal
 from results.tables import SSIM_MODES, TableFormat, ablation_layout, paper_layout, render
 from results.views import Selection, fetch_dicts, run_ids
-
-console = Console(highlight=False)
 
 
 class TableLayout(str, Enum):
@@ -58,7 +57,7 @@ AttackOption = Annotated[
 READ_LOCK_TIMEOUT = 10.0  # seconds a query waits for a sweep's batch write to end
 SUFFIX_FORMATS = {".md": TableFormat.markdown, ".tex": TableFormat.latex, ".csv": TableFormat.csv}
 SQL_READS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
-EXPORTS = {".csv": "FORMAT csv, HEADER", ".parquet": "FORMAT parquet"}
+EXPORTS = {".csv": "FORMAT csv, HEADER, USE_TMP_FILE false", ".parquet": "FORMAT parquet, USE_TMP_FILE false"}  # atomic_write makes the temporary file
 
 
 def _reader(db: Path | None):
@@ -132,15 +131,15 @@ def table(
             typer.echo(rendered, nl=False)
         return
     if isinstance(rendered, Table):
-        rendered = print_wide(rendered, Console(record=True, file=io.StringIO())).export_text()
+        rendered = print_wide(rendered, make_console(record=True, file=io.StringIO())).export_text()
     console.print(f"wrote {write_text(out, rendered)}")
 
 
 def print_wide(rendered: Table, target: Console | None = None) -> Console:
     """Print a table at its natural width, wider than the terminal if need be (never cropped)."""
     target = target or console
-    width = max(target.width, Console(width=10_000).measure(rendered).maximum)
-    wide = Console(highlight=False, width=width, file=target.file, record=target.record)
+    width = max(target.width, make_console(width=10_000).measure(rendered).maximum)
+    wide = make_console(width=width, file=target.file, record=target.record)
     wide.print(rendered)
     return wide
 
@@ -160,6 +159,17 @@ def check_read_only(query: str) -> None:
         )
 
 
+def sandbox(con: duckdb.DuckDBPyConnection, allowed: tuple[Path, ...] = (), files: bool = False) -> None:
+    """No extension is installed or loaded on its own, and (unless ``files``) the query reaches
+    no file but ``allowed``: DuckDB's external access is switched off for this connection."""
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    if files:
+        return
+    con.execute("SET allowed_paths = $paths", {"paths": [str(p) for p in allowed]})
+    con.execute("SET enable_external_access = false")
+
+
 @app.command("sql", rich_help_panel="Results")
 def sql(
     query: Annotated[str, typer.Argument(help="One SELECT (views: combination_rates, rate_summary, run_overview).")],
@@ -168,11 +178,17 @@ def sql(
         Path | None, typer.Option("--out", "-o", help="Write all rows to a .csv or .parquet file.", show_default=False)
     ] = None,
     limit: Annotated[int, typer.Option("--limit", help="Rows to print (--out writes all).", min=1)] = 50,
+    allow_files: Annotated[
+        bool,
+        typer.Option("--allow-files", help="Let the query read files you can read (read_csv, read_parquet, …) to join your own data; off by default."),
+    ] = False,
 ) -> None:
     """Run read-only SQL on the results and print a table.
 
     Tables: runs, combinations, results. Views: combination_rates (per combination),
-    rate_summary (mean ± std over combinations), run_overview.
+    rate_summary (mean ± std over combinations), run_overview. The query sees the results
+    database only: no other file (unless --allow-files) and no extension installed from the
+    network.
 
     Example: bench sql "SELECT attack, size, fr_s_mean, fr_s_std FROM rate_summary ORDER BY size"
     Example: bench sql "SELECT * FROM results" --out results.parquet
@@ -180,18 +196,29 @@ def sql(
     check_read_only(query)
     if out is not None and out.suffix.lower() not in EXPORTS:
         raise BenchError(f"--out {out}: write .csv or .parquet")
+    if out is not None and out.is_dir():
+        raise BenchError(f"--out {out} is a directory: name a .csv or .parquet file")
+
+    def export(tmp: Path) -> None:
+        with _reader(db) as con:
+            sandbox(con, (tmp,), allow_files)
+            try:
+                con.execute(f"COPY ({query}) TO {sql_literal(tmp)} ({EXPORTS[out.suffix.lower()]})")
+            except duckdb.Error as exc:
+                raise BenchError(f"SQL error: {one_line(exc)}") from None
+
+    if out is not None:
+        atomic_write(out, export)
+        console.print(f"wrote {out}")
+        return
     with _reader(db) as con:
+        sandbox(con, (), allow_files)
         try:
-            if out is not None:
-                options = EXPORTS[out.suffix.lower()]
-                atomic_write(out, lambda tmp: con.execute(f"COPY ({query}) TO {sql_literal(tmp)} ({options})"))
-                console.print(f"wrote {out}")
-                return
             cursor = con.execute(query)
             names = [d[0] for d in cursor.description]
             rows = cursor.fetchmany(limit + 1)
         except duckdb.Error as exc:
-            raise BenchError(f"SQL error: {str(exc).splitlines()[0]}") from None
+            raise BenchError(f"SQL error: {one_line(exc)}") from None
     shown = Table(header_style="bold")
     for name in names:
         shown.add_column(name, no_wrap=True)
@@ -199,7 +226,7 @@ def sql(
         shown.add_row(*(_show(v) for v in row))
     print_wide(shown)
     if len(rows) > limit:
-        console.print(f"[dim]first {limit} rows shown; --limit N for more, --out FILE for all[/]")
+        console.print(f"first {limit} rows shown; --limit N for more, --out FILE for all", style="dim")
 
 
 @app.command("runs", rich_help_panel="Results")

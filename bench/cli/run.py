@@ -6,13 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from bench.cli.apps import app, perf_app
+from bench.cli.apps import TrustOption, app, perf_app
+from bench.cli.console import console, styled
 from bench.errors import BenchError
-
-console = Console(highlight=False)
 
 DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:INDEX.")]
 StoreOption = Annotated[
@@ -151,6 +149,7 @@ def run_command(
         int | None, typer.Option("--ray-workers", help="Ray workers (default: one per GPU, or the cluster's CPUs ÷ --ray-cpus).", min=1, show_default=False)
     ] = None,
     ray_cpus: Annotated[int, typer.Option("--ray-cpus", help="Cores (and torch threads) of each CPU worker on Ray.", min=1)] = 1,
+    trust_checkpoint: TrustOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; print the summary only.")] = False,
 ) -> None:
     """Run the paper's sweep: every attack on the first N eligible images of every target set Ω.
@@ -193,9 +192,9 @@ def run_command(
     elif ray_workers is not None:
         raise BenchError("--ray-workers needs --ray")
     dev = resolve_device(device)
-    loaded = load_sweep_model(dataset, model, dev)
+    loaded = load_sweep_model(dataset, model, dev, trust=trust_checkpoint)
     if model is None:
-        console.print(f"model: the newest trained for {dataset}, [bold]{Path(loaded.path).name}[/] ({loaded.name}) — `bench models` lists them")
+        console.print(styled(f"model: the newest trained for {dataset}, ", (Path(loaded.path).name, "bold"), f" ({loaded.name}) — `bench models` lists them"))
     data = create_dataset(dataset, split, root=data_root, image_size=loaded.image_size)
     net, data, graph = fit_dataset(loaded, data)
     config = sweep_config(
@@ -235,7 +234,7 @@ def _sweep(config, net, data, graph, results, device, batch_size, store, quiet, 
                 )  # fmt: skip
             return run_sweep(config, net, data, graph, results, device=device, batch_size=batch_size, graph_store=store, progress=progress)
     except KeyboardInterrupt:
-        console.print("[yellow]stopped: the rows written so far are kept; run the same command again to resume[/]")
+        console.print("stopped: the rows written so far are kept; run the same command again to resume", style="yellow")
         raise
 
 
@@ -243,7 +242,7 @@ def _print_config(config, db: Path) -> None:
     extra = config.extra
     shard = f", shard {config.shard_index}/{config.shard_count}" if config.shard_count > 1 else ""
     console.print(
-        f"run [bold]{config.run_id}[/] → {db}{shard}\n"
+        f"run {config.run_id} → {db}{shard}\n"
         f"  preset {config.preset}: attacks {', '.join(config.attacks)}; ε {', '.join(f'{e:g}' for e in config.eps)}; "
         f"τ {', '.join(f'{t:g}' for t in config.tau)}; |Ω| {', '.join(map(str, config.sizes))}; "
         f"{config.images_per_combination} images per combination; Auto-PGD iterations {config.iterations}; "
@@ -309,7 +308,7 @@ def demo_command(
     for layout in report.tables:
         print_wide(render(layout, "rich"))
     for note in report.notes:
-        console.print(f"[yellow]{note}[/]")
+        console.print(note, style="yellow")
     times = Table(title="demo wall time", show_header=False, title_justify="left")
     times.add_column(style="bold")
     times.add_column(justify="right")
@@ -319,7 +318,7 @@ def demo_command(
     if occupancy_text(report.outcome):
         console.print(f"batch occupancy ({report.outcome.batch_size} slots): {occupancy_text(report.outcome)}")
     db = report.outcome.db
-    console.print(f"wrote {', '.join(p.name for p in report.figures)} and {db.name} to [bold]{report.folder}[/]")
+    console.print(styled(f"wrote {', '.join(p.name for p in report.figures)} and {db.name} to ", (str(report.folder), "bold")))
     console.print("explore:")
     console.print(f"  bench table --db {db} --run {DEMO_RUN} --size 1")
     console.print(f'  bench sql --db {db} "SELECT attack, size, fr_n_mean, fr_s_mean, nt_r_mean FROM rate_summary"')
@@ -366,9 +365,9 @@ def perf_sweep_command(
         table.add_row(stage, f"{seconds:.2f}", f"{100 * seconds / report.seconds:.1f}%")
     console.print(table)
     console.print(
-        f"model forward/backward: [bold]{100 * report.model_share:.1f}%[/] of the wall time; sweep machinery "
-        f"(targets, metrics, DB writes, images, planning, attack arithmetic): [bold]{100 * (1 - report.model_share):.1f}%[/]; "
-        f"rows written per second into DuckDB: [bold]{report.rows_per_second:,.0f}[/] ({report.writes} writes)"
+        f"model forward/backward: {100 * report.model_share:.1f}% of the wall time; sweep machinery "
+        f"(targets, metrics, DB writes, images, planning, attack arithmetic): {100 * (1 - report.model_share):.1f}%; "
+        f"rows written per second into DuckDB: {report.rows_per_second:,.0f} ({report.writes} writes)"
     )
     engine = Table(title="the engine's slots, per attack family")
     for column in ("family", "B", "iterations", "occupancy", "pair·it/s", "model's rate at B", "sweep ÷ model"):

@@ -8,14 +8,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from bench.cli.apps import app
+from bench.cli.apps import TrustOption, app
+from bench.cli.console import console, styled
 from bench.errors import BenchError
 from bench.fileio import write_json
-
-console = Console(highlight=False)
 
 DatasetOption = Annotated[
     str | None, typer.Option("--dataset", "-d", help="Dataset name (stamps, voc, nus, openimages).", show_default=False)
@@ -94,7 +92,7 @@ def train_command(
 
     if resume:
         run_dir = resolve_run(resume, dataset)
-        console.print(f"resuming [bold]{run_dir}[/]")
+        console.print(styled("resuming ", (str(run_dir), "bold")))
         result = train(run_dir=run_dir, resume=True, device=device)
     else:
         overrides = {
@@ -120,13 +118,13 @@ def train_command(
         config = config.resolved()
         run_dir = run_dir_for(config, name)
         console.print(
-            f"training [bold]{config.model}[/] on [bold]{config.dataset}[/] at {config.image_size} px: {config.epochs} epochs, "
+            f"training {config.model} on {config.dataset} at {config.image_size} px: {config.epochs} epochs, "
             f"batch {config.batch_size}, lr {config.lr:g}, loss {config.loss} → {run_dir}"
         )
         result = train(config, run_dir=run_dir, device=device)
     card = result.card
     console.print(
-        f"test mAP [bold]{_num(card.test_map)}[/] (labels {_num(result.report.map_labels)}, abstract {_num(result.report.map_abstract)}), "
+        f"test mAP {_num(card.test_map)} (labels {_num(result.report.map_labels)}, abstract {_num(result.report.map_abstract)}), "
         f"globally consistent predictions {_pct(card.consistency_share)}, {_num(card.throughput, 1)} train images/s"
     )
     console.print(f"saved {result.run_dir / 'model.pt'}")
@@ -159,6 +157,7 @@ def eval_command(
     ] = None,
     data_root: DataRootOption = None,
     device: DeviceOption = None,
+    trust_checkpoint: TrustOption = False,
 ) -> None:
     """Evaluate a model: mAP, per-label AP, and the share of globally consistent predictions.
 
@@ -175,7 +174,7 @@ def eval_command(
 
     if model and checkpoint:
         raise BenchError("give --model or --checkpoint, not both")
-    net, size, dataset, card, names = _eval_model(dataset, model, checkpoint, arch, embeddings, image_size)
+    net, size, dataset, card, names = _eval_model(dataset, model, checkpoint, arch, embeddings, image_size, trust_checkpoint)
     ds = create_dataset(dataset, split, root=data_root, image_size=size)
     if card is not None:
         check_card_graph(card, ds.graph)
@@ -189,9 +188,9 @@ def eval_command(
         task = bar.add_task(f"evaluating on {dataset}/{split}", total=len(ds))
         report = evaluate(net, ds, batch_size=batch_size, device=device, progress=lambda n: bar.advance(task, n))
     console.print(
-        f"{dataset}/{split}: {report.n_images} images, mAP [bold]{_num(report.map)}[/] "
+        f"{dataset}/{split}: {report.n_images} images, mAP {_num(report.map)} "
         f"(labels {_num(report.map_labels)}, abstract {_num(report.map_abstract)}), "
-        f"globally consistent predictions [bold]{_pct(report.consistent_share)}[/] ({sum(report.consistent)} images)"
+        f"globally consistent predictions {_pct(report.consistent_share)} ({sum(report.consistent)} images)"
     )
     if show > 0:
         table = Table("label", "AP", "kind", title=f"lowest {show} label APs")
@@ -204,7 +203,7 @@ def eval_command(
         console.print(f"wrote {out}")
 
 
-def _eval_model(dataset, model, checkpoint, arch, embeddings, image_size):
+def _eval_model(dataset, model, checkpoint, arch, embeddings, image_size, trust=False):
     """(model, image size, dataset name, card or None, output names or None) for ``bench eval``."""
     from bench.models import load_checkpoint, load_trained
     from bench.models.store import latest_model
@@ -212,7 +211,7 @@ def _eval_model(dataset, model, checkpoint, arch, embeddings, image_size):
     if checkpoint is not None:
         if dataset is None:
             raise BenchError("--checkpoint needs --dataset")
-        ckpt = load_checkpoint(checkpoint, arch=arch, image_size=image_size, embeddings=embeddings)
+        ckpt = load_checkpoint(checkpoint, arch=arch, image_size=image_size, embeddings=embeddings, trust=trust)
         return ckpt.model, image_size or ckpt.model.config["image_size"], dataset, None, ckpt.class_names
     if model is None:
         if dataset is None:

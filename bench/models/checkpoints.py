@@ -17,7 +17,6 @@ refuses a file that does not fit with one line naming what differs.
 
 from __future__ import annotations
 
-import pickle
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bench.errors import BenchError, unknown
+from bench.errors import BenchError, one_line, unknown
+from bench.untrusted import torch_load
 
 ARCHS = ("asl", "ml-decoder", "ml-gcn")
 _NAMES = {"asl": "ASL (TResNet)", "ml-decoder": "ML-Decoder", "ml-gcn": "ML-GCN"}
@@ -65,21 +65,18 @@ class Checkpoint:
         return int(self.model.config["num_classes"])
 
 
-def read_file(path: str | Path) -> dict[str, Any]:
-    """``torch.load`` a checkpoint on the CPU; plain tensors first, full unpickling as a fallback."""
+def read_file(path: str | Path, trust: bool = False) -> dict[str, Any]:
+    """A checkpoint on the CPU: tensors, containers and numpy scalars; anything else only with
+    ``trust`` (``bench.untrusted``: a full unpickling runs the file's code)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise BenchError(f"checkpoint {path} does not exist")
     try:
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            if "weights only" not in str(exc).lower():
-                raise
-            # a file the user chose, holding more than tensors (ML-GCN stores numpy scalars)
-            blob = torch.load(path, map_location="cpu", weights_only=False)
+        blob = torch_load(path, "checkpoint", trust)
+    except BenchError:
+        raise
     except Exception as exc:  # torch raises many types for damaged files
-        raise BenchError(f"checkpoint {path} does not load: {str(exc).strip().splitlines()[0]}") from None
+        raise BenchError(f"checkpoint {path} does not load: {one_line(exc)}") from None
     if not isinstance(blob, Mapping):
         raise BenchError(f"checkpoint {path} holds a {type(blob).__name__}, not a dict of weights")
     return dict(blob)
@@ -212,7 +209,7 @@ def resnet_arch(state: Mapping[str, Tensor], where: str) -> str:
     return RESNET_LAYOUTS[layout]
 
 
-def _load_ml_gcn(blob, state, path, image_size, embeddings=None, imagenet_norm=True, labels=None, **_) -> Checkpoint:
+def _load_ml_gcn(blob, state, path, image_size, embeddings=None, imagenet_norm=True, labels=None, trust=False, **_) -> Checkpoint:
     from bench.models import create_model
     from bench.models.ml_gcn import PICKLED, read_word_vectors
 
@@ -228,7 +225,7 @@ def _load_ml_gcn(blob, state, path, image_size, embeddings=None, imagenet_norm=T
         raise BenchError(f"{path} is ML-GCN: give the word embeddings it was trained with (e.g. voc_glove_word2vec.pkl)")
     if labels is None and Path(embeddings).suffix not in PICKLED:
         raise BenchError(f"embeddings {embeddings} are a text file: give the label names too, or the pickled [C, d] array")
-    vectors = read_word_vectors(embeddings, labels or [str(i) for i in range(num_classes)])
+    vectors = read_word_vectors(embeddings, labels or [str(i) for i in range(num_classes)], trust=trust)
     if vectors.shape[1] != in_channel:
         raise BenchError(f"embeddings {embeddings} are {vectors.shape[1]}-d, the checkpoint's gc1 expects {in_channel}-d")
     model = create_model("ml-gcn", num_classes, image_size or 448, **options)
@@ -248,6 +245,7 @@ def load_checkpoint(
     embeddings: str | Path | None = None,
     imagenet_norm: bool = True,
     labels: Sequence[str] | None = None,
+    trust: bool = False,
 ) -> Checkpoint:
     """Load a published ASL / ML-Decoder / ML-GCN file into our modules (eval mode, CPU).
 
@@ -259,18 +257,20 @@ def load_checkpoint(
         embeddings: ML-GCN only: its word-embedding pickle (``[C, 300]``), or a GloVe text file with ``labels``.
         imagenet_norm: ML-GCN only: normalise inputs with ImageNet statistics inside the model
             (upstream ML-GCN does; the GMLA authors' re-trained models took raw [0, 1] pixels).
+        trust: load files that hold more than tensors and arrays by full unpickling, which
+            runs the file's code (``--trust-checkpoint``); refused otherwise.
     """
     path = Path(path).expanduser()
     if arch is not None and arch not in _LOADERS:
         raise unknown("checkpoint architecture", arch, _LOADERS)
-    blob = read_file(path)
+    blob = read_file(path, trust)
     state = state_of(blob, str(path))
     found = sniff_arch(state)
     if found is None:
         raise BenchError(f"{path} is not an ASL, ML-Decoder or ML-GCN checkpoint (first keys: {', '.join(list(state)[:3])})")
     if arch is not None and found != arch:
         raise BenchError(f"{path} is an {_NAMES[found]} checkpoint, not {_NAMES[arch]}")
-    ckpt = _LOADERS[found](blob, state, path, image_size, embeddings=embeddings, imagenet_norm=imagenet_norm, labels=labels)
+    ckpt = _LOADERS[found](blob, state, path, image_size, embeddings=embeddings, imagenet_norm=imagenet_norm, labels=labels, trust=trust)
     if num_classes is not None and ckpt.num_classes != num_classes:
         raise BenchError(f"{path} has {ckpt.num_classes} outputs, expected {num_classes}")
     declared = blob.get("num_classes")

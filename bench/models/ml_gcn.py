@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,9 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 from bench.models import register_model
 from bench.models.net import MultiLabelNet, pooled_width, timm_backbone
+from bench.untrusted import load_array_pickle
 
 PICKLED = (".pkl", ".pickle", ".npy")
 
@@ -49,14 +49,21 @@ def normalized_adjacency(a: Tensor) -> Tensor:
     return (a @ d).t() @ d
 
 
-def read_word_vectors(path: str | Path, labels: Sequence[str]) -> np.ndarray:
+def read_word_vectors(path: str | Path, labels: Sequence[str], trust: bool = False) -> np.ndarray:
     """Label embeddings ``[C, d]`` from a pickled array (ML-GCN's ``*_glove_word2vec.pkl``, rows in
-    label order) or a GloVe text file (``word v1 v2 ...``; a multi-word label averages its words)."""
+    label order; rebuilt as a numpy array only, unless ``trust``), a ``.npy`` file (no pickles)
+    or a GloVe text file (``word v1 v2 ...``; a multi-word label averages its words)."""
     path = Path(path)
     if not path.exists():
         raise BenchError(f"word-embedding file {path} does not exist")
     if path.suffix in PICKLED:
-        array = np.load(path) if path.suffix == ".npy" else pickle.loads(path.read_bytes())
+        if path.suffix == ".npy":
+            try:
+                array = np.load(path, allow_pickle=False)
+            except ValueError as exc:
+                raise BenchError(f"word-embedding file {path} does not load as a plain array: {one_line(exc)}") from None
+        else:
+            array = load_array_pickle(path, "word-embedding pickle", trust)
         array = np.asarray(array, dtype=np.float32)
         if array.ndim != 2 or array.shape[0] != len(labels):
             raise BenchError(f"word-embedding file {path} holds an array of shape {array.shape}, expected ({len(labels)}, d)")

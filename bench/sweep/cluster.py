@@ -244,7 +244,7 @@ def run_sweep_ray(
                 if isinstance(cause, BenchError):
                     raise BenchError(f"a Ray worker stopped: {cause}") from None
                 raise BenchError(f"a Ray worker failed on work unit {unit.index}: {type(cause).__name__}: {cause}") from None
-            except ray.exceptions.RayActorError:
+            except ray.exceptions.RayActorError as exc:
                 # The worker's process died: Ray restarts it (up to ACTOR_RESTARTS times) and the
                 # unit goes back to the queue with what is stored by now; past that, the worker
                 # is given up and another one takes the unit.
@@ -257,7 +257,7 @@ def run_sweep_ray(
                     state[id(actor)] = "gone"
                     actors.remove(actor)
                     if not actors:
-                        raise BenchError("every Ray worker died; re-run the same command to resume") from None
+                        raise BenchError(f"every Ray worker died (the last: {_death(exc)}); re-run the same command to resume") from None
                 for key in work.done:
                     done_by_combo.setdefault(key.combo_id, set()).add(key)
                 if restarted is not None:
@@ -289,6 +289,12 @@ def _units(positions: Sequence[int], n: int) -> list[Unit]:
     of every size, so units take about the same time)."""
     n = max(min(n, len(positions)), 1) if positions else 0
     return [Unit(i, list(positions[i::n])) for i in range(n)]
+
+
+def _death(exc: BaseException) -> str:
+    """Why an actor died, in one line (Ray's message spans many)."""
+    text = " ".join(str(exc).split())
+    return text[:300] + ("…" if len(text) > 300 else "")
 
 
 def _alive(ray, actor) -> bool:

@@ -52,7 +52,7 @@ def demo_model(device: torch.device, console: Console, retrain: bool = False):
     if not retrain:
         for run_dir, card in list_trained(DATASET):
             if {k: v for k, v in card.recipe.items() if k not in NOT_RECIPE} == wanted:
-                console.print(f"model: reusing [bold]{run_dir.name}[/] (trained with the demo recipe; --retrain for a new one)")
+                console.print(f"model: reusing {run_dir.name} (trained with the demo recipe; --retrain for a new one)")
                 return run_dir, card
     run_dir = run_dir_for(config, f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
     console.print(
@@ -101,8 +101,8 @@ def run_demo(out: Path | None, device: torch.device, console: Console, retrain: 
     with times("model"):
         run_dir, card = demo_model(device, console, retrain)
     console.print(
-        f"model {run_dir.name}: test mAP [bold]{card.test_map:.3f}[/], globally consistent predictions "
-        f"[bold]{100 * (card.consistency_share or 0):.1f}%[/] of {len(test)} test images (from its model card)"
+        f"model {run_dir.name}: test mAP {card.test_map:.3f}, globally consistent predictions "
+        f"{100 * (card.consistency_share or 0):.1f}% of {len(test)} test images (from its model card)"
     )
     loaded = load_sweep_model(DATASET, str(run_dir), device)
     net, data, graph = fit_dataset(loaded, test)
@@ -132,7 +132,7 @@ def _paper_order(attacks: list[str]) -> list[str]:
 def _print_preset(console: Console) -> None:
     from bench.sweep.presets import FAST
 
-    table = Table(title=f"preset [bold]fast[/]: {FAST.summary}", show_header=False, title_justify="left")
+    table = Table(title=f"preset fast: {FAST.summary}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     for key, value in FAST.describe(DATASET):

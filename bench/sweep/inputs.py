@@ -58,8 +58,9 @@ def no_model_message(dataset: str) -> str:
     return f"no trained model for {dataset}: run `bench train --dataset {dataset} {recipe}`{hint}"
 
 
-def load_sweep_model(dataset: str, model: str | None, device: torch.device) -> SweepModel:
-    """The model ``--model`` names (see the module docstring), on ``device``, in eval mode."""
+def load_sweep_model(dataset: str, model: str | None, device: torch.device, trust: bool = False) -> SweepModel:
+    """The model ``--model`` names (see the module docstring), on ``device``, in eval mode; ``trust``
+    lets a published checkpoint that holds more than tensors load by full unpickling (runs its code)."""
     from bench.models import MODELS
     from bench.models.store import latest_model, list_trained
 
@@ -70,7 +71,7 @@ def load_sweep_model(dataset: str, model: str | None, device: torch.device) -> S
         return _trained(newest, device)
     path = Path(model).expanduser()
     if path.is_file() and path.name != "model.pt":
-        return _checkpoint(path, device)
+        return _checkpoint(path, device, trust)
     if not path.exists() and not _is_run_name(model) and model in MODELS:
         runs = [run for run, card in list_trained(dataset) if card.model == model.lower()]
         if not runs:
@@ -93,10 +94,10 @@ def _trained(run, device: torch.device) -> SweepModel:
     return SweepModel(net, card.model, card.to_dict(), str(resolve_run(run)), card.image_size)
 
 
-def _checkpoint(path: Path, device: torch.device) -> SweepModel:
+def _checkpoint(path: Path, device: torch.device, trust: bool = False) -> SweepModel:
     from bench.models import load_checkpoint
 
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, trust=trust)
     size = int(ckpt.model.config["image_size"])
     card = {"checkpoint": path.name, "bytes": path.stat().st_size, "arch": ckpt.arch, "config": ckpt.model.config}
     return SweepModel(ckpt.model.to(device).eval(), ckpt.arch, card, str(path.resolve()), size, True, ckpt.class_names)

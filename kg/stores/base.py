@@ -14,6 +14,7 @@ everything else, the Cypher included (``cypher/``), is shared.
 from __future__ import annotations
 
 import itertools
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -77,6 +78,26 @@ class StoredGraph:
     n_labels: int
     n_edges: int
     depth: int
+
+
+# Clauses that reach files, the network or the database's state, which a read-only
+# transaction does not stop in every store (Ladybug runs COPY … TO inside one).
+FORBIDDEN_CLAUSES = ("COPY", "EXPORT", "IMPORT", "LOAD", "INSTALL", "ATTACH", "DETACH")
+FORBIDDEN_PROCEDURES = re.compile(r"\bCALL\s+(apoc|dbms|gds)\.", re.I)  # Neo4j's file, admin and algorithm procedures
+_STRINGS_AND_COMMENTS = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|`[^`]*`|//[^\n]*|/\*.*?\*/", re.S)
+
+
+def check_user_query(text: str) -> None:
+    """Refuse a user's Cypher that copies, exports, loads or attaches anything (strings,
+    backquoted names, comments and property names are not looked at)."""
+    code = _STRINGS_AND_COMMENTS.sub(" ", text)
+    for match in re.finditer(r"(?<![.\w$])([A-Za-z_]+)\b", code):
+        word = match.group(1).upper()
+        if word in FORBIDDEN_CLAUSES:
+            raise BenchError(f"bench kg query is read-only: {word} is refused (it reaches files or the store's state)")
+    procedure = FORBIDDEN_PROCEDURES.search(code)
+    if procedure:
+        raise BenchError(f"bench kg query is read-only: CALL {procedure.group(1)}.* procedures are refused")
 
 
 def _nodes(values: Iterable[Mapping[str, Any]]) -> tuple[Node, ...]:

@@ -17,7 +17,7 @@ from typing import Any
 from bench.errors import BenchError
 from bench.paths import data_dir
 from kg.stores import register_store
-from kg.stores.base import GraphStore, Row, Step
+from kg.stores.base import GraphStore, Row, Step, check_user_query
 
 ENV_DB = "BENCH_LADYBUG_DB"
 MEMORY = ":memory:"
@@ -110,6 +110,7 @@ class LadybugStore(GraphStore):
 
     def query(self, text: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         """Run one statement in a read-only transaction (writes fail, nothing changes)."""
+        check_user_query(text)
         self._execute("BEGIN TRANSACTION READ ONLY", {})
         try:
             return self._rows(self._execute(self._prepare_one(text), params or {}))

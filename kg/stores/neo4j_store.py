@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from kg.stores import register_store
-from kg.stores.base import GraphStore, Row, Step
+from kg.stores.base import GraphStore, Row, Step, check_user_query
 
 DEFAULT_URI = "bolt://localhost:7687"
 SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
@@ -88,6 +88,7 @@ class Neo4jStore(GraphStore):
 
     def query(self, text: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         """Run a user's Cypher in a read transaction (the server refuses writes in it)."""
+        check_user_query(text)
 
         def work(tx: Any) -> list[Row]:
             return [r.data() for r in tx.run(text, dict(params or {}))]
