@@ -82,7 +82,7 @@ class StoredGraph:
 
 # Clauses that reach files, the network or the database's state, which a read-only
 # transaction does not stop in every store (Ladybug runs COPY … TO inside one).
-FORBIDDEN_CLAUSES = ("COPY", "EXPORT", "IMPORT", "LOAD", "INSTALL", "ATTACH", "DETACH")
+FORBIDDEN_CLAUSES = ("COPY", "EXPORT", "IMPORT", "LOAD", "INSTALL", "ATTACH")
 FORBIDDEN_PROCEDURES = re.compile(r"\bCALL\s+(apoc|dbms|gds)\.", re.I)  # Neo4j's file, admin and algorithm procedures
 _STRINGS_AND_COMMENTS = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|`[^`]*`|//[^\n]*|/\*.*?\*/", re.S)
 
