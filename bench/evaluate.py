@@ -59,24 +59,29 @@ def predict(
     batch_size: int = 64,
     device: torch.device | str | None = None,
     progress=None,
-) -> tuple[Tensor, Tensor]:
-    """Logits and targets ``[N, C]`` over a dataset (CPU tensors), model in eval mode.
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Logits and targets ``[N, C]`` over the images that decode (CPU tensors), model in eval
+    mode, and ``[N]`` their dataset indices; an image that does not decode is skipped, counted
+    and reported once (``bench.datasets.batches``).
 
     ``progress``: an optional ``callable(n_done)`` called after each batch.
     """
+    from bench.datasets import batches
+
     device = torch.device(device) if device is not None else default_device()
     model = model.to(device).eval()
-    logits, targets = [], []
-    for images, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+    logits, targets, indices = [], [], []
+    for images, y, index in batches(dataset, batch_size=batch_size):
         with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
             out = model(images.to(device))
         logits.append(out.float().cpu())
         targets.append(y.float())
+        indices.append(index)
         if progress is not None:
             progress(len(images))
     if not logits:
-        raise BenchError("the evaluation split has no images")
-    return torch.cat(logits), torch.cat(targets)
+        raise BenchError("the evaluation split has no image that decodes")
+    return torch.cat(logits), torch.cat(targets), torch.cat(indices)
 
 
 @dataclass
@@ -93,6 +98,7 @@ class EvalReport:
     n_images: int
     consistent: list[bool] = field(repr=False)
     image_ids: list[str] = field(repr=False)
+    skipped: int = 0  # images that did not decode
 
     def to_dict(self, per_image: bool = False) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k not in ("consistent", "image_ids")}
@@ -125,7 +131,10 @@ def report_from_logits(logits: Tensor, targets: Tensor, graph: LabelGraph, image
 
 
 def evaluate(model: nn.Module, dataset, batch_size: int = 64, device=None, progress=None) -> EvalReport:
-    """Evaluate ``model`` on a ``MultiLabelDataset`` split (its ``graph`` gives the label order)."""
-    logits, targets = predict(model, dataset, batch_size, device, progress)
-    ids = [dataset.image_id(i) for i in range(len(dataset))]
-    return report_from_logits(logits, targets, dataset.graph, ids)
+    """Evaluate ``model`` on a ``MultiLabelDataset`` split (its ``graph`` gives the label order);
+    images that do not decode are left out and counted in ``skipped``."""
+    logits, targets, indices = predict(model, dataset, batch_size, device, progress)
+    ids = [dataset.image_id(int(i)) for i in indices]
+    report = report_from_logits(logits, targets, dataset.graph, ids)
+    report.skipped = len(dataset) - len(ids)
+    return report

@@ -170,6 +170,10 @@ def train(
 ) -> TrainResult:
     """Train, checkpoint each epoch, evaluate on the test split, save model and card.
 
+    The last epoch's checkpoint holds the trained weights before the evaluation starts, so a
+    run whose evaluation stopped (a crash, a Ctrl-C) is finished by ``resume=True`` without
+    training again.
+
     Args:
         config: the recipe (ignored when resuming: the checkpoint's recipe is used).
         run_dir: where the run lives (default ``<data_dir>/models/<dataset>/<model>-<time>``).
@@ -211,8 +215,6 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         history, seconds, seen, start_epoch = state["history"], state["seconds"], state["seen"], state["epoch"]
-    if start_epoch >= cfg.epochs:
-        raise BenchError(f"run {run_dir} already trained {start_epoch} of {cfg.epochs} epochs")
     loss_fn = LOSSES[cfg.loss]()
 
     with progress_bar("[bold]{task.description}", "loss {task.fields[loss]:.4f}", enabled=progress) as bar:

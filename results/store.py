@@ -21,7 +21,7 @@ from pathlib import Path
 
 import duckdb
 
-from bench.errors import BenchError, unknown
+from bench.errors import BenchError, one_line, unknown
 from bench.paths import data_dir
 from results.schema import (
     DDL,
@@ -47,6 +47,9 @@ def default_db_path() -> Path:
 
 def _now() -> str:
     return datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
+
+
+DUCKDB_HEADERS = 3 * 4096  # the file header and the two database headers before the blocks
 
 
 def lock_message(path: Path, error: Exception) -> str:
@@ -86,6 +89,7 @@ class ResultStore:
             self._setup()
             return
         with self._connect(read_only=True) as con:
+            _check_size(con, self.path)
             version, views = _read_meta(con, self.path)
         if version != SCHEMA_VERSION or views != VIEWS_SHA256:
             self._setup()
@@ -102,13 +106,17 @@ class ResultStore:
             except duckdb.IOException as exc:
                 text = str(exc)
                 if "lock" not in text.lower():
-                    raise BenchError(f"cannot open results database {self.path}: {text.splitlines()[0]}") from None
+                    raise BenchError(damaged_message(self.path, exc)) from None
                 if time.monotonic() >= deadline:
                     raise BenchError(lock_message(self.path, exc)) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
+            except duckdb.Error as exc:
+                raise BenchError(damaged_message(self.path, exc)) from None
         try:
             yield con
+        except duckdb.Error as exc:  # what the caller did not handle: the file itself failed
+            raise BenchError(damaged_message(self.path, exc)) from None
         finally:
             con.close()
 
@@ -335,6 +343,24 @@ def _atomic(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnectio
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+def damaged_message(path: Path, error: BaseException) -> str:
+    return (
+        f"results database {path} cannot be read ({one_line(error)}): the file is damaged or not a DuckDB "
+        "file; restore it from a copy, or move it aside and re-run the sweep (the same command resumes into a new file)"
+    )
+
+
+def _check_size(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Refuse a file shorter than the blocks DuckDB says it uses (a cut copy or a full disk):
+    such a file still answers queries on its catalog, with part of its rows missing."""
+    _, _, block_size, _, used, *_ = con.execute("PRAGMA database_size").fetchone()
+    size = path.stat().st_size
+    if size < DUCKDB_HEADERS + int(used) * int(block_size) or (size - DUCKDB_HEADERS) % int(block_size):
+        raise BenchError(
+            damaged_message(path, ValueError(f"{size:,} bytes where its {used} blocks need {DUCKDB_HEADERS + used * block_size:,}"))
+        )
 
 
 def _read_meta(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[int, str]:

@@ -191,6 +191,7 @@ def eval_command(
         f"{dataset}/{split}: {report.n_images} images, mAP {_num(report.map)} "
         f"(labels {_num(report.map_labels)}, abstract {_num(report.map_abstract)}), "
         f"globally consistent predictions {_pct(report.consistent_share)} ({sum(report.consistent)} images)"
+        + (f"; {report.skipped} image(s) did not decode and were left out" if report.skipped else "")
     )
     if show > 0:
         table = Table("label", "AP", "kind", title=f"lowest {show} label APs")
