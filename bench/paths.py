@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from bench.errors import BenchError
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -16,12 +18,18 @@ def data_dir() -> Path:
     else:
         base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
         root = base / "semattack-bench"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    return root  # created by the commands that write there, never by those that only read
 
 
 def subdir(name: str) -> Path:
     """A sub-folder of the data directory, created on first use."""
-    path = data_dir() / name
-    path.mkdir(parents=True, exist_ok=True)
+    return make_dir(data_dir() / name)
+
+
+def make_dir(path: Path) -> Path:
+    """``mkdir -p``; a folder that cannot be made is one line naming it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"cannot create folder {path}: {exc.strerror or exc} (set BENCH_DATA to a writable folder, or pass the path explicitly)") from None
     return path

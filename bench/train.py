@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from bench.errors import BenchError, unknown
+from bench.errors import BenchError, one_line, unknown
 from bench.evaluate import EvalReport, default_device, evaluate
 from bench.fileio import torch_save
 from bench.models import create_model, model_spec
@@ -289,7 +289,7 @@ def _read_state(run_dir: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise BenchError(f"checkpoint {path} does not load: {str(exc).splitlines()[0]}") from None
+        raise BenchError(f"checkpoint {path} does not load: {one_line(exc)}") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise BenchError(f"{path} is not a semattack-bench training checkpoint")
     return state

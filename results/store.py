@@ -10,7 +10,10 @@ nothing behind.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -131,6 +134,31 @@ class ResultStore:
         with self._connect(read_only=True) as con:
             install_views(con, temporary=True)
             yield con
+
+    @contextmanager
+    def run_lock(self, run_id: str) -> Iterator[None]:
+        """Hold the run ``run_id`` of this file for one process: a second process running the
+        same run at the same time is refused (the lock goes with the process, even on kill -9)."""
+        digest = hashlib.sha256(run_id.encode()).hexdigest()[:16]
+        path = self.path.with_name(f".{self.path.name}.{digest}.lock")
+        with open(path, "a+", encoding="utf-8") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                raise BenchError(
+                    f"run {run_id!r} is already running on {self.path} ({holder}): wait for it to finish, "
+                    "or give this one another --name or --db"
+                ) from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"process {os.getpid()} since {_now()} UTC")
+            fh.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def _setup(self) -> None:
         """Create the schema, or upgrade an older one, and refresh the views: one transaction."""
@@ -312,6 +340,13 @@ class ResultStore:
                     src_runs = [r[0] for r in con.execute("SELECT run_id FROM src.runs ORDER BY run_id").fetchall()]
                     self._check_mergeable(con, source.path)
                     added = _copy_attached(con)
+                    # a run whose shards are all here and all of whose combinations are complete is finished
+                    con.execute(
+                        """UPDATE runs SET finished = ? WHERE finished IS NULL AND len(shards) = shard_count
+                           AND EXISTS (SELECT 1 FROM combinations c WHERE c.run_id = runs.run_id)
+                           AND NOT EXISTS (SELECT 1 FROM combinations c WHERE c.run_id = runs.run_id AND NOT c.complete)""",
+                        [_now()],
+                    )
             finally:
                 con.execute("DETACH src")
         return MergeReport(source.path, tuple(src_runs), added)

@@ -16,6 +16,7 @@ import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from enum import Enum
 
 import duckdb
@@ -206,7 +207,15 @@ def format_cell(cell: Cell, digits: int = 1) -> str:
     if cell.mean is None:
         return "–"
     d = digits if cell.percent else 2
-    return f"{cell.mean:.{d}f}" + ("" if cell.std is None else f" ± {cell.std:.{d}f}")
+    return fixed(cell.mean, d) + ("" if cell.std is None else f" ± {fixed(cell.std, d)}")
+
+
+def fixed(value: float, digits: int) -> str:
+    """``value`` with ``digits`` decimals, halves rounded up, after dropping the last bits of
+    noise (12 significant digits): aggregates that DuckDB sums in another order, equal up to
+    their last bit, print the same (6.25 and 6.2500000000001 both give 6.3)."""
+    rounded = Decimal(f"{value:.12g}").quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+    return str(abs(rounded) if rounded == 0 else rounded)  # no "-0.0"
 
 
 def _headers(layout: Layout, sep: str) -> list[str]:

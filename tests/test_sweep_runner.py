@@ -175,6 +175,7 @@ def test_shards_merged_equal_the_single_run(reference, tmp_path):
     merged = ResultStore(tmp_path / "merged.duckdb")
     merged.merge(files)
     assert fetch(merged.path, ROW_SQL) == fetch(path, ROW_SQL), "merged shard rows equal the single run's"
+    assert fetch(merged.path, "SELECT finished IS NOT NULL FROM runs")[0][0], "every shard merged and complete: the run is finished"
     assert rounded(fetch(merged.path, SUMMARY_SQL)) == rounded(fetch(path, SUMMARY_SQL)), "merged shard tables equal the single run's"
 
 

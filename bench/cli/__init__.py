@@ -18,6 +18,11 @@ def main() -> None:
     except BenchError as exc:
         err_console.print(styled(("error:", "bold red"), " ", str(exc)))
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a file or folder the user named or configured cannot be read or written
+        if exc.filename is None:
+            raise
+        err_console.print(styled(("error:", "bold red"), f" {exc.filename}: {exc.strerror or exc}"))
+        sys.exit(2)
     except KeyboardInterrupt:
         err_console.print(styled(("interrupted", "bold red")))
         sys.exit(130)

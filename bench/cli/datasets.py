@@ -130,6 +130,16 @@ def info(
             f"(with ancestors: {float(targets.sum(1).mean()):.2f})"
         )
         console.print(_frequency_table(ds, targets, top))
+        if check and name == "stamps":
+            from bench.datasets.stamps import verify_stamps
+
+            damaged = verify_stamps(ds.root)
+            if damaged:
+                raise BenchError(
+                    f"the stamps cache in {ds.root} is damaged ({', '.join(damaged)} differ from their recorded SHA-256): "
+                    f"rebuild it with `bench data build stamps --force`"
+                )
+            console.print(f"cache files match the SHA-256 recorded when they were built ({ds.root})")
         if check:
             bad = _check_images(ds)
             console.print(f"{bad} of {len(ds)} images do not decode" + (" (skipped by bench.datasets.batches)" if bad else ""))

@@ -20,6 +20,7 @@ from bench.errors import BenchError
 from kg.catalog import graph_names, load_graph
 from kg.graph import LabelGraph
 from kg.stores import GraphStore, open_store
+from kg.stores.base import check_user_query
 
 StoreOption = Annotated[
     str,
@@ -47,7 +48,7 @@ def _split(text: str) -> list[str]:
 # --------------------------------------------------------------------- kg load
 @kg_app.command("load")
 def load(
-    dataset: Annotated[str, typer.Option(help="Graph to load: a name (voc, nus, openimages, stamps, ...), a comma list, or 'all'.")] = "all",
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Graph to load: a name (voc, nus, openimages, stamps, ...), a comma list, or 'all'.")] = "all",
     store: StoreOption = "ladybug",
     db: DbOption = None,
 ) -> None:
@@ -81,7 +82,7 @@ def load(
 # ------------------------------------------------------------------ kg closure
 @kg_app.command("closure")
 def closure(
-    dataset: Annotated[str, typer.Option(help="Graph name (voc, nus, openimages, stamps, ...) or graph file.")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Graph name (voc, nus, openimages, stamps, ...) or graph file.")],
     targets: Annotated[str, typer.Option(help="Target labels Ω, comma-separated, e.g. cat,dog.")],
     positive: Annotated[
         str | None,
@@ -183,6 +184,7 @@ def query(
     Example: bench kg query "MATCH (n:Label) WHERE n.graph = $g RETURN n.name AS name LIMIT 5" -p g=voc
     """
     params = dict(_parse_param(p) for p in param or [])
+    check_user_query(text)  # before the store is opened: a refused query touches nothing
     with _open(store, db) as graph_store:
         rows = graph_store.query(text, params)
     table = Table(show_edge=False)
@@ -208,7 +210,7 @@ def _parse_param(text: str) -> tuple[str, object]:
 # --------------------------------------------------------------------- perf kg
 @perf_app.command("kg")
 def perf_kg(
-    dataset: Annotated[str, typer.Option(help="Graph whose labels are combined ('synthetic': a random tree of 20 labels + 15 abstract nodes).")] = "voc",
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Graph whose labels are combined ('synthetic': a random tree of 20 labels + 15 abstract nodes).")] = "voc",
     k: Annotated[int, typer.Option(help="Combination size |Ω|.")] = 3,
     repeats: Annotated[int, typer.Option(help="Repeats of the single round trip (the median is reported).")] = 5,
 ) -> None:

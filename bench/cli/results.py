@@ -55,7 +55,7 @@ AttackOption = Annotated[
 ]
 
 READ_LOCK_TIMEOUT = 10.0  # seconds a query waits for a sweep's batch write to end
-SUFFIX_FORMATS = {".md": TableFormat.markdown, ".tex": TableFormat.latex, ".csv": TableFormat.csv}
+SUFFIX_FORMATS = {".md": TableFormat.markdown, ".tex": TableFormat.latex, ".csv": TableFormat.csv, ".txt": TableFormat.rich}
 SQL_READS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
 EXPORTS = {".csv": "FORMAT csv, HEADER, USE_TMP_FILE false", ".parquet": "FORMAT parquet, USE_TMP_FILE false"}  # atomic_write makes the temporary file
 
@@ -117,6 +117,11 @@ def table(
     Example: bench table --size 3 --eps 0.01
     Example: bench table --run stamps-demo --layout ablation --format latex --out ablation.tex
     """
+    if out is not None:
+        if out.is_dir():
+            raise BenchError(f"--out {out} is a directory: name a file ({', '.join(sorted(SUFFIX_FORMATS))})")
+        if out.suffix.lower() not in SUFFIX_FORMATS:
+            raise BenchError(f"--out {out}: a table is written as {', '.join(sorted(SUFFIX_FORMATS))}, not {out.suffix or 'a file without extension'}")
     if fmt is None:
         fmt = SUFFIX_FORMATS.get(out.suffix.lower() if out else "", TableFormat.rich)
     build = paper_layout if layout is TableLayout.paper else ablation_layout
@@ -149,7 +154,7 @@ def check_read_only(query: str) -> None:
     try:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as exc:
-        raise BenchError(f"SQL does not parse: {str(exc).splitlines()[0]}") from None
+        raise BenchError(f"SQL does not parse: {one_line(exc)}") from None
     if len(statements) != 1:
         raise BenchError(f"bench sql runs one statement at a time (got {len(statements)})")
     kind = statements[0].type.name

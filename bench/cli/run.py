@@ -41,6 +41,15 @@ def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
     return tuple(dict.fromkeys(values))
 
 
+def check_range(what: str, values: tuple[float, ...], low: float, high: float, low_open: bool = False) -> tuple[float, ...]:
+    """Each value in [low, high] (or (low, high]); one line naming the option otherwise."""
+    for v in values:
+        if not (low < v <= high if low_open else low <= v <= high):
+            bracket = "(" if low_open else "["
+            raise BenchError(f"--{what} {v:g} is outside {bracket}{low:g}, {high:g}]")
+    return values
+
+
 def parse_sizes(text: str | None) -> tuple[int, ...] | None:
     """``3``, ``1-5`` or ``1,3`` → target set sizes; ``None`` when not given."""
     if text is None:
@@ -185,6 +194,17 @@ def run_command(
     shard_index, shard_count = parse_shard(shard)
     combos = check_combo_mode(combos or chosen.combos_for(dataset))
     STORES.get(store)
+    # every option checked before the model loads, anything prints or any file is written
+    eps_values = check_range("eps", parse_floats(eps, "eps") or chosen.eps, 0.0, 1.0, low_open=True)
+    tau_values = check_range("tau", parse_floats(tau, "tau") or chosen.tau, -1.0, 1.0)
+    sizes = parse_sizes(size) or chosen.sizes
+    counts = {
+        "iterations": iterations, "images-per-combo": images_per_combo, "combos-per-size": combos_per_size,
+        "batch-size": batch_size,
+    }  # fmt: skip
+    for option, value in counts.items():
+        if value is not None and value < 1:
+            raise BenchError(f"--{option} must be a positive number; got {value}")
     if ray is not None:
         import_ray()
         if shard is not None:
@@ -199,11 +219,12 @@ def run_command(
     net, data, graph = fit_dataset(loaded, data)
     config = sweep_config(
         dataset=dataset, split=split, model=loaded, graph=graph, preset=chosen, attacks=names,
-        eps=parse_floats(eps, "eps") or chosen.eps, tau=parse_floats(tau, "tau") or chosen.tau,
-        sizes=parse_sizes(size) or chosen.sizes,
-        images_per_combination=images_per_combo or chosen.images_for(dataset), combos=combos,
-        combinations_per_size=combos_per_size or chosen.combinations_per_size, include_abstract=include_abstract,
-        iterations=iterations or chosen.iterations, seed=seed, name=name or "", shard=(shard_index, shard_count),
+        eps=eps_values, tau=tau_values, sizes=sizes,
+        images_per_combination=images_per_combo if images_per_combo is not None else chosen.images_for(dataset),
+        combos=combos,
+        combinations_per_size=combos_per_size if combos_per_size is not None else chosen.combinations_per_size,
+        include_abstract=include_abstract,
+        iterations=iterations if iterations is not None else chosen.iterations, seed=seed, name=name or "", shard=(shard_index, shard_count),
         device=str(dev),
     )  # fmt: skip
     path = shard_db_path(db or default_db_path(), shard_index, shard_count)

@@ -27,7 +27,7 @@ import numpy as np
 from bench.datasets.base import register_dataset
 from bench.datasets.imagefiles import ImageFilesDataset, dataset_root, log, require_files
 from bench.datasets.labels import extended_targets, graph_for
-from bench.errors import BenchError, unknown
+from bench.errors import BenchError, one_line, unknown
 from kg.graph import LabelGraph
 
 SPLITS = ("train", "validation", "test")
@@ -73,7 +73,7 @@ def read_image_labels(path: Path, mids: list[str]) -> list[tuple[str, list[str]]
     try:
         return [(image_id, pos or []) for image_id, pos in con.execute(query, {"mids": mids, "path": str(path)}).fetchall()]
     except duckdb.Error as exc:
-        raise BenchError(f"{path} does not parse: {str(exc).splitlines()[0]}") from None
+        raise BenchError(f"{path} does not parse: {one_line(exc)}") from None
     finally:
         con.close()
 

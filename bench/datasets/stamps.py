@@ -33,7 +33,7 @@ from bench.datasets.labels import class_columns, extended_targets, graph_for
 from bench.datasets.stamps_art import CATALOGUE, art_digest, load_sprites, require_stamps
 from bench.datasets.transforms import check_size, uint8_to_tensor
 from bench.errors import BenchError, unknown
-from bench.fileio import atomic_write, write_json
+from bench.fileio import atomic_write, sha256_file, write_json
 from bench.paths import data_dir
 from bench.progress import progress_bar
 from kg.graph import LabelGraph
@@ -175,13 +175,44 @@ def _save(path: Path, array: np.ndarray) -> None:
     atomic_write(path, write)
 
 
+CACHE_FILES = tuple(f"{s}-{part}.npy" for s in SPLITS for part in ("images", "labels", "objects"))
+
+
 def _manifest_ok(folder: Path, config: StampsConfig) -> bool:
+    """A finished build of ``config`` whose files have the sizes and array headers it wrote
+    (a cut file or a damaged header means the cache is rebuilt)."""
     try:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
-    files = [folder / f"{s}-{part}.npy" for s in SPLITS for part in ("images", "labels", "objects")]
-    return manifest.get("config") == asdict(config) and all(f.is_file() for f in files)
+    files = manifest.get("files", {})
+    if manifest.get("config") != asdict(config) or set(files) != set(CACHE_FILES):
+        return False
+    for name, expected in files.items():
+        path = folder / name
+        try:
+            if path.stat().st_size != expected["bytes"]:
+                return False
+            with open(path, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(fh)
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        if list(shape) != expected["shape"] or str(dtype) != expected["dtype"]:
+            return False
+    return True
+
+
+def verify_stamps(folder: Path) -> list[str]:
+    """The cache files whose SHA-256 differs from the one recorded when they were written."""
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    return [name for name, expected in manifest.get("files", {}).items() if sha256_file(folder / name) != expected["sha256"]]
+
+
+def _file_record(path: Path) -> dict:
+    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    return {"bytes": path.stat().st_size, "shape": list(array.shape), "dtype": str(array.dtype), "sha256": sha256_file(path)}
 
 
 def build_stamps(
@@ -239,6 +270,7 @@ def build_stamps(
             "object_fields": list(OBJECT_FIELDS),
             "clip_art": {"dir": str(art), "sha256": digest, "files": {k: list(v) for k, v in CATALOGUE.items()}},
             "counts": counts,
+            "files": {name: _file_record(folder / name) for name in CACHE_FILES},
             "seconds": round(time.perf_counter() - started, 2),
         },
     )

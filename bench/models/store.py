@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from bench.errors import BenchError, unknown
+from bench.errors import BenchError, one_line, unknown
 from bench.fileio import torch_save
 from bench.models.card import ModelCard
 from bench.models.checkpoints import load_state_strict
@@ -62,7 +62,7 @@ def load_trained(path_or_dir: str | Path, device: str | torch.device | None = No
     try:
         blob = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged files
-        raise BenchError(f"{weights} does not load: {str(exc).splitlines()[0]}") from None
+        raise BenchError(f"{weights} does not load: {one_line(exc)}") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise BenchError(f"{weights} is not a semattack-bench model (a published checkpoint? use load_checkpoint)")
     card = ModelCard.from_dict(blob["card"], where=f"card in {weights}")

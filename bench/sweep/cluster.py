@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from bench.attacks.engine import EngineStats
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 from bench.sweep.progress import StageTimes, SweepProgress
 from bench.sweep.runner import SweepOutcome, _Work, attack_rows, prepare_sweep
 from kg.closure import GraphTensors
@@ -85,8 +85,7 @@ def connect(address: str, *, cpus: int | None = None):
         else:
             ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env})
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BenchError(f"cannot reach a Ray cluster at {address!r}: {first}") from None
+        raise BenchError(f"cannot reach a Ray cluster at {address!r}: {one_line(exc)}") from None
     return ray
 
 
@@ -172,6 +171,13 @@ def run_sweep_ray(
             raise BenchError(f"--ray-cpus must be at least 1; got {cpus_per_worker}")
         n_workers = workers or max(cpus // cpus_per_worker, 1)
         per_worker = {"num_cpus": cpus_per_worker}
+    with store.run_lock(config.run_id):
+        return _drive(ray, config, model, dataset, graph, store, device, batch_size, graph_store, progress, times,
+                      n_workers * units_per_worker, n_workers, per_worker, cpus_per_worker)  # fmt: skip
+
+
+def _drive(ray, config, model, dataset, graph, store, device, batch_size, graph_store, progress, times, n_units, n_workers, per_worker, cpus_per_worker):
+    """The driver's loop: plan, hand out the units, write what comes back."""
     prep = prepare_sweep(
         config, model, dataset, graph, store, device=device, batch_size=batch_size, graph_store=graph_store,
         progress=progress, times=times,
@@ -180,7 +186,7 @@ def run_sweep_ray(
     progress.start(work.todo, len(prep.mine), prep.complete)
     written, complete = 0, prep.complete
     todo = [i for i, c in enumerate(work.combos) if work.remaining[c.combo_id] > 0]
-    units = _units(todo, n_workers * units_per_worker)
+    units = _units(todo, n_units)
     engine: dict = {}
     if units:
         with times("workers start"):

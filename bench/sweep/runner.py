@@ -366,6 +366,11 @@ def run_sweep(
     """
     progress = progress or SweepProgress()
     times = times if times is not None else StageTimes()
+    with store.run_lock(config.run_id):
+        return _run_sweep(config, model, dataset, graph, store, device, batch_size, graph_store, progress, times)
+
+
+def _run_sweep(config, model, dataset, graph, store, device, batch_size, graph_store, progress, times) -> SweepOutcome:
     prep = prepare_sweep(
         config, model, dataset, graph, store, device=device, batch_size=batch_size, graph_store=graph_store,
         progress=progress, times=times,

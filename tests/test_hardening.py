@@ -1,0 +1,289 @@
+"""Bad and hostile input through the command line (``bench.cli.main``, in this process): each
+gives a non-zero exit, exactly one line on stderr and no traceback, and leaves the results
+database, the graph store and the model store byte for byte as they were. Code in a file the
+user hands in never runs without ``--trust-checkpoint``; data prints literally."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import bench.cli
+from bench.errors import BenchError
+from results.store import ResultStore
+from tests.sweep_fixtures import NAME, save_toy_model
+
+MARKER = "payload-ran"
+
+
+class Payload:
+    """A pickle that creates a marker folder when it is unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    """A fresh $BENCH_DATA with the toy model trained and a finished toy run in results.duckdb."""
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("BENCH_LADYBUG_DB", str(tmp_path / "data" / "graphs.lbug"))
+    run_dir = save_toy_model()
+    return tmp_path, Path(run_dir)
+
+
+def cli(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
+    """Run ``bench ARGS`` as the console script does; (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["bench", *args])
+    try:
+        bench.cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def digest(*roots: Path) -> dict[str, str]:
+    """SHA-256 of every file under the roots (the stores a bad command must not touch)."""
+    found = {}
+    for root in roots:
+        for path in sorted(Path(root).rglob("*")) if Path(root).is_dir() else [Path(root)]:
+            if path.is_file() and not path.name.endswith(".lock"):
+                found[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def refused(capsys, monkeypatch, *args: str, match: str, watch: tuple[Path, ...] = ()) -> str:
+    before = digest(*watch)
+    code, _, err = cli(capsys, monkeypatch, *args)
+    lines = err.strip().splitlines()
+    assert code != 0, f"bench {' '.join(args)} exited 0"
+    assert len(lines) == 1 and "Traceback" not in err, f"bench {' '.join(args)}: not one line on stderr:\n{err}"
+    assert match in lines[0], f"bench {' '.join(args)}: {lines[0]!r} lacks {match!r}"
+    assert digest(*watch) == before, f"bench {' '.join(args)} changed stored files"
+    return lines[0]
+
+
+def toy_run(capsys, monkeypatch, db: Path, *extra: str) -> tuple[int, str, str]:
+    return cli(
+        capsys, monkeypatch, "run", "-d", NAME, "--preset", "fast", "--size", "1", "--attacks", "mla-u",
+        "--iterations", "3", "--images-per-combo", "1", "--db", str(db), "--quiet", *extra,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- security
+def test_a_checkpoint_never_runs_code_without_the_opt_in(home, capsys, monkeypatch):
+    tmp, _ = home
+    evil = tmp / "evil.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "x": Payload(tmp / MARKER)}, evil)
+    for args in (["run", "-d", NAME, "-m", str(evil), "--preset", "fast", "--size", "1"], ["eval", "-d", NAME, "--checkpoint", str(evil)]):
+        line = refused(capsys, monkeypatch, *args, match="pass --trust-checkpoint only if you trust its source", watch=(tmp / "data",))
+        assert "posix.mkdir" in line, f"the refusal names the callable: {line}"
+        assert not (tmp / MARKER).exists(), "the payload ran"
+    # the explicit opt-in does unpickle (documented as running the file's code)
+    code, _, _ = cli(capsys, monkeypatch, "eval", "-d", NAME, "--checkpoint", str(evil), "--trust-checkpoint")
+    assert (tmp / MARKER).exists() and code != 0, "--trust-checkpoint loads the file fully"
+
+
+def test_an_embedding_pickle_is_rebuilt_as_an_array_only(tmp_path):
+    from bench.models.ml_gcn import read_word_vectors
+
+    good = tmp_path / "voc_glove_word2vec.pkl"
+    vectors = np.arange(6, dtype=np.float32).reshape(2, 3)
+    good.write_bytes(pickle.dumps(vectors))
+    assert np.array_equal(read_word_vectors(good, ["a", "b"]), vectors), "a plain pickled array still loads"
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps(Payload(tmp_path / MARKER)))
+    with pytest.raises(BenchError, match="pass --trust-checkpoint"):
+        read_word_vectors(evil, ["a", "b"])
+    assert not (tmp_path / MARKER).exists(), "the payload ran"
+
+
+def test_data_prints_literally(home, capsys, monkeypatch):
+    tmp, _ = home
+    db = tmp / "r.duckdb"
+    name = "exp[/]:x:[bold]"
+    code, out, err = toy_run(capsys, monkeypatch, db, "--name", name)
+    assert code == 0 and name in out, f"the run's summary prints its name literally:\n{out}{err}"
+    code, out, _ = cli(capsys, monkeypatch, "runs", "--db", str(db))
+    assert code == 0 and name.replace("[bold]", "") in out.replace("\n", ""), f"bench runs:\n{out}"
+    code, out, _ = cli(capsys, monkeypatch, "sql", "--db", str(db), "SELECT 'voc[asl]' AS a, 'oi:dog:cat' AS b, '[/]' AS c, run_id FROM runs")
+    assert code == 0 and all(x in out for x in ("voc[asl]", "oi:dog:cat", "[/]", "exp[/]:x:")), f"bench sql:\n{out}"
+
+
+def test_read_only_commands_reach_no_file(home, capsys, monkeypatch):
+    tmp, _ = home
+    db = tmp / "r.duckdb"
+    assert toy_run(capsys, monkeypatch, db)[0] == 0
+    secret = tmp / "secret.csv"
+    secret.write_text("a\n1\n")
+    refused(capsys, monkeypatch, "sql", "--db", str(db), f"SELECT * FROM read_csv('{secret}')", match="file system operations are disabled", watch=(db,))
+    refused(capsys, monkeypatch, "sql", "--db", str(db), "INSTALL httpfs", match="read-only", watch=(db,))
+    code, out, _ = cli(capsys, monkeypatch, "sql", "--db", str(db), f"SELECT * FROM read_csv('{secret}')", "--allow-files")
+    assert code == 0 and "1" in out, "--allow-files joins the user's own files"
+    leak = tmp / "leak.csv"
+    assert cli(capsys, monkeypatch, "kg", "load", "-d", "voc")[0] == 0
+    store = tmp / "data" / "graphs.lbug"
+    refused(
+        capsys, monkeypatch, "kg", "query", f"COPY (MATCH (n:Label) RETURN n.name) TO '{leak}'", match="COPY is refused", watch=(store,)
+    )  # fmt: skip
+    assert not leak.exists(), "nothing was written"
+
+
+# ---------------------------------------------------------------------------- failure paths
+def test_a_damaged_results_database_is_one_line_naming_it(home, capsys, monkeypatch):
+    tmp, _ = home
+    db = tmp / "r.duckdb"
+    assert toy_run(capsys, monkeypatch, db)[0] == 0
+    data = db.read_bytes()
+    cut, flipped = tmp / "cut.duckdb", tmp / "flipped.duckdb"
+    cut.write_bytes(data[: len(data) // 2])
+    damaged = bytearray(data)
+    for offset in range(3 * 4096 + 100, len(damaged), 262_144):  # a few bytes of every block
+        damaged[offset : offset + 64] = bytes(b ^ 0xFF for b in damaged[offset : offset + 64])
+    flipped.write_bytes(bytes(damaged))
+    for bad in (cut, flipped):
+        for args in (["table", "--db", str(bad)], ["runs", "--db", str(bad)], ["sql", "--db", str(bad), "SELECT count(*) FROM results"]):
+            refused(capsys, monkeypatch, *args, match=f"results database {bad} cannot be read", watch=(bad,))
+        refused(capsys, monkeypatch, "merge", str(bad), "--db", str(db), match=f"{bad} cannot be read", watch=(bad, db))
+    refused(capsys, monkeypatch, "sql", "--db", str(cut), "select count(*)", match="cannot be read", watch=(cut,))
+
+
+def test_an_empty_model_file_is_one_line(home, capsys, monkeypatch):
+    tmp, run_dir = home
+    (run_dir / "model.pt").write_bytes(b"")
+    refused(capsys, monkeypatch, "run", "-d", NAME, "-m", str(run_dir), "--preset", "fast", match="model.pt does not load", watch=(tmp / "data",))
+
+
+def test_an_unwritable_data_folder(home, capsys, monkeypatch):
+    tmp, _ = home
+    blocker = tmp / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("BENCH_DATA", str(blocker / "data"))
+    monkeypatch.delenv("BENCH_LADYBUG_DB")
+    code, out, err = cli(capsys, monkeypatch, "kg", "show", "cat", "-d", "voc")
+    assert code == 0 and "cat" in out, f"a read-only command works without writing:\n{err}"
+    refused(capsys, monkeypatch, "kg", "load", "-d", "voc", match=str(blocker / "data"))
+    refused(capsys, monkeypatch, "runs", match="no results database")
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--eps", "-0.01"], "--eps -0.01 is outside (0, 1]"),
+        (["--tau", "5"], "--tau 5 is outside [-1, 1]"),
+        (["--iterations", "0"], "--iterations must be a positive number"),
+        (["--images-per-combo", "0"], "--images-per-combo must be a positive number"),
+        (["--combos-per-size", "0"], "--combos-per-size must be a positive number"),
+        (["--batch-size", "-2"], "--batch-size must be a positive number"),
+    ],
+)
+def test_run_options_are_checked_before_any_work(home, capsys, monkeypatch, option, message):
+    tmp, _ = home
+    db = tmp / "never.duckdb"
+    code, out, err = cli(capsys, monkeypatch, "run", "-d", NAME, "--preset", "fast", "--db", str(db), *option)
+    lines = err.strip().splitlines()
+    assert code != 0 and len(lines) == 1 and lines[0].startswith(f"error: {message}") and out == "", f"{option}: {out}{err}"
+    assert not db.exists(), "nothing written"
+
+
+def test_table_output_names(home, capsys, monkeypatch):
+    tmp, _ = home
+    db = tmp / "r.duckdb"
+    assert toy_run(capsys, monkeypatch, db)[0] == 0
+    refused(capsys, monkeypatch, "table", "--db", str(db), "--out", str(tmp), match="is a directory")
+    refused(capsys, monkeypatch, "table", "--db", str(db), "--out", str(tmp / "t.xlsx"), match="not .xlsx")
+    assert not (tmp / "t.xlsx").exists()
+    code, _, _ = cli(capsys, monkeypatch, "table", "--db", str(db), "--out", str(tmp / "t.txt"))
+    assert code == 0 and "MLA-U" in (tmp / "t.txt").read_text(), "a .txt table is the terminal's table"
+
+
+def test_the_same_run_twice_at_once_is_refused(home, capsys, monkeypatch):
+    tmp, _ = home
+    db = tmp / "r.duckdb"
+    store = ResultStore(db)
+    with store.run_lock("twice"):
+        refused(capsys, monkeypatch, "run", "-d", NAME, "--preset", "fast", "--size", "1", "--db", str(db), "--name", "twice",
+                match="run 'twice' is already running", watch=(db,))  # fmt: skip
+    assert toy_run(capsys, monkeypatch, db, "--name", "twice")[0] == 0, "free again once the other process is done"
+
+
+def test_short_options_are_the_same_everywhere(home, capsys, monkeypatch):
+    for args in (["kg", "closure", "-d", "voc", "--targets", "cat"], ["kg", "show", "cat", "-d", "voc"], ["kg", "load", "-d", "voc"]):
+        code, _, err = cli(capsys, monkeypatch, *args)
+        assert code == 0, f"bench {' '.join(args)}: {err}"
+
+
+def test_a_damaged_stamps_cache_is_rebuilt_or_named(tmp_path, capsys, monkeypatch):
+    import bench.datasets.stamps as st
+
+    config = st.StampsConfig(seed=7, size=64, n_train=24, n_test=16)
+    folder = st.build_stamps(config, root=tmp_path, progress=False)
+    images = folder / "test-images.npy"
+    original = images.read_bytes()
+    images.write_bytes(original[: len(original) // 2])  # cut
+    assert st.build_stamps(config, root=tmp_path, progress=False) == folder and images.read_bytes() == original, "a cut file is rebuilt"
+    header = bytearray(original)
+    header[8:16] = b"\xff" * 8  # a damaged array header
+    images.write_bytes(bytes(header))
+    assert st.build_stamps(config, root=tmp_path, progress=False) == folder and images.read_bytes() == original, "a bad header is rebuilt"
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0xFF  # same size, same header: only the checksum sees it
+    images.write_bytes(bytes(flipped))
+    assert st.verify_stamps(folder) == ["test-images.npy"], "the recorded SHA-256 names the damaged file"
+    refused(
+        capsys, monkeypatch, "data", "info", "stamps", "--data-root", str(tmp_path), "--seed", "7", "--image-size", "64",
+        "--n-train", "24", "--n-test", "16", "--split", "test", "--check", match="bench data build stamps --force",
+    )  # fmt: skip
+
+
+def test_training_survives_a_bad_test_image_and_a_stopped_evaluation(tmp_path):
+    from bench.datasets import UndecodableImage
+    from bench.train import STATE, train
+    from tests.test_train import TINY, Synthetic
+
+    class OneBad(Synthetic):
+        def __getitem__(self, i):
+            if i == 3:
+                raise UndecodableImage(Path(f"test/{i}.jpg"), "truncated")
+            return super().__getitem__(i)
+
+    result = train(TINY, run_dir=tmp_path / "bad", progress=False, datasets=(Synthetic("train"), OneBad("test", n=24)))
+    assert result.report.skipped == 1 and result.report.n_images == 23, "the bad image is left out and counted"
+    assert (tmp_path / "bad" / "model.pt").exists(), "the model is saved"
+
+    run = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):  # the evaluation stops after training
+        train(TINY, run_dir=run, progress=False, datasets=(Synthetic("train"), Synthetic("test", n=24, fail_after=0)))
+    assert (run / STATE).exists() and not (run / "model.pt").exists(), "the trained weights wait in the checkpoint"
+    resumed = train(resume=True, run_dir=run, progress=False, datasets=(Synthetic("train"), Synthetic("test", n=24)))
+    assert (run / "model.pt").exists() and not (run / STATE).exists(), "resume finishes the evaluation"
+    assert len(resumed.card.history) == TINY.epochs, "without training again"
+    assert resumed.card.test_map == pytest.approx(train(TINY, run_dir=tmp_path / "straight", progress=False,
+        datasets=(Synthetic("train"), Synthetic("test", n=24))).card.test_map), "the same model as an uninterrupted run"  # fmt: skip
+
+
+def test_tables_round_one_way():
+    from decimal import ROUND_HALF_UP, Decimal
+
+    from results.tables import Cell, fixed, format_cell
+
+    for text in ("6.25", "0.05", "99.95", "12.35", "0.0", "100"):
+        exact = Decimal(text).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+        for noise in (0.0, 1e-13, -1e-13):
+            value = float(text) * (1 + noise)
+            assert fixed(value, 1) == str(exact), f"{value!r} prints {fixed(value, 1)}, expected {exact}"
+    assert fixed(-1e-15, 1) == "0.0", "no negative zero"
+    assert format_cell(Cell(6.25, 6.2500000000001, True)) == "6.3 ± 6.3", "mean and std round the same way"
