@@ -118,7 +118,9 @@ class ResultStore:
                 raise BenchError(damaged_message(self.path, exc)) from None
         try:
             yield con
-        except duckdb.Error as exc:  # what the caller did not handle: the file itself failed
+        except duckdb.Error as exc:  # the file itself failed under a query the caller did not expect to fail
+            if not is_damage(exc):
+                raise
             raise BenchError(damaged_message(self.path, exc)) from None
         finally:
             con.close()
@@ -378,6 +380,15 @@ def _atomic(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnectio
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+DAMAGE = (duckdb.IOException, duckdb.SerializationException, duckdb.InternalException, duckdb.FatalException)
+
+
+def is_damage(error: BaseException) -> bool:
+    """Whether a DuckDB error comes from the file (cut, flipped bytes, not DuckDB), not from a query."""
+    text = str(error).lower()
+    return isinstance(error, DAMAGE) or "corrupt" in text or "checksum" in text
 
 
 def damaged_message(path: Path, error: BaseException) -> str:
