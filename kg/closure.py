@@ -3,10 +3,12 @@
 Definitions (``../shared/paper/notes.md`` §1b–1d, the official ``scripts/tree_loss.py``):
 
 * **Turn-off closure** Ψ = h(Ω): the targets, their descendants that are positive, and each
-  positive ancestor of the targets left without a positive child (repeated upwards).
+  positive node left without a positive child (repeated; on a tree, the ancestors).
 * **Turn-on closure**: the targets, plus the negative nodes on one path up (while no parent
   is positive, the first parent) and one path down (while no child is positive, the first
   child), so that the result is consistent again.
+* The official code's rules are ``kg.closure_official`` (``closure="official"``); where they
+  differ and why: docs/knowledge-graphs.md.
 * **Consistency**, per node ``v`` of a 0/1 prediction:
     - child rule C(v): if v is ON and has children, one child is ON; if v is OFF, every ON
       child of v has some ON parent;
@@ -93,38 +95,36 @@ def ancestors_of(nodes: Tensor, g: GraphTensors) -> Tensor:
     return (_f(nodes) @ g.reach.T) > 0
 
 
-def turn_off_closure(
-    pred: Tensor,
-    targets: Tensor,
-    g: GraphTensors,
-    ancestors: Tensor | None = None,
-    descendants: Tensor | None = None,
-) -> Tensor:
-    """Ψ = h(Ω) for switching the targets OFF, per image.
+def turn_off_closure(pred: Tensor, targets: Tensor, g: GraphTensors, descendants: Tensor | None = None) -> Tensor:
+    """Ψ = h(Ω) for switching the targets OFF, per image (docs/knowledge-graphs.md, "Closures").
+
+    Ψ is the targets, their positive descendants, and then, repeatedly, every positive node
+    that had a positive child in the clean prediction and has none left outside Ψ (on a tree:
+    the positive ancestors left without a positive child; on a DAG also a co-parent of a
+    switched-off descendant). It is the smallest set containing Ω and its positive descendants
+    whose flip breaks no consistency rule that held before: locally consistent at Ω, and
+    globally consistent when the clean prediction was (tests/test_closure_bruteforce.py).
 
     Args:
         pred: ``[B, n]`` bool, the clean prediction (logit > 0).
         targets: ``[B, n]`` bool, Ω for each row.
         g: the graph's tensors.
-        ancestors, descendants: ``[B, n]`` bool masks of Ω's proper ancestors / descendants,
-            as the graph store returns them; computed from ``g`` when omitted.
+        descendants: ``[B, n]`` bool, Ω's proper descendants as the graph store returns them;
+            computed from ``g`` when omitted.
 
     Returns:
         ``[B, n]`` bool: the nodes whose prediction must flip to 0 (always includes Ω).
     """
     pred, targets = pred.bool(), targets.bool()
-    _check(pred, g, targets, ancestors, descendants)
+    _check(pred, g, targets, descendants)
     if descendants is None:
         descendants = descendants_of(targets, g)
-    if ancestors is None:
-        ancestors = ancestors_of(targets, g)
     psi = targets | (descendants.bool() & pred)
-    candidates = ancestors.bool() & pred & g.has_children & ~psi
     adj_t = g.adj.T
+    had_child = pred & ((_f(pred) @ adj_t) > 0)  # ON with an ON child in the clean prediction
     for _ in range(g.n):
-        on = pred & ~psi
-        childless = (_f(on) @ adj_t) == 0  # no positive child left
-        new = candidates & ~psi & childless
+        childless = (_f(pred & ~psi) @ adj_t) == 0  # no positive child left
+        new = had_child & ~psi & childless
         if not bool(new.any()):
             break
         psi = psi | new
@@ -132,28 +132,60 @@ def turn_off_closure(
 
 
 def turn_on_closure(pred: Tensor, targets: Tensor, g: GraphTensors) -> Tensor:
-    """Ψ for switching the targets ON: targets + the negative nodes needed above and below.
+    """Ψ for switching the targets ON: the targets and the negative nodes they need above and below.
 
-    Upwards, while a node of Ψ has parents and none is positive (in the prediction or in Ψ),
-    its first (lowest-index) parent joins; then downwards, while a node of Ψ has children
-    and none is positive, its first child joins. Nodes already positive never join (they
-    need no flip). On a tree this is the official ``compute_tree_on_global_loss``; on a DAG
-    the choice of path is deterministic but one of several consistent ones.
+    Upwards first: while some node of Ψ, or a positive ancestor of Ψ, has parents and none of
+    them is positive (in the prediction or in Ψ), the lowest-index such node takes its
+    lowest-index parent; then downwards the same with children (a positive node needs a
+    positive child). One node at a time, by index, so Ψ does not depend on the order of the
+    targets; finally each added node whose absence keeps the prediction as consistent is left
+    out (highest index first), so no node of Ψ \\ Ω is unneeded. On a tree with one target
+    this is the official ``compute_tree_on_global_loss``; ``kg.closure_official`` has the
+    official per-target rule (docs/knowledge-graphs.md).
     """
     pred, targets = pred.bool(), targets.bool()
     _check(pred, g, targets)
     psi = targets & ~pred
-    # Upwards to a fixed point first, then downwards: an ancestor path added for one target
-    # can give another target the positive child it needs, whatever the targets' order.
-    for step, relation in ((g.adj, g.first_parent), (g.adj.T, g.first_child)):
-        has_next = g.has_parents if relation is g.first_parent else g.has_children
-        for _ in range(g.n):
+    for step, relation, related, has_next in (
+        (g.adj, g.first_parent, g.reach.T, g.has_parents),  # ON needs an ON parent
+        (g.adj.T, g.first_child, g.reach, g.has_children),  # ON needs an ON child
+    ):
+        for _ in range(g.n + 1):
             on = pred | psi
-            need = psi & has_next & ((_f(on) @ step) == 0)
-            new = ((_f(need) @ relation) > 0) & ~on
-            if not bool(new.any()):
+            scope = psi | (pred & ((_f(psi) @ related) > 0))
+            need = scope & has_next & ((_f(on) @ step) == 0)
+            todo = need.any(dim=1)
+            if not bool(todo.any()):
                 break
+            first = need.to(torch.int8).argmax(dim=1)  # the lowest-index node in need, per row
+            new = (relation[first] > 0) & todo[:, None] & ~on
             psi = psi | new
+    return _prune(pred, targets, psi, g)
+
+
+def _kept_rules(before: tuple[Tensor, Tensor], after: tuple[Tensor, Tensor]) -> Tensor:
+    """``[B]``: every node rule that held before still holds."""
+    return ((~before[0] | after[0]) & (~before[1] | after[1])).all(dim=1)
+
+
+def _prune(pred: Tensor, targets: Tensor, psi: Tensor, g: GraphTensors) -> Tensor:
+    """Leave out, highest index first, each node of Ψ \\ Ω whose absence keeps every rule that
+    held before and local consistency at Ω (a path made unneeded by a shortcut edge)."""
+    before = node_rules(pred, g)
+    for _ in range(g.n):  # passes until nothing more can go (a removal can free another node)
+        changed = False
+        for v in reversed(range(g.n)):
+            removable = psi[:, v] & ~targets[:, v]
+            if not bool(removable.any()):
+                continue
+            candidate = psi.clone()
+            candidate[:, v] = False
+            after = pred | candidate
+            drop = removable & _kept_rules(before, node_rules(after, g)) & consistent_at(after, targets, g)
+            if bool(drop.any()):
+                psi, changed = torch.where(drop[:, None], candidate, psi), True
+        if not changed:
+            break
     return psi
 
 

@@ -43,8 +43,8 @@ def ref_direction(kind: str, model, x, desired, tmask, ntmask, tau=-0.85):
         (gt,) = torch.autograd.grad((ell * tmask).sum(), x, retain_graph=True)
         (gn,) = torch.autograd.grad((ell * ntmask).sum(), x)
         gt, gn = gt.flatten(), gn.flatten()
-        gt = gt / gt.norm() if gt.norm() > 0 else gt
-        gn = gn / gn.norm() if gn.norm() > 0 else gn
+        gt = gt / gt.norm() if gt.norm() > 1e-9 else torch.zeros_like(gt)  # a vanishing gradient: none
+        gn = gn / gn.norm() if gn.norm() > 1e-9 else torch.zeros_like(gn)
         if float(gt @ gn) <= tau:
             nu = gt.sign()
             pnu = nu - gn * float(gn @ nu)
@@ -102,6 +102,9 @@ def test_schedule_matches_the_papers_checkpoints():
     for n in (100, 200, 300, 1000):
         assert CheckpointSchedule.for_steps(n).checkpoints(n) == paper_checkpoints(n), f"checkpoints for N={n}"
     assert CheckpointSchedule.for_steps(300).checkpoints(300)[:3] == [66, 123, 171], "paper's N=300 schedule"
+    # below N = 100 the integer windows (AutoAttack's code) and ⌈p_j N⌉ part (docs/attacks.md)
+    assert CheckpointSchedule.for_steps(20).checkpoints(20)[:4] == [4, 7, 9, 10]
+    assert paper_checkpoints(20)[:4] == [5, 9, 12, 14]
 
 
 @pytest.mark.parametrize("kind,seed,eps", [("gmla", 0, 0.2), ("gmla", 1, 0.2), ("mla-u", 5, 0.15), ("mla-c", 1, 0.15)])

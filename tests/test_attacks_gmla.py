@@ -121,3 +121,27 @@ def test_alpha_and_beta_steps_equal_mla_u_and_mla_c_on_the_same_mask():
         ra = attacks.create_attack(a, eps=0.1, steps=30)(model, x, *args)
         rb = attacks.create_attack(b, eps=0.1, steps=30)(model, x, *args)
         assert torch.equal(ra.adv, rb.adv) and torch.equal(ra.iterations, rb.iterations), f"{a} vs {b}"
+
+
+def test_a_vanishing_nontarget_gradient_counts_as_no_conflict():
+    """A 2-label linear model: target logit +1, non-target logit −30 with weights = −the
+    target's. The non-target gradient is σ(−30)·‖w‖ ≈ 1e-12: with the official ``+1e-9`` it
+    normalises to ≈ 0, cos ≈ 0 > τ, and the step is the target's sign step (success at step 1);
+    a unit-normalised vanishing gradient would give cos = −1 and a step orthogonal to the
+    target gradient that never moves the target."""
+    from tests.attacks_fixtures import LinearNet
+
+    d = 48
+    w = torch.where(torch.arange(d) % 2 == 0, 2.0, -2.0).double()
+    x = torch.full((1, 3, 4, 4), 0.5, dtype=torch.float64)
+    weight = torch.stack([w, -w])
+    bias = torch.tensor([1.0, -30.0], dtype=torch.float64) - weight @ x.flatten()
+    model = LinearNet(weight, bias)
+    desired = torch.tensor([[False, False]])  # switch the target off, keep the non-target off
+    tmask, ntmask = torch.tensor([[True, False]]), torch.tensor([[False, True]])
+    result = attacks.create_attack("gmla", eps=0.03, steps=20)(model, x, desired, tmask, ntmask)
+    assert bool(result.success[0]) and int(result.iterations[0]) == 1, f"iterations {result.iterations.tolist()}"
+    g_t = -w.view(1, -1)  # the target objective's gradient direction
+    g_nt = 1e-12 * w.view(1, -1)
+    e, projected = gmla_direction(g_t, g_nt, -0.85)
+    assert not bool(projected[0]) and torch.equal(e, g_t.sign()), "no projection: the target's own sign step"

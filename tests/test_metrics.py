@@ -143,3 +143,20 @@ def test_bad_inputs():
         combination_rates(metrics(), ["a"])
     with pytest.raises(BenchError, match="no target combinations"):
         summarize([])
+
+
+def test_nt_r_is_zero_when_psi_covers_every_label():
+    """Edges 0 → 1, clean {0, 1}, Ω = {0}: Ψ = {0, 1} leaves no non-target to disturb, so a
+    successful pair's NT_R share is defined as 0 (not 0/0), and a failed one's is 0 as always."""
+    from bench.attacks.targets import pair_targets
+    from kg.closure import GraphTensors
+    from kg.graph import LabelGraph
+
+    g = GraphTensors(LabelGraph("two", ("child", "parent"), ((1, 0),), 1))
+    clean = torch.tensor([[True, True], [True, True]])
+    targets = pair_targets(clean, torch.tensor([[False, True], [False, True]]), g)
+    assert targets.psi.all(), "Ψ is every label"
+    adv_logits = torch.tensor([[-1.0, -1.0], [1.0, 1.0]])  # the first pair succeeds, the second fails
+    images = torch.zeros(2, 3, 8, 8)
+    m = pair_metrics(targets, adv_logits, g, images, images)
+    assert m.success.tolist() == [True, False] and m.ntr_share.tolist() == [0.0, 0.0]

@@ -182,3 +182,39 @@ def test_sampled_plan_counts_eligible_images_like_all():
     for c in sampled:
         ref = every[c.members]
         assert (c.eligible, c.images) == (ref.eligible, ref.images), f"{c.labels}: same eligible images as in 'all'"
+
+
+def test_bench_attack_and_bench_run_choose_the_same_images():
+    """One eligibility path: ``bench attack`` (``first_eligible``) takes the images the sweep's
+    plan takes for the same combination, leaving out inconsistent predictions."""
+    from torch import nn
+
+    from bench.sweep.protocol import clean_predictions, first_eligible, plan_combinations
+    from tests.sweep_fixtures import ToyDataset, ToyNet, toy_graph
+
+    graph = toy_graph()
+    pet = graph.index("pet")
+
+    class Inconsistent(nn.Module):
+        """The toy model, with 'pet' switched off on the brighter images (cat ON, pet OFF)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = ToyNet(graph.n)
+
+        def forward(self, x):
+            z = self.inner(x)
+            bright = x.flatten(1).mean(1) > 0.501
+            return torch.where(bright[:, None] & (torch.arange(graph.n) == pet), torch.full_like(z, -5.0), z)
+
+    model, data = Inconsistent().eval(), ToyDataset("test", graph)
+    clean = clean_predictions(model, data, graph)
+    plan = {c.labels: c for c in plan_combinations(clean, graph, (1,), 3)}
+    cat = plan[("cat",)]
+    has_cat = [int(i) for i in torch.nonzero(clean.positive[:, graph.index("cat")]).flatten()]
+    assert any(not bool(clean.consistent[i]) for i in has_cat), "the scenario has inconsistent predictions with cat"
+    omega = torch.zeros(graph.n, dtype=torch.bool)
+    omega[graph.index("cat")] = True
+    chosen, logits = first_eligible(model, data, graph, omega, 3)
+    assert chosen == [int(clean.indices[r]) for r in cat.images], "the same images as the sweep's plan"
+    assert torch.equal(logits, clean.logits[list(cat.images)]), "with their clean logits"

@@ -91,7 +91,7 @@ def test_store_masks_agree_with_the_graph():
         omega = torch.zeros_like(pred)
         for i, c in enumerate(combos):
             omega[i, list(c)] = True
-        with_masks = turn_off_closure(pred, omega, g, ancestors=ancestors, descendants=descendants)
+        with_masks = turn_off_closure(pred, omega, g, descendants=descendants)
         assert torch.equal(with_masks, turn_off_closure(pred, omega, g)), f"{graph.name}: Ψ from the store's masks differs"
 
 
@@ -249,3 +249,11 @@ def test_settings_follow_the_preset_and_the_contract():
     assert by[("gmla", -0.85)].steps == 10 and by[("gmla", -0.85)].images == 6, "Auto-PGD attacks take N and all images"
     paper = toy_config(attacks=("mla-lp", "ml-dp"), iterations=300, preset=PAPER)
     assert {s.attack: s.steps for s in attack_settings(paper)} == {"mla-lp": 10, "ml-dp": 100}, "the paper's budgets"
+
+
+def test_the_official_closure_is_part_of_the_configuration(tmp_path):
+    default, official = toy_config(), toy_config(closure="official")
+    assert "closure" not in default.extra, "the default keeps the ids of runs stored before the option"
+    assert official.extra["closure"] == "official" and official.config_hash != default.config_hash, "another Ψ, another run"
+    outcome = sweep(tmp_path / "official.duckdb", toy_config(closure="official", attacks=("gmla",), sizes=(1,), iterations=2))
+    assert outcome.finished and outcome.written == outcome.pairs > 0

@@ -21,11 +21,21 @@ from bench.attacks import register_attack
 from bench.attacks.apgd import APGDAttack
 from bench.errors import BenchError
 
+NORM_FLOOR = 1e-9  # below it a gradient counts as none, as with the official code's ``+ 1e-9``
+
 
 def unit(g: Tensor) -> Tensor:
-    """Each row of ``g`` (flattened) divided by its l2 norm; zero rows stay zero."""
+    """Each row of ``g`` (flattened) divided by its l2 norm; a row whose norm is at most 1e-9 is zero.
+
+    The floor is the magnitude guard of the degenerate case: a non-target gradient that
+    vanishes (saturated non-target logits of a confident model) counts as no conflict
+    (cos = 0 > τ), as the official ``g / (‖g‖ + 1e-9)`` makes it, instead of a unit vector whose
+    projection would cancel the target gradient. Above the floor the norm is exact, so the
+    projected step stays orthogonal to ĝ_nt (docs/attacks.md).
+    """
     flat = g.flatten(1)
-    return flat / flat.norm(dim=1, keepdim=True).clamp_min(torch.finfo(flat.dtype).tiny)
+    norm = flat.norm(dim=1, keepdim=True)
+    return torch.where(norm > NORM_FLOOR, flat / norm.clamp_min(NORM_FLOOR), torch.zeros_like(flat))
 
 
 def gmla_direction(g_target: Tensor, g_nontarget: Tensor, tau: float) -> tuple[Tensor, Tensor]:

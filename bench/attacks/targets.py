@@ -1,8 +1,8 @@
 """Targets per (image, Ω) pair: Ψ = h(Ω, G) from the image's clean prediction, desired labels, masks.
 
 For a pair, the clean prediction is ``logit > 0``. Turning Ω **off** (the paper's setting),
-Ψ = ``turn_off_closure`` (Ω, its positive descendants, and each positive ancestor left without
-a positive child); every label of Ω must be predicted positive. Turning Ω **on**
+Ψ = ``turn_off_closure`` (Ω, its positive descendants, and each positive node left without a
+positive child); every label of Ω must be predicted positive. Turning Ω **on**
 (``turn_on=True``), Ψ = ``turn_on_closure`` and every label of Ω must be predicted negative.
 Desired labels = the clean prediction flipped on the attack's target set (Ψ for the semantic
 attacks, Ω for the others) and unchanged elsewhere; the non-target mask is every other output.
@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bench.errors import BenchError
+from bench.errors import BenchError, unknown
 from kg.closure import GraphTensors, turn_off_closure, turn_on_closure
+from kg.closure_official import CLOSURES, official_closure
 from kg.graph import LabelGraph
 
 
@@ -83,8 +84,8 @@ def pair_targets(
     g: GraphTensors,
     output_index: Tensor | Sequence[int] | None = None,
     turn_on: bool = False,
-    ancestors: Tensor | None = None,
     descendants: Tensor | None = None,
+    closure: str = "bench",
 ) -> PairTargets:
     """Ψ, desired labels and masks for pairs (image, Ω).
 
@@ -95,10 +96,13 @@ def pair_targets(
         g: the graph's tensors (``kg.closure.GraphTensors``).
         output_index: ``[n]`` output of each graph node; identity (n_out = n) when omitted.
         turn_on: switch the targets on instead of off.
-        ancestors, descendants: ``[P, n]`` bool masks of each Ω's proper ancestors and
-            descendants as a graph store returns them (turn-off only); computed from ``g``
-            when omitted.
+        descendants: ``[P, n]`` bool mask of each Ω's proper descendants as a graph store
+            returns them (turn-off only); computed from ``g`` when omitted.
+        closure: ``bench`` (``kg.closure``, this benchmark's definition) or ``official`` (the
+            official code's rules, ``kg.closure_official``; docs/knowledge-graphs.md).
     """
+    if closure not in CLOSURES:
+        raise unknown("closure", closure, CLOSURES)
     if clean_logits.dim() != 2:
         raise BenchError(f"clean logits must be [pairs, outputs]; got shape {tuple(clean_logits.shape)}")
     p, n_out = clean_logits.shape
@@ -116,11 +120,12 @@ def pair_targets(
     omega = omega.to(clean.device).bool()
     graph_pred = clean[:, index].to(g.device)
     _check_targets(graph_pred, omega.to(g.device), g.graph, turn_on)
-    if turn_on:
+    if closure == "official":
+        psi_graph = official_closure(graph_pred, omega.to(g.device), g.graph, turn_on)
+    elif turn_on:
         psi_graph = turn_on_closure(graph_pred, omega.to(g.device), g)
     else:
-        masks = [m if m is None else m.to(g.device) for m in (ancestors, descendants)]
-        psi_graph = turn_off_closure(graph_pred, omega.to(g.device), g, *masks)
+        psi_graph = turn_off_closure(graph_pred, omega.to(g.device), g, None if descendants is None else descendants.to(g.device))
     psi_graph = psi_graph.to(clean.device)
     psi = torch.zeros_like(clean)
     psi[:, index] = psi_graph

@@ -29,3 +29,11 @@ TrustOption = Annotated[
         "which RUNS CODE from the file: only for files from a source you trust (off: such files are refused).",
     ),
 ]
+GraphOption = Annotated[
+    str | None,
+    typer.Option(
+        "--graph",
+        help="Label graph of the dataset's extended labels by name (default: the dataset's own; e.g. one from bench kg import).",
+        show_default=False,
+    ),
+]

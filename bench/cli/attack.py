@@ -37,7 +37,8 @@ def attack_command(
 ) -> None:
     """Attack a few images of a dataset with a trained model; print the labels before and after.
 
-    Takes the first images of the split whose clean prediction has every target, builds each
+    Takes the first images of the split that the sweep's protocol makes eligible (the clean
+    prediction is globally consistent with the graph and has every target), builds each
     image's consistent target set Ψ = h(Ω, G) and runs the attack. Per image: Ψ, the positive
     labels before and after, the result (failed / consistent / inconsistent success), the
     share of changed non-targets (NT_R), ℓ∞ and the iteration; then FR_N, FR_S, NT_R, SSIM.
@@ -55,6 +56,7 @@ def attack_command(
     from bench.metrics import combination_rates, pair_metrics, summarize
     from bench.models import latest_model, load_trained
     from bench.models.store import check_card_graph
+    from bench.sweep.protocol import first_eligible
     from kg.closure import GraphTensors
 
     if images < 1:
@@ -74,7 +76,7 @@ def attack_command(
     check_card_graph(card, data.graph)
     graph = data.graph
     omega_row = omega_masks(graph, [[t.strip() for t in targets.split(",") if t.strip()]])[0]
-    chosen, clean = _eligible(net, data, omega_row.to(dev), images, turn_on, dev)
+    chosen, clean = first_eligible(net, data, graph, omega_row, images, turn_on, dev)
     if not chosen:
         state = "negative" if turn_on else "positive"
         raise BenchError(f"no {split} image of {dataset!r} has every target ({targets}) predicted {state}")
@@ -116,27 +118,6 @@ def attack_command(
     s = summarize(combination_rates(metrics, [targets] * len(chosen)), metrics)
     ssim = "-" if math.isnan(s.ssim_pooled) else f"{s.ssim_pooled:.3f}"
     console.print(f"FR_N {100 * s.fr_n[0]:.1f}%  FR_S {100 * s.fr_s[0]:.1f}%  NT_R {100 * s.nt_r[0]:.2f}%  SSIM {ssim}")
-
-
-def _eligible(net, data, omega_row, wanted: int, turn_on: bool, dev, batch: int = 64):
-    """The first ``wanted`` image indices whose clean prediction has every target (or none, turning on)."""
-    import torch
-
-    from bench.attacks.base import forward
-
-    chosen, logits = [], []
-    for start in range(0, len(data), batch):
-        idx = list(range(start, min(start + batch, len(data))))
-        with torch.no_grad():
-            z = forward(net.eval(), torch.stack([data[i][0] for i in idx]).to(dev))
-        pred = z > 0
-        ok = (~pred if turn_on else pred)[:, omega_row].all(dim=1)
-        for k in ok.nonzero().flatten().tolist()[: wanted - len(chosen)]:
-            chosen.append(idx[k])
-            logits.append(z[k].cpu())
-        if len(chosen) == wanted:
-            break
-    return chosen, (torch.stack(logits) if logits else None)
 
 
 @perf_app.command("attack")

@@ -126,7 +126,7 @@ def closure(
     if turn_on:
         psi = turn_on_closure(pred_t, target_t, g)[0]
     else:
-        psi = turn_off_closure(pred_t, target_t, g, ancestors=g.mask(sorted(up)), descendants=g.mask(sorted(down)))[0]
+        psi = turn_off_closure(pred_t, target_t, g, descendants=g.mask(sorted(down)))[0]
     params = f"$graph = {graph.name!r}, $labels = {names!r}"
     for text, dialect, name in used:
         panel = Panel(Syntax(text, "cypher", word_wrap=True), title=f"Cypher: {name} ({dialect})", subtitle=params)

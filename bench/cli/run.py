@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bench.cli.apps import TrustOption, app, perf_app
+from bench.cli.apps import GraphOption, TrustOption, app, perf_app
 from bench.cli.console import console, styled
-from bench.errors import BenchError
+from bench.errors import BenchError, unknown
 
 DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:INDEX.")]
 StoreOption = Annotated[
@@ -159,6 +159,10 @@ def run_command(
     ] = None,
     ray_cpus: Annotated[int, typer.Option("--ray-cpus", help="Cores (and torch threads) of each CPU worker on Ray.", min=1)] = 1,
     trust_checkpoint: TrustOption = False,
+    graph: GraphOption = None,
+    closure: Annotated[
+        str, typer.Option("--closure", help="Ψ = h(Ω, G) by this benchmark's rule (bench) or the official code's (official); docs/knowledge-graphs.md.")
+    ] = "bench",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; print the summary only.")] = False,
 ) -> None:
     """Run the paper's sweep: every attack on the first N eligible images of every target set Ω.
@@ -185,6 +189,7 @@ def run_command(
     )
     from bench.sweep.cluster import import_ray
     from bench.sweep.presets import check_combo_mode
+    from kg.closure_official import CLOSURES
     from kg.stores import STORES
     from results.store import ResultStore, default_db_path
 
@@ -194,6 +199,8 @@ def run_command(
     shard_index, shard_count = parse_shard(shard)
     combos = check_combo_mode(combos or chosen.combos_for(dataset))
     STORES.get(store)
+    if closure not in CLOSURES:
+        raise unknown("closure", closure, CLOSURES)
     # every option checked before the model loads, anything prints or any file is written
     eps_values = check_range("eps", parse_floats(eps, "eps") or chosen.eps, 0.0, 1.0, low_open=True)
     tau_values = check_range("tau", parse_floats(tau, "tau") or chosen.tau, -1.0, 1.0)
@@ -215,7 +222,7 @@ def run_command(
     loaded = load_sweep_model(dataset, model, dev, trust=trust_checkpoint)
     if model is None:
         console.print(styled(f"model: the newest trained for {dataset}, ", (Path(loaded.path).name, "bold"), f" ({loaded.name}) — `bench models` lists them"))
-    data = create_dataset(dataset, split, root=data_root, image_size=loaded.image_size)
+    data = create_dataset(dataset, split, root=data_root, image_size=loaded.image_size, **({"graph": graph} if graph else {}))
     net, data, graph = fit_dataset(loaded, data)
     config = sweep_config(
         dataset=dataset, split=split, model=loaded, graph=graph, preset=chosen, attacks=names,
@@ -225,7 +232,7 @@ def run_command(
         combinations_per_size=combos_per_size if combos_per_size is not None else chosen.combinations_per_size,
         include_abstract=include_abstract,
         iterations=iterations if iterations is not None else chosen.iterations, seed=seed, name=name or "", shard=(shard_index, shard_count),
-        device=str(dev),
+        device=str(dev), closure=closure,
     )  # fmt: skip
     path = shard_db_path(db or default_db_path(), shard_index, shard_count)
     results = ResultStore(path, lock_timeout=wait)

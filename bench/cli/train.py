@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from bench.cli.apps import TrustOption, app
+from bench.cli.apps import GraphOption, TrustOption, app
 from bench.cli.console import console, styled
 from bench.errors import BenchError
 from bench.fileio import write_json
@@ -76,6 +76,7 @@ def train_command(
     ] = None,
     data_root: DataRootOption = None,
     device: DeviceOption = None,
+    graph: GraphOption = None,
 ) -> None:
     """Train a model on a dataset's extended labels; save weights and a model card.
 
@@ -108,6 +109,7 @@ def train_command(
             "workers": workers,
             "data_root": data_root,
             "model_kwargs": parse_options(option) or None,
+            "dataset_kwargs": {"graph": graph} if graph else None,
         }
         if preset:
             config = preset_config(preset, **overrides)

@@ -106,22 +106,22 @@ def _worker_class(ray):
     class SweepWorker:
         """Loads the model and the dataset once; runs work units through the engine."""
 
-        def __init__(self, model_ref, dataset_ref, graph, clean, settings, engines, device, batch_size, max_targets, threads):
+        def __init__(self, model_ref, dataset_ref, graph, clean, settings, engines, device, batch_size, max_targets, threads, closure):
             if threads:
                 torch.set_num_threads(threads)
             self.device = torch.device(device)
             self.model = model_ref.to(self.device).eval()
             self.dataset, self.graph, self.clean = dataset_ref, graph, clean
             self.settings, self.engines = settings, engines
-            self.batch_size, self.max_targets = batch_size, max_targets
+            self.batch_size, self.max_targets, self.closure = batch_size, max_targets, closure
             self.g = GraphTensors(graph)
 
         def pid(self) -> int:
             return os.getpid()
 
-        def run(self, combos, ancestors, descendants, done):
+        def run(self, combos, descendants, done):
             """Streams ``(rows, None)`` per metrics batch, then ``([], slot use)``."""
-            work = _Work(combos, self.clean, self.settings, done, self.g, ancestors, descendants, self.dataset)
+            work = _Work(combos, self.clean, self.settings, done, self.g, descendants, self.dataset, self.closure)
             stats: dict = {}
             for rows in attack_rows(work, self.engines, self.model, self.batch_size, self.max_targets, StageTimes(), stats):
                 yield rows, None
@@ -197,7 +197,7 @@ def _drive(ray, config, model, dataset, graph, store, device, batch_size, graph_
             actors = [
                 worker.remote(
                     model_ref, dataset_ref, graph, prep.clean, prep.settings, prep.engines, str(device), prep.batch_size,
-                    max(config.sizes), threads,
+                    max(config.sizes), threads, work.closure,
                 )
                 for _ in range(min(n_workers, len(units)))
             ]  # fmt: skip
@@ -213,7 +213,7 @@ def _drive(ray, config, model, dataset, graph, store, device, batch_size, graph_
             combos = [work.combos[i] for i in unit.positions]
             done = set().union(*(done_by_combo.get(c.combo_id, set()) for c in combos))
             stream = actor.run.options(num_returns="streaming").remote(
-                combos, work.ancestors[unit.positions], work.descendants[unit.positions], done
+                combos, work.descendants[unit.positions], done
             )
             pending[stream] = (actor, unit)
             state[id(actor)] = f"unit {unit.index + 1}/{len(units)} ({len(combos)} combinations)"

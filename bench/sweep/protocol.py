@@ -299,3 +299,18 @@ __all__ = [
     "sample_combinations",
     "shard_of",
 ]
+
+
+def first_eligible(model: nn.Module, dataset, graph: LabelGraph, omega: Tensor, limit: int, turn_on: bool = False, device="cpu"):
+    """The first ``limit`` eligible images of one target set, as ``bench run`` chooses them:
+    the dataset indices and their clean logits (``bench attack`` uses this; one path for both).
+
+    Eligible: the clean prediction is globally consistent with the graph and has every target
+    positive (negative when turning the targets on).
+    """
+    clean = clean_predictions(model, dataset, graph, device)
+    positive = ~clean.positive if turn_on else clean.positive
+    members = omega.nonzero().flatten().view(1, -1).cpu()
+    _, rows = eligible_images(positive, clean.consistent, members, limit)
+    chosen = rows[0]
+    return [int(clean.indices[r]) for r in chosen], (clean.logits[chosen] if len(chosen) else None)

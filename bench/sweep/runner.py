@@ -7,7 +7,7 @@ queued per (attack, ε, τ) setting, and the settings one after another. Attacks
 (``bench.attacks.engine``): when a pair finishes, its slot takes the next pair in the queue,
 of the same combination, the next combination or the next setting, so the batch stays full
 until the family's queue runs dry. Ψ = h(Ω, G) is computed for each pair as it is queued,
-from its clean prediction and the graph store's ancestors/descendants of Ω. Finished pairs
+from its clean prediction and the graph store's descendants of Ω. Finished pairs
 are measured in fixed batches of ``metric_batch(B)`` and written with one ``write_rows`` call
 each, which also marks complete the combinations whose last row it holds.
 
@@ -134,11 +134,13 @@ def sweep_config(
     name: str = "",
     shard: tuple[int, int] = (0, 1),
     device: str = "",
+    closure: str = "bench",
 ) -> RunConfig:
     """The ``RunConfig`` of a sweep: the preset's values with the user's overrides applied.
 
     ``extra`` records the protocol settings that change the numbers: the split, how
-    combinations are chosen, and each attack's iterations and images per combination.
+    combinations are chosen, each attack's iterations and images per combination, and the
+    closure rule when it is the official code's (``closure="official"``).
     """
     steps = {a: attack_steps(a, iterations, dict(preset.attack_steps)) for a in attacks}
     fewer = {a: min(n, images_per_combination) for a, n in preset.attack_images.items() if a in attacks}
@@ -150,6 +152,9 @@ def sweep_config(
         extra={
             "split": split, "target": "off", "combos": combos, "combinations_per_size": combinations_per_size,
             "include_abstract": include_abstract, "steps": steps, "images": fewer,
+            # the official closure changes Ψ, so it is part of the hash; the default is left
+            # out so that runs stored before the option existed keep their ids
+            **({"closure": closure} if closure != "bench" else {}),
         },
     )  # fmt: skip
 
@@ -292,9 +297,12 @@ def prepare_sweep(
         _record_combinations(store, run_id, mine)
     attacked = [c for c in mine if c.images]
     with times("graph store"):
-        ancestors, descendants = closure_masks(graph, attacked, graph_store)
+        _, descendants = closure_masks(graph, attacked, graph_store)
     with times("resume bookkeeping"):
-        work = _Work(attacked, clean, settings, store.done_keys(run_id), GraphTensors(graph), ancestors, descendants, dataset)
+        work = _Work(
+            attacked, clean, settings, store.done_keys(run_id), GraphTensors(graph), descendants, dataset,
+            extra.get("closure", "bench"),
+        )  # fmt: skip
         complete_stored = store.done_combinations(run_id)
         newly = sorted({c.combo_id for c in mine if work.remaining[c.combo_id] == 0} - complete_stored)
         if newly:
@@ -432,11 +440,11 @@ class _Work:
 
     def __init__(
         self, combos: Sequence[PlannedCombination], clean: CleanPredictions, settings: Sequence[AttackSetting],
-        done: set[ResultKey], g: GraphTensors, ancestors: Tensor, descendants: Tensor, dataset,
+        done: set[ResultKey], g: GraphTensors, descendants: Tensor, dataset, closure: str = "bench",
     ) -> None:  # fmt: skip
         self.combos, self.clean, self.settings = list(combos), clean, list(settings)
         self.by_grid = {ResultKey.of(0, "", s.attack, s.eps, s.tau)[2:]: s for s in self.settings}
-        self.g, self.ancestors, self.descendants, self.dataset = g, ancestors, descendants, dataset
+        self.g, self.descendants, self.dataset, self.closure = g, descendants, dataset, closure
         pos = [(i, rank, row) for i, c in enumerate(self.combos) for rank, row in enumerate(c.images)]
         self.n_pairs = len(pos)
         self.combo = torch.tensor([p[0] for p in pos], dtype=torch.long)
@@ -494,7 +502,7 @@ class _Work:
         omega = torch.zeros_like(clean)
         for j, c in enumerate(combo.tolist()):
             omega[j, list(self.combos[c].members)] = True
-        return pair_targets(clean, omega, self.g, ancestors=self.ancestors[combo], descendants=self.descendants[combo])
+        return pair_targets(clean, omega, self.g, descendants=self.descendants[combo], closure=self.closure)
 
     def rows(self, outcomes: Sequence[Outcome], batch: int) -> list[ResultRow]:
         """The finished pairs' rows; metrics over ``batch`` rows (the last ones padded)."""
