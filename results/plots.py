@@ -6,6 +6,12 @@ histograms (Supp. Fig. 2), written as PNG or PDF with matplotlib (no display nee
   attacks that were run at several τ (GMLA's cosine switch).
 * ``rmsd``: one panel per attack that reports RMSD (ML-DP with its target definitions):
   how many adversarial examples fall in each RMSD bin, over the successful rows.
+* ``iterations``: the success rate against iterations, from the stored first-success
+  iterations, one line per attack.
+
+Rates are drawn from 0 with their error bars clipped to [0, 100] %; the legend sits outside
+the data; titles name the settings that do not vary; ML-DP, not held to ε, is marked so
+where ε indexes the plot.
 """
 
 from __future__ import annotations
@@ -41,6 +47,10 @@ class PlotKind(str, Enum):
     eps = "eps"
     tau = "tau"
     rmsd = "rmsd"
+    iterations = "iterations"
+
+
+UNBOUNDED = {"ml-dp": "ML-DP (unbounded)"}  # not held to ε: marked where ε indexes the plot
 
 
 FORMATS = (".png", ".pdf")
@@ -66,6 +76,8 @@ def plot(
         raise BenchError(f"a plot shows one run; pick one with --run ({', '.join(stored)})")
     if kind is PlotKind.rmsd:
         fig = _rmsd_figure(con, stored[0], selection, attacks)
+    elif kind is PlotKind.iterations:
+        fig = _iterations_figure(con, stored[0], selection, attacks)
     else:
         fig = _sweep_figure(con, stored[0], kind.value, selection, check_metrics(metrics), attacks)
     return atomic_write(out, lambda tmp: fig.savefig(tmp, format=out.suffix[1:].lower(), dpi=150))
@@ -106,6 +118,7 @@ def _sweep_figure(
     fig = Figure(figsize=(4.2 * len(metrics), 3.4), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     names = ordered(set(curves), list(ATTACK_NAMES))
+    top = 0.0
     shift = _dodge([r[axis] for c in curves.values() for r in c], len(names))
     for ax, metric in zip(axes, metrics):
         name, arrow, percent = METRICS[metric]
@@ -116,16 +129,66 @@ def _sweep_figure(
                 y, err = np.array([r["ssim_pooled"] for r in points], dtype=float), None
             else:
                 y = np.array([r[f"{metric}_mean"] for r in points], dtype=float)
-                err = np.array([r[f"{metric}_std"] for r in points], dtype=float)
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label(display(ATTACK_NAMES, attack)))
+                std = np.array([r[f"{metric}_std"] for r in points], dtype=float)
+                err = np.vstack([np.minimum(std, y), np.minimum(std, 100.0 - y)])  # a rate stays in [0, 100] %
+                top = max(top, float(np.nanmax(y + err[1])) if len(y) else 0.0)
+            name_shown = UNBOUNDED.get(attack, display(ATTACK_NAMES, attack)) if axis == "eps" else display(ATTACK_NAMES, attack)
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label(name_shown))
         ax.set_xlabel(AXIS_LABELS[axis])
         ax.set_ylabel(label(f"{arrow}{name}") + (" (%)" if percent else ""))
         ax.grid(alpha=0.3)
+        if percent:  # from 0, and no inflated axis around an all-zero line
+            ax.set_ylim(0.0, max(top * 1.08, 1.0))
+            top = 0.0
         if axis == "size":
             ax.set_xticks(sorted({r["size"] for r in rows}))
-    axes[0].legend(fontsize="small")
-    fixed = [f"{AXIS_LABELS[a]} = {rows[0][a]:g}" for a in ("size", "eps") if a != axis]
-    fig.suptitle(f"{_run_title(rows[0])}" + (f" ({', '.join(fixed)})" if fixed else ""))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize="small")
+    fig.suptitle(f"{_run_title(rows[0])}" + _fixed_settings(rows, axis))
+    return fig
+
+
+def _fixed_settings(rows: list[dict], axis: str | None) -> str:
+    """" (|Ω| = 3, ε = 0.01, τ = −0.85)": the settings that do not vary in the figure."""
+    fixed = []
+    for key in ("size", "eps", "tau"):
+        values = sorted({r[key] for r in rows if key in r})
+        if key != axis and values:
+            fixed.append(f"{AXIS_LABELS[key]} = {', '.join(f'{v:g}' for v in values)}")
+    return f" ({'; '.join(fixed)})" if fixed else ""
+
+
+def _iterations_figure(con: duckdb.DuckDBPyConnection, run: str, selection: Selection, attacks: Sequence[str]) -> Figure:
+    """Success rate against iterations: the share of attacked pairs that succeeded by iteration t
+    (from the stored first-success iterations), one line per attack."""
+    rows = fetch_dicts(
+        con,
+        """SELECT r.run_id, ru.model_name, ru.dataset, r.attack, c.size, r.eps, r.tau, r.success, r.iterations
+           FROM results AS r JOIN combinations AS c USING (run_id, combo_id) JOIN runs AS ru USING (run_id)
+           WHERE r.run_id = $run""",
+        {"run": run},
+    )
+    rows = only_attacks(pick(rows, selection), attacks)
+    if not rows:
+        raise BenchError(f"run {run!r} has no rows for that selection")
+    by_attack: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_attack[r["attack"]].append(r)
+    fig = Figure(figsize=(7.4, 3.8), layout="constrained")
+    ax = fig.subplots()
+    for attack in ordered(set(by_attack), list(ATTACK_NAMES)):
+        group = by_attack[attack]
+        its = np.array([r["iterations"] for r in group if r["success"]], dtype=int)
+        budget = max(r["iterations"] for r in group)
+        t = np.arange(budget + 1)
+        share = 100.0 * np.searchsorted(np.sort(its), t, side="right") / len(group)
+        ax.step(t, share, where="post", label=label(display(ATTACK_NAMES, attack)))
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("pairs succeeded (%)")
+    ax.set_ylim(0.0, 100.0)
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside right upper", fontsize="small")
+    fig.suptitle(f"{_run_title(rows[0])}: success rate against iterations\n" + _fixed_settings(rows, None).strip(" ()"))
     return fig
 
 

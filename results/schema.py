@@ -21,6 +21,10 @@ changed (0 for failed rows, which count as unperturbed); ``ssim`` only for succe
 budget when it failed); ``linf``/``l2`` = perturbation norms; ``seconds`` = wall time spent on
 the row. Attacks that take no τ are run once per ε and written with ``tau = config.tau[0]``.
 
+``artifacts`` (schema version 2) references the adversarial examples a run saved
+(``bench run --save-images N``): one ``.npz`` per row key, its path relative to the database's
+folder, with PNGs beside it under the same stem.
+
 The database keeps its schema version in ``meta``; ``MIGRATIONS[v]`` upgrades version ``v``
 to ``v + 1`` and the store applies them in one transaction.
 """
@@ -36,10 +40,23 @@ from typing import Any, NamedTuple
 import bench
 from bench.errors import BenchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-#: SQL statements that upgrade schema version ``v`` to ``v + 1`` (none yet: version 1 is the first).
-MIGRATIONS: dict[int, tuple[str, ...]] = {}
+ARTIFACTS_DDL = """CREATE TABLE artifacts (
+        run_id TEXT NOT NULL,
+        combo_id INTEGER NOT NULL,
+        image_id TEXT NOT NULL,
+        attack TEXT NOT NULL,
+        eps DOUBLE NOT NULL,
+        tau DOUBLE NOT NULL,
+        path TEXT NOT NULL,
+        PRIMARY KEY (run_id, combo_id, image_id, attack, eps, tau)
+    )"""
+
+#: SQL statements that upgrade schema version ``v`` to ``v + 1``.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (ARTIFACTS_DDL,),  # version 2: the adversarial examples saved with `bench run --save-images`
+}
 
 DDL = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -96,6 +113,7 @@ DDL = (
         seconds DOUBLE NOT NULL CHECK (seconds >= 0),
         PRIMARY KEY (run_id, combo_id, image_id, attack, eps, tau)
     )""",
+    ARTIFACTS_DDL,
 )
 
 #: Fields of ``RunConfig`` that do not change the numbers, left out of ``config_hash``.

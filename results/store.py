@@ -115,7 +115,8 @@ class ResultStore:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
             except duckdb.Error as exc:
-                raise BenchError(damaged_message(self.path, exc)) from None
+                message = damaged_message(self.path, exc) if is_damage(exc) else f"cannot open results database {self.path}: {one_line(exc)}"
+                raise BenchError(message) from None
         try:
             yield con
         except duckdb.Error as exc:  # the file itself failed under a query the caller did not expect to fail
@@ -272,11 +273,14 @@ class ResultStore:
                     },
                 )
 
-    def write_rows(self, run_id: str, rows: Sequence[ResultRow], complete: Iterable[int] = ()) -> int:
+    def write_rows(
+        self, run_id: str, rows: Sequence[ResultRow], complete: Iterable[int] = (), artifacts: Sequence[tuple[ResultKey, str]] = ()
+    ) -> int:
         """Store a batch of rows in one transaction and mark the ``complete`` combinations done.
 
         Rows whose key is already stored are skipped (the first write wins), so writing a
-        batch twice stores it once. Returns how many rows were new.
+        batch twice stores it once. ``artifacts`` pairs a row key with its saved adversarial
+        example (a path relative to this file's folder). Returns how many rows were new.
         """
         columns = _columns(rows)
         done = sorted({int(c) for c in complete})
@@ -297,12 +301,37 @@ class ResultStore:
                     f"SELECT $run_id, * FROM (SELECT {select}) ON CONFLICT DO NOTHING",
                     {"run_id": run_id, **columns},
                 ).fetchone()[0]
+            if artifacts:
+                con.executemany(
+                    "INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [[run_id, *key, path] for key, path in artifacts],
+                )
             if done:
                 con.execute(
                     "UPDATE combinations SET complete = TRUE WHERE run_id = ? AND list_contains(?, combo_id)",
                     [run_id, done],
                 )
         return int(added)
+
+    @property
+    def url(self) -> str:
+        """The SQLAlchemy URL of this file, read-only (the ``duckdb-engine`` dialect): for pandas'
+        ``read_sql``, notebooks and BI tools, which then see the same tables and views."""
+        return f"duckdb:///{self.path.resolve()}?access_mode=read_only"
+
+    def engine(self):
+        """A read-only SQLAlchemy engine on this file."""
+        from sqlalchemy import create_engine
+
+        return create_engine(self.url)
+
+    def artifacts(self, run_id: str) -> dict[ResultKey, Path]:
+        """The run's saved adversarial examples: row key → ``.npz`` path."""
+        with self._connect(read_only=True) as con:
+            rows = con.execute(
+                "SELECT combo_id, image_id, attack, eps, tau, path FROM artifacts WHERE run_id = ?", [run_id]
+            ).fetchall()
+        return {ResultKey(*r[:5]): self.path.parent / r[5] for r in rows}
 
     def done_keys(self, run_id: str) -> set[ResultKey]:
         """The natural keys of the run's stored rows (what a resumed sweep skips)."""
@@ -478,6 +507,7 @@ def _copy_attached(con: duckdb.DuckDBPyConnection) -> int:
            ON CONFLICT DO UPDATE SET complete = complete OR excluded.complete"""
     )
     con.execute("INSERT INTO results SELECT * FROM src.results ON CONFLICT DO NOTHING")
+    con.execute("INSERT INTO artifacts SELECT * FROM src.artifacts ON CONFLICT DO NOTHING")
     return int(con.execute("SELECT count(*) FROM results").fetchone()[0] - before)
 
 

@@ -150,20 +150,21 @@ def test_older_schema_is_upgraded_in_one_transaction(tmp_path, monkeypatch):
     path = tmp_path / "r.duckdb"
     store_sweep(ResultStore(path), fake_sweep(config(), seed=3))
     before = stored_rows(ResultStore(path))
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
+    real = dict(store_module.MIGRATIONS)
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 3)
     monkeypatch.setattr(
-        store_module, "MIGRATIONS", {1: ("ALTER TABLE results ADD COLUMN note TEXT", "SELECT * FROM no_such_table")}
+        store_module, "MIGRATIONS", {**real, 2: ("ALTER TABLE results ADD COLUMN note TEXT", "SELECT * FROM no_such_table")}
     )
     with pytest.raises(duckdb.CatalogException):
         ResultStore(path)
     with duckdb.connect(str(path), read_only=True) as con:
-        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "1", "version moved"
+        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2", "version moved"
         columns = [r[0] for r in con.execute("DESCRIBE results").fetchall()]
     assert "note" not in columns, "a failed upgrade left a half-applied schema"
-    monkeypatch.setattr(store_module, "MIGRATIONS", {1: ("ALTER TABLE results ADD COLUMN note TEXT",)})
+    monkeypatch.setattr(store_module, "MIGRATIONS", {**real, 2: ("ALTER TABLE results ADD COLUMN note TEXT",)})
     upgraded = ResultStore(path)
     with duckdb.connect(str(path), read_only=True) as con:
-        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2", "not upgraded"
+        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3", "not upgraded"
         assert "note" in [r[0] for r in con.execute("DESCRIBE results").fetchall()], "migration not applied"
     assert [r[:-1] for r in stored_rows(upgraded)] == before, "rows changed during the upgrade"
 
@@ -312,3 +313,17 @@ def test_merge_refuses_mismatched_runs(tmp_path):
     with pytest.raises(BenchError, match="into itself"):
         merged.merge([merged.path])
     assert stored_rows(merged) == before, "a refused merge changed the target"
+
+
+def test_version_one_files_gain_the_artifacts_table(tmp_path):
+    path = tmp_path / "v1.duckdb"
+    store_sweep(ResultStore(path), fake_sweep(config(), seed=4))
+    before = stored_rows(ResultStore(path))
+    with duckdb.connect(str(path)) as con:  # back to what version 1 wrote
+        con.execute("DROP TABLE artifacts")
+        con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    upgraded = ResultStore(path)
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+        assert con.execute("SELECT count(*) FROM artifacts").fetchone()[0] == 0, "the artifacts table exists"
+    assert stored_rows(upgraded) == before, "rows unchanged"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -34,6 +35,7 @@ def attack_command(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Pairs per batch (default: from free GPU memory; 32 on CPU).", show_default=False)] = None,
     data_root: Annotated[str | None, typer.Option("--data-root", help="Dataset folder (default: under $BENCH_DATA).", show_default=False)] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when available).", show_default=False)] = None,
+    save: Annotated[Path | None, typer.Option("--save", help="Write each pair's adversarial example here (PNGs + .npz, as bench run --save-images).", show_default=False)] = None,
 ) -> None:
     """Attack a few images of a dataset with a trained model; print the labels before and after.
 
@@ -92,6 +94,15 @@ def attack_command(
         result = attack_pairs(engine, net, x, pairs, batch_size=batch_size, progress=lambda n: bar.advance(task, n))
     adv_logits = result.logits  # the engine's own forward on the returned images
     metrics = pair_metrics(pairs, adv_logits, g, x, result.adv)
+    if save is not None:
+        from bench.examples import save_example, stem_for
+
+        for p, i in enumerate(chosen):
+            save_example(
+                save, stem_for(0, engine.name, engine.eps, getattr(engine, "tau", 0.0), data.image_id(i)), x[p], result.adv[p],
+                engine.eps, engine.name, clean[p], adv_logits[p], pairs.omega[p], pairs.psi[p], list(graph.nodes),
+            )  # fmt: skip
+        console.print(f"wrote {len(chosen)} adversarial examples to {save}")
     names = graph.nodes
 
     def on(row) -> list[str]:

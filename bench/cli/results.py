@@ -177,7 +177,7 @@ def sandbox(con: duckdb.DuckDBPyConnection, allowed: tuple[Path, ...] = (), file
 
 @app.command("sql", rich_help_panel="Results")
 def sql(
-    query: Annotated[str, typer.Argument(help="One SELECT (views: combination_rates, rate_summary, run_overview).")],
+    query: Annotated[str, typer.Argument(help="One SELECT (views: combination_rates, rate_summary, run_overview).")] = "",
     db: DbOption = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write all rows to a .csv or .parquet file.", show_default=False)
@@ -187,6 +187,7 @@ def sql(
         bool,
         typer.Option("--allow-files", help="Let the query read files you can read (read_csv, read_parquet, …) to join your own data; off by default."),
     ] = False,
+    url: Annotated[bool, typer.Option("--url", help="Print the database's read-only SQLAlchemy URL (for pandas, notebooks, BI tools) and exit.")] = False,
 ) -> None:
     """Run read-only SQL on the results and print a table.
 
@@ -198,6 +199,11 @@ def sql(
     Example: bench sql "SELECT attack, size, fr_s_mean, fr_s_std FROM rate_summary ORDER BY size"
     Example: bench sql "SELECT * FROM results" --out results.parquet
     """
+    if url:
+        typer.echo(ResultStore(db, create=False, lock_timeout=READ_LOCK_TIMEOUT).url)
+        return
+    if not query.strip():
+        raise BenchError("give one SELECT statement (or --url for the database's SQLAlchemy URL)")
     check_read_only(query)
     if out is not None and out.suffix.lower() not in EXPORTS:
         raise BenchError(f"--out {out}: write .csv or .parquet")
@@ -259,6 +265,40 @@ def runs(db: DbOption = None) -> None:
             r["run_id"], r["dataset"], r["model_name"], _show(r["attacks"]), grid, progress, _show(r["finished"])
         )
     console.print(shown)
+
+
+@app.command("report", rich_help_panel="Results")
+def report_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="The .html file to write.")] = Path("report.html"),
+    db: DbOption = None,
+    run: RunOption = None,
+) -> None:
+    """Write one self-contained HTML report of a run: provenance, tables, plots, adversarial examples, drill-down.
+
+    Opens offline in any browser (images and plots embedded, nothing fetched). Adversarial
+    examples appear when the run saved them (bench run --save-images N).
+
+    Example: bench report --run stamps-demo --out report.html
+    """
+    import time
+
+    from results.report import build_report
+
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise BenchError(f"--out {out}: a report is an .html file")
+    if out.is_dir():
+        raise BenchError(f"--out {out} is a directory: name an .html file")
+    store = ResultStore(db, create=False, lock_timeout=READ_LOCK_TIMEOUT)
+    started = time.perf_counter()
+    with store.reader() as con:
+        stored = run_ids(con)
+        if run is None:
+            if len(stored) != 1:
+                raise BenchError(f"the database holds {len(stored)} runs: pick one with --run ({', '.join(stored[:5])})")
+            run = stored[0]
+        page = build_report(con, run, store.artifacts(run))
+    path = write_text(out, page)
+    console.print(f"wrote {path} ({len(page.encode()) / 1e6:.1f} MB in {time.perf_counter() - started:.1f} s)")
 
 
 @app.command("plot", rich_help_panel="Results")

@@ -159,7 +159,10 @@ def run_command(
     ] = None,
     ray_cpus: Annotated[int, typer.Option("--ray-cpus", help="Cores (and torch threads) of each CPU worker on Ray.", min=1)] = 1,
     trust_checkpoint: TrustOption = False,
-    graph: GraphOption = None,
+    graph_name: GraphOption = None,
+    save_images: Annotated[
+        int, typer.Option("--save-images", help="Save the adversarial examples (PNG + .npz) of the first N pairs of each combination and attack beside the database, for bench report.", min=0)
+    ] = 0,
     closure: Annotated[
         str, typer.Option("--closure", help="Ψ = h(Ω, G) by this benchmark's rule (bench) or the official code's (official); docs/knowledge-graphs.md.")
     ] = "bench",
@@ -222,7 +225,7 @@ def run_command(
     loaded = load_sweep_model(dataset, model, dev, trust=trust_checkpoint)
     if model is None:
         console.print(styled(f"model: the newest trained for {dataset}, ", (Path(loaded.path).name, "bold"), f" ({loaded.name}) — `bench models` lists them"))
-    data = create_dataset(dataset, split, root=data_root, image_size=loaded.image_size, **({"graph": graph} if graph else {}))
+    data = create_dataset(dataset, split, root=data_root, image_size=loaded.image_size, **({"graph": graph_name} if graph_name else {}))
     net, data, graph = fit_dataset(loaded, data)
     config = sweep_config(
         dataset=dataset, split=split, model=loaded, graph=graph, preset=chosen, attacks=names,
@@ -237,11 +240,11 @@ def run_command(
     path = shard_db_path(db or default_db_path(), shard_index, shard_count)
     results = ResultStore(path, lock_timeout=wait)
     cluster = None if ray is None else {"address": ray, "workers": ray_workers, "cpus_per_worker": ray_cpus}
-    outcome = _sweep(config, net, data, graph, results, dev, batch_size, store, quiet, cluster)
+    outcome = _sweep(config, net, data, graph, results, dev, batch_size, store, quiet, cluster, save_images)
     _summary(outcome, config, db)
 
 
-def _sweep(config, net, data, graph, results, device, batch_size, store, quiet, cluster=None):
+def _sweep(config, net, data, graph, results, device, batch_size, store, quiet, cluster=None, save_images=0):
     """Run the sweep (on Ray when ``cluster`` says so) with a progress display (none when
     quiet); a Ctrl-C says how to resume."""
     from contextlib import nullcontext
@@ -258,9 +261,12 @@ def _sweep(config, net, data, graph, results, device, batch_size, store, quiet, 
 
                 return run_sweep_ray(
                     config, net, data, graph, results, device=device, batch_size=batch_size, graph_store=store,
-                    progress=progress, **cluster,
+                    progress=progress, save_images=save_images, **cluster,
                 )  # fmt: skip
-            return run_sweep(config, net, data, graph, results, device=device, batch_size=batch_size, graph_store=store, progress=progress)
+            return run_sweep(
+                config, net, data, graph, results, device=device, batch_size=batch_size, graph_store=store, progress=progress,
+                save_images=save_images,
+            )  # fmt: skip
     except KeyboardInterrupt:
         console.print("stopped: the rows written so far are kept; run the same command again to resume", style="yellow")
         raise
@@ -347,7 +353,9 @@ def demo_command(
         console.print(f"batch occupancy ({report.outcome.batch_size} slots): {occupancy_text(report.outcome)}")
     db = report.outcome.db
     console.print(styled(f"wrote {', '.join(p.name for p in report.figures)} and {db.name} to ", (str(report.folder), "bold")))
-    console.print("explore:")
+    console.print(styled("report: ", (str(report.folder / "report.html"), "bold"), " (open it in a browser; it works offline)"))
+    console.print(f"the demo's results live in {db}, not in the default results file; explore:")
+    console.print(f"  bench runs --db {db}")
     console.print(f"  bench table --db {db} --run {DEMO_RUN} --size 1")
     console.print(f'  bench sql --db {db} "SELECT attack, size, fr_n_mean, fr_s_mean, nt_r_mean FROM rate_summary"')
     console.print("  bench run --dataset stamps --preset fast --eps 0.01,0.03,0.05 --attacks gmla,mla-u  (an ε sweep)")

@@ -106,14 +106,14 @@ def _worker_class(ray):
     class SweepWorker:
         """Loads the model and the dataset once; runs work units through the engine."""
 
-        def __init__(self, model_ref, dataset_ref, graph, clean, settings, engines, device, batch_size, max_targets, threads, closure):
+        def __init__(self, model_ref, dataset_ref, graph, clean, settings, engines, device, batch_size, max_targets, threads, closure, examples):
             if threads:
                 torch.set_num_threads(threads)
             self.device = torch.device(device)
             self.model = model_ref.to(self.device).eval()
             self.dataset, self.graph, self.clean = dataset_ref, graph, clean
             self.settings, self.engines = settings, engines
-            self.batch_size, self.max_targets, self.closure = batch_size, max_targets, closure
+            self.batch_size, self.max_targets, self.closure, self.examples = batch_size, max_targets, closure, examples
             self.g = GraphTensors(graph)
 
         def pid(self) -> int:
@@ -121,11 +121,11 @@ def _worker_class(ray):
 
         def run(self, combos, descendants, done):
             """Streams ``(rows, None)`` per metrics batch, then ``([], slot use)``."""
-            work = _Work(combos, self.clean, self.settings, done, self.g, descendants, self.dataset, self.closure)
+            work = _Work(combos, self.clean, self.settings, done, self.g, descendants, self.dataset, self.closure, self.examples)
             stats: dict = {}
-            for rows in attack_rows(work, self.engines, self.model, self.batch_size, self.max_targets, StageTimes(), stats):
-                yield rows, None
-            yield [], stats
+            for rows, saved in attack_rows(work, self.engines, self.model, self.batch_size, self.max_targets, StageTimes(), stats):
+                yield rows, saved, None
+            yield [], [], stats
 
     return SweepWorker
 
@@ -146,6 +146,7 @@ def run_sweep_ray(
     workers: int | None = None,
     cpus_per_worker: int = 1,
     units_per_worker: int = UNITS_PER_WORKER,
+    save_images: int = 0,
 ) -> SweepOutcome:
     """``run_sweep`` with the attacks spread over a Ray cluster's workers (see the module docstring).
 
@@ -173,14 +174,14 @@ def run_sweep_ray(
         per_worker = {"num_cpus": cpus_per_worker}
     with store.run_lock(config.run_id):
         return _drive(ray, config, model, dataset, graph, store, device, batch_size, graph_store, progress, times,
-                      n_workers * units_per_worker, n_workers, per_worker, cpus_per_worker)  # fmt: skip
+                      n_workers * units_per_worker, n_workers, per_worker, cpus_per_worker, save_images)  # fmt: skip
 
 
-def _drive(ray, config, model, dataset, graph, store, device, batch_size, graph_store, progress, times, n_units, n_workers, per_worker, cpus_per_worker):
+def _drive(ray, config, model, dataset, graph, store, device, batch_size, graph_store, progress, times, n_units, n_workers, per_worker, cpus_per_worker, save_images):
     """The driver's loop: plan, hand out the units, write what comes back."""
     prep = prepare_sweep(
         config, model, dataset, graph, store, device=device, batch_size=batch_size, graph_store=graph_store,
-        progress=progress, times=times,
+        progress=progress, times=times, save_images=save_images,
     )  # fmt: skip
     work = prep.work
     progress.start(work.todo, len(prep.mine), prep.complete)
@@ -197,7 +198,7 @@ def _drive(ray, config, model, dataset, graph, store, device, batch_size, graph_
             actors = [
                 worker.remote(
                     model_ref, dataset_ref, graph, prep.clean, prep.settings, prep.engines, str(device), prep.batch_size,
-                    max(config.sizes), threads, work.closure,
+                    max(config.sizes), threads, work.closure, work.examples,
                 )
                 for _ in range(min(n_workers, len(units)))
             ]  # fmt: skip
@@ -233,7 +234,7 @@ def _drive(ray, config, model, dataset, graph, store, device, batch_size, graph_
             stream = ready[0]
             actor, unit = pending[stream]
             try:
-                rows, stats = ray.get(next(stream))
+                rows, saved, stats = ray.get(next(stream))
             except StopIteration:
                 del pending[stream]
                 if queue:
@@ -279,7 +280,7 @@ def _drive(ray, config, model, dataset, graph, store, device, batch_size, graph_
                 continue
             finished = work.finish(new)
             with times("writing rows"):
-                written += store.write_rows(prep.run_id, new, complete=finished)
+                written += store.write_rows(prep.run_id, new, complete=finished, artifacts=saved)
             rows_by[id(actor)] += len(new)
             show()
             complete += len(finished)

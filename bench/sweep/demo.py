@@ -25,6 +25,7 @@ from bench.paths import data_dir
 from bench.sweep.progress import RichSweepProgress, StageTimes
 from bench.sweep.runner import SweepOutcome, run_sweep, sweep_config
 
+DEMO_EXAMPLES = 1  # adversarial examples saved per combination and attack, for report.html
 DEMO_RUN = "stamps-demo"
 DATASET = "stamps"
 NOT_RECIPE = ("device", "train_seconds")  # recorded in a card's recipe, not part of it
@@ -114,7 +115,7 @@ def run_demo(out: Path | None, device: torch.device, console: Console, retrain: 
     )  # fmt: skip
     store = _results_file(out, config, console)
     with times("sweep"), RichSweepProgress(console) as progress:
-        outcome = run_sweep(config, net, data, graph, store, device=device, progress=progress)
+        outcome = run_sweep(config, net, data, graph, store, device=device, progress=progress, save_images=DEMO_EXAMPLES)
     report = DemoReport(outcome, times=times, folder=out)
     with times("tables and plots"):
         _tables_and_plots(store, config, out, report)
@@ -143,6 +144,7 @@ def _print_preset(console: Console) -> None:
 def _tables_and_plots(store, config, out: Path, report: DemoReport) -> None:
     from bench.fileio import write_text
     from results.plots import plot
+    from results.report import build_report
     from results.tables import ablation_layout, paper_layout, render
     from results.views import Selection
 
@@ -157,3 +159,5 @@ def _tables_and_plots(store, config, out: Path, report: DemoReport) -> None:
             report.figures.append(plot(con, "rmsd", out / "rmsd.png", DEMO_RUN, Selection(max(config.sizes), eps, tau)))
         except BenchError as exc:  # no ML-DP success in a tiny sweep: say so, keep the rest
             report.notes.append(f"no RMSD plot: {exc}")
+        page = build_report(con, DEMO_RUN, store.artifacts(DEMO_RUN))
+    report.figures.append(write_text(out / "report.html", page))

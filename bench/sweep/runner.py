@@ -28,6 +28,7 @@ ids are positions in the enumeration, the same in every process.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -269,9 +270,27 @@ class Prepared:
         )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class ExampleSpec:
+    """Where a run saves its adversarial examples: the first ``per_combination`` pairs of each
+    combination and setting, under ``folder``; paths are stored relative to ``base``."""
+
+    folder: Path
+    base: Path
+    per_combination: int
+
+    @classmethod
+    def beside(cls, store: ResultStore, run_id: str, per_combination: int) -> ExampleSpec | None:
+        if per_combination <= 0:
+            return None
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+        base = store.path.parent
+        return cls(base / f"{store.path.stem}-examples" / slug, base, per_combination)
+
+
 def prepare_sweep(
     config: RunConfig, model: nn.Module, dataset, graph: LabelGraph, store: ResultStore, *, device, batch_size: int | None,
-    graph_store: str, progress: SweepProgress, times: StageTimes,
+    graph_store: str, progress: SweepProgress, times: StageTimes, save_images: int = 0,
 ) -> Prepared:  # fmt: skip
     """Check every input, predict the clean images, plan, record the run and its combinations,
     fetch the closures from the graph store and find what is stored: before any attack."""
@@ -301,7 +320,7 @@ def prepare_sweep(
     with times("resume bookkeeping"):
         work = _Work(
             attacked, clean, settings, store.done_keys(run_id), GraphTensors(graph), descendants, dataset,
-            extra.get("closure", "bench"),
+            extra.get("closure", "bench"), ExampleSpec.beside(store, run_id, save_images),
         )  # fmt: skip
         complete_stored = store.done_combinations(run_id)
         newly = sorted({c.combo_id for c in mine if work.remaining[c.combo_id] == 0} - complete_stored)
@@ -339,13 +358,13 @@ def attack_rows(
                         with times("metrics"):
                             rows = work.rows(buffer[: metric_batch(size)], metric_batch(size))
                         del buffer[: metric_batch(size)]
-                        yield rows
+                        yield rows, work.take_saved()
         except torch.cuda.OutOfMemoryError:
             raise out_of_memory(size) from None
         if buffer:
             with times("metrics"):
                 rows = work.rows(buffer, metric_batch(size))
-            yield rows
+            yield rows, work.take_saved()
         stats.seconds += time.perf_counter() - family_started
 
 
@@ -361,6 +380,7 @@ def run_sweep(
     graph_store: str = "ladybug",
     progress: SweepProgress | None = None,
     times: StageTimes | None = None,
+    save_images: int = 0,
 ) -> SweepOutcome:
     """Run (or resume) the sweep ``config`` describes and write its rows to ``store``.
 
@@ -370,34 +390,36 @@ def run_sweep(
         model: the model under attack, on ``device``; outputs in ``graph``'s node order.
         dataset: the split to attack (``MultiLabelDataset``), labelled in ``graph``'s order.
         batch_size: B, the engine's slots (default ``pair_batch_size``).
-        graph_store: ``ladybug`` or ``neo4j``, for the combinations' ancestors/descendants.
+        graph_store: ``ladybug`` or ``neo4j``, for the combinations' descendants.
+        save_images: save the adversarial examples of the first N pairs of each combination
+            and setting beside the database (``bench.examples``; listed in ``artifacts``).
     """
     progress = progress or SweepProgress()
     times = times if times is not None else StageTimes()
     with store.run_lock(config.run_id):
-        return _run_sweep(config, model, dataset, graph, store, device, batch_size, graph_store, progress, times)
+        return _run_sweep(config, model, dataset, graph, store, device, batch_size, graph_store, progress, times, save_images)
 
 
-def _run_sweep(config, model, dataset, graph, store, device, batch_size, graph_store, progress, times) -> SweepOutcome:
+def _run_sweep(config, model, dataset, graph, store, device, batch_size, graph_store, progress, times, save_images) -> SweepOutcome:
     prep = prepare_sweep(
         config, model, dataset, graph, store, device=device, batch_size=batch_size, graph_store=graph_store,
-        progress=progress, times=times,
+        progress=progress, times=times, save_images=save_images,
     )  # fmt: skip
     work = prep.work
     progress.start(work.todo, len(prep.mine), prep.complete)
     written, complete = 0, prep.complete
 
-    def write(rows: list[ResultRow]) -> None:
+    def write(rows: list[ResultRow], saved: list[tuple[ResultKey, str]]) -> None:
         nonlocal written, complete
         finished = work.finish(rows)
         with times("writing rows"):
-            written += store.write_rows(prep.run_id, rows, complete=finished)
+            written += store.write_rows(prep.run_id, rows, complete=finished, artifacts=saved)
         complete += len(finished)
         progress.advance(len(rows), complete, work.running_for(rows[-1]))
 
     engine: dict[str, EngineStats] = {}
-    for rows in attack_rows(work, prep.engines, model, prep.batch_size, max(config.sizes), times, engine):
-        write(rows)
+    for rows, saved in attack_rows(work, prep.engines, model, prep.batch_size, max(config.sizes), times, engine):
+        write(rows, saved)
     if complete == len(prep.mine):
         with times("run records"):
             store.finish_run(prep.run_id)
@@ -441,10 +463,12 @@ class _Work:
     def __init__(
         self, combos: Sequence[PlannedCombination], clean: CleanPredictions, settings: Sequence[AttackSetting],
         done: set[ResultKey], g: GraphTensors, descendants: Tensor, dataset, closure: str = "bench",
+        examples: ExampleSpec | None = None,
     ) -> None:  # fmt: skip
         self.combos, self.clean, self.settings = list(combos), clean, list(settings)
         self.by_grid = {ResultKey.of(0, "", s.attack, s.eps, s.tau)[2:]: s for s in self.settings}
         self.g, self.descendants, self.dataset, self.closure = g, descendants, dataset, closure
+        self.examples, self.saved = examples, []
         pos = [(i, rank, row) for i, c in enumerate(self.combos) for rank, row in enumerate(c.images)]
         self.n_pairs = len(pos)
         self.combo = torch.tensor([p[0] for p in pos], dtype=torch.long)
@@ -529,7 +553,28 @@ class _Work:
                     rmsd=float(m.rmsd[j]) if ok and s.attack in RMSD_ATTACKS else None,
                 )
             )  # fmt: skip
+            if self.examples is not None and int(self.rank[p]) < self.examples.per_combination:
+                self.saved.append((out[-1].key, self._save(o, entries[j][0], entries[j][1], s)))
         return out
+
+    def _save(self, o: Outcome, targets: PairTargets, clean_image: Tensor, s: AttackSetting) -> str:
+        from bench.examples import save_example, stem_for
+
+        p = o.key[0]
+        stem = stem_for(self.combo_id(p), s.attack, s.eps, s.tau, self.image_id(p))
+        names = [str(i) for i in range(targets.clean.shape[1])]
+        for node, out in enumerate(targets.output_index.tolist()):
+            names[out] = self.g.graph.nodes[node]
+        path = save_example(
+            self.examples.folder, stem, clean_image, o.adv, s.eps, s.attack, self.clean.logits[int(self.row[p])], o.logits,
+            targets.omega[0], targets.psi[0], names,
+        )  # fmt: skip
+        return str(path.relative_to(self.examples.base))
+
+    def take_saved(self) -> list[tuple[ResultKey, str]]:
+        """The examples saved since the last call (row key, path relative to the database's folder)."""
+        saved, self.saved = self.saved, []
+        return saved
 
     def finish(self, rows: Sequence[ResultRow]) -> list[int]:
         """Count the rows as stored; the combinations they complete."""

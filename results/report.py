@@ -1,0 +1,271 @@
+"""``bench report``: one self-contained HTML page per run (no CDN, no server, nothing fetched).
+
+Sections: the run's provenance (configuration, model card, graph and its hash, versions, git
+commit, device, wall time); the paper's table and the ablation table per |Ω| and ε (the same
+numbers as ``bench table``: the same layouts and rounding); plots (FR_S and NT_R against |Ω|,
+ε and τ where they vary, success rate against iterations, the ML-DP RMSD histogram) embedded as
+PNG; a gallery of saved adversarial examples (``bench run --save-images N``: clean, adversarial,
+perturbation magnified, labels before → after with Ω and Ψ marked); and a drill-down of the
+combinations where GMLA gains or loses most against each baseline. Every value from data is
+HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import platform
+import subprocess
+from collections import defaultdict
+
+import duckdb
+from matplotlib.figure import Figure
+
+from bench.errors import BenchError
+from results.tables import ATTACK_NAMES, Layout, ablation_layout, display, format_cell, paper_layout
+from results.views import Selection, fetch_dicts
+
+GALLERY_PER_ATTACK = 3  # successes and as many failures, per attack
+DRILL_DOWN = 5  # combinations shown at each end
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: .9em; }
+th, td { padding: .25em .6em; border-bottom: 1px solid #e4e4e4; text-align: right; white-space: nowrap; }
+th { background: #f4f4f4; } td.l, th.l { text-align: left; }
+table.prov td { white-space: normal; word-break: break-word; max-width: 900px; }
+caption { font-weight: bold; text-align: left; padding: .3em 0; }
+.note { color: #555; } .warn { color: #a15c00; font-weight: bold; }
+.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(330px, 1fr)); gap: 1em; }
+.card { border: 1px solid #ddd; border-radius: 6px; padding: .6em; }
+.card img { width: 100px; height: 100px; image-rendering: pixelated; border: 1px solid #ccc; }
+.ok { color: #1a7f37; } .bad { color: #b42318; } .tag { font-family: monospace; font-size: .85em; }
+.omega { font-weight: bold; text-decoration: underline; } .psi { background: #fff1c2; }
+"""
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def png_data(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def figure_png(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return png_data(buffer.getvalue())
+
+
+def layout_html(layout: Layout, digits: int = 1) -> str:
+    """A table layout as HTML, cell by cell as ``bench table`` formats it."""
+    head = [f'<th class="l">{esc(h)}</th>' for h in layout.row_headers]
+    head += [f"<th>{esc(g.label)} {esc(label)}</th>" for g in layout.groups for _, label in g.columns]
+    body = []
+    for row in layout.rows:
+        cells = [f'<td class="l">{esc(x)}</td>' for x in row.labels] + [f"<td>{esc(format_cell(c, digits))}</td>" for c in row.cells]
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f'<table class="results"><caption>{esc(layout.title)}</caption><tr>{"".join(head)}</tr>{"".join(body)}</table>'
+
+
+def _git_commit() -> str:
+    from bench.paths import PROJECT_ROOT
+
+    try:
+        done = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() or "unknown (not a git checkout)"
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("semattack-bench", "torch", "timm", "duckdb", "numpy"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _provenance(run: dict, config: dict) -> str:
+    card = config.get("model_card") or {}
+    wall = ""
+    if run["finished"] is not None:
+        wall = f"{(run['finished'] - run['created']).total_seconds() / 60:.1f} min (created → finished, resumes included)"
+    items = [
+        ("run", run["run_id"]),
+        ("status", "finished" if run["finished"] is not None else "unfinished: the tables cover the rows stored so far"),
+        ("dataset / split", f"{run['dataset']} / {config.get('extra', {}).get('split', '?')}"),
+        ("model", f"{run['model_name']} ({run['model_path']})"),
+        ("model card", ", ".join(f"{k} {card[k]:.3g}" if isinstance(card[k], float) else f"{k} {card[k]}"
+                                  for k in ("model", "dataset", "image_size", "test_map", "consistency_share", "epochs") if k in card)
+         or "published checkpoint"),  # fmt: skip
+        ("graph", f"{run['graph_name']} (sha256 {run['graph_sha256']})"),
+        ("attacks", ", ".join(run["attacks"])),
+        ("ε / τ / |Ω|", f"{', '.join(f'{e:g}' for e in run['eps'])} / {', '.join(f'{t:g}' for t in run['tau'])} / {', '.join(map(str, run['sizes']))}"),
+        ("preset, iterations, images per combination", f"{run['preset']}, {run['iterations']}, {run['images_per_combination']}"),
+        ("protocol settings", json.dumps(config.get("extra", {}), sort_keys=True, separators=(", ", ": "))),
+        ("device", run["device"] or "?"),
+        ("created / finished", f"{run['created']} / {run['finished'] or '–'}"),
+        ("wall time", wall or "–"),
+        ("code version", run["code_version"]),
+        ("git commit", _git_commit()),
+        ("package versions", ", ".join(f"{k} {v}" for k, v in _versions().items())),
+    ]
+    rows = "".join(f'<tr><th class="l">{esc(k)}</th><td class="l">{esc(v)}</td></tr>' for k, v in items)
+    return f'<table class="prov">{rows}</table>'
+
+
+def _tables(con: duckdb.DuckDBPyConnection, run_id: str, sizes: list[int], eps: list[float], tau: float, attacks: list[str]) -> str:
+    parts = []
+    for e in eps:
+        for k in sizes:
+            parts.append(layout_html(paper_layout(con, [run_id], Selection(k, e, tau))))
+        if {"gmla", "gmla-alpha", "gmla-beta"} & set(attacks):
+            try:
+                parts.append(layout_html(ablation_layout(con, [run_id], Selection(None, e, tau))))
+            except BenchError as exc:
+                parts.append(f'<p class="note">ablation table: {esc(exc)}</p>')
+    if "ml-dp" in attacks:
+        parts.append('<p class="note">ML-DP is not held to ε (its perturbation is measured by RMSD, below).</p>')
+    return "".join(parts)
+
+
+def _plots(con: duckdb.DuckDBPyConnection, run_id: str, run: dict) -> str:
+    from results.plots import _iterations_figure, _rmsd_figure, _sweep_figure
+
+    shown = []
+    fixed = Selection(None, run["eps"][0], run["tau"][0])
+    wanted = [("size", len(run["sizes"]) > 1, Selection(None, run["eps"][0], run["tau"][0])),
+              ("eps", len(run["eps"]) > 1, Selection(run["sizes"][-1], None, run["tau"][0])),
+              ("tau", len(run["tau"]) > 1, Selection(run["sizes"][-1], run["eps"][0], None))]  # fmt: skip
+    for axis, varies, selection in wanted:
+        if varies:
+            shown.append((f"FR_S and NT_R against {axis}", _sweep_figure(con, run_id, axis, selection, ["fr_s", "nt_r"], [])))
+    for size in run["sizes"]:
+        selection = Selection(size, fixed.eps, fixed.tau)
+        shown.append((f"success rate against iterations, |Ω| = {size}", _iterations_figure(con, run_id, selection, [])))
+    if "ml-dp" in run["attacks"]:
+        try:
+            shown.append(("ML-DP perturbation size (RMSD)", _rmsd_figure(con, run_id, Selection(None, fixed.eps, None), [])))
+        except BenchError as exc:
+            shown.append((f"RMSD: {exc}", None))
+    out = []
+    for title, fig in shown:
+        body = f'<img alt="{esc(title)}" src="{figure_png(fig)}">' if fig is not None else ""
+        out.append(f"<figure><figcaption>{esc(title)}</figcaption>{body}</figure>")
+    return "".join(out)
+
+
+def _label_list(example, on, omega, psi) -> str:
+    parts = []
+    for i in sorted(set(on.nonzero()[0]) | set(omega.nonzero()[0])):
+        classes = " ".join(c for c, m in (("omega", omega), ("psi", psi)) if m[i])
+        parts.append(f'<span class="{classes}">{esc(example.names[i])}</span>' if classes else esc(example.names[i]))
+    return ", ".join(parts) or "–"
+
+
+def _gallery(con: duckdb.DuckDBPyConnection, run_id: str, artifacts: dict) -> str:
+    from bench.examples import load_example
+
+    if not artifacts:
+        return '<p class="note">No adversarial examples were saved for this run: run it with <code>bench run … --save-images 2</code> (the same command resumes and saves them for the pairs still to attack).</p>'
+    rows = fetch_dicts(
+        con,
+        "SELECT r.combo_id, r.image_id, r.attack, r.eps, r.tau, r.success, r.consistent, c.labels "
+        "FROM results AS r JOIN combinations AS c USING (run_id, combo_id) WHERE r.run_id = $run",
+        {"run": run_id},
+    )
+    by_attack: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        key = (r["combo_id"], r["image_id"], r["attack"], r["eps"], r["tau"])
+        match = next((path for k, path in artifacts.items() if tuple(k) == key), None)
+        if match is not None and match.exists():
+            by_attack[r["attack"]].append({**r, "path": match})
+    cards = []
+    for attack in [a for a in ATTACK_NAMES if a in by_attack] + sorted(set(by_attack) - set(ATTACK_NAMES)):
+        group = by_attack[attack]
+        chosen = [r for r in group if r["success"]][:GALLERY_PER_ATTACK] + [r for r in group if not r["success"]][:GALLERY_PER_ATTACK]
+        for r in chosen:
+            ex = load_example(r["path"])
+            pictures = "".join(
+                f'<figure style="display:inline-block;margin:0 .3em"><img alt="{kind}" src="{png_data(ex.png(kind).read_bytes())}"><figcaption class="note">{caption}</figcaption></figure>'
+                for kind, caption in (("clean", "clean"), ("adv", "adversarial"), ("delta", "perturbation, ±ε"))
+            )
+            verdict = ("consistent success", "ok") if r["consistent"] else ("inconsistent success", "bad") if r["success"] else ("failed", "bad")
+            cards.append(
+                f'<div class="card"><div><b>{esc(display(ATTACK_NAMES, attack))}</b> on Ω = {{{esc(", ".join(r["labels"]))}}}, '
+                f'<span class="tag">{esc(r["image_id"])}</span>, ε = {r["eps"]:g}: <span class="{verdict[1]}">{verdict[0]}</span></div>'
+                f"{pictures}<div>before: {_label_list(ex, ex.clean_on, ex.omega, ex.psi)}</div>"
+                f"<div>after: {_label_list(ex, ex.adv_on, ex.omega, ex.psi)}</div></div>"
+            )
+    legend = '<p class="note"><span class="omega">underlined</span>: Ω; <span class="psi">highlighted</span>: Ψ = h(Ω, G).</p>'
+    return legend + f'<div class="gallery">{"".join(cards)}</div>'
+
+
+def _drill_down(con: duckdb.DuckDBPyConnection, run_id: str, attacks: list[str]) -> str:
+    if "gmla" not in attacks:
+        return '<p class="note">GMLA was not run: no comparison.</p>'
+    parts = []
+    for baseline in [a for a in attacks if a != "gmla"]:
+        rows = fetch_dicts(
+            con,
+            """SELECT g.size, array_to_string(g.labels, ', ') AS labels, g.eps, 100 * (g.fr_s - b.fr_s) AS gain,
+                      100 * g.fr_s AS gmla, 100 * b.fr_s AS other
+               FROM combination_rates AS g JOIN combination_rates AS b USING (run_id, combo_id, eps)
+               WHERE g.run_id = $run AND g.attack = 'gmla' AND b.attack = $baseline
+               ORDER BY gain DESC, g.size, labels""",
+            {"run": run_id, "baseline": baseline},
+        )
+        if not rows:
+            continue
+        picked = rows[:DRILL_DOWN] + [r for r in rows[-DRILL_DOWN:] if r not in rows[:DRILL_DOWN]]
+        name = display(ATTACK_NAMES, baseline)
+        lines = "".join(
+            f'<tr><td>{r["size"]}</td><td class="l">{esc(r["labels"])}</td><td>{r["eps"]:g}</td>'
+            f"<td>{r['gmla']:.1f}</td><td>{r['other']:.1f}</td><td>{r['gain']:+.1f}</td></tr>"
+            for r in picked
+        )
+        parts.append(
+            f"<table><caption>GMLA against {esc(name)}: FR_S per combination, largest gains first, then the largest losses</caption>"
+            f'<tr><th>|Ω|</th><th class="l">Ω</th><th>ε</th><th>GMLA</th><th>{esc(name)}</th><th>gain</th></tr>{lines}</table>'
+        )
+    return "".join(parts)
+
+
+def build_report(con: duckdb.DuckDBPyConnection, run_id: str, artifacts: dict) -> str:
+    """The whole page for one run (see the module docstring)."""
+    runs = fetch_dicts(con, "SELECT * FROM runs WHERE run_id = $run", {"run": run_id})
+    if not runs:
+        raise BenchError(f"no run {run_id!r} in this database")
+    run = runs[0]
+    config = json.loads(run["config"])
+    n_rows = con.execute("SELECT count(*) FROM results WHERE run_id = ?", [run_id]).fetchone()[0]
+    title = f"semattack-bench report: {run_id}"
+    sections = [f"<h1>{esc(title)}</h1>", "<h2>Provenance</h2>", _provenance(run, config)]
+    if n_rows == 0:
+        sections.append('<p class="warn">This run has no result rows yet: nothing to tabulate or plot. Run (or resume) it with the same command.</p>')
+    else:
+        if run["finished"] is None:
+            sections.append('<p class="warn">This run is unfinished: the numbers below cover the rows stored so far.</p>')
+        attacks = sorted({r[0] for r in con.execute("SELECT DISTINCT attack FROM results WHERE run_id = ?", [run_id]).fetchall()})
+        sizes = sorted({r[0] for r in con.execute("SELECT DISTINCT size FROM combination_rates WHERE run_id = ?", [run_id]).fetchall()})
+        eps = sorted({r[0] for r in con.execute("SELECT DISTINCT eps FROM results WHERE run_id = ?", [run_id]).fetchall()})
+        run = {**run, "sizes": sizes, "eps": eps}
+        sections += [
+            "<h2>Tables</h2>",
+            '<p class="note">Mean ± std over target combinations, in % (SSIM pooled over the successful images), as <code>bench table</code> prints them.</p>',
+            _tables(con, run_id, sizes, eps, run["tau"][0], attacks),
+            "<h2>Plots</h2>", _plots(con, run_id, run),
+            "<h2>Adversarial examples</h2>", _gallery(con, run_id, artifacts),
+            "<h2>Where GMLA gains or loses most</h2>", _drill_down(con, run_id, attacks),
+        ]  # fmt: skip
+    body = "\n".join(sections)
+    return f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title><style>{STYLE}</style></head><body>{body}</body></html>\n'
