@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from bench.devices import resolve_device
 from bench.errors import BenchError
 from kg.closure import GraphTensors, global_consistency
 from kg.graph import LabelGraph
@@ -48,10 +49,6 @@ def mean_ap(ap: Tensor) -> float:
     return float(valid.mean()) if len(valid) else math.nan
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 @torch.no_grad()
 def predict(
     model: nn.Module,
@@ -68,7 +65,7 @@ def predict(
     """
     from bench.datasets import batches
 
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     model = model.to(device).eval()
     logits, targets, indices = [], [], []
     for images, y, index in batches(dataset, batch_size=batch_size):

@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from bench.devices import resolve_device
 from bench.errors import BenchError, one_line, unknown
-from bench.evaluate import EvalReport, default_device, evaluate
+from bench.evaluate import EvalReport, evaluate
 from bench.fileio import torch_save
 from bench.models import create_model, model_spec
 from bench.models.asl import AsymmetricLoss
@@ -180,7 +181,7 @@ def train(
         resume: continue the run in ``run_dir`` from its last checkpoint.
         datasets: ``(train, test)`` splits to use instead of ``create_dataset`` (tests).
     """
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     state = None
     if resume:
         if run_dir is None:

@@ -29,6 +29,7 @@ from matplotlib.ticker import MaxNLocator
 
 from bench.errors import BenchError
 from bench.fileio import atomic_write
+from bench.names import attack_display
 from results.tables import (
     ATTACK_NAMES,
     DATASET_NAMES,
@@ -132,7 +133,7 @@ def _sweep_figure(
                 std = np.array([r[f"{metric}_std"] for r in points], dtype=float)
                 err = np.vstack([np.minimum(std, y), np.minimum(std, 100.0 - y)])  # a rate stays in [0, 100] %
                 top = max(top, float(np.nanmax(y + err[1])) if len(y) else 0.0)
-            name_shown = UNBOUNDED.get(attack, display(ATTACK_NAMES, attack)) if axis == "eps" else display(ATTACK_NAMES, attack)
+            name_shown = UNBOUNDED.get(attack, attack_display(attack)) if axis == "eps" else attack_display(attack)
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label(name_shown))
         ax.set_xlabel(AXIS_LABELS[axis])
         ax.set_ylabel(label(f"{arrow}{name}") + (" (%)" if percent else ""))
@@ -182,7 +183,7 @@ def _iterations_figure(con: duckdb.DuckDBPyConnection, run: str, selection: Sele
         budget = max(r["iterations"] for r in group)
         t = np.arange(budget + 1)
         share = 100.0 * np.searchsorted(np.sort(its), t, side="right") / len(group)
-        ax.step(t, share, where="post", label=label(display(ATTACK_NAMES, attack)))
+        ax.step(t, share, where="post", label=label(attack_display(attack)))
     ax.set_xlabel("iteration")
     ax.set_ylabel("pairs succeeded (%)")
     ax.set_ylim(0.0, 100.0)
@@ -217,7 +218,7 @@ def _rmsd_figure(con: duckdb.DuckDBPyConnection, run: str, selection: Selection,
         rmsd = np.array([r["rmsd"] for r in group if r["rmsd"] is not None], dtype=float)
         ax.hist(rmsd, bins=edges, color="tab:blue", edgecolor="white")
         ax.set_title(
-            f"{label(display(ATTACK_NAMES, attack))}: {len(rmsd)}/{len(group)} reached the target", fontsize="medium"
+            f"{label(attack_display(attack))}: {len(rmsd)}/{len(group)} reached the target", fontsize="medium"
         )
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("RMSD")

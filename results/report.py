@@ -24,7 +24,8 @@ import duckdb
 from matplotlib.figure import Figure
 
 from bench.errors import BenchError
-from results.tables import ATTACK_NAMES, Layout, ablation_layout, display, format_cell, paper_layout
+from bench.names import ATTACK_NAMES, attack_display
+from results.tables import Layout, ablation_layout, format_cell, paper_layout
 from results.views import Selection, fetch_dicts
 
 GALLERY_PER_ATTACK = 3  # successes and as many failures, per attack
@@ -201,7 +202,7 @@ def _gallery(con: duckdb.DuckDBPyConnection, run_id: str, artifacts: dict) -> st
             )
             verdict = ("consistent success", "ok") if r["consistent"] else ("inconsistent success", "bad") if r["success"] else ("failed", "bad")
             cards.append(
-                f'<div class="card"><div><b>{esc(display(ATTACK_NAMES, attack))}</b> on Ω = {{{esc(", ".join(r["labels"]))}}}, '
+                f'<div class="card"><div><b>{esc(attack_display(attack))}</b> on Ω = {{{esc(", ".join(r["labels"]))}}}, '
                 f'<span class="tag">{esc(r["image_id"])}</span>, ε = {r["eps"]:g}: <span class="{verdict[1]}">{verdict[0]}</span></div>'
                 f"{pictures}<div>before: {_label_list(ex, ex.clean_on, ex.omega, ex.psi)}</div>"
                 f"<div>after: {_label_list(ex, ex.adv_on, ex.omega, ex.psi)}</div></div>"
@@ -227,7 +228,7 @@ def _drill_down(con: duckdb.DuckDBPyConnection, run_id: str, attacks: list[str])
         if not rows:
             continue
         picked = rows[:DRILL_DOWN] + [r for r in rows[-DRILL_DOWN:] if r not in rows[:DRILL_DOWN]]
-        name = display(ATTACK_NAMES, baseline)
+        name = attack_display(baseline)
         lines = "".join(
             f'<tr><td>{r["size"]}</td><td class="l">{esc(r["labels"])}</td><td>{r["eps"]:g}</td>'
             f"<td>{r['gmla']:.1f}</td><td>{r['other']:.1f}</td><td>{r['gain']:+.1f}</td></tr>"

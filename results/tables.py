@@ -24,6 +24,7 @@ from rich import box
 from rich.table import Table
 
 from bench.errors import BenchError, unknown
+from bench.names import ATTACK_NAMES, attack_display
 from results.views import ANY, Selection, only_attacks, run_ids, summary
 
 
@@ -43,15 +44,6 @@ METRICS = {
 }
 SSIM_MODES = ("pooled", "combinations")
 
-ATTACK_NAMES = {
-    "mla-u": "MLA-U",
-    "mla-c": "MLA-C",
-    "mla-lp": "MLA-LP",
-    "gmla-alpha": "GMLA_α",
-    "gmla-beta": "GMLA_β",
-    "gmla": "GMLA",
-    "ml-dp": "ML-DP",
-}
 ABLATION_ATTACKS = ("gmla-alpha", "gmla-beta", "gmla")
 MODEL_NAMES = {"ml-gcn": "ML-GCN", "asl": "ASL", "ml-decoder": "ML-Decoder"}
 DATASET_NAMES = {"voc": "PASCAL-VOC", "nus": "NUS-WIDE", "openimages": "OpenImages", "stamps": "Stamps"}
@@ -161,7 +153,7 @@ def paper_layout(
     for model in models:
         for attack in ordered({r["attack"] for r in rows if r["model_name"] == model}, list(ATTACK_NAMES)):
             cells = tuple(_cell(by_cell.get((model, attack, d)), m, ssim) for d in datasets for m in metrics)
-            out.append(Row((model, attack), (display(MODEL_NAMES, model), display(ATTACK_NAMES, attack)), cells))
+            out.append(Row((model, attack), (display(MODEL_NAMES, model), attack_display(attack)), cells))
     return Layout(_title(rows, selection), ("Model", "Attack"), groups, tuple(out))
 
 
@@ -190,7 +182,7 @@ def ablation_layout(
     sizes = sorted({r["size"] for r in rows})
     if selection.size is not None:
         sizes = [s for s in sizes if s == selection.size]
-    groups = tuple(Group(m, _metric_label(m), tuple((a, display(ATTACK_NAMES, a)) for a in names)) for m in metrics)
+    groups = tuple(Group(m, _metric_label(m), tuple((a, attack_display(a)) for a in names)) for m in metrics)
     out = tuple(
         Row((str(s),), (str(s),), tuple(_cell(by_cell.get((s, a)), m, ssim) for m in metrics for a in names))
         for s in sizes

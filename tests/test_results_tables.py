@@ -178,3 +178,20 @@ def test_rich_table_has_every_cell(layout):
     assert len(table.columns) == 2 + sum(len(g.columns) for g in layout.groups), "rich column count"
     assert table.row_count == len(layout.rows), "rich row count"
     assert list(table.columns[2].cells) == [format_cell(r.cells[0]) for r in layout.rows], "rich cells"
+
+
+def test_a_plugin_attacks_display_name_reaches_the_tables():
+    """One definition of each name: tables read a registered attack's own ``display_name``."""
+    from bench.attacks import ATTACKS, register_attack
+    from bench.attacks.mla_u import MLAU
+    from bench.names import ATTACK_NAMES, attack_display
+
+    if "my-plugin-attack" not in ATTACKS:
+
+        @register_attack("my-plugin-attack")
+        class Mine(MLAU):
+            display_name = "Mine_β"
+
+    assert attack_display("my-plugin-attack") == "Mine_β", "the plugin's own name"
+    assert attack_display("gmla") == ATTACK_NAMES["gmla"] == ATTACKS.get("gmla").display_name, "one definition for built-ins"
+    assert attack_display("never-registered") == "never-registered", "unknown names shown as stored"

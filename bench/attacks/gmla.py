@@ -20,6 +20,7 @@ from torch import Tensor
 from bench.attacks import register_attack
 from bench.attacks.apgd import APGDAttack
 from bench.errors import BenchError
+from bench.names import ATTACK_NAMES
 
 NORM_FLOOR = 1e-9  # below it a gradient counts as none, as with the official code's ``+ 1e-9``
 
@@ -66,7 +67,7 @@ class GMLA(APGDAttack):
         tau: cosine threshold τ in [−1, 1] for the orthogonal projection (−0.85).
     """
 
-    display_name = "GMLA"
+    display_name = ATTACK_NAMES["gmla"]
     semantic = True
 
     def __init__(

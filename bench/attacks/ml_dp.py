@@ -23,6 +23,7 @@ from bench.attacks import register_attack
 from bench.attacks.base import Attack, forward, label_jacobian, label_slots, reached
 from bench.attacks.engine import Stepper, rows
 from bench.errors import BenchError
+from bench.names import ATTACK_NAMES
 
 
 def deepfool_step(logits: Tensor, jac: Tensor, violated: Tensor) -> Tensor:
@@ -50,7 +51,7 @@ class MLDeepFool(Attack):
         constrain_nontargets: also hold the non-target labels (MLA-C formulation).
     """
 
-    display_name = "ML-DP"
+    display_name = ATTACK_NAMES["ml-dp"]
     semantic = False
 
     def __init__(self, *, eps: float = 0.01, steps: int = 100, overshoot: float = 0.02, constrain_nontargets: bool = False) -> None:

@@ -32,6 +32,7 @@ from bench.attacks import register_attack
 from bench.attacks.apgd import project as project_ball
 from bench.attacks.base import Attack, forward, label_jacobian, reached
 from bench.attacks.engine import Stepper, rows
+from bench.names import ATTACK_NAMES
 
 THRESHOLD_START, THRESHOLD_STEP, THRESHOLD_MIN = 0.5, 0.05, 0.1
 W_MAX = 1e6  # bounds the LP when r = 0 is feasible (‖r‖∞ ≥ 1e-6)
@@ -85,7 +86,7 @@ class MLALP(Attack):
         project: also project each iterate on the ε-ball (the official driver does not).
     """
 
-    display_name = "MLA-LP"
+    display_name = ATTACK_NAMES["mla-lp"]
     semantic = False
 
     def __init__(self, *, eps: float = 0.01, steps: int = 10, project: bool = False) -> None:

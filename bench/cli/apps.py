@@ -37,3 +37,4 @@ GraphOption = Annotated[
         show_default=False,
     ),
 ]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:INDEX.")]

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from bench.cli.apps import app, perf_app
+from bench.cli.apps import DeviceOption, TrustOption, app, perf_app
 from bench.cli.console import console
 from bench.errors import BenchError
 from bench.progress import progress_bar
@@ -25,7 +25,7 @@ def attack_command(
     targets: Annotated[str, typer.Option("--targets", "-t", help="Target set Ω: comma-separated labels to switch off (on with --turn-on).")],
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (stamps, voc, nus, openimages).")] = "stamps",
     attack: Annotated[str, typer.Option("--attack", "-a", help="Attack: gmla, gmla-alpha, gmla-beta, mla-u, mla-c, mla-lp, ml-dp.")] = "gmla",
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Trained run (name or folder); default: the dataset's newest.", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Trained run (name or folder), architecture (its newest run) or published checkpoint file; default: the dataset's newest trained model.", show_default=False)] = None,
     images: Annotated[int, typer.Option("--images", "-n", help="How many eligible test images to attack (the first ones whose prediction has every target).")] = 4,
     eps: Annotated[float, typer.Option("--eps", help="ℓ∞ budget ε (images in [0, 1]).")] = 0.01,
     steps: Annotated[int | None, typer.Option("--steps", help="Iterations (default: the attack's own: 300 APGD, 10 MLA-LP, 100 ML-DP).", show_default=False)] = None,
@@ -34,7 +34,8 @@ def attack_command(
     split: Annotated[str, typer.Option("--split", help="Dataset split.")] = "test",
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Pairs per batch (default: from free GPU memory; 32 on CPU).", show_default=False)] = None,
     data_root: Annotated[str | None, typer.Option("--data-root", help="Dataset folder (default: under $BENCH_DATA).", show_default=False)] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when available).", show_default=False)] = None,
+    device: DeviceOption = "auto",
+    trust_checkpoint: TrustOption = False,
     save: Annotated[Path | None, typer.Option("--save", help="Write each pair's adversarial example here (PNGs + .npz, as bench run --save-images).", show_default=False)] = None,
 ) -> None:
     """Attack a few images of a dataset with a trained model; print the labels before and after.
@@ -54,10 +55,9 @@ def attack_command(
     from bench.attacks.batching import attack_pairs
     from bench.attacks.targets import omega_masks, pair_targets
     from bench.datasets import create_dataset
-    from bench.evaluate import default_device
+    from bench.devices import resolve_device
     from bench.metrics import combination_rates, pair_metrics, summarize
-    from bench.models import latest_model, load_trained
-    from bench.models.store import check_card_graph
+    from bench.sweep.inputs import fit_dataset, load_sweep_model
     from bench.sweep.protocol import first_eligible
     from kg.closure import GraphTensors
 
@@ -69,14 +69,9 @@ def attack_command(
     if tau is not None:
         params["tau"] = tau
     engine = create_attack(attack, **params)
-    run = model or latest_model(dataset)
-    if run is None:
-        raise BenchError(f"no trained model for dataset {dataset!r}; train one first: bench train --dataset {dataset} --preset demo")
-    dev = torch.device(device) if device else default_device()
-    net, card = load_trained(run, dev)
-    data = create_dataset(dataset, split=split, root=data_root, image_size=card.image_size)
-    check_card_graph(card, data.graph)
-    graph = data.graph
+    dev = resolve_device(device)
+    loaded = load_sweep_model(dataset, model, dev, trust=trust_checkpoint)  # a trained run or a published checkpoint, as bench run
+    net, data, graph = fit_dataset(loaded, create_dataset(dataset, split=split, root=data_root, image_size=loaded.image_size))
     omega_row = omega_masks(graph, [[t.strip() for t in targets.split(",") if t.strip()]])[0]
     chosen, clean = first_eligible(net, data, graph, omega_row, images, turn_on, dev)
     if not chosen:
@@ -86,7 +81,7 @@ def attack_command(
     g = GraphTensors(graph, dev)
     pairs = pair_targets(clean, omega_row.expand(len(chosen), -1), g, turn_on=turn_on)
     console.print(
-        f"{engine.display_name} ({engine!r}) on {len(chosen)} {split} image(s) of {dataset}, model {card.run_name or run}, "
+        f"{engine.display_name} ({engine!r}) on {len(chosen)} {split} image(s) of {dataset}, model {Path(loaded.path).name} ({loaded.name}), "
         f"Ω = {{{targets}}}, turn {'on' if turn_on else 'off'}"
     )
     with progress_bar(console=console, transient=True) as bar:

@@ -8,11 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bench.cli.apps import GraphOption, TrustOption, app, perf_app
+from bench.cli.apps import DeviceOption, GraphOption, TrustOption, app, perf_app
 from bench.cli.console import console, styled
 from bench.errors import BenchError, unknown
 
-DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:INDEX.")]
 StoreOption = Annotated[
     str, typer.Option("--store", help="Graph store for the combinations' ancestors/descendants: ladybug or neo4j.")
 ]
@@ -85,7 +84,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 def parse_attacks(text: str) -> tuple[str, ...]:
     """``all`` or a comma list of registered attack names (unknown names suggest close ones)."""
     from bench.attacks import ATTACKS, list_attacks
-    from results.tables import ATTACK_NAMES
+    from bench.names import ATTACK_NAMES
 
     if text.strip().lower() == "all":
         return tuple(sorted(list_attacks(), key=lambda a: (list(ATTACK_NAMES).index(a) if a in ATTACK_NAMES else 99, a)))

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from bench.cli.apps import GraphOption, TrustOption, app
+from bench.cli.apps import DeviceOption, GraphOption, TrustOption, app
 from bench.cli.console import console, styled
 from bench.errors import BenchError
 from bench.fileio import write_json
@@ -19,7 +19,6 @@ DatasetOption = Annotated[
     str | None, typer.Option("--dataset", "-d", help="Dataset name (stamps, voc, nus, openimages).", show_default=False)
 ]
 DataRootOption = Annotated[str | None, typer.Option("--data-root", help="Dataset folder (default: under $BENCH_DATA).", show_default=False)]
-DeviceOption = Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when available).", show_default=False)]
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, Any]:
@@ -75,7 +74,7 @@ def train_command(
         str | None, typer.Option("--resume", help="Continue this run (name or folder) from its last epoch.", show_default=False)
     ] = None,
     data_root: DataRootOption = None,
-    device: DeviceOption = None,
+    device: DeviceOption = "auto",
     graph: GraphOption = None,
 ) -> None:
     """Train a model on a dataset's extended labels; save weights and a model card.
@@ -158,7 +157,7 @@ def eval_command(
         typer.Option("--json", help="Write the report (per-label AP, consistent image ids) to this JSON file.", show_default=False),
     ] = None,
     data_root: DataRootOption = None,
-    device: DeviceOption = None,
+    device: DeviceOption = "auto",
     trust_checkpoint: TrustOption = False,
 ) -> None:
     """Evaluate a model: mAP, per-label AP, and the share of globally consistent predictions.

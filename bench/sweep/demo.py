@@ -124,7 +124,7 @@ def run_demo(out: Path | None, device: torch.device, console: Console, retrain: 
 
 
 def _paper_order(attacks: list[str]) -> list[str]:
-    from results.tables import ATTACK_NAMES
+    from bench.names import ATTACK_NAMES
 
     known = list(ATTACK_NAMES)
     return sorted(attacks, key=lambda a: (known.index(a) if a in known else len(known), a))

@@ -16,27 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.devices import resolve_device  # noqa: F401  (re-exported: bench.sweep.resolve_device)
 from bench.errors import BenchError
 from kg.graph import LabelGraph
-
-
-def resolve_device(spec: str | None = "auto") -> torch.device:
-    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:i``."""
-    spec = (spec or "auto").strip().lower()
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise BenchError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:INDEX") from None
-    if device.type not in ("cpu", "cuda"):
-        raise BenchError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:INDEX")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise BenchError(f"--device {spec}: CUDA is not available on this machine; use --device cpu (or auto)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise BenchError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
 
 
 @dataclass

@@ -1,0 +1,31 @@
+"""Devices: one parser for every ``--device`` and every library entry point."""
+
+from __future__ import annotations
+
+import torch
+
+from bench.errors import BenchError
+
+DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:INDEX."
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """``auto``/``None`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:i``; one line for anything else."""
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise BenchError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:INDEX") from None
+    if device.type not in ("cpu", "cuda"):
+        raise BenchError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:INDEX")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BenchError(f"--device {spec}: CUDA is not available on this machine; use --device cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise BenchError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+

@@ -1,0 +1,23 @@
+"""The attacks' display names, in the paper's row order: the one definition that the attack
+classes (``display_name``), tables, plots and the report read (importing it loads no torch)."""
+
+from __future__ import annotations
+
+ATTACK_NAMES = {
+    "mla-u": "MLA-U",
+    "mla-c": "MLA-C",
+    "mla-lp": "MLA-LP",
+    "gmla-alpha": "GMLA_α",
+    "gmla-beta": "GMLA_β",
+    "gmla": "GMLA",
+    "ml-dp": "ML-DP",
+}
+
+
+def attack_display(name: str) -> str:
+    """A built-in attack's paper name, a registered plugin's ``display_name``, else the name as stored."""
+    if name in ATTACK_NAMES:
+        return ATTACK_NAMES[name]
+    from bench.attacks import ATTACKS  # only for names the paper does not have: plugins
+
+    return (ATTACKS.get(name).display_name or name) if name in ATTACKS else name
