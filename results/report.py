@@ -155,7 +155,8 @@ def _plots(con: duckdb.DuckDBPyConnection, run_id: str, run: dict) -> str:
         shown.append((f"success rate against iterations, |Ω| = {size}", _iterations_figure(con, run_id, selection, [])))
     if "ml-dp" in run["attacks"]:
         try:
-            shown.append(("ML-DP perturbation size (RMSD)", _rmsd_figure(con, run_id, Selection(None, fixed.eps, None), [])))
+            for size in run["sizes"]:
+                shown.append((f"ML-DP perturbation size (RMSD), |Ω| = {size}", _rmsd_figure(con, run_id, Selection(size, fixed.eps, fixed.tau), [])))
         except BenchError as exc:
             shown.append((f"RMSD: {exc}", None))
     out = []
@@ -165,11 +166,16 @@ def _plots(con: duckdb.DuckDBPyConnection, run_id: str, run: dict) -> str:
     return "".join(out)
 
 
-def _label_list(example, on, omega, psi) -> str:
+def _label_list(example, on, before=None) -> str:
+    """The positive labels (Ω underlined, Ψ highlighted); with ``before``, the labels it had
+    that are now off, struck through."""
+    shown = set(on.nonzero()[0]) | (set(before.nonzero()[0]) if before is not None else set())
     parts = []
-    for i in sorted(set(on.nonzero()[0]) | set(omega.nonzero()[0])):
-        classes = " ".join(c for c, m in (("omega", omega), ("psi", psi)) if m[i])
-        parts.append(f'<span class="{classes}">{esc(example.names[i])}</span>' if classes else esc(example.names[i]))
+    for i in sorted(shown):
+        classes = " ".join(c for c, m in (("omega", example.omega), ("psi", example.psi)) if m[i])
+        text = esc(example.names[i])
+        text = f'<span class="{classes}">{text}</span>' if classes else text
+        parts.append(text if on[i] else f"<s>{text}</s>")
     return ", ".join(parts) or "–"
 
 
@@ -204,10 +210,10 @@ def _gallery(con: duckdb.DuckDBPyConnection, run_id: str, artifacts: dict) -> st
             cards.append(
                 f'<div class="card"><div><b>{esc(attack_display(attack))}</b> on Ω = {{{esc(", ".join(r["labels"]))}}}, '
                 f'<span class="tag">{esc(r["image_id"])}</span>, ε = {r["eps"]:g}: <span class="{verdict[1]}">{verdict[0]}</span></div>'
-                f"{pictures}<div>before: {_label_list(ex, ex.clean_on, ex.omega, ex.psi)}</div>"
-                f"<div>after: {_label_list(ex, ex.adv_on, ex.omega, ex.psi)}</div></div>"
+                f"{pictures}<div>before: {_label_list(ex, ex.clean_on)}</div>"
+                f"<div>after: {_label_list(ex, ex.adv_on, ex.clean_on)}</div></div>"
             )
-    legend = '<p class="note"><span class="omega">underlined</span>: Ω; <span class="psi">highlighted</span>: Ψ = h(Ω, G).</p>'
+    legend = '<p class="note"><span class="omega">underlined</span>: Ω; <span class="psi">highlighted</span>: Ψ = h(Ω, G); <s>struck</s>: switched off by the attack.</p>'
     return legend + f'<div class="gallery">{"".join(cards)}</div>'
 
 
