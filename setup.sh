@@ -56,6 +56,9 @@ case "${1:-}" in
         ;;
     test)
         shift
+        # one formatter setting and the lint rules (pyproject.toml), checked before the tests
+        .venv/bin/ruff check --quiet bench kg results tests
+        .venv/bin/ruff format --check --quiet bench kg results tests
         set +e
         .venv/bin/python -m pytest "$@"
         rc=$?

@@ -28,4 +28,3 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise BenchError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
-

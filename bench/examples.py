@@ -44,26 +44,44 @@ def stem_for(combo_id: int, attack: str, eps: float, tau: float, image_id: str) 
 
 
 def save_example(
-    folder: Path, stem: str, clean: Tensor, adv: Tensor, eps: float, attack: str,
-    clean_logits: Tensor, adv_logits: Tensor, omega: Tensor, psi: Tensor, names: Sequence[str],
-) -> Path:  # fmt: skip
+    folder: Path,
+    stem: str,
+    clean: Tensor,
+    adv: Tensor,
+    eps: float,
+    attack: str,
+    clean_logits: Tensor,
+    adv_logits: Tensor,
+    omega: Tensor,
+    psi: Tensor,
+    names: Sequence[str],
+) -> Path:
     """Write one example (see the module docstring); returns the ``.npz`` path."""
     folder.mkdir(parents=True, exist_ok=True)
     delta = (adv.detach().float() - clean.detach().float()).cpu().numpy()
     pictures = {"clean": to_uint8(clean), "adv": to_uint8(adv), "delta": delta_picture(delta, eps)}
     for kind, picture in pictures.items():
-        atomic_write(folder / f"{stem}-{kind}.png", lambda tmp, picture=picture: Image.fromarray(picture).save(tmp, format="PNG"))
+        atomic_write(
+            folder / f"{stem}-{kind}.png", lambda tmp, picture=picture: Image.fromarray(picture).save(tmp, format="PNG")
+        )
     npz = folder / f"{stem}.npz"
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.savez_compressed(
-                fh, clean=pictures["clean"], adv=pictures["adv"], delta=delta.astype(np.float32),
+                fh,
+                clean=pictures["clean"],
+                adv=pictures["adv"],
+                delta=delta.astype(np.float32),
                 adv_float=adv.detach().float().cpu().numpy(),
-                clean_logits=clean_logits.detach().float().cpu().numpy(), adv_logits=adv_logits.detach().float().cpu().numpy(),
-                omega=omega.cpu().numpy(), psi=psi.cpu().numpy(), names=np.array(list(names)), eps=np.float64(eps),
+                clean_logits=clean_logits.detach().float().cpu().numpy(),
+                adv_logits=adv_logits.detach().float().cpu().numpy(),
+                omega=omega.cpu().numpy(),
+                psi=psi.cpu().numpy(),
+                names=np.array(list(names)),
+                eps=np.float64(eps),
                 attack=np.array(attack),
-            )  # fmt: skip
+            )
 
     atomic_write(npz, write)
     return npz
@@ -92,6 +110,12 @@ class Example:
 def load_example(path: Path) -> Example:
     with np.load(path, allow_pickle=False) as z:
         return Example(
-            path, str(z["attack"]), float(z["eps"]), z["clean_logits"] > 0, z["adv_logits"] > 0,
-            z["omega"].astype(bool), z["psi"].astype(bool), [str(n) for n in z["names"]],
-        )  # fmt: skip
+            path,
+            str(z["attack"]),
+            float(z["eps"]),
+            z["clean_logits"] > 0,
+            z["adv_logits"] > 0,
+            z["omega"].astype(bool),
+            z["psi"].astype(bool),
+            [str(n) for n in z["names"]],
+        )

@@ -69,9 +69,13 @@ def pair_metrics(
     """
     p = len(targets)
     if adv_logits.shape != targets.clean.shape:
-        raise BenchError(f"adversarial logits of shape {tuple(adv_logits.shape)} do not match {tuple(targets.clean.shape)}")
+        raise BenchError(
+            f"adversarial logits of shape {tuple(adv_logits.shape)} do not match {tuple(targets.clean.shape)}"
+        )
     if clean_images.shape != adv_images.shape or clean_images.shape[0] != p:
-        raise BenchError(f"need one clean and one adversarial image per pair ({p}); got {tuple(clean_images.shape)} and {tuple(adv_images.shape)}")
+        raise BenchError(
+            f"need one clean and one adversarial image per pair ({p}); got {tuple(clean_images.shape)} and {tuple(adv_images.shape)}"
+        )
     if not bool(torch.isfinite(adv_logits).all()):
         raise BenchError("the adversarial logits contain NaN or infinite values")
     clean, omega, psi = (t.cpu() for t in (targets.clean, targets.omega, targets.psi))
@@ -97,9 +101,13 @@ def pair_metrics(
 
         # Every row, on the images' own device and dtype (float32 on a GPU is far faster than
         # float64 on the CPU): a pair's SSIM must not depend on which rows share its batch.
-        every = structural_similarity_index_measure(
-            adv_images.detach(), clean_images.detach(), data_range=1.0, reduction="none"
-        ).double().cpu()
+        every = (
+            structural_similarity_index_measure(
+                adv_images.detach(), clean_images.detach(), data_range=1.0, reduction="none"
+            )
+            .double()
+            .cpu()
+        )
         ssim = torch.where(success, every, nan)
     rmsd = torch.where(success, root_mean_sq, nan)
     return PairMetrics(success, consistent, ntr_share, ssim, rmsd, linf, l2)

@@ -31,5 +31,7 @@ def make_dir(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise BenchError(f"cannot create folder {path}: {exc.strerror or exc} (set BENCH_DATA to a writable folder, or pass the path explicitly)") from None
+        raise BenchError(
+            f"cannot create folder {path}: {exc.strerror or exc} (set BENCH_DATA to a writable folder, or pass the path explicitly)"
+        ) from None
     return path

@@ -205,8 +205,12 @@ def train(
     model.prepare(train_set.targets())
     model.to(device)
     steps_per_epoch = len(train_set) // cfg.batch_size
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.2)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.2
+    )
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     history: list[float] = []
     seconds, seen, start_epoch = 0.0, 0, 0
@@ -219,12 +223,16 @@ def train(
     loss_fn = LOSSES[cfg.loss]()
 
     with progress_bar("[bold]{task.description}", "loss {task.fields[loss]:.4f}", enabled=progress) as bar:
-        task = bar.add_task("train", total=cfg.epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch, loss=float("nan"))
+        task = bar.add_task(
+            "train", total=cfg.epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch, loss=float("nan")
+        )
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
             torch.manual_seed(cfg.seed * 100_003 + epoch)
-            loader = DataLoader(train_set, cfg.batch_size, shuffle=True, drop_last=True, generator=gen, num_workers=cfg.workers)
+            loader = DataLoader(
+                train_set, cfg.batch_size, shuffle=True, drop_last=True, generator=gen, num_workers=cfg.workers
+            )
             total, t0 = 0.0, time.perf_counter()
             for images, targets in loader:
                 images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
@@ -248,12 +256,22 @@ def train(
                     f"epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]:.4f}, "
                     f"{steps_per_epoch * cfg.batch_size / (time.perf_counter() - t0):.0f} images/s"
                 )
-            torch_save(run_dir / STATE, {
-                "format": STATE_FORMAT, "config": cfg.to_dict(), "graph_sha256": graph.sha256, "epoch": epoch + 1,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "history": history, "seconds": seconds, "seen": seen,
-            })  # fmt: skip
+            torch_save(
+                run_dir / STATE,
+                {
+                    "format": STATE_FORMAT,
+                    "config": cfg.to_dict(),
+                    "graph_sha256": graph.sha256,
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "history": history,
+                    "seconds": seconds,
+                    "seen": seen,
+                },
+            )
         eval_task = bar.add_task("test", total=len(test_set), loss=float("nan"))
         report = evaluate(model, test_set, device=device, progress=lambda n: bar.update(eval_task, advance=n))
 

@@ -75,7 +75,9 @@ def recover_edges(counts: Cooccurrence, n_labels: int) -> list[tuple[int, int]]:
     return edges
 
 
-def abstract_names(graph_edges: Sequence[tuple[int, int]], n: int, labels: Sequence[str], synsets: Sequence[str]) -> tuple[list[str], list[str]]:
+def abstract_names(
+    graph_edges: Sequence[tuple[int, int]], n: int, labels: Sequence[str], synsets: Sequence[str]
+) -> tuple[list[str], list[str]]:
     """Names and synsets of the abstract nodes (n_labels … n−1): the lowest common hypernym of
     the synsets of the dataset labels below each."""
     from kg.wordnet import noun_synset
@@ -120,7 +122,9 @@ def import_graph(dataset: str, path: str | Path, name: str, trust: bool = False)
     table_path = LABEL_TABLES / f"{dataset}.csv"
     if not table_path.exists():
         known = sorted(p.stem for p in LABEL_TABLES.glob("*.csv"))
-        raise BenchError(f"no label table for dataset {dataset!r} (known: {', '.join(known)}): the file's first labels are the dataset's")
+        raise BenchError(
+            f"no label table for dataset {dataset!r} (known: {', '.join(known)}): the file's first labels are the dataset's"
+        )
     table = read_label_table(table_path)
     counts = read_cooccurrence(path, trust)
     k, n = len(table), len(counts.nums)
@@ -130,9 +134,14 @@ def import_graph(dataset: str, path: str | Path, name: str, trust: bool = False)
     labels, synsets = [row.label for row in table], [row.synset for row in table]
     names, ids = abstract_names(edges, n, labels, synsets)
     return LabelGraph(
-        name, tuple(labels + names), tuple(edges), k, ids=tuple(synsets + ids), source=f"co-occurrence:{Path(path).name}",
+        name,
+        tuple(labels + names),
+        tuple(edges),
+        k,
+        ids=tuple(synsets + ids),
+        source=f"co-occurrence:{Path(path).name}",
         meta={"dataset": dataset, "file": str(Path(path).name), "abstract_names": "lowest common WordNet hypernym"},
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)
@@ -149,7 +158,9 @@ def graph_diff(a: LabelGraph, b: LabelGraph) -> list[NodeDiff]:
     or a group only one graph has. Both graphs must have the same dataset labels."""
     if set(a.labels) != set(b.labels):
         only = sorted(set(a.labels) ^ set(b.labels))
-        raise BenchError(f"graphs {a.name!r} and {b.name!r} have other dataset labels ({', '.join(only[:5])}): compare graphs of one dataset")
+        raise BenchError(
+            f"graphs {a.name!r} and {b.name!r} have other dataset labels ({', '.join(only[:5])}): compare graphs of one dataset"
+        )
 
     def groups(g: LabelGraph) -> dict[tuple[str, ...], str]:
         out = {}

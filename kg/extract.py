@@ -68,13 +68,17 @@ def read_label_table(path: str | Path) -> list[LabelSynset]:
         raise BenchError(f"label table {path} does not exist") from None
     except (UnicodeDecodeError, IsADirectoryError) as exc:
         raise BenchError(f"label table {path} is not a UTF-8 text file ({exc.__class__.__name__})") from None
-    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip() and not line.lstrip().startswith("#")]
+    lines = [
+        (n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip() and not line.lstrip().startswith("#")
+    ]
     if not lines:
         raise BenchError(f"label table {path} has no rows (expected a header 'label,synset[,note]')")
     rows = list(csv.reader(io.StringIO("\n".join(line for _, line in lines))))
     header = tuple(x.strip().lower() for x in rows[0])
     if header[:2] != HEADER:
-        raise BenchError(f"label table {path} line {lines[0][0]}: header must start with 'label,synset', got {','.join(rows[0])!r}")
+        raise BenchError(
+            f"label table {path} line {lines[0][0]}: header must start with 'label,synset', got {','.join(rows[0])!r}"
+        )
     table: list[LabelSynset] = []
     seen: dict[str, int] = {}
     for (lineno, _), row in zip(lines[1:], rows[1:], strict=True):

@@ -198,7 +198,9 @@ class LabelGraph:
         """
         y = np.asarray(y)
         if y.ndim != 2 or y.shape[1] not in (self.n_labels, self.n):
-            raise BenchError(f"labels of shape {y.shape} do not fit graph {self.name!r} ({self.n_labels} labels, {self.n} nodes)")
+            raise BenchError(
+                f"labels of shape {y.shape} do not fit graph {self.name!r} ({self.n_labels} labels, {self.n} nodes)"
+            )
         full = np.zeros((y.shape[0], self.n), dtype=np.float32)
         full[:, : y.shape[1]] = y > 0
         full = np.maximum(full, (full @ self.reachability().T) > 0)
@@ -224,8 +226,7 @@ class LabelGraph:
             "n_labels": self.n_labels,
             "sha256": self.sha256,
             "nodes": [
-                {"name": name, "id": self.ids[i], "label": i < self.n_labels}
-                for i, name in enumerate(self.nodes)
+                {"name": name, "id": self.ids[i], "label": i < self.n_labels} for i, name in enumerate(self.nodes)
             ],
             "edges": [[self.nodes[p], self.nodes[c]] for p, c in self.edges],
             "meta": dict(self.meta),

@@ -43,12 +43,16 @@ def read_descriptions(path: str | Path = DESCRIPTIONS) -> list[tuple[str, str]]:
     out = []
     for n, row in enumerate(rows, 1):
         if len(row) != 2 or not row[0].startswith("/m/") or not row[1].strip():
-            raise BenchError(f"Open Images class descriptions {path} line {n}: expected 'MID,DisplayName', got {','.join(row)!r}")
+            raise BenchError(
+                f"Open Images class descriptions {path} line {n}: expected 'MID,DisplayName', got {','.join(row)!r}"
+            )
         out.append((row[0], row[1].strip()))
     seen: dict[str, str] = {}
     for mid, name in out:
         if name.lower() in seen:
-            raise BenchError(f"Open Images class descriptions {path}: display name {name!r} is used by {seen[name.lower()]} and {mid}")
+            raise BenchError(
+                f"Open Images class descriptions {path}: display name {name!r} is used by {seen[name.lower()]} and {mid}"
+            )
         seen[name.lower()] = mid
     return out
 
@@ -85,7 +89,9 @@ def build_openimages_graph(
     edges = read_subcategory_edges(hierarchy)
     unknown_mids = sorted({m for e in edges for m in e if m not in index})
     if unknown_mids:
-        raise BenchError(f"Open Images hierarchy {hierarchy}: MIDs without a class description: {', '.join(unknown_mids[:5])}")
+        raise BenchError(
+            f"Open Images hierarchy {hierarchy}: MIDs without a class description: {', '.join(unknown_mids[:5])}"
+        )
     names = tuple(name for _, name in classes)
     graph = LabelGraph(
         name="openimages",
@@ -131,5 +137,11 @@ def single_parent_tree(dag: LabelGraph, edge_order: list[tuple[int, int]] | None
         parent_choices=choices,
     )
     return LabelGraph(
-        name=f"{dag.name}-tree", nodes=dag.nodes, edges=tuple(keep), n_labels=dag.n_labels, ids=dag.ids, source=dag.source, meta=meta
+        name=f"{dag.name}-tree",
+        nodes=dag.nodes,
+        edges=tuple(keep),
+        n_labels=dag.n_labels,
+        ids=dag.ids,
+        source=dag.source,
+        meta=meta,
     )

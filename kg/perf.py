@@ -72,7 +72,10 @@ def measure_kg(graph: LabelGraph, k: int, repeats: int = 5, track: Callable | No
         raise BenchError(f"--k {k} must be between 1 and the {graph.n_labels} labels of {graph.name!r}")
     combos = list(itertools.combinations(graph.labels, k))
     sample = combos[:: max(len(combos) // SAMPLE, 1)][:SAMPLE]
-    with tempfile.TemporaryDirectory(prefix="bench-perf-kg-") as tmp, open_store("ladybug", path=Path(tmp) / "perf.lbug") as store:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-perf-kg-") as tmp,
+        open_store("ladybug", path=Path(tmp) / "perf.lbug") as store,
+    ):
         store.load(graph)
         times = []
         for _ in range(repeats):
@@ -85,9 +88,11 @@ def measure_kg(graph: LabelGraph, k: int, repeats: int = 5, track: Callable | No
     up, down = reference_masks(graph, combos)
     n = together.ancestors.shape[1]
     identical = (
-        not up[:, n:].any() and not down[:, n:].any()
-        and np.array_equal(together.ancestors, up[:, :n]) and np.array_equal(together.descendants, down[:, :n])
-    )  # fmt: skip
+        not up[:, n:].any()
+        and not down[:, n:].any()
+        and np.array_equal(together.ancestors, up[:, :n])
+        and np.array_equal(together.descendants, down[:, :n])
+    )
     at = {c: i for i, c in enumerate(combos)}
     for combo, single in zip(sample, singles):
         m = single.ancestors.shape[1]

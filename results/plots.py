@@ -150,7 +150,7 @@ def _sweep_figure(
 
 
 def _fixed_settings(rows: list[dict], axis: str | None) -> str:
-    """" (|Ω| = 3, ε = 0.01, τ = −0.85)": the settings that do not vary in the figure."""
+    """ " (|Ω| = 3, ε = 0.01, τ = −0.85)": the settings that do not vary in the figure."""
     fixed = []
     for key in ("size", "eps", "tau"):
         values = sorted({r[key] for r in rows if key in r})
@@ -159,7 +159,9 @@ def _fixed_settings(rows: list[dict], axis: str | None) -> str:
     return f" ({'; '.join(fixed)})" if fixed else ""
 
 
-def _iterations_figure(con: duckdb.DuckDBPyConnection, run: str, selection: Selection, attacks: Sequence[str]) -> Figure:
+def _iterations_figure(
+    con: duckdb.DuckDBPyConnection, run: str, selection: Selection, attacks: Sequence[str]
+) -> Figure:
     """Success rate against iterations: the share of attacked pairs that succeeded by iteration t
     (from the stored first-success iterations), one line per attack."""
     rows = fetch_dicts(
@@ -217,9 +219,7 @@ def _rmsd_figure(con: duckdb.DuckDBPyConnection, run: str, selection: Selection,
         group = by_attack[attack]
         rmsd = np.array([r["rmsd"] for r in group if r["rmsd"] is not None], dtype=float)
         ax.hist(rmsd, bins=edges, color="tab:blue", edgecolor="white")
-        ax.set_title(
-            f"{label(attack_display(attack))}: {len(rmsd)}/{len(group)} reached the target", fontsize="medium"
-        )
+        ax.set_title(f"{label(attack_display(attack))}: {len(rmsd)}/{len(group)} reached the target", fontsize="medium")
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("RMSD")
         ax.set_ylabel("adversarial examples")

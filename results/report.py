@@ -68,16 +68,22 @@ def layout_html(layout: Layout, digits: int = 1) -> str:
     head += [f"<th>{esc(g.label)} {esc(label)}</th>" for g in layout.groups for _, label in g.columns]
     body = []
     for row in layout.rows:
-        cells = [f'<td class="l">{esc(x)}</td>' for x in row.labels] + [f"<td>{esc(format_cell(c, digits))}</td>" for c in row.cells]
+        cells = [f'<td class="l">{esc(x)}</td>' for x in row.labels] + [
+            f"<td>{esc(format_cell(c, digits))}</td>" for c in row.cells
+        ]
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<table class="results"><caption>{esc(layout.title)}</caption><tr>{"".join(head)}</tr>{"".join(body)}</table>'
+    return (
+        f'<table class="results"><caption>{esc(layout.title)}</caption><tr>{"".join(head)}</tr>{"".join(body)}</table>'
+    )
 
 
 def _git_commit() -> str:
     from bench.paths import PROJECT_ROOT
 
     try:
-        done = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        done = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return done.stdout.strip() or "unknown (not a git checkout)"
@@ -99,19 +105,36 @@ def _provenance(run: dict, config: dict) -> str:
     card = config.get("model_card") or {}
     wall = ""
     if run["finished"] is not None:
-        wall = f"{(run['finished'] - run['created']).total_seconds() / 60:.1f} min (created → finished, resumes included)"
+        wall = (
+            f"{(run['finished'] - run['created']).total_seconds() / 60:.1f} min (created → finished, resumes included)"
+        )
     items = [
         ("run", run["run_id"]),
-        ("status", "finished" if run["finished"] is not None else "unfinished: the tables cover the rows stored so far"),
+        (
+            "status",
+            "finished" if run["finished"] is not None else "unfinished: the tables cover the rows stored so far",
+        ),
         ("dataset / split", f"{run['dataset']} / {config.get('extra', {}).get('split', '?')}"),
         ("model", f"{run['model_name']} ({run['model_path']})"),
-        ("model card", ", ".join(f"{k} {card[k]:.3g}" if isinstance(card[k], float) else f"{k} {card[k]}"
-                                  for k in ("model", "dataset", "image_size", "test_map", "consistency_share", "epochs") if k in card)
-         or "published checkpoint"),  # fmt: skip
+        (
+            "model card",
+            ", ".join(
+                f"{k} {card[k]:.3g}" if isinstance(card[k], float) else f"{k} {card[k]}"
+                for k in ("model", "dataset", "image_size", "test_map", "consistency_share", "epochs")
+                if k in card
+            )
+            or "published checkpoint",
+        ),
         ("graph", f"{run['graph_name']} (sha256 {run['graph_sha256']})"),
         ("attacks", ", ".join(run["attacks"])),
-        ("ε / τ / |Ω|", f"{', '.join(f'{e:g}' for e in run['eps'])} / {', '.join(f'{t:g}' for t in run['tau'])} / {', '.join(map(str, run['sizes']))}"),
-        ("preset, iterations, images per combination", f"{run['preset']}, {run['iterations']}, {run['images_per_combination']}"),
+        (
+            "ε / τ / |Ω|",
+            f"{', '.join(f'{e:g}' for e in run['eps'])} / {', '.join(f'{t:g}' for t in run['tau'])} / {', '.join(map(str, run['sizes']))}",
+        ),
+        (
+            "preset, iterations, images per combination",
+            f"{run['preset']}, {run['iterations']}, {run['images_per_combination']}",
+        ),
         ("protocol settings", json.dumps(config.get("extra", {}), sort_keys=True, separators=(", ", ": "))),
         ("device", run["device"] or "?"),
         ("created / finished", f"{run['created']} / {run['finished'] or '–'}"),
@@ -124,7 +147,9 @@ def _provenance(run: dict, config: dict) -> str:
     return f'<table class="prov">{rows}</table>'
 
 
-def _tables(con: duckdb.DuckDBPyConnection, run_id: str, sizes: list[int], eps: list[float], tau: float, attacks: list[str]) -> str:
+def _tables(
+    con: duckdb.DuckDBPyConnection, run_id: str, sizes: list[int], eps: list[float], tau: float, attacks: list[str]
+) -> str:
     parts = []
     for e in eps:
         for k in sizes:
@@ -144,19 +169,28 @@ def _plots(con: duckdb.DuckDBPyConnection, run_id: str, run: dict) -> str:
 
     shown = []
     fixed = Selection(None, run["eps"][0], run["tau"][0])
-    wanted = [("size", len(run["sizes"]) > 1, Selection(None, run["eps"][0], run["tau"][0])),
-              ("eps", len(run["eps"]) > 1, Selection(run["sizes"][-1], None, run["tau"][0])),
-              ("tau", len(run["tau"]) > 1, Selection(run["sizes"][-1], run["eps"][0], None))]  # fmt: skip
+    wanted = [
+        ("size", len(run["sizes"]) > 1, Selection(None, run["eps"][0], run["tau"][0])),
+        ("eps", len(run["eps"]) > 1, Selection(run["sizes"][-1], None, run["tau"][0])),
+        ("tau", len(run["tau"]) > 1, Selection(run["sizes"][-1], run["eps"][0], None)),
+    ]
     for axis, varies, selection in wanted:
         if varies:
-            shown.append((f"FR_S and NT_R against {axis}", _sweep_figure(con, run_id, axis, selection, ["fr_s", "nt_r"], [])))
+            shown.append(
+                (f"FR_S and NT_R against {axis}", _sweep_figure(con, run_id, axis, selection, ["fr_s", "nt_r"], []))
+            )
     for size in run["sizes"]:
         selection = Selection(size, fixed.eps, fixed.tau)
         shown.append((f"success rate against iterations, |Ω| = {size}", _iterations_figure(con, run_id, selection, [])))
     if "ml-dp" in run["attacks"]:
         try:
             for size in run["sizes"]:
-                shown.append((f"ML-DP perturbation size (RMSD), |Ω| = {size}", _rmsd_figure(con, run_id, Selection(size, fixed.eps, fixed.tau), [])))
+                shown.append(
+                    (
+                        f"ML-DP perturbation size (RMSD), |Ω| = {size}",
+                        _rmsd_figure(con, run_id, Selection(size, fixed.eps, fixed.tau), []),
+                    )
+                )
         except BenchError as exc:
             shown.append((f"RMSD: {exc}", None))
     out = []
@@ -199,14 +233,22 @@ def _gallery(con: duckdb.DuckDBPyConnection, run_id: str, artifacts: dict) -> st
     cards = []
     for attack in [a for a in ATTACK_NAMES if a in by_attack] + sorted(set(by_attack) - set(ATTACK_NAMES)):
         group = by_attack[attack]
-        chosen = [r for r in group if r["success"]][:GALLERY_PER_ATTACK] + [r for r in group if not r["success"]][:GALLERY_PER_ATTACK]
+        chosen = [r for r in group if r["success"]][:GALLERY_PER_ATTACK] + [r for r in group if not r["success"]][
+            :GALLERY_PER_ATTACK
+        ]
         for r in chosen:
             ex = load_example(r["path"])
             pictures = "".join(
                 f'<figure style="display:inline-block;margin:0 .3em"><img alt="{kind}" src="{png_data(ex.png(kind).read_bytes())}"><figcaption class="note">{caption}</figcaption></figure>'
                 for kind, caption in (("clean", "clean"), ("adv", "adversarial"), ("delta", "perturbation, ±ε"))
             )
-            verdict = ("consistent success", "ok") if r["consistent"] else ("inconsistent success", "bad") if r["success"] else ("failed", "bad")
+            verdict = (
+                ("consistent success", "ok")
+                if r["consistent"]
+                else ("inconsistent success", "bad")
+                if r["success"]
+                else ("failed", "bad")
+            )
             cards.append(
                 f'<div class="card"><div><b>{esc(attack_display(attack))}</b> on Ω = {{{esc(", ".join(r["labels"]))}}}, '
                 f'<span class="tag">{esc(r["image_id"])}</span>, ε = {r["eps"]:g}: <span class="{verdict[1]}">{verdict[0]}</span></div>'
@@ -258,21 +300,39 @@ def build_report(con: duckdb.DuckDBPyConnection, run_id: str, artifacts: dict) -
     title = f"semattack-bench report: {run_id}"
     sections = [f"<h1>{esc(title)}</h1>", "<h2>Provenance</h2>", _provenance(run, config)]
     if n_rows == 0:
-        sections.append('<p class="warn">This run has no result rows yet: nothing to tabulate or plot. Run (or resume) it with the same command.</p>')
+        sections.append(
+            '<p class="warn">This run has no result rows yet: nothing to tabulate or plot. Run (or resume) it with the same command.</p>'
+        )
     else:
         if run["finished"] is None:
-            sections.append('<p class="warn">This run is unfinished: the numbers below cover the rows stored so far.</p>')
-        attacks = sorted({r[0] for r in con.execute("SELECT DISTINCT attack FROM results WHERE run_id = ?", [run_id]).fetchall()})
-        sizes = sorted({r[0] for r in con.execute("SELECT DISTINCT size FROM combination_rates WHERE run_id = ?", [run_id]).fetchall()})
-        eps = sorted({r[0] for r in con.execute("SELECT DISTINCT eps FROM results WHERE run_id = ?", [run_id]).fetchall()})
+            sections.append(
+                '<p class="warn">This run is unfinished: the numbers below cover the rows stored so far.</p>'
+            )
+        attacks = sorted(
+            {r[0] for r in con.execute("SELECT DISTINCT attack FROM results WHERE run_id = ?", [run_id]).fetchall()}
+        )
+        sizes = sorted(
+            {
+                r[0]
+                for r in con.execute(
+                    "SELECT DISTINCT size FROM combination_rates WHERE run_id = ?", [run_id]
+                ).fetchall()
+            }
+        )
+        eps = sorted(
+            {r[0] for r in con.execute("SELECT DISTINCT eps FROM results WHERE run_id = ?", [run_id]).fetchall()}
+        )
         run = {**run, "sizes": sizes, "eps": eps}
         sections += [
             "<h2>Tables</h2>",
             '<p class="note">Mean ± std over target combinations, in % (SSIM pooled over the successful images), as <code>bench table</code> prints them.</p>',
             _tables(con, run_id, sizes, eps, run["tau"][0], attacks),
-            "<h2>Plots</h2>", _plots(con, run_id, run),
-            "<h2>Adversarial examples</h2>", _gallery(con, run_id, artifacts),
-            "<h2>Where GMLA gains or loses most</h2>", _drill_down(con, run_id, attacks),
-        ]  # fmt: skip
+            "<h2>Plots</h2>",
+            _plots(con, run_id, run),
+            "<h2>Adversarial examples</h2>",
+            _gallery(con, run_id, artifacts),
+            "<h2>Where GMLA gains or loses most</h2>",
+            _drill_down(con, run_id, attacks),
+        ]
     body = "\n".join(sections)
     return f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title><style>{STYLE}</style></head><body>{body}</body></html>\n'

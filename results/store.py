@@ -115,7 +115,11 @@ class ResultStore:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
             except duckdb.Error as exc:
-                message = damaged_message(self.path, exc) if is_damage(exc) else f"cannot open results database {self.path}: {one_line(exc)}"
+                message = (
+                    damaged_message(self.path, exc)
+                    if is_damage(exc)
+                    else f"cannot open results database {self.path}: {one_line(exc)}"
+                )
                 raise BenchError(message) from None
         try:
             yield con
@@ -274,7 +278,11 @@ class ResultStore:
                 )
 
     def write_rows(
-        self, run_id: str, rows: Sequence[ResultRow], complete: Iterable[int] = (), artifacts: Sequence[tuple[ResultKey, str]] = ()
+        self,
+        run_id: str,
+        rows: Sequence[ResultRow],
+        complete: Iterable[int] = (),
+        artifacts: Sequence[tuple[ResultKey, str]] = (),
     ) -> int:
         """Store a batch of rows in one transaction and mark the ``complete`` combinations done.
 
@@ -434,7 +442,9 @@ def _check_size(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     size = path.stat().st_size
     if size < DUCKDB_HEADERS + int(used) * int(block_size) or (size - DUCKDB_HEADERS) % int(block_size):
         raise BenchError(
-            damaged_message(path, ValueError(f"{size:,} bytes where its {used} blocks need {DUCKDB_HEADERS + used * block_size:,}"))
+            damaged_message(
+                path, ValueError(f"{size:,} bytes where its {used} blocks need {DUCKDB_HEADERS + used * block_size:,}")
+            )
         )
 
 

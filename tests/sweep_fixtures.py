@@ -113,9 +113,17 @@ def save_toy_model(name: str = "toy-model") -> str:
     graph = toy_graph()
     model = create_model(NAME, graph.n, SIDE)
     card = ModelCard(
-        model=NAME, model_kwargs={}, dataset=NAME, labels=list(graph.nodes), n_labels=graph.n_labels,
-        graph=graph.name, graph_sha256=graph.sha256, image_size=SIDE, run_name=name, created="2025-01-01T00:00:00+00:00",
-    )  # fmt: skip
+        model=NAME,
+        model_kwargs={},
+        dataset=NAME,
+        labels=list(graph.nodes),
+        n_labels=graph.n_labels,
+        graph=graph.name,
+        graph_sha256=graph.sha256,
+        image_size=SIDE,
+        run_name=name,
+        created="2025-01-01T00:00:00+00:00",
+    )
     run_dir = models_dir(NAME) / name
     save_trained(run_dir, model, card)
     return str(run_dir)

@@ -118,15 +118,23 @@ def test_batched_equals_reference_loop_and_single_pairs(kind, seed, eps):
         single = attack(model, x[p : p + 1], desired[p : p + 1], tmask[p : p + 1], ntmask[p : p + 1])
         ref_x, ref_it, h = ref_apgd(kind, model, x[p], desired[p], tmask[p], ntmask[p], eps, 100)
         halvings += h
-        assert int(batched.iterations[p]) == int(single.iterations[0]) == ref_it, f"{kind} pair {p}: iteration of success"
+        assert int(batched.iterations[p]) == int(single.iterations[0]) == ref_it, (
+            f"{kind} pair {p}: iteration of success"
+        )
         assert torch.allclose(batched.adv[p], single.adv[0], rtol=0, atol=1e-12), f"{kind} pair {p}: batch != single"
-        assert torch.allclose(batched.adv[p], ref_x, rtol=0, atol=1e-12), f"{kind} pair {p}: differs from the paper's loop"
+        assert torch.allclose(batched.adv[p], ref_x, rtol=0, atol=1e-12), (
+            f"{kind} pair {p}: differs from the paper's loop"
+        )
         assert int(slots.iterations[p]) == ref_it, f"{kind} pair {p}: iteration of success with refilled slots"
-        assert torch.allclose(slots.adv[p], ref_x, rtol=0, atol=1e-12), f"{kind} pair {p}: refilled slots differ from the loop"
+        assert torch.allclose(slots.adv[p], ref_x, rtol=0, atol=1e-12), (
+            f"{kind} pair {p}: refilled slots differ from the loop"
+        )
     its = batched.iterations
     assert bool((its > 22).any()), f"scenario must cover successes after the first checkpoint: {its.tolist()}"
     if kind == "gmla":
-        assert bool((its == -1).any()) and halvings > 0, f"scenario must cover failures and step halving: {its.tolist()}"
+        assert bool((its == -1).any()) and halvings > 0, (
+            f"scenario must cover failures and step halving: {its.tolist()}"
+        )
 
 
 def test_successful_pairs_reach_their_targets_and_failed_ones_are_unperturbed():
@@ -135,7 +143,9 @@ def test_successful_pairs_reach_their_targets_and_failed_ones_are_unperturbed():
     with torch.no_grad():
         pred = model(result.adv) > 0
     reached = ((pred == desired) | ~tmask).all(1)
-    assert torch.equal(reached[result.success], torch.ones_like(reached[result.success])), "successful pairs reach the targets"
+    assert torch.equal(reached[result.success], torch.ones_like(reached[result.success])), (
+        "successful pairs reach the targets"
+    )
     assert torch.equal(result.adv[~result.success], x[~result.success]), "failed pairs come back unchanged"
     assert bool((result.linf[~result.success] == 0).all()), "failed pairs report zero perturbation"
 
@@ -162,7 +172,9 @@ def test_invariants(seed, eps, steps, kind):
     done = result.success
     assert torch.equal(longer.success[done], done[done]), "success stays success with a longer budget"
     assert torch.equal(longer.iterations[done], result.iterations[done]), "first-success iteration unchanged"
-    assert torch.allclose(longer.adv[done], result.adv[done], rtol=0, atol=1e-12), "a success never moves after it is reached"
+    assert torch.allclose(longer.adv[done], result.adv[done], rtol=0, atol=1e-12), (
+        "a success never moves after it is reached"
+    )
 
 
 def test_bad_inputs():

@@ -65,15 +65,24 @@ def toy_model():
         fc.weight.mul_(0.1)
         fc.bias.copy_(torch.tensor([0.05, -3.0, 3.0, 3.0, 3.0]))
     card = ModelCard(
-        model="timm", model_kwargs={"arch": "test_resnet"}, dataset="attack-toy", labels=list(GRAPH.nodes),
-        n_labels=GRAPH.n_labels, graph=GRAPH.name, graph_sha256=GRAPH.sha256, image_size=32, run_name="toy-run",
-    )  # fmt: skip
+        model="timm",
+        model_kwargs={"arch": "test_resnet"},
+        dataset="attack-toy",
+        labels=list(GRAPH.nodes),
+        n_labels=GRAPH.n_labels,
+        graph=GRAPH.name,
+        graph_sha256=GRAPH.sha256,
+        image_size=32,
+        run_name="toy-run",
+    )
     save_trained(models_dir("attack-toy") / "toy-run", net, card)
     return net
 
 
 def test_bench_attack_prints_labels_before_and_after(toy_model):
-    result = runner.invoke(app, ["attack", "-d", "attack-toy", "-t", "cat", "-a", "gmla", "-n", "3", "--eps", "0.5", "--steps", "5"])
+    result = runner.invoke(
+        app, ["attack", "-d", "attack-toy", "-t", "cat", "-a", "gmla", "-n", "3", "--eps", "0.5", "--steps", "5"]
+    )
     assert result.exit_code == 0, f"bench attack failed: {result.output}{result.exception!r}"
     for text in ("toy/", "before", "after", "FR_N", "FR_S", "NT_R", "GMLA"):
         assert text in result.output, f"output shows {text!r}"
@@ -89,7 +98,9 @@ def test_bench_attack_bad_input(toy_model):
     ]
     for args, message in cases:
         result = runner.invoke(app, ["attack", "-d", "attack-toy", *args])
-        assert isinstance(result.exception, BenchError) and message in str(result.exception), f"{args}: {result.exception!r}"
+        assert isinstance(result.exception, BenchError) and message in str(result.exception), (
+            f"{args}: {result.exception!r}"
+        )
     result = runner.invoke(app, ["attack", "-d", "stamps-none", "-t", "cat"])
     assert "no trained model for stamps-none" in str(result.exception), "missing model named"
 
@@ -97,16 +108,43 @@ def test_bench_attack_bad_input(toy_model):
 def test_cli_error_is_one_line():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from bench.cli import main; sys.argv = ['bench', 'attack', '-t', 'cat', '-a', 'gmlaa']; main()"],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys; from bench.cli import main; sys.argv = ['bench', 'attack', '-t', 'cat', '-a', 'gmlaa']; main()",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2, f"exit code 2 for a user mistake, got {proc.returncode}: {proc.stderr}"
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "unknown attack 'gmlaa'" in lines[0] and "Traceback" not in proc.stderr, f"one line: {proc.stderr}"
+    assert len(lines) == 1 and "unknown attack 'gmlaa'" in lines[0] and "Traceback" not in proc.stderr, (
+        f"one line: {proc.stderr}"
+    )
 
 
 def test_bench_perf_attack_runs():
-    args = ["perf", "attack", "--arch", "test_resnet", "--image-size", "32", "--labels", "5", "--batch", "2", "--steps", "2", "--single-pairs", "1", "--repeats", "1"]
+    args = [
+        "perf",
+        "attack",
+        "--arch",
+        "test_resnet",
+        "--image-size",
+        "32",
+        "--labels",
+        "5",
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+        "--single-pairs",
+        "1",
+        "--repeats",
+        "1",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, f"bench perf attack failed: {result.output}{result.exception!r}"
     for text in ("(b)/(a)", "(b)/(a′)", "(b)/(c)", "pair·it/s"):
@@ -134,7 +172,9 @@ def test_attack_pairs_shares_images_and_slots_without_changing_results():
     chunked = attack_pairs(attack, model, images, targets, image_index=image_index, batch_size=4)
     desired, tmask, ntmask = targets.attack_inputs(semantic=True)
     direct = attack(model, images[image_index], desired, tmask, ntmask)
-    assert torch.equal(chunked.adv, direct.adv) and torch.equal(chunked.iterations, direct.iterations), "B = 4 slots = one batch of all pairs"
+    assert torch.equal(chunked.adv, direct.adv) and torch.equal(chunked.iterations, direct.iterations), (
+        "B = 4 slots = one batch of all pairs"
+    )
     assert bool(chunked.success.any()), "scenario has successes"
 
 

@@ -97,8 +97,12 @@ def test_declared_target_sets_and_names():
         assert (attack.display_name, attack.semantic, attack.name) == (display, semantic, name), f"{name}: declaration"
         assert attack.config()["attack"] == name and attack.config()["eps"] == 0.01, f"{name}: config"
     assert attacks.create_attack("gmla").steps == 300 and attacks.create_attack("gmla").tau == -0.85, "paper defaults"
-    assert attacks.create_attack("mla-lp").steps == 10 and attacks.create_attack("ml-dp").steps == 100, "baseline budgets"
-    assert not attacks.create_attack("ml-dp").bounded and attacks.create_attack("mla-lp", project=True).bounded, "ε-bounded flags"
+    assert attacks.create_attack("mla-lp").steps == 10 and attacks.create_attack("ml-dp").steps == 100, (
+        "baseline budgets"
+    )
+    assert not attacks.create_attack("ml-dp").bounded and attacks.create_attack("mla-lp", project=True).bounded, (
+        "ε-bounded flags"
+    )
 
 
 @pytest.mark.parametrize("tau", [-1.5, 1.01])

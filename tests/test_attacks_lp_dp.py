@@ -48,7 +48,9 @@ def test_lp_matches_the_explicit_row_formulation(seed):
         return
     assert r is not None, f"seed {seed}: feasible in the reference"
     assert np.all(jac @ r <= delta + 1e-7), f"seed {seed}: constraints hold"
-    assert abs(np.abs(r).max() - t_ref) < 1e-7 or (t_ref < 1e-6 and np.abs(r).max() < 1e-5), f"seed {seed}: optimal ‖r‖∞"
+    assert abs(np.abs(r).max() - t_ref) < 1e-7 or (t_ref < 1e-6 and np.abs(r).max() < 1e-5), (
+        f"seed {seed}: optimal ‖r‖∞"
+    )
 
 
 def test_lp_infeasible_and_trivial_cases():

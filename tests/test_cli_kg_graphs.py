@@ -56,7 +56,9 @@ def test_build_voc_writes_user_graph_equal_to_packaged(tmp_path):
 
 def test_build_from_a_users_label_table(tmp_path):
     table = tmp_path / "pets.csv"
-    table.write_text("# my pets\nlabel,synset,note\ndog,dog.n.01,\ncat,cat.n.01,\nhamster,hamster.n.01,\ncar,car.n.01,\n")
+    table.write_text(
+        "# my pets\nlabel,synset,note\ndog,dog.n.01,\ncat,cat.n.01,\nhamster,hamster.n.01,\ncar,car.n.01,\n"
+    )
     out = invoke("kg", "build", "--labels", str(table), "--name", "pets")
     assert "no packaged graph named 'pets'" in out, out
     graph = load_graph("pets")
@@ -73,7 +75,9 @@ def test_show_prints_ancestors_above_and_descendants_below():
     lines = out.splitlines()
     names = ("organism", "vertebrate", "placental", "cat", "dog")
     pos = {name: next(i for i, line in enumerate(lines) if re.search(rf"\b{name}\b", line)) for name in names}
-    assert pos["organism"] < pos["vertebrate"] < pos["placental"] < pos["cat"], f"ancestors must come above in order:\n{out}"
+    assert pos["organism"] < pos["vertebrate"] < pos["placental"] < pos["cat"], (
+        f"ancestors must come above in order:\n{out}"
+    )
     chain = [voc.nodes[a] for a in sorted(voc.ancestors("carnivore"), key=lambda a: len(voc.ancestors(a)))]
     assert chain == ["organism", "vertebrate", "placental"], chain
     assert f"{len(voc.ancestors('carnivore'))} ancestors, {len(voc.descendants('carnivore'))} descendants" in out, out
@@ -87,7 +91,9 @@ def test_view_writes_self_contained_html(tmp_path, tricky_graph):
         out_file = tmp_path / f"{graph.name}.html"
         invoke("kg", "view", "--dataset", dataset, "--out", str(out_file))
         text = out_file.read_text(encoding="utf-8")
-        assert not re.search(r"https?:|//[a-z]|\bsrc=|<link|@import", text), "the view must not refer to any URL or file"
+        assert not re.search(r"https?:|//[a-z]|\bsrc=|<link|@import", text), (
+            "the view must not refer to any URL or file"
+        )
 
         class Collect(HTMLParser):
             def __init__(self):
@@ -169,7 +175,9 @@ def test_export_cypher_runs_and_round_trips_names(tmp_path, tricky_graph, which)
     assert sum(line.startswith("CREATE") for line in body) == 1 and body[-1].endswith(";"), "one CREATE statement"
     rows = run_cypher_in_ladybug(script, tmp_path)
     nodes = sorted(rows("MATCH (n:Label) RETURN n.idx, n.name, n.source_id, n.is_label, n.key"))
-    expected = [(i, name, graph.ids[i], i < graph.n_labels, f"{graph.name}:{name}") for i, name in enumerate(graph.nodes)]
+    expected = [
+        (i, name, graph.ids[i], i < graph.n_labels, f"{graph.name}:{name}") for i, name in enumerate(graph.nodes)
+    ]
     assert nodes == expected, f"names did not survive the Cypher round trip: {nodes} != {expected}"
     edges = set(rows("MATCH (c:Label)-[:IS_A]->(p:Label) RETURN p.idx, c.idx"))
     assert edges == set(graph.edges), "IS_A must point child -> parent"

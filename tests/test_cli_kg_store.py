@@ -50,7 +50,9 @@ def fails(match: str, *args: str) -> None:
     result = invoke(*args)
     assert result.exit_code != 0, f"bench {' '.join(args)} should fail\n{result.output}"
     assert isinstance(result.exception, BenchError), f"bench {' '.join(args)}: {result.exception!r}, not a BenchError"
-    assert re.search(match, str(result.exception)), f"bench {' '.join(args)}: message {result.exception} lacks {match!r}"
+    assert re.search(match, str(result.exception)), (
+        f"bench {' '.join(args)}: message {result.exception} lacks {match!r}"
+    )
     assert "\n" not in str(result.exception), f"multi-line message: {result.exception}"
 
 
@@ -102,10 +104,55 @@ def test_bad_input_gives_one_line_and_leaves_the_store_as_it_was(db):
     ok("kg", "load", "--dataset", "toycli", "--db", str(db))
     before = stored(db)
     fails(r"unknown graph 'nosuch'", "kg", "load", "--dataset", "toycli,nosuch", "--db", str(db))
-    fails(r"unknown graph 'toycl' \(did you mean 'toycli'", "kg", "closure", "--dataset", "toycl", "--targets", "cat", "--db", str(db))
-    fails(r"unknown label in graph 'toycli': 'cta'", "kg", "closure", "--dataset", "toycli", "--targets", "cta", "--db", str(db))
-    fails(r"target 'cat' is not positive", "kg", "closure", "--dataset", "toycli", "--targets", "cat", "--positive", "dog", "--db", str(db))
-    fails(r"target 'cat' is already positive", "kg", "closure", "--dataset", "toycli", "--targets", "cat", "--positive", "cat", "--turn-on", "--db", str(db))
+    fails(
+        r"unknown graph 'toycl' \(did you mean 'toycli'",
+        "kg",
+        "closure",
+        "--dataset",
+        "toycl",
+        "--targets",
+        "cat",
+        "--db",
+        str(db),
+    )
+    fails(
+        r"unknown label in graph 'toycli': 'cta'",
+        "kg",
+        "closure",
+        "--dataset",
+        "toycli",
+        "--targets",
+        "cta",
+        "--db",
+        str(db),
+    )
+    fails(
+        r"target 'cat' is not positive",
+        "kg",
+        "closure",
+        "--dataset",
+        "toycli",
+        "--targets",
+        "cat",
+        "--positive",
+        "dog",
+        "--db",
+        str(db),
+    )
+    fails(
+        r"target 'cat' is already positive",
+        "kg",
+        "closure",
+        "--dataset",
+        "toycli",
+        "--targets",
+        "cat",
+        "--positive",
+        "cat",
+        "--turn-on",
+        "--db",
+        str(db),
+    )
     fails(r"--targets is empty", "kg", "closure", "--dataset", "toycli", "--targets", ",", "--db", str(db))
     fails(r"unknown graph store 'ladybugs' \(did you mean 'ladybug'", "kg", "load", "--store", "ladybugs")
     fails(r"--db names a Ladybug file", "kg", "load", "--store", "neo4j", "--db", str(db))
@@ -120,19 +167,41 @@ def test_bad_input_gives_one_line_and_leaves_the_store_as_it_was(db):
 def test_entry_point_prints_one_line_without_traceback(db, tmp_path):
     env = {**os.environ, "NEO4J_URI": "bolt://127.0.0.1:1", "NEO4J_PASSWORD": "s3cret-pw", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", "from bench.cli import main; main()", "kg", "load", "--store", "neo4j", "--dataset", "toycli"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "from bench.cli import main; main()",
+            "kg",
+            "load",
+            "--store",
+            "neo4j",
+            "--dataset",
+            "toycli",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, f"exit {proc.returncode}, stderr {proc.stderr}"
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: cannot reach Neo4j at bolt://127.0.0.1:1"), f"stderr: {proc.stderr}"
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach Neo4j at bolt://127.0.0.1:1"), (
+        f"stderr: {proc.stderr}"
+    )
     assert "Traceback" not in proc.stderr and "s3cret-pw" not in proc.stderr + proc.stdout, f"stderr: {proc.stderr}"
 
 
 # ---------------------------------------------------------------------- closure
 @pytest.mark.parametrize(
     ("targets", "positive"),
-    [("cat", None), ("cat", "cat,dog"), ("cat,dog", None), ("cat,dog", "cat,dog,person"), ("carnivore", "cat,person"), ("feline", "cat")],
+    [
+        ("cat", None),
+        ("cat", "cat,dog"),
+        ("cat,dog", None),
+        ("cat,dog", "cat,dog,person"),
+        ("carnivore", "cat,person"),
+        ("feline", "cat"),
+    ],
 )
 def test_closure_prints_the_reference_psi_and_the_cypher(db, targets, positive):
     graph = toy()
@@ -145,17 +214,21 @@ def test_closure_prints_the_reference_psi_and_the_cypher(db, targets, positive):
         pred = {x for i in graph.indices(positive.split(",")) for x in graph.ancestors(i) | {i}}
     expected = {graph.nodes[i] for i in reference_turn_off(graph, pred, t)}
     assert printed_psi(output) == expected, f"Ψ for targets {targets}, positive {positive}:\n{output}"
-    assert "IS_A*1..30" in output and "Cypher: ancestors (ladybug)" in output, f"the Cypher used is not shown:\n{output}"
+    assert "IS_A*1..30" in output and "Cypher: ancestors (ladybug)" in output, (
+        f"the Cypher used is not shown:\n{output}"
+    )
     assert f"$labels = {targets.split(',')!r}" in output, f"the parameters are not shown:\n{output}"
 
 
 def test_closure_turn_on_adds_one_path_up(db):
     # cat is a leaf: switching it on from nothing needs feline, carnivore and animal.
-    assert printed_psi(ok("kg", "closure", "--dataset", "toycli", "--targets", "cat", "--turn-on", "--db", str(db))) == {
-        "cat", "feline", "carnivore", "animal"
-    }, "turn-on Ψ of cat"
+    assert printed_psi(
+        ok("kg", "closure", "--dataset", "toycli", "--targets", "cat", "--turn-on", "--db", str(db))
+    ) == {"cat", "feline", "carnivore", "animal"}, "turn-on Ψ of cat"
     # with person positive, animal is on already: the path stops below it.
-    output = ok("kg", "closure", "--dataset", "toycli", "--targets", "cat", "--turn-on", "--positive", "person", "--db", str(db))
+    output = ok(
+        "kg", "closure", "--dataset", "toycli", "--targets", "cat", "--turn-on", "--positive", "person", "--db", str(db)
+    )
     assert printed_psi(output) == {"cat", "feline", "carnivore"}, f"turn-on Ψ of cat with person positive:\n{output}"
 
 
@@ -163,7 +236,18 @@ def test_closure_on_voc_matches_the_reference(db):
     if not (PACKAGED / "voc.json").exists():
         pytest.skip("kg/graphs/voc.json is not built yet")
     graph = load_graph("voc")
-    output = ok("kg", "closure", "--dataset", "voc", "--targets", "cat,dog", "--positive", "cat,dog,person,sofa", "--db", str(db))
+    output = ok(
+        "kg",
+        "closure",
+        "--dataset",
+        "voc",
+        "--targets",
+        "cat,dog",
+        "--positive",
+        "cat,dog,person,sofa",
+        "--db",
+        str(db),
+    )
     t = set(graph.indices(["cat", "dog"]))
     pred = {x for i in graph.indices(["cat", "dog", "person", "sofa"]) for x in graph.ancestors(i) | {i}}
     expected = {graph.nodes[i] for i in reference_turn_off(graph, pred, t)}
@@ -174,9 +258,16 @@ def test_closure_on_voc_matches_the_reference(db):
 def test_query_prints_rows_with_parameters(db):
     ok("kg", "load", "--dataset", "toycli", "--db", str(db))
     output = ok(
-        "kg", "query", "MATCH (n:Label) WHERE n.graph = $g AND n.idx < $k RETURN n.name AS name ORDER BY n.idx",
-        "-p", "g=toycli", "-p", "k=2", "--db", str(db),
-    )  # fmt: skip
+        "kg",
+        "query",
+        "MATCH (n:Label) WHERE n.graph = $g AND n.idx < $k RETURN n.name AS name ORDER BY n.idx",
+        "-p",
+        "g=toycli",
+        "-p",
+        "k=2",
+        "--db",
+        str(db),
+    )
     assert '"cat"' in output and '"dog"' in output and '"person"' not in output, f"query rows:\n{output}"
     assert "2 rows" in output, f"row count:\n{output}"
 
@@ -185,7 +276,15 @@ def test_perf_kg_times_both_methods_and_checks_they_agree(db):
     output = ok("perf", "kg", "--dataset", "synthetic", "--k", "2", "--repeats", "1")
     assert "190 combinations of 2 of the 20 labels" in output, f"perf header:\n{output}"
     assert re.search(r"ratio [\d,.]+×", output) and "identical answers" in output, f"perf result:\n{output}"
-    fails(r"--k 4 must be between 1 and the 3 labels", "perf", "kg", "--dataset", str(user_graph_dir() / "toycli.json"), "--k", "4")
+    fails(
+        r"--k 4 must be between 1 and the 3 labels",
+        "perf",
+        "kg",
+        "--dataset",
+        str(user_graph_dir() / "toycli.json"),
+        "--k",
+        "4",
+    )
 
 
 @pytest.mark.parametrize("command", [["kg", "load"], ["kg", "closure"], ["kg", "query"], ["perf", "kg"]])

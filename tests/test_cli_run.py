@@ -26,8 +26,27 @@ from tests.sweep_fixtures import NAME, save_toy_model
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = "import tests.sweep_fixtures; from bench.cli import main; main()"
-SWEEP = ["run", "-d", NAME, "--attacks", "gmla,ml-dp", "--size", "1-2", "--eps", "0.06", "--iterations", "10",
-         "--images-per-combo", "3", "--combos-per-size", "4", "--batch-size", "2", "--preset", "fast"]  # fmt: skip
+SWEEP = [
+    "run",
+    "-d",
+    NAME,
+    "--attacks",
+    "gmla,ml-dp",
+    "--size",
+    "1-2",
+    "--eps",
+    "0.06",
+    "--iterations",
+    "10",
+    "--images-per-combo",
+    "3",
+    "--combos-per-size",
+    "4",
+    "--batch-size",
+    "2",
+    "--preset",
+    "fast",
+]
 ROW_SQL = "SELECT * EXCLUDE (seconds) FROM results ORDER BY combo_id, image_id, attack, eps, tau"
 SUMMARY_SQL = "SELECT * FROM rate_summary ORDER BY size, attack"
 runner = CliRunner()
@@ -47,8 +66,15 @@ def private_data(tmp_path, monkeypatch):
 
 def bench_process(*args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    return subprocess.Popen([sys.executable, "-c", LAUNCH, *args], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", LAUNCH, *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,
+    )
 
 
 def invoke(*args: str):
@@ -94,16 +120,25 @@ def test_sigkill_part_way_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert whole.returncode == 0, f"the uninterrupted run failed: {err}"
     total = query(reference, "SELECT count(*) FROM results")[0][0]
     assert 0 < partial < total, f"the kill came part-way ({partial} of {total} rows)"
-    for expected in (f"{total} written now, 0 stored before, {total} planned", "finished", f"next: bench table --run {NAME}-{NAME}-",
-                     "preset fast: attacks gmla, ml-dp; ε 0.06", "8 (0 without eligible images)"):  # fmt: skip
+    for expected in (
+        f"{total} written now, 0 stored before, {total} planned",
+        "finished",
+        f"next: bench table --run {NAME}-{NAME}-",
+        "preset fast: attacks gmla, ml-dp; ε 0.06",
+        "8 (0 without eligible images)",
+    ):
         assert expected in out, f"the run's output has {expected!r}: {out}"
 
     resumed = invoke(*SWEEP, "--db", str(killed), "--quiet")
     assert resumed.exit_code == 0, f"the resumed run failed: {resumed.output}"
     assert f"{total - partial} written now, {partial} stored before" in resumed.output, resumed.output
-    assert query(killed, ROW_SQL) == query(reference, ROW_SQL), "resumed rows (timing aside) equal the uninterrupted run's"
+    assert query(killed, ROW_SQL) == query(reference, ROW_SQL), (
+        "resumed rows (timing aside) equal the uninterrupted run's"
+    )
     assert rounded(query(killed, SUMMARY_SQL)) == rounded(query(reference, SUMMARY_SQL)), "resumed tables equal"
-    assert query(killed, "SELECT bool_and(complete), count(*) FROM combinations") == [(True, 8)], "all 4 + 4 combinations complete"
+    assert query(killed, "SELECT bool_and(complete), count(*) FROM combinations") == [(True, 8)], (
+        "all 4 + 4 combinations complete"
+    )
 
     table = invoke("table", "--db", str(killed), "--size", "2")
     assert table.exit_code == 0, table.output
@@ -120,19 +155,35 @@ def test_shards_write_their_own_files_and_merge(tmp_path):
         assert (tmp_path / f"all.shard-{i}-of-2.duckdb").exists(), f"shard {i} writes all.shard-{i}-of-2.duckdb"
     single = invoke(*args, "--db", str(tmp_path / "single.duckdb"))
     assert single.exit_code == 0, single.output
-    merged = invoke("merge", str(tmp_path / "all.shard-0-of-2.duckdb"), str(tmp_path / "all.shard-1-of-2.duckdb"), "--db", str(db))
+    merged = invoke(
+        "merge", str(tmp_path / "all.shard-0-of-2.duckdb"), str(tmp_path / "all.shard-1-of-2.duckdb"), "--db", str(db)
+    )
     assert merged.exit_code == 0 and "merged into" in merged.output, merged.output
     assert query(db, ROW_SQL) == query(tmp_path / "single.duckdb", ROW_SQL), "merged shards equal the single run"
-    mismatch = invoke(*args[:-1], "--eps", "0.05", "--db", str(tmp_path / "other.duckdb"), "--shard", "0/2", "--name",
-                      query(db, "SELECT run_id FROM runs")[0][0], "--quiet")  # fmt: skip
+    mismatch = invoke(
+        *args[:-1],
+        "--eps",
+        "0.05",
+        "--db",
+        str(tmp_path / "other.duckdb"),
+        "--shard",
+        "0/2",
+        "--name",
+        query(db, "SELECT run_id FROM runs")[0][0],
+        "--quiet",
+    )
     assert mismatch.exit_code == 0, mismatch.output
     refused = invoke("merge", str(tmp_path / "other.shard-0-of-2.duckdb"), "--db", str(db))
-    assert isinstance(refused.exception, BenchError) and "another configuration" in str(refused.exception), refused.output
+    assert isinstance(refused.exception, BenchError) and "another configuration" in str(refused.exception), (
+        refused.output
+    )
 
 
 def error_of(*args: str) -> str:
     result = invoke(*args)
-    assert isinstance(result.exception, BenchError), f"{args}: expected a BenchError, got {result.exception!r}: {result.output}"
+    assert isinstance(result.exception, BenchError), (
+        f"{args}: expected a BenchError, got {result.exception!r}: {result.output}"
+    )
     message = str(result.exception)
     assert "\n" not in message, f"one line: {message!r}"
     return message
@@ -153,7 +204,9 @@ def test_bad_input_gives_one_clear_line(tmp_path):
 
 def test_no_model_says_what_to_run(private_data):
     base = ["run", "--quiet"]
-    assert "no trained model for stamps: run `bench train --dataset stamps --preset demo`" in error_of(*base, "-d", "stamps")
+    assert "no trained model for stamps: run `bench train --dataset stamps --preset demo`" in error_of(
+        *base, "-d", "stamps"
+    )
     assert error_of(*base, "-d", "voc").startswith(
         "no trained model for voc: run `bench train --dataset voc …` (or try `--dataset stamps` offline)"
     ), "no model for voc"
@@ -164,8 +217,17 @@ def test_missing_data_names_the_layout(tmp_path, private_data):
 
     graph = load_graph("voc")
     model = create_model("mobilenetv3-small", graph.n, 32)
-    card = ModelCard(model="mobilenetv3-small", model_kwargs=model.config["kwargs"], dataset="voc", labels=list(graph.nodes),
-                     n_labels=graph.n_labels, graph="voc", graph_sha256=graph.sha256, image_size=32, run_name="tiny")  # fmt: skip
+    card = ModelCard(
+        model="mobilenetv3-small",
+        model_kwargs=model.config["kwargs"],
+        dataset="voc",
+        labels=list(graph.nodes),
+        n_labels=graph.n_labels,
+        graph="voc",
+        graph_sha256=graph.sha256,
+        image_size=32,
+        run_name="tiny",
+    )
     save_trained(models_dir("voc") / "tiny", model, card)
     message = error_of("run", "--quiet", "-d", "voc", "--data-root", str(tmp_path / "VOCdevkit"))
     assert "voc data root" in message and "does not exist" in message and "expected" in message, message
@@ -173,7 +235,22 @@ def test_missing_data_names_the_layout(tmp_path, private_data):
 
 def test_another_configuration_under_a_name_and_a_locked_database(tmp_path):
     db = tmp_path / "r.duckdb"
-    args = ["run", "-d", NAME, "--attacks", "mla-u", "--size", "1", "--iterations", "2", "--quiet", "--db", str(db), "--name", "mine"]
+    args = [
+        "run",
+        "-d",
+        NAME,
+        "--attacks",
+        "mla-u",
+        "--size",
+        "1",
+        "--iterations",
+        "2",
+        "--quiet",
+        "--db",
+        str(db),
+        "--name",
+        "mine",
+    ]
     assert invoke(*args).exit_code == 0, "first run"
     before = query(db, ROW_SQL)
     message = error_of(*args, "--eps", "0.02")
@@ -181,9 +258,14 @@ def test_another_configuration_under_a_name_and_a_locked_database(tmp_path):
     assert query(db, ROW_SQL) == before, "the stored rows are untouched"
 
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb, sys, time; c = duckdb.connect({str(db)!r}); print('ready', flush=True); time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, sys, time; c = duckdb.connect({str(db)!r}); print('ready', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "ready", "the holder opened the database"
         message = error_of(*args, "--wait", "0.5")
@@ -214,11 +296,22 @@ def test_demo_reuses_a_model_trained_with_the_demo_recipe(monkeypatch, private_d
     model = torch.nn.Linear(1, 1)
     model.config, model.resolved_kwargs = {}, {}
     for name, recipe in (("old-recipe", {**config.to_dict(), "epochs": 1}), ("demo-match", config.to_dict())):
-        card = ModelCard(model="resnet18", model_kwargs={}, dataset="stamps", labels=list(graph.nodes), n_labels=graph.n_labels,
-                         graph="stamps", graph_sha256=graph.sha256, image_size=96, run_name=name,
-                         recipe={**recipe, "device": "cpu", "train_seconds": 1.0})  # fmt: skip
+        card = ModelCard(
+            model="resnet18",
+            model_kwargs={},
+            dataset="stamps",
+            labels=list(graph.nodes),
+            n_labels=graph.n_labels,
+            graph="stamps",
+            graph_sha256=graph.sha256,
+            image_size=96,
+            run_name=name,
+            recipe={**recipe, "device": "cpu", "train_seconds": 1.0},
+        )
         save_trained(models_dir("stamps") / name, model, card)
-    monkeypatch.setattr("bench.train.train", lambda *a, **k: pytest.fail("the demo retrained although a demo model exists"))
+    monkeypatch.setattr(
+        "bench.train.train", lambda *a, **k: pytest.fail("the demo retrained although a demo model exists")
+    )
     run_dir, card = demo.demo_model(torch.device("cpu"), Console(quiet=True))
     assert run_dir.name == "demo-match", f"reused {run_dir.name}, not the model with the demo recipe"
 
@@ -231,5 +324,7 @@ def test_grid_options_parse_to_the_values_they_name():
     assert parse_floats("-0.95:-0.85:0.05", "tau") == (-0.95, -0.9, -0.85), "a τ sweep"
     assert parse_sizes("1-3,5") == (1, 2, 3, 5) and parse_sizes("3") == (3,), "ranges and lists of sizes"
     assert parse_shard("1/4") == (1, 4) and parse_shard(None) == (0, 1), "i/n, one shard by default"
-    assert parse_attacks("all") == ("mla-u", "mla-c", "mla-lp", "gmla-alpha", "gmla-beta", "gmla", "ml-dp"), "all, paper order"
+    assert parse_attacks("all") == ("mla-u", "mla-c", "mla-lp", "gmla-alpha", "gmla-beta", "gmla", "ml-dp"), (
+        "all, paper order"
+    )
     assert parse_attacks("GMLA, mla-u") == ("gmla", "mla-u"), "names are case-insensitive"

@@ -233,7 +233,9 @@ def test_turn_off_matches_official_recursion_on_trees(g, seed):
     got = set(np.flatnonzero(psi.numpy()).tolist())
     assert got == ref_turn_off_official(pred, targets, g), f"targets {targets}, pred {pred.astype(int)}"
     after = pred & ~psi.numpy()
-    assert bool(global_consistency(torch.from_numpy(after)[None], gt)[0]), "turning Ψ off left an inconsistent prediction"
+    assert bool(global_consistency(torch.from_numpy(after)[None], gt)[0]), (
+        "turning Ψ off left an inconsistent prediction"
+    )
 
 
 @settings(max_examples=100, deadline=None)
@@ -268,7 +270,9 @@ def test_turn_on_matches_official_recursion_on_trees_and_is_consistent_on_dags(g
     related = set(targets).union(*(g.ancestors(t) | g.descendants(t) for t in targets))
     assert set(targets) <= got <= related, "Ψ holds the targets and only their relatives"
     after = pred | psi.numpy()
-    assert bool(global_consistency(torch.from_numpy(after)[None], gt)[0]), "turning Ψ on left an inconsistent prediction"
+    assert bool(global_consistency(torch.from_numpy(after)[None], gt)[0]), (
+        "turning Ψ on left an inconsistent prediction"
+    )
 
 
 def test_closed_form_example_from_a_small_tree():

@@ -55,7 +55,12 @@ def parent_rule(pred, v: int, g: LabelGraph) -> bool:
 
 
 def rules(pred, g: LabelGraph) -> set[tuple[str, int]]:
-    return {(kind, v) for v in range(g.n) for kind, ok in (("C", child_rule(pred, v, g)), ("P", parent_rule(pred, v, g))) if ok}
+    return {
+        (kind, v)
+        for v in range(g.n)
+        for kind, ok in (("C", child_rule(pred, v, g)), ("P", parent_rule(pred, v, g)))
+        if ok
+    }
 
 
 def flipped(pred, nodes, value: bool):
@@ -96,10 +101,16 @@ def test_turn_off_is_the_smallest_set_that_breaks_no_rule():
                 where = f"edges {g.edges}, prediction {pred.astype(int)}, Ω {omega}: Ψ {sorted(psi)}"
                 assert base <= psi <= set(positives), f"{where}: Ψ holds Ω and its positive descendants, positives only"
                 rest = [v for v in positives if v not in base]
-                valid = [base | set(extra) for r in range(len(rest) + 1) for extra in itertools.combinations(rest, r)
-                         if held <= rules(flipped(pred, base | set(extra), False), g)]  # fmt: skip
+                valid = [
+                    base | set(extra)
+                    for r in range(len(rest) + 1)
+                    for extra in itertools.combinations(rest, r)
+                    if held <= rules(flipped(pred, base | set(extra), False), g)
+                ]
                 smallest = min(len(s) for s in valid)
-                assert [s for s in valid if len(s) == smallest] == [psi], f"{where}: the smallest valid sets are {valid}"
+                assert [s for s in valid if len(s) == smallest] == [psi], (
+                    f"{where}: the smallest valid sets are {valid}"
+                )
                 after = flipped(pred, psi, False)
                 if is_consistent:
                     consistent += 1

@@ -102,8 +102,10 @@ def test_sweep_rows_equal_the_cpu_sweep(tmp_path):
     from tests.test_sweep_runner import fetch, toy_config
 
     graph = toy_graph()
-    sql = ("SELECT combo_id, image_id, attack, success, consistent, iterations, ntr_share, linf, l2, ssim, rmsd "
-           "FROM results ORDER BY combo_id, image_id, attack")  # fmt: skip
+    sql = (
+        "SELECT combo_id, image_id, attack, success, consistent, iterations, ntr_share, linf, l2, ssim, rmsd "
+        "FROM results ORDER BY combo_id, image_id, attack"
+    )
     rows = []
     for device in (torch.device("cpu"), DEVICE):
         model = ToyNet(graph.n).eval().to(device)

@@ -25,11 +25,18 @@ def test_build_then_info_stamps(tmp_path):
     result = invoke("data", "build", "stamps", "--size", "48", *args, "--data-root", str(tmp_path))
     assert result.exit_code == 0, f"build failed: {result.output}\n{result.exception!r}"
     folder = next(p for p in tmp_path.iterdir() if (p / "manifest.json").is_file())
-    assert f"files: {folder}" in result.output.replace("\n", ""), f"build does not say where the files are: {result.output}"
+    assert f"files: {folder}" in result.output.replace("\n", ""), (
+        f"build does not say where the files are: {result.output}"
+    )
     result = invoke("data", "info", "stamps", "--image-size", "48", *args, "--data-root", str(tmp_path), "--check")
     assert result.exit_code == 0, f"info failed: {result.output}\n{result.exception!r}"
     out = result.output
-    for text in ("stamps train: 12 images at 48 px", "stamps test: 6 images at 48 px", "label frequencies", "0 of 6 images do not decode"):
+    for text in (
+        "stamps train: 12 images at 48 px",
+        "stamps test: 6 images at 48 px",
+        "label frequencies",
+        "0 of 6 images do not decode",
+    ):
         assert text in out, f"{text!r} missing from:\n{out}"
     assert "animal" in out and "abstract" in out, f"abstract nodes missing from the frequency table:\n{out}"
 
@@ -53,7 +60,9 @@ def test_info_voc_counts_undecodable_images(tmp_path):
 )
 def test_user_mistakes_are_bench_errors(args, message):
     result = invoke(*args)
-    assert isinstance(result.exception, BenchError) and message in str(result.exception), f"{args}: {result.exception!r}"
+    assert isinstance(result.exception, BenchError) and message in str(result.exception), (
+        f"{args}: {result.exception!r}"
+    )
 
 
 def test_main_prints_one_line_and_exits_2(tmp_path, monkeypatch, capsys):
@@ -74,4 +83,6 @@ def test_cli_stamps_defaults_match_the_dataset():
     from bench.cli.datasets import STAMPS_DEFAULTS
     from bench.datasets.stamps import StampsConfig
 
-    assert STAMPS_DEFAULTS == {k: getattr(StampsConfig, k) for k in STAMPS_DEFAULTS}, "bench data build's defaults drifted from StampsConfig"
+    assert STAMPS_DEFAULTS == {k: getattr(StampsConfig, k) for k in STAMPS_DEFAULTS}, (
+        "bench data build's defaults drifted from StampsConfig"
+    )

@@ -35,7 +35,14 @@ def nus_graph() -> LabelGraph:
     """The five concepts (a shuffled order) and two abstract nodes; 'animal' is a label with children."""
     nodes = ["water", "cat", "sky", "dog", "animal", "nature", "pet"]
     ix = {n: i for i, n in enumerate(nodes)}
-    edges = [("animal", "dog"), ("animal", "cat"), ("pet", "dog"), ("pet", "cat"), ("nature", "sky"), ("nature", "water")]
+    edges = [
+        ("animal", "dog"),
+        ("animal", "cat"),
+        ("pet", "dog"),
+        ("pet", "cat"),
+        ("nature", "sky"),
+        ("nature", "water"),
+    ]
     return LabelGraph("nus-test", tuple(nodes), tuple((ix[p], ix[c]) for p, c in edges), n_labels=5)
 
 
@@ -69,7 +76,9 @@ def test_labels_match_hand_computed_with_ancestors(tmp_path, split):
         want = torch.from_numpy(expected_extended(graph, positives))
         image, target = ds[i]
         assert torch.equal(target, want), f"{line}: got {target.tolist()}, want {want.tolist()}"
-        assert image.shape == (3, 12, 12) and 0 <= float(image.min()) <= float(image.max()) <= 1, f"{line}: bad image tensor"
+        assert image.shape == (3, 12, 12) and 0 <= float(image.min()) <= float(image.max()) <= 1, (
+            f"{line}: bad image tensor"
+        )
 
 
 def test_missing_images_are_left_out_with_one_warning(tmp_path, caplog):
@@ -81,7 +90,9 @@ def test_missing_images_are_left_out_with_one_warning(tmp_path, caplog):
     want = torch.from_numpy(np.stack([expected_extended(graph, {"water", "sky"}), expected_extended(graph, {"cat"})]))
     assert torch.equal(ds.targets(), want), "labels are no longer aligned with their images after leaving one out"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "1 of 3 listed images" in warnings[0] and "dog/0005_500.jpg" in warnings[0], f"{warnings}"
+    assert len(warnings) == 1 and "1 of 3 listed images" in warnings[0] and "dog/0005_500.jpg" in warnings[0], (
+        f"{warnings}"
+    )
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -17,7 +17,14 @@ from kg.catalog import load_graph
 from kg.graph import LabelGraph
 from tests.dags import expected_extended
 
-DESCRIPTIONS = [("/m/animal", "Animal"), ("/m/cat", "Cat"), ("/m/dog", "Dog"), ("/m/car", "Car"), ("/m/vehicle", "Vehicle"), ("/m/tree", "Tree")]
+DESCRIPTIONS = [
+    ("/m/animal", "Animal"),
+    ("/m/cat", "Cat"),
+    ("/m/dog", "Dog"),
+    ("/m/car", "Car"),
+    ("/m/vehicle", "Vehicle"),
+    ("/m/tree", "Tree"),
+]
 ROWS = [  # ImageID,Source,LabelName,Confidence
     ("aa01", "verification", "/m/cat", 1),
     ("aa01", "crowdsource-verification", "/m/dog", 0),  # verified negative

@@ -29,7 +29,9 @@ def test_same_seed_gives_identical_bytes(built, tmp_path):
     again = st.build_stamps(SMALL, root=tmp_path, progress=False)
     assert again.name == built.name, "the same config hashes to another folder"
     for name in FILES:
-        assert (again / name).read_bytes() == (built / name).read_bytes(), f"{name} differs between two builds with one seed"
+        assert (again / name).read_bytes() == (built / name).read_bytes(), (
+            f"{name} differs between two builds with one seed"
+        )
     other = st.build_stamps(st.StampsConfig(seed=8, size=64, n_train=24, n_test=16), root=tmp_path, progress=False)
     assert other != again, "another seed reuses the same cache folder"
     assert (other / "train-images.npy").read_bytes() != (again / "train-images.npy").read_bytes(), "seed has no effect"
@@ -66,7 +68,9 @@ def test_labels_are_exactly_the_visible_pasted_objects(built):
                 assert x >= 0 and y >= 0 and x + w <= 64 and y + h <= 64, f"{split}[{i}]: object outside the image"
                 patch = st.render_sprite(Image.fromarray(per_label[label][stamp]), int(w), int(h), bool(flip))
                 opaque = (patch[..., 3] == 255) & ~covered[y : y + h, x : x + w]
-                assert opaque.sum() >= 0.2 * (patch[..., 3] == 255).sum(), f"{split}[{i}]: {st.LABELS[label]} mostly hidden"
+                assert opaque.sum() >= 0.2 * (patch[..., 3] == 255).sum(), (
+                    f"{split}[{i}]: {st.LABELS[label]} mostly hidden"
+                )
                 region = images[i, y : y + h, x : x + w]
                 assert np.array_equal(region[opaque], patch[..., :3][opaque]), (
                     f"{split}[{i}]: pixels of {st.LABELS[label]} are not where the objects table says"
@@ -76,7 +80,9 @@ def test_labels_are_exactly_the_visible_pasted_objects(built):
 
 def test_targets_follow_the_graph_with_networkx_ancestors(built):
     graph = load_graph("stamps")
-    ds = create_dataset("stamps", "train", root=built.parent, image_size=64, seed=7, n_train=24, n_test=16, progress=False)
+    ds = create_dataset(
+        "stamps", "train", root=built.parent, image_size=64, seed=7, n_train=24, n_test=16, progress=False
+    )
     assert ds.graph.sha256 == graph.sha256 and len(ds) == 24 and ds.image_size == 64, "wrong graph, size or length"
     g = graph.to_networkx()
     objects = np.load(built / "train-objects.npy")
@@ -122,7 +128,9 @@ def test_missing_clip_art_says_how_to_install(tmp_path):
 
 
 def test_pickles_without_the_pixels_for_dataloader_workers(built):
-    ds = create_dataset("stamps", "test", root=built.parent, image_size=64, seed=7, n_train=24, n_test=16, progress=False)
+    ds = create_dataset(
+        "stamps", "test", root=built.parent, image_size=64, seed=7, n_train=24, n_test=16, progress=False
+    )
     ds[0]  # opens the memory map
     blob = pickle.dumps(ds)
     assert len(blob) < 64 * 64 * 3 * 16, f"pickled dataset is {len(blob)} bytes: the image array went along"

@@ -60,7 +60,9 @@ def write_voc(root, year=2007, ids=OBJECTS, splits=SPLIT_IDS, size=(48, 32)):
             f"<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object>"
             for name, d in objs
         )
-        (base / "Annotations" / f"{image_id}.xml").write_text(f"<annotation><filename>{image_id}.jpg</filename>{xml}</annotation>")
+        (base / "Annotations" / f"{image_id}.xml").write_text(
+            f"<annotation><filename>{image_id}.jpg</filename>{xml}</annotation>"
+        )
         Image.new("RGB", size, (40 * k, 255, 0)).save(base / "JPEGImages" / f"{image_id}.jpg", quality=95)
     for split, members in splits.items():
         (base / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in members))
@@ -101,7 +103,9 @@ def test_image_is_resized_center_cropped_in_unit_range(tmp_path):
     assert image.shape == (3, 10, 10) and image.dtype == torch.float32, f"got {tuple(image.shape)} {image.dtype}"
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0, "pixels leave [0, 1] (normalised?)"
     centre = image[:, 2:8, 2:8].mean((1, 2))
-    assert centre[1] > 0.9 and centre[0] < 0.1 and centre[2] < 0.1, f"centre crop is not the green third: {centre.tolist()}"
+    assert centre[1] > 0.9 and centre[0] < 0.1 and centre[2] < 0.1, (
+        f"centre crop is not the green third: {centre.tolist()}"
+    )
 
 
 @pytest.mark.parametrize("sub", ["", "VOCdevkit", "VOCdevkit/VOC2007"])
@@ -139,7 +143,9 @@ def test_missing_file_is_named(voc_root):
 def test_bad_names_suggest_close_ones(voc_root):
     with pytest.raises(BenchError, match=r"unknown VOC split 'tset' \(did you mean 'test'"):
         create_dataset("voc", "tset", root=voc_root)
-    (voc_root / "VOCdevkit/VOC2007/Annotations/000005.xml").write_text("<annotation><object><name>aeroplan</name></object></annotation>")
+    (voc_root / "VOCdevkit/VOC2007/Annotations/000005.xml").write_text(
+        "<annotation><object><name>aeroplan</name></object></annotation>"
+    )
     with pytest.raises(BenchError, match=r"unknown VOC class in .*000005\.xml: 'aeroplan' \(did you mean 'aeroplane'"):
         create_dataset("voc", "test", root=voc_root, graph=small_voc_graph())
 
@@ -154,5 +160,6 @@ def test_undecodable_image_is_skipped_counted_and_reported_once(voc_root, caplog
     assert [i for i, _ in got] == [0, 2], f"batches yielded indices {[i for i, _ in got]}, want [0, 2]"
     assert all(torch.equal(t, ds.targets()[i]) for i, t in got), "a batch target does not belong to its index"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "skipped 1 image(s)" in warnings[0] and "000004.jpg" in warnings[0], f"warnings: {warnings}"
-
+    assert len(warnings) == 1 and "skipped 1 image(s)" in warnings[0] and "000004.jpg" in warnings[0], (
+        f"warnings: {warnings}"
+    )

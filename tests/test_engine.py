@@ -65,8 +65,12 @@ def test_a_pair_alone_in_a_padded_batch_equals_it_among_others(scenario, name):
     perm = torch.randperm(PAIRS, generator=torch.Generator().manual_seed(9))
     shuffled = attack(model, x[perm], desired[perm], tmask[perm], ntmask[perm], batch_size=B, max_targets=1)
     for p in range(PAIRS):
-        alone = attack(model, x[p : p + 1], desired[p : p + 1], tmask[p : p + 1], ntmask[p : p + 1], batch_size=B, max_targets=1)
-        assert same(fields(alone, 0), fields(full, p)), f"{name} pair {p}: alone in a padded batch != among {PAIRS} pairs"
+        alone = attack(
+            model, x[p : p + 1], desired[p : p + 1], tmask[p : p + 1], ntmask[p : p + 1], batch_size=B, max_targets=1
+        )
+        assert same(fields(alone, 0), fields(full, p)), (
+            f"{name} pair {p}: alone in a padded batch != among {PAIRS} pairs"
+        )
     for q, p in enumerate(perm.tolist()):
         assert same(fields(shuffled, q), fields(full, p)), f"{name} pair {p}: another arrival order changes it"
     assert bool(full.success.any()), f"{name}: the scenario has successes"
@@ -85,7 +89,11 @@ def test_mixed_auto_pgd_settings_share_a_batch_without_changing_any_pair(scenari
     tasks = [tasks[i] for i in torch.randperm(len(tasks), generator=torch.Generator().manual_seed(2)).tolist()]
     stats = EngineStats()
     with frozen(model):
-        outcomes = {o.key: o for done in run_tasks(attacks, model, tasks, B, n_out=LABELS, max_targets=1, stats=stats) for o in done}
+        outcomes = {
+            o.key: o
+            for done in run_tasks(attacks, model, tasks, B, n_out=LABELS, max_targets=1, stats=stats)
+            for o in done
+        }
     assert len(outcomes) == len(tasks), "every task finishes once"
     for s, attack in enumerate(attacks):
         alone = attack(model, x, desired, tmask, ntmask, batch_size=B)
@@ -109,4 +117,8 @@ def test_engine_refuses_attacks_of_different_families(scenario):
 
     attacks = [create_attack("gmla"), create_attack("ml-dp")]
     with pytest.raises(BenchError, match="different families"):
-        next(run_tasks(attacks, model, [Task(0, 0, x[0], desired[0], tmask[0], ntmask[0])], B, n_out=LABELS, max_targets=1))
+        next(
+            run_tasks(
+                attacks, model, [Task(0, 0, x[0], desired[0], tmask[0], ntmask[0])], B, n_out=LABELS, max_targets=1
+            )
+        )

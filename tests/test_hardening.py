@@ -78,9 +78,26 @@ def refused(capsys, monkeypatch, *args: str, match: str, watch: tuple[Path, ...]
 
 def toy_run(capsys, monkeypatch, db: Path, *extra: str) -> tuple[int, str, str]:
     return cli(
-        capsys, monkeypatch, "run", "-d", NAME, "--preset", "fast", "--size", "1", "--attacks", "mla-u",
-        "--iterations", "3", "--images-per-combo", "1", "--db", str(db), "--quiet", *extra,
-    )  # fmt: skip
+        capsys,
+        monkeypatch,
+        "run",
+        "-d",
+        NAME,
+        "--preset",
+        "fast",
+        "--size",
+        "1",
+        "--attacks",
+        "mla-u",
+        "--iterations",
+        "3",
+        "--images-per-combo",
+        "1",
+        "--db",
+        str(db),
+        "--quiet",
+        *extra,
+    )
 
 
 # ---------------------------------------------------------------------------- security
@@ -88,8 +105,17 @@ def test_a_checkpoint_never_runs_code_without_the_opt_in(home, capsys, monkeypat
     tmp, _ = home
     evil = tmp / "evil.pth"
     torch.save({"model": {"w": torch.zeros(1)}, "x": Payload(tmp / MARKER)}, evil)
-    for args in (["run", "-d", NAME, "-m", str(evil), "--preset", "fast", "--size", "1"], ["eval", "-d", NAME, "--checkpoint", str(evil)]):
-        line = refused(capsys, monkeypatch, *args, match="pass --trust-checkpoint only if you trust its source", watch=(tmp / "data",))
+    for args in (
+        ["run", "-d", NAME, "-m", str(evil), "--preset", "fast", "--size", "1"],
+        ["eval", "-d", NAME, "--checkpoint", str(evil)],
+    ):
+        line = refused(
+            capsys,
+            monkeypatch,
+            *args,
+            match="pass --trust-checkpoint only if you trust its source",
+            watch=(tmp / "data",),
+        )
         assert "posix.mkdir" in line, f"the refusal names the callable: {line}"
         assert not (tmp / MARKER).exists(), "the payload ran"
     # the explicit opt-in does unpickle (documented as running the file's code)
@@ -119,7 +145,14 @@ def test_data_prints_literally(home, capsys, monkeypatch):
     assert code == 0 and name in out, f"the run's summary prints its name literally:\n{out}{err}"
     code, out, _ = cli(capsys, monkeypatch, "runs", "--db", str(db))
     assert code == 0 and name.replace("[bold]", "") in out.replace("\n", ""), f"bench runs:\n{out}"
-    code, out, _ = cli(capsys, monkeypatch, "sql", "--db", str(db), "SELECT 'voc[asl]' AS a, 'oi:dog:cat' AS b, '[/]' AS c, run_id FROM runs")
+    code, out, _ = cli(
+        capsys,
+        monkeypatch,
+        "sql",
+        "--db",
+        str(db),
+        "SELECT 'voc[asl]' AS a, 'oi:dog:cat' AS b, '[/]' AS c, run_id FROM runs",
+    )
     assert code == 0 and all(x in out for x in ("voc[asl]", "oi:dog:cat", "[/]", "exp[/]:x:")), f"bench sql:\n{out}"
 
 
@@ -129,16 +162,33 @@ def test_read_only_commands_reach_no_file(home, capsys, monkeypatch):
     assert toy_run(capsys, monkeypatch, db)[0] == 0
     secret = tmp / "secret.csv"
     secret.write_text("a\n1\n")
-    refused(capsys, monkeypatch, "sql", "--db", str(db), f"SELECT * FROM read_csv('{secret}')", match="file system operations are disabled", watch=(db,))
+    refused(
+        capsys,
+        monkeypatch,
+        "sql",
+        "--db",
+        str(db),
+        f"SELECT * FROM read_csv('{secret}')",
+        match="file system operations are disabled",
+        watch=(db,),
+    )
     refused(capsys, monkeypatch, "sql", "--db", str(db), "INSTALL httpfs", match="read-only", watch=(db,))
-    code, out, _ = cli(capsys, monkeypatch, "sql", "--db", str(db), f"SELECT * FROM read_csv('{secret}')", "--allow-files")
+    code, out, _ = cli(
+        capsys, monkeypatch, "sql", "--db", str(db), f"SELECT * FROM read_csv('{secret}')", "--allow-files"
+    )
     assert code == 0 and "1" in out, "--allow-files joins the user's own files"
     leak = tmp / "leak.csv"
     assert cli(capsys, monkeypatch, "kg", "load", "-d", "voc")[0] == 0
     store = tmp / "data" / "graphs.lbug"
     refused(
-        capsys, monkeypatch, "kg", "query", f"COPY (MATCH (n:Label) RETURN n.name) TO '{leak}'", match="COPY is refused", watch=(store,)
-    )  # fmt: skip
+        capsys,
+        monkeypatch,
+        "kg",
+        "query",
+        f"COPY (MATCH (n:Label) RETURN n.name) TO '{leak}'",
+        match="COPY is refused",
+        watch=(store,),
+    )
     assert not leak.exists(), "nothing was written"
 
 
@@ -155,7 +205,11 @@ def test_a_damaged_results_database_is_one_line_naming_it(home, capsys, monkeypa
         damaged[offset : offset + 64] = bytes(b ^ 0xFF for b in damaged[offset : offset + 64])
     flipped.write_bytes(bytes(damaged))
     for bad in (cut, flipped):
-        for args in (["table", "--db", str(bad)], ["runs", "--db", str(bad)], ["sql", "--db", str(bad), "SELECT count(*) FROM results"]):
+        for args in (
+            ["table", "--db", str(bad)],
+            ["runs", "--db", str(bad)],
+            ["sql", "--db", str(bad), "SELECT count(*) FROM results"],
+        ):
             refused(capsys, monkeypatch, *args, match=f"results database {bad} cannot be read", watch=(bad,))
         refused(capsys, monkeypatch, "merge", str(bad), "--db", str(db), match=f"{bad} cannot be read", watch=(bad, db))
     refused(capsys, monkeypatch, "sql", "--db", str(cut), "select count(*)", match="cannot be read", watch=(cut,))
@@ -164,7 +218,19 @@ def test_a_damaged_results_database_is_one_line_naming_it(home, capsys, monkeypa
 def test_an_empty_model_file_is_one_line(home, capsys, monkeypatch):
     tmp, run_dir = home
     (run_dir / "model.pt").write_bytes(b"")
-    refused(capsys, monkeypatch, "run", "-d", NAME, "-m", str(run_dir), "--preset", "fast", match="model.pt does not load", watch=(tmp / "data",))
+    refused(
+        capsys,
+        monkeypatch,
+        "run",
+        "-d",
+        NAME,
+        "-m",
+        str(run_dir),
+        "--preset",
+        "fast",
+        match="model.pt does not load",
+        watch=(tmp / "data",),
+    )
 
 
 def test_an_unwritable_data_folder(home, capsys, monkeypatch):
@@ -195,7 +261,9 @@ def test_run_options_are_checked_before_any_work(home, capsys, monkeypatch, opti
     db = tmp / "never.duckdb"
     code, out, err = cli(capsys, monkeypatch, "run", "-d", NAME, "--preset", "fast", "--db", str(db), *option)
     lines = err.strip().splitlines()
-    assert code != 0 and len(lines) == 1 and lines[0].startswith(f"error: {message}") and out == "", f"{option}: {out}{err}"
+    assert code != 0 and len(lines) == 1 and lines[0].startswith(f"error: {message}") and out == "", (
+        f"{option}: {out}{err}"
+    )
     assert not db.exists(), "nothing written"
 
 
@@ -215,13 +283,32 @@ def test_the_same_run_twice_at_once_is_refused(home, capsys, monkeypatch):
     db = tmp / "r.duckdb"
     store = ResultStore(db)
     with store.run_lock("twice"):
-        refused(capsys, monkeypatch, "run", "-d", NAME, "--preset", "fast", "--size", "1", "--db", str(db), "--name", "twice",
-                match="run 'twice' is already running", watch=(db,))  # fmt: skip
+        refused(
+            capsys,
+            monkeypatch,
+            "run",
+            "-d",
+            NAME,
+            "--preset",
+            "fast",
+            "--size",
+            "1",
+            "--db",
+            str(db),
+            "--name",
+            "twice",
+            match="run 'twice' is already running",
+            watch=(db,),
+        )
     assert toy_run(capsys, monkeypatch, db, "--name", "twice")[0] == 0, "free again once the other process is done"
 
 
 def test_short_options_are_the_same_everywhere(home, capsys, monkeypatch):
-    for args in (["kg", "closure", "-d", "voc", "--targets", "cat"], ["kg", "show", "cat", "-d", "voc"], ["kg", "load", "-d", "voc"]):
+    for args in (
+        ["kg", "closure", "-d", "voc", "--targets", "cat"],
+        ["kg", "show", "cat", "-d", "voc"],
+        ["kg", "load", "-d", "voc"],
+    ):
         code, _, err = cli(capsys, monkeypatch, *args)
         assert code == 0, f"bench {' '.join(args)}: {err}"
 
@@ -234,19 +321,40 @@ def test_a_damaged_stamps_cache_is_rebuilt_or_named(tmp_path, capsys, monkeypatc
     images = folder / "test-images.npy"
     original = images.read_bytes()
     images.write_bytes(original[: len(original) // 2])  # cut
-    assert st.build_stamps(config, root=tmp_path, progress=False) == folder and images.read_bytes() == original, "a cut file is rebuilt"
+    assert st.build_stamps(config, root=tmp_path, progress=False) == folder and images.read_bytes() == original, (
+        "a cut file is rebuilt"
+    )
     header = bytearray(original)
     header[8:16] = b"\xff" * 8  # a damaged array header
     images.write_bytes(bytes(header))
-    assert st.build_stamps(config, root=tmp_path, progress=False) == folder and images.read_bytes() == original, "a bad header is rebuilt"
+    assert st.build_stamps(config, root=tmp_path, progress=False) == folder and images.read_bytes() == original, (
+        "a bad header is rebuilt"
+    )
     flipped = bytearray(original)
     flipped[len(flipped) // 2] ^= 0xFF  # same size, same header: only the checksum sees it
     images.write_bytes(bytes(flipped))
     assert st.verify_stamps(folder) == ["test-images.npy"], "the recorded SHA-256 names the damaged file"
     refused(
-        capsys, monkeypatch, "data", "info", "stamps", "--data-root", str(tmp_path), "--seed", "7", "--image-size", "64",
-        "--n-train", "24", "--n-test", "16", "--split", "test", "--check", match="bench data build stamps --force",
-    )  # fmt: skip
+        capsys,
+        monkeypatch,
+        "data",
+        "info",
+        "stamps",
+        "--data-root",
+        str(tmp_path),
+        "--seed",
+        "7",
+        "--image-size",
+        "64",
+        "--n-train",
+        "24",
+        "--n-test",
+        "16",
+        "--split",
+        "test",
+        "--check",
+        match="bench data build stamps --force",
+    )
 
 
 def test_training_survives_a_bad_test_image_and_a_stopped_evaluation(tmp_path):
@@ -271,8 +379,11 @@ def test_training_survives_a_bad_test_image_and_a_stopped_evaluation(tmp_path):
     resumed = train(resume=True, run_dir=run, progress=False, datasets=(Synthetic("train"), Synthetic("test", n=24)))
     assert (run / "model.pt").exists() and not (run / STATE).exists(), "resume finishes the evaluation"
     assert len(resumed.card.history) == TINY.epochs, "without training again"
-    assert resumed.card.test_map == pytest.approx(train(TINY, run_dir=tmp_path / "straight", progress=False,
-        datasets=(Synthetic("train"), Synthetic("test", n=24))).card.test_map), "the same model as an uninterrupted run"  # fmt: skip
+    assert resumed.card.test_map == pytest.approx(
+        train(
+            TINY, run_dir=tmp_path / "straight", progress=False, datasets=(Synthetic("train"), Synthetic("test", n=24))
+        ).card.test_map
+    ), "the same model as an uninterrupted run"
 
 
 def test_tables_round_one_way():

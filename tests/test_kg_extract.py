@@ -105,7 +105,9 @@ def test_parent_choice_is_max_wup(wn, graphs, name):
         synset = wn.synset(graph.ids[graph.index(child)])
         wup = {p: synset.wup_similarity(wn.synset(p)) for p in entry["wup"]}
         best = max(wup.values())
-        assert wup[entry["chosen"]] == pytest.approx(best), f"{name}/{child}: chose {entry['chosen']} but WUP says {wup}"
+        assert wup[entry["chosen"]] == pytest.approx(best), (
+            f"{name}/{child}: chose {entry['chosen']} but WUP says {wup}"
+        )
 
 
 @pytest.mark.parametrize("table", sorted(LABEL_TABLES.glob("*.csv")), ids=lambda p: p.stem)
@@ -113,11 +115,15 @@ def test_packaged_graphs_are_fresh_builds(wn, graphs, table):
     name = table.stem
     fresh = graphs.get((name, True)) or build_wordnet_graph(name, read_label_table(table))
     shipped = LabelGraph.load(PACKAGED / f"{name}.json")
-    assert shipped.sha256 == fresh.sha256, f"kg/graphs/{name}.json is stale: bench kg build --dataset {name} --out kg/graphs/{name}.json"
+    assert shipped.sha256 == fresh.sha256, (
+        f"kg/graphs/{name}.json is stale: bench kg build --dataset {name} --out kg/graphs/{name}.json"
+    )
     assert "entity" not in fresh.nodes, f"{name}: entity.n.01 covers every label and must be removed"
     counts = {"voc": (20, 15), "nus": (81, 37)}
     if name in counts:
-        assert (fresh.n_labels, fresh.n - fresh.n_labels) == counts[name], f"{name}: counts changed to {fresh!r} (update the docs)"
+        assert (fresh.n_labels, fresh.n - fresh.n_labels) == counts[name], (
+            f"{name}: counts changed to {fresh!r} (update the docs)"
+        )
 
 
 def test_node_names_ids_and_aliases(wn, graphs):
@@ -128,7 +134,11 @@ def test_node_names_ids_and_aliases(wn, graphs):
         lemma = wn.synset(voc.ids[i]).lemma_names()[0].lower()
         assert voc.nodes[i] in (lemma, voc.ids[i]), f"abstract node {voc.nodes[i]} is not named after {voc.ids[i]}"
     # An alias name resolves to the canonical synset; a lemma equal to a label name is disambiguated.
-    table = [LabelSynset("trumpet", "trumpet.n.01"), LabelSynset("craft", "boat.n.01"), LabelSynset("plane", "airplane.n.01")]
+    table = [
+        LabelSynset("trumpet", "trumpet.n.01"),
+        LabelSynset("craft", "boat.n.01"),
+        LabelSynset("plane", "airplane.n.01"),
+    ]
     g = build_wordnet_graph("mixed", table)
     assert g.ids[0] == "cornet.n.01", f"trumpet.n.01 must become its canonical name, got {g.ids[0]}"
     assert "craft.n.02" in g.nodes and g.ids[g.index("craft.n.02")] == "craft.n.02", (
@@ -192,16 +202,44 @@ def test_choose_parents_by_hand():
 def test_refine_prunes_chains_that_parent_choice_creates():
     # m has parents p and q; q also has n. Choosing p for m leaves q with one child (n): a new chain.
     # (``other`` keeps ``root`` from covering every label, which would make it uninformative.)
-    g = dag("root>p", "root>q", "p>m", "q>m", "q>n", "p>l0", "m>l1", "m>l2", "n>l3", "n>l4", "root>l5", "other>l6", "other>l7")
+    g = dag(
+        "root>p",
+        "root>q",
+        "p>m",
+        "q>m",
+        "q>n",
+        "p>l0",
+        "m>l1",
+        "m>l2",
+        "n>l3",
+        "n>l4",
+        "root>l5",
+        "other>l6",
+        "other>l7",
+    )
     keep = {"l0", "l1", "l2", "l3", "l4", "l5", "l6", "l7"}
     log = refine(g, keep, lambda child, parent: {"p": 1.0, "q": 0.0}[parent])
     assert log["uninformative"] == [] and log["parent_choices"] == {"m": ("p", ["q"])}
     assert log["chains"] == ["q"], f"q became a chain after the parent choice: {log}"
-    assert edges_of(g) == {"root>p", "p>m", "p>l0", "m>l1", "m>l2", "root>n", "n>l3", "n>l4", "root>l5", "other>l6", "other>l7"}
+    assert edges_of(g) == {
+        "root>p",
+        "p>m",
+        "p>l0",
+        "m>l1",
+        "m>l2",
+        "root>n",
+        "n>l3",
+        "n>l4",
+        "root>l5",
+        "other>l6",
+        "other>l7",
+    }
     # A parent whose only child chose elsewhere is left childless and dropped.
     # A parent whose children all chose elsewhere is left childless and dropped; then ``root``
     # is left with one child and goes as well.
-    g = dag("root>a", "root>b", "a>x", "b>x", "a>y", "b>y", "a>l1", "x>l2", "x>l3", "y>l4", "y>l5", "other>l6", "other>l7")
+    g = dag(
+        "root>a", "root>b", "a>x", "b>x", "a>y", "b>y", "a>l1", "x>l2", "x>l3", "y>l4", "y>l5", "other>l6", "other>l7"
+    )
     log = refine(g, {f"l{i}" for i in range(1, 8)}, lambda child, parent: {"a": 1.0, "b": 0.0}[parent])
     assert log["childless"] == ["b"] and log["chains"] == ["root"], f"b covers no label after x and y chose a: {log}"
     assert edges_of(g) == {"a>x", "a>y", "a>l1", "x>l2", "x>l3", "y>l4", "y>l5", "other>l6", "other>l7"}

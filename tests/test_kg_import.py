@@ -34,7 +34,9 @@ def counts_from(graph, n_images: int = 400, seed: int = 0) -> dict:
 
 def structure(graph):
     """Each node's dataset labels below it, by node kind: what a recovered graph must reproduce."""
-    return sorted(tuple(sorted(graph.nodes[u] for u in graph.descendants(v) | {v} if u < graph.n_labels)) for v in range(graph.n))
+    return sorted(
+        tuple(sorted(graph.nodes[u] for u in graph.descendants(v) | {v} if u < graph.n_labels)) for v in range(graph.n)
+    )
 
 
 def test_the_voc_hierarchy_is_recovered_from_its_counts(tmp_path, monkeypatch, capsys):
@@ -55,7 +57,9 @@ def test_the_voc_hierarchy_is_recovered_from_its_counts(tmp_path, monkeypatch, c
     capsys.readouterr()
     bench_ok(monkeypatch, "kg", "diff", "voc", "voc-authors")
     out = capsys.readouterr().out
-    assert f"{voc.n - voc.n_labels} label groups in both; 0 only in 'voc', 0 only in 'voc-authors'" in out.replace("\n", " "), out
+    assert f"{voc.n - voc.n_labels} label groups in both; 0 only in 'voc', 0 only in 'voc-authors'" in out.replace(
+        "\n", " "
+    ), out
 
 
 def test_a_different_hierarchy_shows_in_the_diff(tmp_path):

@@ -104,8 +104,11 @@ def test_packaged_graphs_and_provenance(dag, tree):
     [
         ("{not json", None, "does not parse"),
         ('{"Subcategory": []}', None, "without 'LabelName'"),
-        ('{"LabelName": "/m/0bl9f", "Subcategory": [{"LabelName": "/m/a", "Subcategory": [{"LabelName": "/m/zz"}]}]}',
-         "/m/a,A\n", "MIDs without a class description: /m/zz"),
+        (
+            '{"LabelName": "/m/0bl9f", "Subcategory": [{"LabelName": "/m/a", "Subcategory": [{"LabelName": "/m/zz"}]}]}',
+            "/m/a,A\n",
+            "MIDs without a class description: /m/zz",
+        ),
         (None, "/m/a,A\n/m/b,a\n", "display name 'a' is used by /m/a and /m/b"),
         (None, "/m/a\n", "line 1: expected 'MID,DisplayName'"),
     ],

@@ -27,10 +27,14 @@ from kg.stores import MAX_DEPTH, open_store, store_names
 from tests.dags import dags
 
 PREFIX = "semattack_test_"
-NO_NEO4J = "NEO4J_URI is not set: no Neo4j server to test against (docker compose up, then set NEO4J_URI and NEO4J_PASSWORD)"
+NO_NEO4J = (
+    "NEO4J_URI is not set: no Neo4j server to test against (docker compose up, then set NEO4J_URI and NEO4J_PASSWORD)"
+)
 KINDS = [
     "ladybug",
-    pytest.param("neo4j", marks=[pytest.mark.neo4j, pytest.mark.skipif(not os.environ.get("NEO4J_URI"), reason=NO_NEO4J)]),
+    pytest.param(
+        "neo4j", marks=[pytest.mark.neo4j, pytest.mark.skipif(not os.environ.get("NEO4J_URI"), reason=NO_NEO4J)]
+    ),
 ]
 REAL_GRAPHS = ["voc", "nus", "openimages", "openimages-tree"]
 
@@ -76,7 +80,9 @@ def check_relations(store, graph: LabelGraph, labels: list[str]) -> None:
         assert list(got) == labels, f"{relation}: keys {list(got)} are not the labels asked for {labels}"
         for label in labels:
             expected = [graph.nodes[i] for i in sorted(expected_of(graph.index(label)))]
-            assert got[label] == expected, f"{relation} of {label!r} in {graph!r}: store {got[label]}, networkx {expected}"
+            assert got[label] == expected, (
+                f"{relation} of {label!r} in {graph!r}: store {got[label]}, networkx {expected}"
+            )
 
 
 def check_combinations(store, graph: LabelGraph, labels: list[str], k: int) -> None:
@@ -84,7 +90,9 @@ def check_combinations(store, graph: LabelGraph, labels: list[str], k: int) -> N
     g = graph.to_networkx()
     got = store.combinations(graph.name, labels, k)
     combos = list(itertools.combinations(labels, k))
-    assert len(got) == len(combos), f"{len(got)} combinations returned, {len(combos)} expected (k={k}, {len(labels)} labels)"
+    assert len(got) == len(combos), (
+        f"{len(got)} combinations returned, {len(combos)} expected (k={k}, {len(labels)} labels)"
+    )
     for combo, c in zip(combos, got):
         idx = [graph.index(x) for x in combo]
         assert c.labels == combo, f"members {c.labels} != combination {combo}"
@@ -94,13 +102,19 @@ def check_combinations(store, graph: LabelGraph, labels: list[str], k: int) -> N
         assert [n.idx for n in c.ancestors] == anc, f"ancestors of {combo}: store {c.ancestors}, networkx {anc}"
         assert [n.idx for n in c.descendants] == desc, f"descendants of {combo}: store {c.descendants}, networkx {desc}"
         names = [n.name for n in c.ancestors + c.descendants]
-        assert names == [graph.nodes[i] for i in anc + desc], f"names of {combo}'s nodes do not match their indices: {names}"
+        assert names == [graph.nodes[i] for i in anc + desc], (
+            f"names of {combo}'s nodes do not match their indices: {names}"
+        )
 
 
 # ------------------------------------------------------------------ the queries
 def test_cypher_files_pick_the_dialect_variant_over_the_shared_file():
-    assert cypher.query("schema_label", "ladybug") != cypher.query("schema_label", "neo4j"), "each dialect has its own schema file"
-    assert cypher.query("ancestors", "neo4j") == cypher.query("ancestors", "ladybug"), "one ancestors.cypher serves both"
+    assert cypher.query("schema_label", "ladybug") != cypher.query("schema_label", "neo4j"), (
+        "each dialect has its own schema file"
+    )
+    assert cypher.query("ancestors", "neo4j") == cypher.query("ancestors", "ladybug"), (
+        "one ancestors.cypher serves both"
+    )
     for name in cypher.names():
         for dialect in ("ladybug", "neo4j"):
             text = cypher.query(name, dialect)  # every query exists in both dialects
@@ -190,7 +204,12 @@ def test_unknown_labels_and_graphs_name_the_problem(store):
 
 
 def test_graphs_that_cannot_be_stored_are_refused(store):
-    chain = LabelGraph(PREFIX + "deep", tuple(f"n{i}" for i in range(MAX_DEPTH + 2)), tuple((i, i + 1) for i in range(MAX_DEPTH + 1)), 1)
+    chain = LabelGraph(
+        PREFIX + "deep",
+        tuple(f"n{i}" for i in range(MAX_DEPTH + 2)),
+        tuple((i, i + 1) for i in range(MAX_DEPTH + 1)),
+        1,
+    )
     with pytest.raises(BenchError, match=f"depth {MAX_DEPTH + 1}.*at most {MAX_DEPTH}"):
         store.load(chain)
     with pytest.raises(BenchError, match="no ':'"):
@@ -201,7 +220,9 @@ def test_graphs_that_cannot_be_stored_are_refused(store):
 def test_raw_queries_are_read_only_and_cypher_errors_are_one_line(store):
     graph = toy("ro")
     store.load(graph)
-    rows = store.query("MATCH (n:Label) WHERE n.graph = $g AND n.is_label RETURN n.name AS name ORDER BY n.idx", {"g": graph.name})
+    rows = store.query(
+        "MATCH (n:Label) WHERE n.graph = $g AND n.is_label RETURN n.name AS name ORDER BY n.idx", {"g": graph.name}
+    )
     assert [r["name"] for r in rows] == list(graph.labels), f"raw query rows {rows}"
     for text in (
         "MATCH (n:Label) WHERE n.graph = $g DETACH DELETE n",

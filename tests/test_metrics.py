@@ -56,13 +56,19 @@ def metrics():
 def test_per_pair_values():
     m = metrics()
     assert m.success.tolist() == [True, True, False, True, True, True], "FR_N numerator: every Ω label off"
-    assert m.consistent.tolist() == [True, False, False, True, True, False], "FR_S numerator: success and locally consistent"
-    assert torch.allclose(m.ntr_share, torch.tensor([0, 0, 0, 0.5, 0, 0], dtype=torch.float64)), "NT_R share of Ψ̄ changed"
+    assert m.consistent.tolist() == [True, False, False, True, True, False], (
+        "FR_S numerator: success and locally consistent"
+    )
+    assert torch.allclose(m.ntr_share, torch.tensor([0, 0, 0, 0.5, 0, 0], dtype=torch.float64)), (
+        "NT_R share of Ψ̄ changed"
+    )
     _, _, shift = images()
     expected_rmsd = torch.where(m.success, shift, torch.tensor(float("nan"), dtype=torch.float64))
     assert torch.allclose(m.rmsd, expected_rmsd, equal_nan=True), "RMSD = √(‖x − x′‖²/N) for successes, NaN otherwise"
     assert torch.allclose(m.linf, shift) and torch.allclose(m.l2, shift * math.sqrt(3 * 24 * 24)), "norms of every pair"
-    assert math.isnan(float(m.ssim[2])) and abs(float(m.ssim[1]) - 1.0) < 1e-12, "SSIM: NaN when failed, 1 when unchanged"
+    assert math.isnan(float(m.ssim[2])) and abs(float(m.ssim[1]) - 1.0) < 1e-12, (
+        "SSIM: NaN when failed, 1 when unchanged"
+    )
 
 
 def test_per_combination_rates_and_summary():
@@ -75,7 +81,9 @@ def test_per_combination_rates_and_summary():
     assert abs(cat.ssim - float(m.ssim[[0, 1, 3]].mean())) < 1e-12, "SSIM averages the successful rows only"
     s = summarize(list(rates.values()), m)
     assert s.n_combinations == 2, "two combinations"
-    assert np.allclose(s.fr_n, (0.875, 0.125)) and np.allclose(s.fr_s, (0.5, 0.0)), "mean ± population std of FR_N, FR_S"
+    assert np.allclose(s.fr_n, (0.875, 0.125)) and np.allclose(s.fr_s, (0.5, 0.0)), (
+        "mean ± population std of FR_N, FR_S"
+    )
     assert np.allclose(s.nt_r, (0.0625, 0.0625)), "mean ± population std of NT_R"
     assert abs(s.ssim_pooled - float(m.ssim[m.success].mean())) < 1e-12, "pooled SSIM over all successful images"
     for r in rates.values():

@@ -37,7 +37,9 @@ def asl_by_hand(logits, targets, gamma_neg, gamma_pos, clip, eps=1e-8) -> float:
 def test_asymmetric_loss_matches_formula(gamma_neg, gamma_pos, clip):
     logits = [3.0, -2.0, 0.0, 0.5, -0.04, 6.0, -7.5]
     targets = [1, 0, 1, 0, 0, 0, 1]
-    loss = AsymmetricLoss(gamma_neg, gamma_pos, clip)(torch.tensor([logits]), torch.tensor([targets], dtype=torch.float32))
+    loss = AsymmetricLoss(gamma_neg, gamma_pos, clip)(
+        torch.tensor([logits]), torch.tensor([targets], dtype=torch.float32)
+    )
     expected = asl_by_hand(logits, targets, gamma_neg, gamma_pos, clip)
     assert loss.item() == pytest.approx(expected, rel=1e-5, abs=1e-7), (
         f"ASL({gamma_neg},{gamma_pos},{clip}) = {loss.item()}, formula gives {expected}"
@@ -49,7 +51,9 @@ def test_asymmetric_loss_zero_gamma_is_bce_and_mean_reduction():
     y = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
     bce = torch.nn.functional.binary_cross_entropy_with_logits(x, y, reduction="sum")
     got = AsymmetricLoss(0.0, 0.0, 0.0)(x, y)
-    assert got.item() == pytest.approx(bce.item(), rel=1e-5), f"γ = m = 0 must be summed BCE: {got.item()} vs {bce.item()}"
+    assert got.item() == pytest.approx(bce.item(), rel=1e-5), (
+        f"γ = m = 0 must be summed BCE: {got.item()} vs {bce.item()}"
+    )
     mean = AsymmetricLoss(0.0, 0.0, 0.0, reduction="mean")(x, y)
     assert mean.item() == pytest.approx(bce.item() / 2, rel=1e-5), "reduction='mean' must divide by the batch size"
 
@@ -61,7 +65,9 @@ def test_asymmetric_loss_focal_weight_is_constant_in_backprop():
     p = _sigmoid(0.8)
     p_m = p - 0.05
     expected = -(p_m**4) * (-1 / (1 - p_m)) * p * (1 - p)  # weight fixed; d log(1-p_m)/dx = -p(1-p)/(1-p_m)
-    assert x.grad.item() == pytest.approx(expected, rel=1e-5), f"gradient {x.grad.item()} != {expected} (weight must be detached)"
+    assert x.grad.item() == pytest.approx(expected, rel=1e-5), (
+        f"gradient {x.grad.item()} != {expected} (weight must be detached)"
+    )
 
 
 # ----------------------------------------------------------------- published TResNet layout
@@ -120,8 +126,14 @@ def tiny_tresnet_state():
 
 def test_asl_coco_layout_loads_exactly(tmp_path, tiny_tresnet_state):
     reference, _, published = tiny_tresnet_state
-    for key in ("body.conv1.0.weight", "body.layer1.0.conv1.1.running_var", "body.layer2.0.conv1.0.0.weight",
-                "body.layer3.0.conv2.0.1.bias", "body.layer3.0.downsample.1.0.weight", "head.fc.weight"):  # fmt: skip
+    for key in (
+        "body.conv1.0.weight",
+        "body.layer1.0.conv1.1.running_var",
+        "body.layer2.0.conv1.0.0.weight",
+        "body.layer3.0.conv2.0.1.bias",
+        "body.layer3.0.downsample.1.0.weight",
+        "head.fc.weight",
+    ):
         assert key in published, f"test layout lacks the published key {key}"
     path = tmp_path / "MS_COCO_TRresNet_M_224_81.8.pth"
     names = {i: f"class{i}" for i in range(7)}
@@ -142,7 +154,9 @@ def test_asl_open_images_bottleneck_head(tmp_path):
     state = randomised_state(reference, gen)
     reference.load_state_dict(state)
     published = asl_layout(state, gen)
-    assert "head.fc.embedding_generator.0.weight" in published and "head.fc.FC.bias" in published, "bottleneck head keys"
+    assert "head.fc.embedding_generator.0.weight" in published and "head.fc.FC.bias" in published, (
+        "bottleneck head keys"
+    )
     path = tmp_path / "Open_ImagesV6_TRresNet_L_448.pth"
     torch.save({"model": published, "num_classes": 9, "idx_to_class": {str(i): f'"""c{i}"""' for i in range(9)}}, path)
     ckpt = load_checkpoint(path, arch="asl", num_classes=9)
@@ -150,7 +164,9 @@ def test_asl_open_images_bottleneck_head(tmp_path):
     assert ckpt.model.config["image_size"] == 448, "ASL checkpoints default to 448 px"
     x = torch.rand(1, 3, 64, 64, generator=gen)
     with torch.no_grad():
-        assert torch.allclose(ckpt.model(x), reference.eval()(x), atol=1e-5, rtol=1e-4), "bottleneck model logits differ"
+        assert torch.allclose(ckpt.model(x), reference.eval()(x), atol=1e-5, rtol=1e-4), (
+            "bottleneck model logits differ"
+        )
 
 
 @pytest.mark.parametrize("variant", ["tresnet_m", "tresnet_l", "tresnet_xl", "tresnet_v2_l", "tresnet_v2_xl"])
@@ -174,7 +190,9 @@ def test_asl_refuses_mismatched_files(tmp_path, tiny_tresnet_state):
     torch.save({"model": broken}, path)
     with pytest.raises(BenchError) as err:
         load_checkpoint(path)
-    assert "backbone.body.layer1.0.se.fc1.weight" in str(err.value) and "\n" not in str(err.value), f"message: {err.value}"
+    assert "backbone.body.layer1.0.se.fc1.weight" in str(err.value) and "\n" not in str(err.value), (
+        f"message: {err.value}"
+    )
     torch.save({"model": {k: v for k, v in published.items() if not k.startswith("body.layer4.")}}, path)
     with pytest.raises(BenchError, match=r"incomplete TResNet body \(blocks per stage \[1, 1, 1, 0\]\)"):
         load_checkpoint(path)

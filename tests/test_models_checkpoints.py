@@ -35,9 +35,15 @@ def ml_decoder_head_by_hand(state: dict, feature_map: torch.Tensor, num_classes:
 
     qh, kh, vh = split(q @ wq.T + bq), split(memory @ wk.T + bk), split(memory @ wv.T + bv)
     attn = torch.softmax(qh @ kh.transpose(-1, -2) / (e // heads) ** 0.5, dim=-1) @ vh
-    attn = attn.transpose(1, 2).reshape(b, -1, e) @ layer["multihead_attn.out_proj.weight"].T + layer["multihead_attn.out_proj.bias"]
+    attn = (
+        attn.transpose(1, 2).reshape(b, -1, e) @ layer["multihead_attn.out_proj.weight"].T
+        + layer["multihead_attn.out_proj.bias"]
+    )
     h = F.layer_norm(q + attn, (e,), layer["norm2.weight"], layer["norm2.bias"])
-    ff = F.relu(h @ layer["linear1.weight"].T + layer["linear1.bias"]) @ layer["linear2.weight"].T + layer["linear2.bias"]
+    ff = (
+        F.relu(h @ layer["linear1.weight"].T + layer["linear1.bias"]) @ layer["linear2.weight"].T
+        + layer["linear2.bias"]
+    )
     h = F.layer_norm(h + ff, (e,), layer["norm3.weight"], layer["norm3.bias"])
     pooling = s["duplicate_pooling"]  # [K, E, dup]
     out = torch.zeros(b, h.shape[1], pooling.shape[2])
@@ -52,19 +58,30 @@ def test_ml_decoder_layout_loads_exactly(tmp_path):
     ours = create_model("ml-decoder", 13, backbone="custom", **tiny, num_of_groups=5, decoder_embedding=32)
     state = randomised_state(ours, gen)
     published = asl_layout(state, gen)
-    for key in ("head.decoder.layers.0.multihead_attn.in_proj_weight", "head.decoder.query_embed.weight",
-                "head.decoder.duplicate_pooling", "head.decoder.embed_standart.weight", "body.conv1.0.weight"):  # fmt: skip
+    for key in (
+        "head.decoder.layers.0.multihead_attn.in_proj_weight",
+        "head.decoder.query_embed.weight",
+        "head.decoder.duplicate_pooling",
+        "head.decoder.embed_standart.weight",
+        "body.conv1.0.weight",
+    ):
         assert key in published, f"layout lacks published key {key}"
-    assert published["head.decoder.duplicate_pooling"].shape == (5, 32, 3), "13 classes in 5 groups → ⌈13/5⌉ = 3 per group"
+    assert published["head.decoder.duplicate_pooling"].shape == (5, 32, 3), (
+        "13 classes in 5 groups → ⌈13/5⌉ = 3 per group"
+    )
     path = tmp_path / "tresnet_m_COCO_224_84_2.pth"
     torch.save({"state_dict": published, "idx_to_class": {i: f"c{i}" for i in range(13)}}, path)
     ckpt = load_checkpoint(path, arch="ml-decoder")
-    assert ckpt.options == {"backbone": "custom", **tiny, "num_of_groups": 5, "decoder_embedding": 32}, f"detected {ckpt.options}"
+    assert ckpt.options == {"backbone": "custom", **tiny, "num_of_groups": 5, "decoder_embedding": 32}, (
+        f"detected {ckpt.options}"
+    )
     x = torch.rand(2, 3, 64, 64, generator=gen)
     with torch.no_grad():
         got = ckpt.model(x)
         want = ml_decoder_head_by_hand(published, ckpt.model.features(x), 13)
-    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), f"ML-Decoder logits differ by {(got - want).abs().max():.2e}"
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (
+        f"ML-Decoder logits differ by {(got - want).abs().max():.2e}"
+    )
     ours.load_state_dict(state)
     with torch.no_grad():
         assert torch.allclose(ours.eval().features(x), ckpt.model.features(x), atol=1e-5), "TResNet body mapped wrongly"
@@ -90,7 +107,9 @@ def test_cooccurrence_adjacency_is_gen_a():
                 adj[i, j] = sum(1 for row in y if row[i] and row[j])  # ML-GCN counts pairs, zero diagonal
     nums = y.sum(0).astype(float)
     got = cooccurrence_adjacency(y, t=0.4)
-    assert np.allclose(got, gen_a_by_hand(adj, nums, 0.4), atol=1e-6), "gen_A from training labels differs from the pickle route"
+    assert np.allclose(got, gen_a_by_hand(adj, nums, 0.4), atol=1e-6), (
+        "gen_A from training labels differs from the pickle route"
+    )
     y[:, 3] = 0  # a label never seen gets no edges, no NaN
     assert np.isfinite(cooccurrence_adjacency(y)).all(), "unseen labels must not give NaN"
 
@@ -118,7 +137,12 @@ def test_ml_gcn_layout_loads_exactly(tmp_path, depth="resnet18"):
     y = (rng.random((50, c)) < 0.4).astype(np.int64)
     a = torch.from_numpy(cooccurrence_adjacency(y)).float()
     gc1, gc2 = 0.1 * torch.randn(300, 64, generator=gen), 0.1 * torch.randn(64, width, generator=gen)
-    state = {**{f"features.{k}": v for k, v in features.state_dict().items()}, "gc1.weight": gc1, "gc2.weight": gc2, "A": a}
+    state = {
+        **{f"features.{k}": v for k, v in features.state_dict().items()},
+        "gc1.weight": gc1,
+        "gc2.weight": gc2,
+        "A": a,
+    }
     path = tmp_path / "voc_checkpoint.pth.tar"
     torch.save({"epoch": 3, "arch": "resnet101", "state_dict": state, "best_score": np.float64(0.93)}, path)
     vectors = rng.normal(size=(c, 300)).astype(np.float32)
@@ -132,7 +156,10 @@ def test_ml_gcn_layout_loads_exactly(tmp_path, depth="resnet18"):
 
     x = torch.rand(2, 3, 64, 64, generator=gen)
     with torch.no_grad():  # GCNResnet.forward with upstream's ImageNet normalisation and gen_adj
-        mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        mean, std = (
+            torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+            torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+        )
         feat = features.eval()((x - mean) / std).amax(dim=(2, 3))
         d = torch.diag(a.sum(1).pow(-0.5))
         adj = (a @ d).t() @ d

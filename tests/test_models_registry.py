@@ -74,7 +74,9 @@ def test_registry_errors_are_one_line():
 # ------------------------------------------------------------------------- ML-GCN inputs
 def test_word_vectors_from_glove_text_and_pickle(tmp_path):
     glove = tmp_path / "glove.txt"
-    glove.write_text("dog 1 0 0\ncat 0 1 0\npotted 0 0 2\nplant 2 0 0\nanimal 1 1 1\nhot 1 0 0\nair 0 1 0\nballoon 0 0 1\n")
+    glove.write_text(
+        "dog 1 0 0\ncat 0 1 0\npotted 0 0 2\nplant 2 0 0\nanimal 1 1 1\nhot 1 0 0\nair 0 1 0\nballoon 0 0 1\n"
+    )
     got = read_word_vectors(glove, LABELS)
     assert np.allclose(got[2], [1, 0, 1]), f"potted_plant must average 'potted' and 'plant': {got[2]}"
     assert np.allclose(got[4], [1 / 3, 1 / 3, 1 / 3]), f"'hot-air balloon' averages three words: {got[4]}"
@@ -84,7 +86,9 @@ def test_word_vectors_from_glove_text_and_pickle(tmp_path):
     pkl.write_bytes(pickle.dumps(np.ones((5, 300), np.float32)))
     assert read_word_vectors(pkl, LABELS).shape == (5, 300), "pickled [C, 300] array"
     model = create_model("ml-gcn", 5, labels=LABELS, backbone="resnet18", hidden=8, embeddings=str(glove))
-    assert model.config["kwargs"]["in_channel"] == 3 and torch.allclose(model.head.inp, torch.from_numpy(got)), "embeddings not used"
+    assert model.config["kwargs"]["in_channel"] == 3 and torch.allclose(model.head.inp, torch.from_numpy(got)), (
+        "embeddings not used"
+    )
     with pytest.raises(BenchError, match="needs the label names"):
         create_model("ml-gcn", 5, backbone="resnet18")
 
@@ -113,7 +117,9 @@ def test_restrict_graph_keeps_ancestry_among_kept_nodes(graph, data):
     for i, a in enumerate(kept):
         for j, d in enumerate(kept):
             want = closure.has_edge(a, d)
-            assert (i in sub.ancestors(j)) == want, f"{graph.nodes[a]} ancestor of {graph.nodes[d]}: {want} in the full graph"
+            assert (i in sub.ancestors(j)) == want, (
+                f"{graph.nodes[a]} ancestor of {graph.nodes[d]}: {want} in the full graph"
+            )
     assert sub.n_labels == sum(1 for k in keep if k < graph.n_labels), "label count among kept nodes"
 
 
@@ -123,7 +129,9 @@ def test_match_outputs_by_lower_cased_display_name():
     match = match_outputs(names, graph)
     assert match.graph.nodes == ("Dog", "Cat", "Vehicle"), f"matched nodes {match.graph.nodes}"
     assert match.outputs == [1, 2, 3], f"first output of each name wins: {match.outputs}"
-    assert match.unmatched == ["Animal", "Sea lion"] and match.graph.edges == (), f"{match.unmatched} {match.graph.edges}"
+    assert match.unmatched == ["Animal", "Sea lion"] and match.graph.edges == (), (
+        f"{match.unmatched} {match.graph.edges}"
+    )
     assert match.summary() == "3 of 5 hierarchy classes matched among 6 model outputs", match.summary()
     model = torch.nn.Linear(4, 6)
     model.config = {"num_classes": 6}
@@ -153,7 +161,9 @@ def test_on_graph_restricts_dataset_targets_too():
     model.config = {"num_classes": 4}
     wrapped, ds, _ = on_graph(model, Tiny(), ["cat", "animal", "bird", "fish"])
     assert isinstance(ds, MatchedDataset) and ds.graph.nodes == ("Animal", "Cat"), f"{ds.graph.nodes}"
-    assert torch.equal(ds[0][1], torch.tensor([1.0, 1.0])) and ds.graph.edges == ((0, 1),), "targets/edges of matched nodes"
+    assert torch.equal(ds[0][1], torch.tensor([1.0, 1.0])) and ds.graph.edges == ((0, 1),), (
+        "targets/edges of matched nodes"
+    )
     assert wrapped(torch.zeros(1, 3, 8, 8)).shape == (1, 2), "wrapped model gives one logit per matched node"
     with pytest.raises(BenchError, match="the model has 4 outputs, the dataset's graph 'oi' has 3 nodes"):
         on_graph(model, Tiny())

@@ -105,8 +105,12 @@ def test_saved_examples_reproduce_the_stored_success(saved):
     model = ToyNet(graph.n).eval()
     artifacts = store.artifacts(config.run_id)
     with store.reader() as con:
-        rows = {tuple(r[:5]): r[5] for r in con.execute(
-            "SELECT combo_id, image_id, attack, eps, tau, success FROM results WHERE run_id = ?", [config.run_id]).fetchall()}  # fmt: skip
+        rows = {
+            tuple(r[:5]): r[5]
+            for r in con.execute(
+                "SELECT combo_id, image_id, attack, eps, tau, success FROM results WHERE run_id = ?", [config.run_id]
+            ).fetchall()
+        }
     assert len(artifacts) >= 6, f"{len(artifacts)} examples saved"
     for key, path in artifacts.items():
         example = load_example(path)
@@ -135,10 +139,14 @@ def test_sqlalchemy_reads_the_same_numbers(saved):
     store, _, _ = saved
     engine = store.engine()
     with engine.connect() as con:
-        via_sqlalchemy = con.execute(text("SELECT size, attack, fr_s_mean, nt_r_mean FROM rate_summary ORDER BY size, attack")).fetchall()
+        via_sqlalchemy = con.execute(
+            text("SELECT size, attack, fr_s_mean, nt_r_mean FROM rate_summary ORDER BY size, attack")
+        ).fetchall()
     engine.dispose()  # DuckDB opens a file with one configuration per process at a time
     with store.reader() as con:
-        direct = con.execute("SELECT size, attack, fr_s_mean, nt_r_mean FROM rate_summary ORDER BY size, attack").fetchall()
+        direct = con.execute(
+            "SELECT size, attack, fr_s_mean, nt_r_mean FROM rate_summary ORDER BY size, attack"
+        ).fetchall()
     assert [tuple(r) for r in via_sqlalchemy] == direct and direct, "the same rows through SQLAlchemy"
     assert store.url.startswith("duckdb:///") and store.url.endswith("?access_mode=read_only")
 
@@ -152,8 +160,30 @@ def test_bench_attack_saves_its_examples(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_DATA", str(tmp_path / "data"))
     run_dir = save_toy_model()
     out = tmp_path / "examples"
-    monkeypatch.setattr(sys, "argv", ["bench", "attack", "-d", NAME, "-m", run_dir, "-t", "cat", "-a", "mla-u", "-n", "2",
-                                      "--eps", "0.06", "--steps", "5", "--save", str(out)])  # fmt: skip
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "bench",
+            "attack",
+            "-d",
+            NAME,
+            "-m",
+            run_dir,
+            "-t",
+            "cat",
+            "-a",
+            "mla-u",
+            "-n",
+            "2",
+            "--eps",
+            "0.06",
+            "--steps",
+            "5",
+            "--save",
+            str(out),
+        ],
+    )
     with pytest.raises(SystemExit) as done:
         bench.cli.main()
     assert done.value.code in (0, None)

@@ -153,7 +153,9 @@ def test_older_schema_is_upgraded_in_one_transaction(tmp_path, monkeypatch):
     real = dict(store_module.MIGRATIONS)
     monkeypatch.setattr(store_module, "SCHEMA_VERSION", 3)
     monkeypatch.setattr(
-        store_module, "MIGRATIONS", {**real, 2: ("ALTER TABLE results ADD COLUMN note TEXT", "SELECT * FROM no_such_table")}
+        store_module,
+        "MIGRATIONS",
+        {**real, 2: ("ALTER TABLE results ADD COLUMN note TEXT", "SELECT * FROM no_such_table")},
     )
     with pytest.raises(duckdb.CatalogException):
         ResultStore(path)

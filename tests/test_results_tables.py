@@ -193,5 +193,7 @@ def test_a_plugin_attacks_display_name_reaches_the_tables():
             display_name = "Mine_β"
 
     assert attack_display("my-plugin-attack") == "Mine_β", "the plugin's own name"
-    assert attack_display("gmla") == ATTACK_NAMES["gmla"] == ATTACKS.get("gmla").display_name, "one definition for built-ins"
+    assert attack_display("gmla") == ATTACK_NAMES["gmla"] == ATTACKS.get("gmla").display_name, (
+        "one definition for built-ins"
+    )
     assert attack_display("never-registered") == "never-registered", "unknown names shown as stored"

@@ -55,7 +55,9 @@ def predictions(graph: LabelGraph, rng: np.random.Generator, m: int) -> CleanPre
 
 
 @settings(max_examples=40)
-@given(graph=dags(min_nodes=2, max_nodes=8), seed=st.integers(0, 2**32 - 1), limit=st.integers(1, 4), k=st.integers(1, 3))
+@given(
+    graph=dags(min_nodes=2, max_nodes=8), seed=st.integers(0, 2**32 - 1), limit=st.integers(1, 4), k=st.integers(1, 3)
+)
 def test_enumeration_and_eligibility_match_a_brute_force_loop(graph, seed, limit, k):
     rng = np.random.default_rng(seed)
     clean = predictions(graph, rng, 25)
@@ -70,7 +72,9 @@ def test_enumeration_and_eligibility_match_a_brute_force_loop(graph, seed, limit
     assert [c.combo_id for c in planned] == list(range(len(expected))), "combination ids are enumeration positions"
     pred = clean.positive.numpy()
     for c in planned:
-        eligible = [i for i in range(len(clean)) if brute_consistent(graph, pred[i]) and all(pred[i, v] for v in c.members)]
+        eligible = [
+            i for i in range(len(clean)) if brute_consistent(graph, pred[i]) and all(pred[i, v] for v in c.members)
+        ]
         assert c.eligible == len(eligible), f"{c.labels}: eligible count {c.eligible} != brute force {len(eligible)}"
         assert list(c.images) == eligible[:limit], f"{c.labels}: attacked images are not the first {limit} eligible"
         assert c.labels == tuple(graph.nodes[v] for v in c.members), "labels name the members"
@@ -163,7 +167,9 @@ def test_sampled_combinations_respect_every_rule(seed, k):
         assert len(set(c)) == k and list(c) == sorted(c), f"{c}: k distinct labels, sorted"
         assert set(c) <= frequent, f"{c}: every label has at least {rules.min_label_images} consistent positives"
         assert sum(v in leaves for v in c) == math.ceil(k / 2), f"{c}: ⌈k/2⌉ leaves with a parent, the rest not"
-        assert feasible(graph, clean, c, rules), f"{c}: more than {rules.min_images} images with all k and > k positives"
+        assert feasible(graph, clean, c, rules), (
+            f"{c}: more than {rules.min_images} images with all k and > k positives"
+        )
     rest_leaves = sorted(leaves - set(used))
     rest_others = sorted(frequent - leaves - set(used))
     for a in itertools.combinations(rest_leaves, math.ceil(k / 2)):

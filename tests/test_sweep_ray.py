@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray", reason="the optional extra 'ray' is not installed (pip install 'semattack-bench[ray]')")
+ray = pytest.importorskip(
+    "ray", reason="the optional extra 'ray' is not installed (pip install 'semattack-bench[ray]')"
+)
 
 from bench.errors import BenchError  # noqa: E402
 from bench.sweep.cluster import connect, import_ray, run_sweep_ray  # noqa: E402
@@ -28,9 +30,13 @@ def cluster(tmp_path_factory):
     saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE",)}
     os.environ["RAY_AUTH_MODE"] = "disabled"
     ray.init(
-        num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
-        _temp_dir=str(tmp_path_factory.mktemp("ray")), runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}},
-    )  # fmt: skip
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+        _temp_dir=str(tmp_path_factory.mktemp("ray")),
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}},
+    )
     yield
     ray.shutdown()
     for k, v in saved.items():
@@ -51,9 +57,16 @@ def single(tmp_path_factory):
 def on_ray(path, store=None, dataset=None, **kw):
     graph = toy_graph()
     return run_sweep_ray(
-        toy_config(), ToyNet(graph.n).eval(), dataset or ToyDataset("test", graph), graph, store or ResultStore(path),
-        address="local", batch_size=8, workers=2, **kw,
-    )  # fmt: skip
+        toy_config(),
+        ToyNet(graph.n).eval(),
+        dataset or ToyDataset("test", graph),
+        graph,
+        store or ResultStore(path),
+        address="local",
+        batch_size=8,
+        workers=2,
+        **kw,
+    )
 
 
 def test_ray_gives_the_rows_and_tables_of_one_process(cluster, single, tmp_path):
@@ -61,8 +74,12 @@ def test_ray_gives_the_rows_and_tables_of_one_process(cluster, single, tmp_path)
     assert outcome.finished and outcome.written == outcome.pairs, "every planned row written once"
     assert fetch(tmp_path / "ray.duckdb", ROW_SQL) == fetch(single, ROW_SQL), "Ray rows equal one process's, bitwise"
     assert rounded(fetch(tmp_path / "ray.duckdb", SUMMARY_SQL)) == rounded(fetch(single, SUMMARY_SQL)), "same tables"
-    assert {"ml-dp", "mla-lp"} <= {r[0] for r in fetch(single, "SELECT DISTINCT attack FROM results")}, "ML-DP and MLA-LP included"
-    assert fetch(tmp_path / "ray.duckdb", "SELECT count(*) FROM combinations WHERE NOT complete")[0][0] == 0, "all complete"
+    assert {"ml-dp", "mla-lp"} <= {r[0] for r in fetch(single, "SELECT DISTINCT attack FROM results")}, (
+        "ML-DP and MLA-LP included"
+    )
+    assert fetch(tmp_path / "ray.duckdb", "SELECT count(*) FROM combinations WHERE NOT complete")[0][0] == 0, (
+        "all complete"
+    )
 
 
 def worker_pids() -> list[int]:
@@ -81,13 +98,13 @@ class KillingStore(ResultStore):
 
     killed: list[int] = []
 
-    def write_rows(self, run_id, rows, complete=()):
+    def write_rows(self, run_id, rows, complete=(), artifacts=()):
         if rows and not self.killed:
             pids = worker_pids()
             if pids:
                 os.kill(pids[0], signal.SIGKILL)
                 self.killed.append(pids[0])
-        return super().write_rows(run_id, rows, complete)
+        return super().write_rows(run_id, rows, complete, artifacts)
 
 
 def test_a_worker_killed_mid_run_loses_nothing(cluster, single, tmp_path):
@@ -134,7 +151,9 @@ def test_a_worker_that_raises_stops_the_run_with_its_one_line_and_keeps_the_rows
 def test_bad_input_never_reaches_a_cluster(cluster, tmp_path, monkeypatch):
     with pytest.raises(BenchError, match="--device cuda, but the Ray cluster at 'local' has no GPU"):
         on_ray(tmp_path / "gpu.duckdb", device="cuda")
-    assert not (tmp_path / "gpu.duckdb").exists() or fetch(tmp_path / "gpu.duckdb", "SELECT count(*) FROM runs")[0][0] == 0
+    assert (
+        not (tmp_path / "gpu.duckdb").exists() or fetch(tmp_path / "gpu.duckdb", "SELECT count(*) FROM runs")[0][0] == 0
+    )
     with pytest.raises(BenchError, match=r"cannot reach a Ray cluster at '127.0.0.1:9': Connection refused"):
         connect("127.0.0.1:9")  # a port nobody listens on: one line at once, no cluster joined
     with pytest.raises(BenchError, match=r"--ray 'nowhere': give local, auto, HOST:PORT"):

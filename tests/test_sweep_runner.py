@@ -41,11 +41,23 @@ SUMMARY_SQL = "SELECT * FROM rate_summary ORDER BY size, attack, eps, tau"
 def toy_config(shard=(0, 1), **overrides):
     graph = toy_graph()
     values = {
-        "dataset": NAME, "split": "test", "model": SweepModel(ToyNet(graph.n), NAME, {"model": NAME}, "", 8),
-        "graph": graph, "preset": FAST, "attacks": ATTACKS, "eps": (0.06,), "tau": (-0.85,), "sizes": (1, 2),
-        "images_per_combination": 2, "combos": "all", "combinations_per_size": None, "include_abstract": False,
-        "iterations": 10, "seed": 0, "shard": shard,
-    }  # fmt: skip
+        "dataset": NAME,
+        "split": "test",
+        "model": SweepModel(ToyNet(graph.n), NAME, {"model": NAME}, "", 8),
+        "graph": graph,
+        "preset": FAST,
+        "attacks": ATTACKS,
+        "eps": (0.06,),
+        "tau": (-0.85,),
+        "sizes": (1, 2),
+        "images_per_combination": 2,
+        "combos": "all",
+        "combinations_per_size": None,
+        "include_abstract": False,
+        "iterations": 10,
+        "seed": 0,
+        "shard": shard,
+    }
     return sweep_config(**{**values, **overrides})
 
 
@@ -82,8 +94,12 @@ def test_store_masks_agree_with_the_graph():
         for i, c in enumerate(combos):
             up = set().union(*(nx.ancestors(nxg, v) for v in c))
             down = set().union(*(nx.descendants(nxg, v) for v in c))
-            assert set(ancestors[i].nonzero().flatten().tolist()) == up, f"{graph.name} {c}: store ancestors != networkx"
-            assert set(descendants[i].nonzero().flatten().tolist()) == down, f"{graph.name} {c}: store descendants != networkx"
+            assert set(ancestors[i].nonzero().flatten().tolist()) == up, (
+                f"{graph.name} {c}: store ancestors != networkx"
+            )
+            assert set(descendants[i].nonzero().flatten().tolist()) == down, (
+                f"{graph.name} {c}: store descendants != networkx"
+            )
         # Ψ with the store's masks equals Ψ computed from the graph alone
         rng = np.random.default_rng(0)
         g = GraphTensors(graph)
@@ -92,7 +108,9 @@ def test_store_masks_agree_with_the_graph():
         for i, c in enumerate(combos):
             omega[i, list(c)] = True
         with_masks = turn_off_closure(pred, omega, g, descendants=descendants)
-        assert torch.equal(with_masks, turn_off_closure(pred, omega, g)), f"{graph.name}: Ψ from the store's masks differs"
+        assert torch.equal(with_masks, turn_off_closure(pred, omega, g)), (
+            f"{graph.name}: Ψ from the store's masks differs"
+        )
 
 
 def test_rows_equal_each_pair_attacked_alone(reference):
@@ -103,8 +121,11 @@ def test_rows_equal_each_pair_attacked_alone(reference):
     graph, data = toy_graph(), ToyDataset("test", toy_graph())
     model = ToyNet(graph.n).eval()
     g = GraphTensors(graph)
-    rows = fetch(path, "SELECT c.labels, r.image_id, r.attack, r.success, r.consistent, r.ntr_share, r.iterations, r.linf, r.ssim, r.rmsd "
-                       "FROM results r JOIN combinations c USING (run_id, combo_id) ORDER BY r.attack, r.combo_id, r.image_id")  # fmt: skip
+    rows = fetch(
+        path,
+        "SELECT c.labels, r.image_id, r.attack, r.success, r.consistent, r.ntr_share, r.iterations, r.linf, r.ssim, r.rmsd "
+        "FROM results r JOIN combinations c USING (run_id, combo_id) ORDER BY r.attack, r.combo_id, r.image_id",
+    )
     assert len(rows) == outcome.pairs == outcome.written, "every planned row was written once"
     steps = {"gmla": 10, "mla-u": 10, "ml-dp": FAST.attack_steps["ml-dp"], "mla-lp": FAST.attack_steps["mla-lp"]}
     for attack, group in itertools.groupby(rows, key=lambda r: r[2]):
@@ -114,19 +135,26 @@ def test_rows_equal_each_pair_attacked_alone(reference):
         with torch.no_grad():
             targets = pair_targets(forward(model, x), omega_masks(graph, [list(r[0]) for r in group]), g)
         inputs = targets.attack_inputs(engine.semantic)
-        alone = [engine(model, x[p : p + 1], *(t[p : p + 1] for t in inputs), batch_size=8, max_targets=2) for p in range(len(group))]
+        alone = [
+            engine(model, x[p : p + 1], *(t[p : p + 1] for t in inputs), batch_size=8, max_targets=2)
+            for p in range(len(group))
+        ]
         adv = torch.cat([a.adv for a in alone])
         with torch.no_grad():
             m = pair_metrics(targets, forward(model, adv), g, x, adv)
         for p, (labels, image_id, _, success, consistent, ntr, its, linf, ssim, rmsd) in enumerate(group):
             where = f"{attack} on {labels} / {image_id}"
-            assert success == bool(m.success[p]) and consistent == bool(m.consistent[p]), f"{where}: success/consistency differ"
+            assert success == bool(m.success[p]) and consistent == bool(m.consistent[p]), (
+                f"{where}: success/consistency differ"
+            )
             assert ntr == pytest.approx(float(m.ntr_share[p])), f"{where}: NT_R share differs"
             assert linf == pytest.approx(float(m.linf[p]), abs=1e-6), f"{where}: ℓ∞ differs"
             expected_its = int(alone[p].iterations[0]) if success else steps[attack]
             assert its == expected_its, f"{where}: iterations {its} != {expected_its}"
             assert (ssim is None) == (not success), f"{where}: SSIM only for successful rows"
-            assert (rmsd is None) == (not (success and attack == "ml-dp")), f"{where}: RMSD only for successful ML-DP rows"
+            assert (rmsd is None) == (not (success and attack == "ml-dp")), (
+                f"{where}: RMSD only for successful ML-DP rows"
+            )
     assert any(r[3] for r in rows) and not all(r[3] for r in rows), "the toy sweep has successes and failures"
 
 
@@ -158,7 +186,9 @@ def test_size_three_keeps_empty_combinations(tmp_path):
     outcome = sweep(tmp_path / "r.duckdb", config)
     combos = fetch(tmp_path / "r.duckdb", "SELECT eligible, attacked, complete FROM combinations")
     assert len(combos) == 20, "all C(6, 3) combinations are recorded"
-    assert outcome.empty == sum(1 for c in combos if c[0] == 0) > 0, "combinations without eligible images are kept with 0"
+    assert outcome.empty == sum(1 for c in combos if c[0] == 0) > 0, (
+        "combinations without eligible images are kept with 0"
+    )
     assert all(c[2] for c in combos), "empty combinations count as complete"
 
 
@@ -175,8 +205,12 @@ def test_shards_merged_equal_the_single_run(reference, tmp_path):
     merged = ResultStore(tmp_path / "merged.duckdb")
     merged.merge(files)
     assert fetch(merged.path, ROW_SQL) == fetch(path, ROW_SQL), "merged shard rows equal the single run's"
-    assert fetch(merged.path, "SELECT finished IS NOT NULL FROM runs")[0][0], "every shard merged and complete: the run is finished"
-    assert rounded(fetch(merged.path, SUMMARY_SQL)) == rounded(fetch(path, SUMMARY_SQL)), "merged shard tables equal the single run's"
+    assert fetch(merged.path, "SELECT finished IS NOT NULL FROM runs")[0][0], (
+        "every shard merged and complete: the run is finished"
+    )
+    assert rounded(fetch(merged.path, SUMMARY_SQL)) == rounded(fetch(path, SUMMARY_SQL)), (
+        "merged shard tables equal the single run's"
+    )
 
 
 class CrashingStore(ResultStore):
@@ -186,12 +220,12 @@ class CrashingStore(ResultStore):
         super().__init__(path)
         self.crash_at, self.writes = crash_at, 0
 
-    def write_rows(self, run_id, rows, complete=()):
+    def write_rows(self, run_id, rows, complete=(), artifacts=()):
         if rows:
             self.writes += 1
             if self.writes == self.crash_at:
                 raise KeyboardInterrupt("killed")
-        return super().write_rows(run_id, rows, complete)
+        return super().write_rows(run_id, rows, complete, artifacts)
 
 
 def test_crashed_run_resumes_to_the_uninterrupted_result(reference, tmp_path):
@@ -202,9 +236,13 @@ def test_crashed_run_resumes_to_the_uninterrupted_result(reference, tmp_path):
     partial = fetch(file, "SELECT count(*) FROM results")[0][0]
     assert 0 < partial < outcome.pairs, "the crash left part of the rows"
     resumed = sweep(file, toy_config())
-    assert resumed.resumed == partial and resumed.written == outcome.pairs - partial, "resume computes only what is missing"
+    assert resumed.resumed == partial and resumed.written == outcome.pairs - partial, (
+        "resume computes only what is missing"
+    )
     assert fetch(file, ROW_SQL) == fetch(path, ROW_SQL), "resumed rows equal the uninterrupted run's"
-    assert rounded(fetch(file, SUMMARY_SQL)) == rounded(fetch(path, SUMMARY_SQL)), "resumed tables equal the uninterrupted run's"
+    assert rounded(fetch(file, SUMMARY_SQL)) == rounded(fetch(path, SUMMARY_SQL)), (
+        "resumed tables equal the uninterrupted run's"
+    )
     again = sweep(file, toy_config())
     assert again.written == 0 and again.resumed == outcome.pairs, "a finished run re-run does nothing"
 
@@ -239,7 +277,9 @@ def test_bad_settings_fail_before_any_work_or_write(tmp_path, overrides, message
 
 
 def test_settings_follow_the_preset_and_the_contract():
-    config = toy_config(attacks=("gmla", "mla-u", "mla-lp", "ml-dp"), tau=(-0.85, -0.5), preset=FAST, images_per_combination=6)
+    config = toy_config(
+        attacks=("gmla", "mla-u", "mla-lp", "ml-dp"), tau=(-0.85, -0.5), preset=FAST, images_per_combination=6
+    )
     settings = attack_settings(config)
     by = {(s.attack, s.tau): s for s in settings}
     assert {s.tau for s in settings if s.attack == "gmla"} == {-0.85, -0.5}, "GMLA runs at every τ"
@@ -254,6 +294,10 @@ def test_settings_follow_the_preset_and_the_contract():
 def test_the_official_closure_is_part_of_the_configuration(tmp_path):
     default, official = toy_config(), toy_config(closure="official")
     assert "closure" not in default.extra, "the default keeps the ids of runs stored before the option"
-    assert official.extra["closure"] == "official" and official.config_hash != default.config_hash, "another Ψ, another run"
-    outcome = sweep(tmp_path / "official.duckdb", toy_config(closure="official", attacks=("gmla",), sizes=(1,), iterations=2))
+    assert official.extra["closure"] == "official" and official.config_hash != default.config_hash, (
+        "another Ψ, another run"
+    )
+    outcome = sweep(
+        tmp_path / "official.duckdb", toy_config(closure="official", attacks=("gmla",), sizes=(1,), iterations=2)
+    )
     assert outcome.finished and outcome.written == outcome.pairs > 0

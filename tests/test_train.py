@@ -64,9 +64,15 @@ if "synthetic-test" not in DATASETS:
 
 # timm's 0.4 M-parameter ``test_resnet`` keeps steps and checkpoints cheap
 TINY = TrainConfig(
-    model="timm", model_kwargs={"arch": "test_resnet"}, dataset="synthetic-test",
-    image_size=32, epochs=3, batch_size=16, lr=3e-3, loss="bce",
-)  # fmt: skip
+    model="timm",
+    model_kwargs={"arch": "test_resnet"},
+    dataset="synthetic-test",
+    image_size=32,
+    epochs=3,
+    batch_size=16,
+    lr=3e-3,
+    loss="bce",
+)
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -95,12 +101,14 @@ def test_average_precision_matches_brute_force(seed):
 
 
 def test_consistent_share_counts_globally_consistent_predictions():
-    logits = torch.tensor([
-        [5.0, -1.0, -1.0, 2.0],  # a + ab: consistent
-        [5.0, -1.0, -1.0, -2.0],  # a without its parent ab: inconsistent
-        [-5.0, -1.0, 3.0, -2.0],  # c alone: consistent
-        [-5.0, -1.0, -3.0, 2.0],  # ab without a child: inconsistent
-    ])  # fmt: skip
+    logits = torch.tensor(
+        [
+            [5.0, -1.0, -1.0, 2.0],  # a + ab: consistent
+            [5.0, -1.0, -1.0, -2.0],  # a without its parent ab: inconsistent
+            [-5.0, -1.0, 3.0, -2.0],  # c alone: consistent
+            [-5.0, -1.0, -3.0, 2.0],  # ab without a child: inconsistent
+        ]
+    )
     report = report_from_logits(logits, (logits > 0).float(), GRAPH, ["0", "1", "2", "3"])
     assert report.consistent == [True, False, True, False], f"per-image consistency {report.consistent}"
     assert report.consistent_share == 0.5 and report.map == 1.0, f"share {report.consistent_share}, mAP {report.map}"
@@ -119,7 +127,9 @@ def test_training_loss_falls_and_card_is_complete(trained):
     card = trained.card
     assert card.history[-1] < 0.7 * card.history[0], f"training loss did not fall: {card.history}"
     assert card.test_map > 0.8, f"test mAP {card.test_map} on an easy synthetic task"
-    assert card.labels == list(GRAPH.nodes) and card.graph_sha256 == GRAPH.sha256, "card must hold label order and graph hash"
+    assert card.labels == list(GRAPH.nodes) and card.graph_sha256 == GRAPH.sha256, (
+        "card must hold label order and graph hash"
+    )
     assert card.epochs == 3 and card.loss == "bce" and card.throughput > 0 and card.code_version, f"card {card}"
     assert 0.0 <= card.consistency_share <= 1.0, f"consistency share {card.consistency_share}"
     assert not (trained.run_dir / STATE).exists(), "a finished run keeps only model.pt and card.json"
@@ -137,7 +147,12 @@ def test_resume_equals_uninterrupted_run(tmp_path, trained):
     run = tmp_path / "resumed"
     steps_per_epoch = 96 // 16
     with pytest.raises(KeyboardInterrupt):  # dies in the second epoch
-        train(TINY, run_dir=run, progress=False, datasets=(Synthetic("train", fail_after=16 * (steps_per_epoch + 2)), Synthetic("test")))
+        train(
+            TINY,
+            run_dir=run,
+            progress=False,
+            datasets=(Synthetic("train", fail_after=16 * (steps_per_epoch + 2)), Synthetic("test")),
+        )
     assert torch.load(run / STATE, weights_only=True)["epoch"] == 1, "the first epoch's checkpoint must be on disk"
     resumed = train(run_dir=run, resume=True, progress=False, datasets=(Synthetic("train"), Synthetic("test")))
     a, b = resumed.model.state_dict(), trained.model.state_dict()
@@ -169,7 +184,9 @@ def test_load_trained_refuses_a_card_that_does_not_fit(tmp_path, trained):
     with pytest.raises(BenchError) as err:
         load_trained(tmp_path / "bad")
     width = trained.model.head.fc.in_features
-    assert f"head.fc.weight is [4, {width}] in the file, [5, {width}] in the model" in str(err.value), f"message: {err.value}"
+    assert f"head.fc.weight is [4, {width}] in the file, [5, {width}] in the model" in str(err.value), (
+        f"message: {err.value}"
+    )
     torch.save({"model": {}}, tmp_path / "bad" / WEIGHTS)
     with pytest.raises(BenchError, match="is not a semattack-bench model"):
         load_trained(tmp_path / "bad")
@@ -178,8 +195,23 @@ def test_load_trained_refuses_a_card_that_does_not_fit(tmp_path, trained):
 # ---------------------------------------------------------------------------------- CLI
 def test_cli_train_models_eval(tmp_path):
     runner = CliRunner()
-    args = ["train", "-d", "synthetic-test", "-m", "timm", "-o", "arch=test_resnet", "--epochs", "1", "--image-size", "32",
-            "--batch-size", "16", "--name", "cli-run"]  # fmt: skip
+    args = [
+        "train",
+        "-d",
+        "synthetic-test",
+        "-m",
+        "timm",
+        "-o",
+        "arch=test_resnet",
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--name",
+        "cli-run",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, f"bench train failed: {result.output} {result.exception!r}"
     assert "test mAP" in result.output, f"no summary: {result.output}"
@@ -194,6 +226,10 @@ def test_cli_train_models_eval(tmp_path):
     assert out.exists() and '"consistent_images"' in out.read_text(), "eval --json must list the consistent images"
 
     result = runner.invoke(app, ["eval", "--model", "cli-rnu"])
-    assert isinstance(result.exception, BenchError) and "did you mean 'cli-run'" in str(result.exception), f"{result.exception!r}"
+    assert isinstance(result.exception, BenchError) and "did you mean 'cli-run'" in str(result.exception), (
+        f"{result.exception!r}"
+    )
     result = runner.invoke(app, ["train", "-d", "synthetic-test", "-m", "timm", "-o", "width=3", "--epochs", "1"])
-    assert isinstance(result.exception, BenchError) and "has no option width" in str(result.exception), f"{result.exception!r}"
+    assert isinstance(result.exception, BenchError) and "has no option width" in str(result.exception), (
+        f"{result.exception!r}"
+    )

@@ -41,9 +41,7 @@ def create_attack(name: str, **params) -> Attack:
     accepted = attack_parameters(cls)
     unknown_params = sorted(set(params) - set(accepted))
     if unknown_params:
-        raise BenchError(
-            f"attack {name!r} has no parameter {unknown_params[0]!r} (parameters: {', '.join(accepted)})"
-        )
+        raise BenchError(f"attack {name!r} has no parameter {unknown_params[0]!r} (parameters: {', '.join(accepted)})")
     return cls(**params)
 
 

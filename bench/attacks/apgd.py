@@ -74,7 +74,9 @@ class APGDAttack(Attack):
         rho: ρ of the oscillation condition (0.75).
     """
 
-    def __init__(self, *, eps: float = 0.01, steps: int = 300, eta: float = 0.006, momentum: float = 0.75, rho: float = 0.75) -> None:
+    def __init__(
+        self, *, eps: float = 0.01, steps: int = 300, eta: float = 0.006, momentum: float = 0.75, rho: float = 0.75
+    ) -> None:
         super().__init__(eps=eps, steps=steps)
         for what, value in (("eta", eta), ("momentum", momentum), ("rho", rho)):
             if not 0.0 < float(value) <= 1.0:
@@ -124,7 +126,12 @@ class APGDStepper(Stepper):
         attack = self.attacks[int(self.setting[slot])]
         schedule = CheckpointSchedule.for_steps(attack.steps)
         self.it[slot] = -1
-        self.eps_[slot], self.eta0[slot], self.momentum[slot], self.rho[slot] = attack.eps, attack.eta, attack.momentum, attack.rho
+        self.eps_[slot], self.eta0[slot], self.momentum[slot], self.rho[slot] = (
+            attack.eps,
+            attack.eta,
+            attack.momentum,
+            attack.rho,
+        )
         self.steps[slot], self.decrement[slot], self.minimum[slot] = attack.steps, schedule.decrement, schedule.minimum
         self.window[slot] = self.checkpoint[slot] = schedule.first
 
@@ -165,7 +172,9 @@ class APGDStepper(Stepper):
         fr = rows(fresh, x0)
         self.x, self.x_prev, self.x_best = (torch.where(fr, x0, t) for t in (self.x, self.x_prev, self.x_best))
         self.e, self.e_best = (torch.where(fr, e, t) for t in (self.e, self.e_best))
-        self.f_best, self.f_prev, self.f_best_last = (torch.where(fresh, f, t) for t in (self.f_best, self.f_prev, self.f_best_last))
+        self.f_best, self.f_prev, self.f_best_last = (
+            torch.where(fresh, f, t) for t in (self.f_best, self.f_prev, self.f_best_last)
+        )
         self.clean_logits = torch.where(fresh[:, None], logits, self.clean_logits)
         self.eta = torch.where(fresh, 2.0 * self.eta0, self.eta)
         self.n_up = torch.where(fresh, 0, self.n_up)
@@ -173,7 +182,11 @@ class APGDStepper(Stepper):
 
         # slots that took step i
         g = rows(going, x0)
-        self.x_prev, self.x, self.e = torch.where(g, self.x, self.x_prev), torch.where(g, point, self.x), torch.where(g, e, self.e)
+        self.x_prev, self.x, self.e = (
+            torch.where(g, self.x, self.x_prev),
+            torch.where(g, point, self.x),
+            torch.where(g, e, self.e),
+        )
         self.n_up = self.n_up + (going & (f > self.f_prev)).long()
         self.f_prev = torch.where(going, f, self.f_prev)
         better = going & (f > self.f_best)

@@ -50,7 +50,9 @@ class AttackResult:
     def build(cls, x: Tensor, adv: Tensor, success: Tensor, iterations: Tensor, logits: Tensor) -> AttackResult:
         """Measure the perturbations of pairs whose failed ones already hold their clean image."""
         delta = (adv - x).flatten(1)
-        return cls(adv.detach(), success.bool(), iterations.long(), delta.abs().amax(1), delta.norm(dim=1), logits.detach())
+        return cls(
+            adv.detach(), success.bool(), iterations.long(), delta.abs().amax(1), delta.norm(dim=1), logits.detach()
+        )
 
     def __len__(self) -> int:
         return int(self.success.shape[0])
@@ -112,9 +114,7 @@ def forward(model: nn.Module, x: Tensor) -> Tensor:
         raise BenchError(f"the model must return logits of shape [batch, labels]; it returned {shape}")
     bad = ~torch.isfinite(logits).all(dim=1)
     if bool(bad.any()):
-        raise BenchError(
-            f"the model returned NaN or infinite logits for {int(bad.sum())} of {x.shape[0]} images"
-        )
+        raise BenchError(f"the model returned NaN or infinite logits for {int(bad.sum())} of {x.shape[0]} images")
     return logits
 
 
@@ -136,7 +136,10 @@ def label_jacobian(values: Tensor, x: Tensor, labels: Tensor) -> Tensor:
     backward pass per k over all B rows: the shapes never depend on which labels a row holds.
     """
     safe = labels.clamp_min(0)
-    jac = [input_grad(values.gather(1, safe[:, k : k + 1]).sum(), x, retain=True).flatten(1) for k in range(labels.shape[1])]
+    jac = [
+        input_grad(values.gather(1, safe[:, k : k + 1]).sum(), x, retain=True).flatten(1)
+        for k in range(labels.shape[1])
+    ]
     if not jac:
         return x.new_zeros(x.shape[0], 0, x[0].numel())
     return torch.stack(jac, 1) * (labels >= 0)[..., None]

@@ -211,11 +211,16 @@ def run_tasks(
                 task = keys[slot]
                 finished.append(
                     Outcome(
-                        key=task.key, setting=task.setting, adv=stepper.adv[slot].clone(),
-                        logits=stepper.adv_logits[slot].clone(), success=bool(stepper.success[slot]),
-                        iterations=int(stepper.iterations[slot]), ticks=ticks[slot], seconds=seconds[slot],
+                        key=task.key,
+                        setting=task.setting,
+                        adv=stepper.adv[slot].clone(),
+                        logits=stepper.adv_logits[slot].clone(),
+                        success=bool(stepper.success[slot]),
+                        iterations=int(stepper.iterations[slot]),
+                        ticks=ticks[slot],
+                        seconds=seconds[slot],
                     )
-                )  # fmt: skip
+                )
                 keys[slot] = None
                 stepper.live[slot] = False
         yield finished

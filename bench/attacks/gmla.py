@@ -71,7 +71,14 @@ class GMLA(APGDAttack):
     semantic = True
 
     def __init__(
-        self, *, eps: float = 0.01, steps: int = 300, eta: float = 0.006, momentum: float = 0.75, rho: float = 0.75, tau: float = -0.85
+        self,
+        *,
+        eps: float = 0.01,
+        steps: int = 300,
+        eta: float = 0.006,
+        momentum: float = 0.75,
+        rho: float = 0.75,
+        tau: float = -0.85,
     ) -> None:
         super().__init__(eps=eps, steps=steps, eta=eta, momentum=momentum, rho=rho)
         if not -1.0 <= float(tau) <= 1.0:

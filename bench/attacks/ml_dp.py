@@ -54,7 +54,9 @@ class MLDeepFool(Attack):
     display_name = ATTACK_NAMES["ml-dp"]
     semantic = False
 
-    def __init__(self, *, eps: float = 0.01, steps: int = 100, overshoot: float = 0.02, constrain_nontargets: bool = False) -> None:
+    def __init__(
+        self, *, eps: float = 0.01, steps: int = 100, overshoot: float = 0.02, constrain_nontargets: bool = False
+    ) -> None:
         super().__init__(eps=eps, steps=steps)
         if not 0.0 <= float(overshoot) < 1.0:
             raise BenchError(f"overshoot must be in [0, 1); got {overshoot}")
@@ -88,7 +90,9 @@ class DeepFoolStepper(Stepper):
         self.clean_logits = self.adv_logits.clone()
 
     def reset(self, slot: int) -> None:
-        self.labels[slot] = label_slots(self.attack.constrained(self.tmask[slot : slot + 1], self.ntmask[slot : slot + 1]), self.width)[0]
+        self.labels[slot] = label_slots(
+            self.attack.constrained(self.tmask[slot : slot + 1], self.ntmask[slot : slot + 1]), self.width
+        )[0]
         self.current[slot], self.total[slot] = self.x0[slot], 0.0
         self.best_l2[slot], self.found[slot], self.best_it[slot], self.it[slot] = float("inf"), False, -1, 0
         self.adv[slot] = self.x0[slot]

@@ -60,7 +60,9 @@ def solve_linf_lp(jac: np.ndarray, delta: np.ndarray) -> np.ndarray | None:
     bounds = np.empty((d + 1, 2))
     bounds[:d] = (-1.0, 1.0)
     bounds[d] = (1.0, W_MAX)
-    res = linprog(cost, A_ub=a_ub, b_ub=np.zeros(len(delta)), bounds=bounds, method="highs", options={"presolve": False})
+    res = linprog(
+        cost, A_ub=a_ub, b_ub=np.zeros(len(delta)), bounds=bounds, method="highs", options={"presolve": False}
+    )
     if res.status != 0:
         return None
     return res.x[:d] / res.x[d]
@@ -96,7 +98,6 @@ class MLALP(Attack):
     @property
     def bounded(self) -> bool:
         return self.project
-
 
 
 class LPStepper(Stepper):
@@ -171,7 +172,10 @@ class LPStepper(Stepper):
         better = feasible & _lexicographic_better((ok, matched, -l2), (self.best_ok, self.best_matched, -self.best_l2))
         self.adv = torch.where(rows(better, x0), candidate, self.adv)
         self.adv_logits = torch.where(better[:, None], z, self.adv_logits)
-        self.best_ok, self.best_matched = torch.where(better, ok, self.best_ok), torch.where(better, matched, self.best_matched)
+        self.best_ok, self.best_matched = (
+            torch.where(better, ok, self.best_ok),
+            torch.where(better, matched, self.best_matched),
+        )
         self.best_l2, self.best_it = torch.where(better, l2, self.best_l2), torch.where(better, self.it, self.best_it)
         worse = matched < self.best_matched
         self.current = torch.where(rows(going, x0), torch.where(rows(worse, x0), self.adv, candidate), self.current)
@@ -194,4 +198,3 @@ def _lexicographic_better(new: tuple[Tensor, ...], old: tuple[Tensor, ...]) -> T
         better |= tied & (a > b)
         tied &= a == b
     return better
-

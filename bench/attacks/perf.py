@@ -121,7 +121,10 @@ def measure_attack_perf(
 
     def one_by_one() -> None:
         singles.clear()
-        singles.extend(engine(model, x[p : p + 1], desired[p : p + 1], tmask[p : p + 1], ntmask[p : p + 1]) for p in range(n_single))
+        singles.extend(
+            engine(model, x[p : p + 1], desired[p : p + 1], tmask[p : p + 1], ntmask[p : p + 1])
+            for p in range(n_single)
+        )
 
     measurements = {
         "train": train_step,
@@ -138,9 +141,15 @@ def measure_attack_perf(
             best[key] = min(best[key], _timed(fn, dev))
     model.zero_grad(set_to_none=True)
     return AttackPerf(
-        attack=attack, device=str(dev), arch=arch, image_size=image_size, labels=labels, batch=batch, steps=steps,
+        attack=attack,
+        device=str(dev),
+        arch=arch,
+        image_size=image_size,
+        labels=labels,
+        batch=batch,
+        steps=steps,
         model_rate=batch / best["train"],
         input_rate=batch / best["input"],
         batched_rate=work(batched[-1]) / best["batched"],
         single_rate=sum(work(r) for r in singles) / best["single"],
-    )  # fmt: skip
+    )

@@ -125,7 +125,9 @@ def pair_targets(
     elif turn_on:
         psi_graph = turn_on_closure(graph_pred, omega.to(g.device), g)
     else:
-        psi_graph = turn_off_closure(graph_pred, omega.to(g.device), g, None if descendants is None else descendants.to(g.device))
+        psi_graph = turn_off_closure(
+            graph_pred, omega.to(g.device), g, None if descendants is None else descendants.to(g.device)
+        )
     psi_graph = psi_graph.to(clean.device)
     psi = torch.zeros_like(clean)
     psi[:, index] = psi_graph

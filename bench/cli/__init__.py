@@ -11,6 +11,7 @@ from bench.errors import BenchError
 # Importing the command modules registers their commands on the apps.
 from bench.cli import attack, datasets, kg_graphs, kg_store, results, run, train  # noqa: F401  isort: skip
 
+
 def main() -> None:
     """Entry point: runs the app; user mistakes print one line and exit non-zero."""
     try:

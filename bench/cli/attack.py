@@ -22,21 +22,66 @@ def _labels(names: list[str]) -> str:
 
 @app.command("attack")
 def attack_command(
-    targets: Annotated[str, typer.Option("--targets", "-t", help="Target set Ω: comma-separated labels to switch off (on with --turn-on).")],
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (stamps, voc, nus, openimages).")] = "stamps",
-    attack: Annotated[str, typer.Option("--attack", "-a", help="Attack: gmla, gmla-alpha, gmla-beta, mla-u, mla-c, mla-lp, ml-dp.")] = "gmla",
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Trained run (name or folder), architecture (its newest run) or published checkpoint file; default: the dataset's newest trained model.", show_default=False)] = None,
-    images: Annotated[int, typer.Option("--images", "-n", help="How many eligible test images to attack (the first ones whose prediction has every target).")] = 4,
+    targets: Annotated[
+        str,
+        typer.Option("--targets", "-t", help="Target set Ω: comma-separated labels to switch off (on with --turn-on)."),
+    ],
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="Dataset name (stamps, voc, nus, openimages).")
+    ] = "stamps",
+    attack: Annotated[
+        str, typer.Option("--attack", "-a", help="Attack: gmla, gmla-alpha, gmla-beta, mla-u, mla-c, mla-lp, ml-dp.")
+    ] = "gmla",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Trained run (name or folder), architecture (its newest run) or published checkpoint file; default: the dataset's newest trained model.",
+            show_default=False,
+        ),
+    ] = None,
+    images: Annotated[
+        int,
+        typer.Option(
+            "--images",
+            "-n",
+            help="How many eligible test images to attack (the first ones whose prediction has every target).",
+        ),
+    ] = 4,
     eps: Annotated[float, typer.Option("--eps", help="ℓ∞ budget ε (images in [0, 1]).")] = 0.01,
-    steps: Annotated[int | None, typer.Option("--steps", help="Iterations (default: the attack's own: 300 APGD, 10 MLA-LP, 100 ML-DP).", show_default=False)] = None,
-    tau: Annotated[float | None, typer.Option("--tau", help="GMLA's cosine threshold τ (default −0.85).", show_default=False)] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            "--steps",
+            help="Iterations (default: the attack's own: 300 APGD, 10 MLA-LP, 100 ML-DP).",
+            show_default=False,
+        ),
+    ] = None,
+    tau: Annotated[
+        float | None, typer.Option("--tau", help="GMLA's cosine threshold τ (default −0.85).", show_default=False)
+    ] = None,
     turn_on: Annotated[bool, typer.Option("--turn-on", help="Switch the targets on instead of off.")] = False,
     split: Annotated[str, typer.Option("--split", help="Dataset split.")] = "test",
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Pairs per batch (default: from free GPU memory; 32 on CPU).", show_default=False)] = None,
-    data_root: Annotated[str | None, typer.Option("--data-root", help="Dataset folder (default: under $BENCH_DATA).", show_default=False)] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size", help="Pairs per batch (default: from free GPU memory; 32 on CPU).", show_default=False
+        ),
+    ] = None,
+    data_root: Annotated[
+        str | None, typer.Option("--data-root", help="Dataset folder (default: under $BENCH_DATA).", show_default=False)
+    ] = None,
     device: DeviceOption = "auto",
     trust_checkpoint: TrustOption = False,
-    save: Annotated[Path | None, typer.Option("--save", help="Write each pair's adversarial example here (PNGs + .npz, as bench run --save-images).", show_default=False)] = None,
+    save: Annotated[
+        Path | None,
+        typer.Option(
+            "--save",
+            help="Write each pair's adversarial example here (PNGs + .npz, as bench run --save-images).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Attack a few images of a dataset with a trained model; print the labels before and after.
 
@@ -70,8 +115,12 @@ def attack_command(
         params["tau"] = tau
     engine = create_attack(attack, **params)
     dev = resolve_device(device)
-    loaded = load_sweep_model(dataset, model, dev, trust=trust_checkpoint)  # a trained run or a published checkpoint, as bench run
-    net, data, graph = fit_dataset(loaded, create_dataset(dataset, split=split, root=data_root, image_size=loaded.image_size))
+    loaded = load_sweep_model(
+        dataset, model, dev, trust=trust_checkpoint
+    )  # a trained run or a published checkpoint, as bench run
+    net, data, graph = fit_dataset(
+        loaded, create_dataset(dataset, split=split, root=data_root, image_size=loaded.image_size)
+    )
     omega_row = omega_masks(graph, [[t.strip() for t in targets.split(",") if t.strip()]])[0]
     chosen, clean = first_eligible(net, data, graph, omega_row, images, turn_on, dev)
     if not chosen:
@@ -94,9 +143,18 @@ def attack_command(
 
         for p, i in enumerate(chosen):
             save_example(
-                save, stem_for(0, engine.name, engine.eps, getattr(engine, "tau", 0.0), data.image_id(i)), x[p], result.adv[p],
-                engine.eps, engine.name, clean[p], adv_logits[p], pairs.omega[p], pairs.psi[p], list(graph.nodes),
-            )  # fmt: skip
+                save,
+                stem_for(0, engine.name, engine.eps, getattr(engine, "tau", 0.0), data.image_id(i)),
+                x[p],
+                result.adv[p],
+                engine.eps,
+                engine.name,
+                clean[p],
+                adv_logits[p],
+                pairs.omega[p],
+                pairs.psi[p],
+                list(graph.nodes),
+            )
         console.print(f"wrote {len(chosen)} adversarial examples to {save}")
     names = graph.nodes
 
@@ -109,7 +167,9 @@ def attack_command(
     for p, i in enumerate(chosen):
         outcome = Text("failed", style="red")
         if metrics.success[p]:
-            outcome = Text("consistent", style="green") if metrics.consistent[p] else Text("inconsistent", style="yellow")
+            outcome = (
+                Text("consistent", style="green") if metrics.consistent[p] else Text("inconsistent", style="yellow")
+            )
         table.add_row(
             data.image_id(i),
             _labels(on(pairs.graph_view(pairs.psi)[p])),
@@ -128,15 +188,23 @@ def attack_command(
 
 @perf_app.command("attack")
 def perf_attack_command(
-    attack: Annotated[str, typer.Option("--attack", "-a", help="An Auto-PGD attack: gmla, gmla-alpha, gmla-beta, mla-u, mla-c.")] = "gmla",
-    arch: Annotated[str, typer.Option("--arch", help="timm architecture (random initialisation, nothing downloaded).")] = "resnet18",
+    attack: Annotated[
+        str, typer.Option("--attack", "-a", help="An Auto-PGD attack: gmla, gmla-alpha, gmla-beta, mla-u, mla-c.")
+    ] = "gmla",
+    arch: Annotated[
+        str, typer.Option("--arch", help="timm architecture (random initialisation, nothing downloaded).")
+    ] = "resnet18",
     image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 64,
     labels: Annotated[int, typer.Option("--labels", help="Model outputs.")] = 20,
     batch: Annotated[int, typer.Option("--batch", "-b", help="Pairs per batch B (and the model's batch).")] = 16,
     steps: Annotated[int, typer.Option("--steps", help="Attack iterations per run.")] = 10,
-    single_pairs: Annotated[int, typer.Option("--single-pairs", help="Pairs timed one at a time for the batching ratio.")] = 4,
+    single_pairs: Annotated[
+        int, typer.Option("--single-pairs", help="Pairs timed one at a time for the batching ratio.")
+    ] = 4,
     repeats: Annotated[int, typer.Option("--repeats", help="Timed repeats (median) of (a) and (b).")] = 3,
-    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when available).", show_default=False)] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu or cuda (default: cuda when available).", show_default=False)
+    ] = None,
 ) -> None:
     """Time the attack engine: (pairs × iterations)/s against the model's own forward + backward.
 
@@ -153,16 +221,39 @@ def perf_attack_command(
 
     with console.status("timing") as status:
         perf = measure_attack_perf(
-            attack=attack, arch=arch, image_size=image_size, labels=labels, batch=batch, steps=steps,
-            single_pairs=single_pairs, repeats=repeats, device=device, progress=lambda s: status.update(f"timing {s}"),
-        )  # fmt: skip
+            attack=attack,
+            arch=arch,
+            image_size=image_size,
+            labels=labels,
+            batch=batch,
+            steps=steps,
+            single_pairs=single_pairs,
+            repeats=repeats,
+            device=device,
+            progress=lambda s: status.update(f"timing {s}"),
+        )
     table = Table(title=f"{perf.attack} on {perf.arch} @ {perf.image_size} px, {perf.labels} labels, {perf.device}")
     table.add_column("measurement")
     table.add_column("batch", justify="right")
     table.add_column("rate", justify="right")
     table.add_column("ratio", justify="right")
-    table.add_row("(a) model forward + backward, as in training", str(perf.batch), f"{perf.model_rate:.1f} img/s", f"(b)/(a) = {perf.vs_model:.2f}")
-    table.add_row("(a′) model forward + input-gradient backward", str(perf.batch), f"{perf.input_rate:.1f} img/s", f"(b)/(a′) = {perf.vs_input:.2f}")
+    table.add_row(
+        "(a) model forward + backward, as in training",
+        str(perf.batch),
+        f"{perf.model_rate:.1f} img/s",
+        f"(b)/(a) = {perf.vs_model:.2f}",
+    )
+    table.add_row(
+        "(a′) model forward + input-gradient backward",
+        str(perf.batch),
+        f"{perf.input_rate:.1f} img/s",
+        f"(b)/(a′) = {perf.vs_input:.2f}",
+    )
     table.add_row(f"(b) {perf.attack}, batched", str(perf.batch), f"{perf.batched_rate:.1f} pair·it/s", "")
-    table.add_row(f"(c) {perf.attack}, one pair at a time", "1", f"{perf.single_rate:.1f} pair·it/s", f"(b)/(c) = {perf.vs_single:.1f}×")
+    table.add_row(
+        f"(c) {perf.attack}, one pair at a time",
+        "1",
+        f"{perf.single_rate:.1f} pair·it/s",
+        f"(b)/(c) = {perf.vs_single:.1f}×",
+    )
     console.print(table)

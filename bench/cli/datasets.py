@@ -19,19 +19,29 @@ from bench.progress import progress_bar
 # repeated for the option defaults (a test checks they agree):
 STAMPS_DEFAULTS = {"seed": 0, "size": 128, "n_train": 6000, "n_test": 1000}
 
-data_app = typer.Typer(help="Datasets: build the offline clip-art set, show counts and label frequencies.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Datasets: build the offline clip-art set, show counts and label frequencies.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 
 DataRoot = Annotated[
     Path | None,
-    typer.Option("--data-root", help="Dataset folder (default: $BENCH_DATA/datasets/NAME; stamps: its cache folder).", show_default=False),
+    typer.Option(
+        "--data-root",
+        help="Dataset folder (default: $BENCH_DATA/datasets/NAME; stamps: its cache folder).",
+        show_default=False,
+    ),
 ]
 
 
 @data_app.command("build")
 def build(
-    name: Annotated[str, typer.Argument(help="Dataset to generate (only 'stamps' is generated; the others are read from disk).")],
-    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives byte-identical images.")] = STAMPS_DEFAULTS["seed"],
+    name: Annotated[
+        str, typer.Argument(help="Dataset to generate (only 'stamps' is generated; the others are read from disk).")
+    ],
+    seed: Annotated[
+        int, typer.Option(help="Random seed: the same seed gives byte-identical images.")
+    ] = STAMPS_DEFAULTS["seed"],
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = STAMPS_DEFAULTS["size"],
     n_train: Annotated[int, typer.Option("--n-train", help="Training images.")] = STAMPS_DEFAULTS["n_train"],
     n_test: Annotated[int, typer.Option("--n-test", help="Test images.")] = STAMPS_DEFAULTS["n_test"],
@@ -48,11 +58,15 @@ def build(
     if name != "stamps":
         if name not in list_datasets():
             raise unknown("dataset", name, list_datasets())
-        raise BenchError(f"only 'stamps' is generated; {name!r} is read from its folder (see: bench data info {name} --data-root PATH)")
+        raise BenchError(
+            f"only 'stamps' is generated; {name!r} is read from its folder (see: bench data info {name} --data-root PATH)"
+        )
     config = StampsConfig(seed=seed, size=size, n_train=n_train, n_test=n_test)
     started = time.perf_counter()
     folder = build_stamps(config, root=data_root, progress=True, force=force)
-    console.print(f"stamps ready in {time.perf_counter() - started:.1f} s: {n_train} train + {n_test} test images at {size} px, seed {seed}")
+    console.print(
+        f"stamps ready in {time.perf_counter() - started:.1f} s: {n_train} train + {n_test} test images at {size} px, seed {seed}"
+    )
     console.print(f"files: {folder}")
 
 
@@ -96,16 +110,34 @@ def info(
     name: Annotated[str, typer.Argument(help="Dataset: voc, nus, openimages, stamps (or a registered one).")],
     split: Annotated[
         list[str] | None,
-        typer.Option("--split", "-s", help="Split(s) to describe (default: train and test for stamps, test otherwise).", show_default=False),
+        typer.Option(
+            "--split",
+            "-s",
+            help="Split(s) to describe (default: train and test for stamps, test otherwise).",
+            show_default=False,
+        ),
     ] = None,
     data_root: DataRoot = None,
-    image_size: Annotated[int | None, typer.Option("--image-size", help="Image side (default: the dataset's).", show_default=False)] = None,
-    year: Annotated[int | None, typer.Option(help="VOC: 2007 or 2012.", show_default=False, rich_help_panel="VOC")] = None,
-    seed: Annotated[int | None, typer.Option(help="stamps: seed.", show_default=False, rich_help_panel="stamps")] = None,
-    n_train: Annotated[int | None, typer.Option("--n-train", help="stamps: training images.", show_default=False, rich_help_panel="stamps")] = None,
-    n_test: Annotated[int | None, typer.Option("--n-test", help="stamps: test images.", show_default=False, rich_help_panel="stamps")] = None,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", help="Image side (default: the dataset's).", show_default=False)
+    ] = None,
+    year: Annotated[
+        int | None, typer.Option(help="VOC: 2007 or 2012.", show_default=False, rich_help_panel="VOC")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="stamps: seed.", show_default=False, rich_help_panel="stamps")
+    ] = None,
+    n_train: Annotated[
+        int | None,
+        typer.Option("--n-train", help="stamps: training images.", show_default=False, rich_help_panel="stamps"),
+    ] = None,
+    n_test: Annotated[
+        int | None, typer.Option("--n-test", help="stamps: test images.", show_default=False, rich_help_panel="stamps")
+    ] = None,
     top: Annotated[int, typer.Option(help="Show the N most frequent labels (0: all).")] = 0,
-    check: Annotated[bool, typer.Option("--check", help="Decode every image and count those that do not decode.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Decode every image and count those that do not decode.")
+    ] = False,
 ) -> None:
     """Show where a dataset's files are, how many images each split has and how often each label is positive.
 
@@ -142,4 +174,6 @@ def info(
             console.print(f"cache files match the SHA-256 recorded when they were built ({ds.root})")
         if check:
             bad = _check_images(ds)
-            console.print(f"{bad} of {len(ds)} images do not decode" + (" (skipped by bench.datasets.batches)" if bad else ""))
+            console.print(
+                f"{bad} of {len(ds)} images do not decode" + (" (skipped by bench.datasets.batches)" if bad else "")
+            )

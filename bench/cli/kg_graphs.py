@@ -39,14 +39,20 @@ def _summary(graph: LabelGraph) -> str:
 @kg_app.command("build")
 def build(
     dataset: Annotated[
-        str | None, typer.Option("--dataset", "-d", help=f"Dataset to build: {', '.join(builder_names())}.", show_default=False)
+        str | None,
+        typer.Option("--dataset", "-d", help=f"Dataset to build: {', '.join(builder_names())}.", show_default=False),
     ] = None,
     labels: Annotated[
         Path | None,
-        typer.Option("--labels", help="Your own label table: a CSV 'label,synset[,note]' ('#' lines are comments).", show_default=False),
+        typer.Option(
+            "--labels",
+            help="Your own label table: a CSV 'label,synset[,note]' ('#' lines are comments).",
+            show_default=False,
+        ),
     ] = None,
     name: Annotated[
-        str | None, typer.Option("--name", help="Graph name for --labels (default: the file's stem).", show_default=False)
+        str | None,
+        typer.Option("--name", help="Graph name for --labels (default: the file's stem).", show_default=False),
     ] = None,
     out: Annotated[
         Path | None,
@@ -94,7 +100,10 @@ def build(
         console.print(styled(("same as the packaged graph", "green"), f" {packaged} (sha256 {graph.sha256[:16]})"))
     else:
         console.print(
-            styled(("differs from the packaged graph", "yellow"), f" {packaged} (sha256 {graph.sha256[:16]} vs {shipped.sha256[:16]})")
+            styled(
+                ("differs from the packaged graph", "yellow"),
+                f" {packaged} (sha256 {graph.sha256[:16]} vs {shipped.sha256[:16]})",
+            )
             + ("; it now overrides it for this name" if out is None else "")
         )
 
@@ -166,7 +175,10 @@ def show(
 def view(
     dataset: GraphOption = "voc",
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="HTML file to write (default: $BENCH_DATA/views/NAME.html).", show_default=False)
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="HTML file to write (default: $BENCH_DATA/views/NAME.html).", show_default=False
+        ),
     ] = None,
 ) -> None:
     """Write a self-contained HTML drawing of a graph (opens offline, no external files).
@@ -183,8 +195,12 @@ def view(
 @kg_app.command("export")
 def export(
     dataset: GraphOption = "voc",
-    fmt: Annotated[str, typer.Option("--format", "-f", help="json, graphml or cypher (a CREATE script for Neo4j Browser).")] = "json",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="File to write (default: standard output).", show_default=False)] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="json, graphml or cypher (a CREATE script for Neo4j Browser).")
+    ] = "json",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="File to write (default: standard output).", show_default=False)
+    ] = None,
 ) -> None:
     """Export a graph as JSON, GraphML or a Cypher CREATE script.
 
@@ -201,8 +217,13 @@ def export(
 
 @kg_app.command("import")
 def import_command(
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset whose labels come first in the file (voc, nus).")],
-    adj: Annotated[Path, typer.Option("--adj", help="ML-GCN's co-occurrence file (voc_adj.pkl: 'adj' and 'nums'), or a .npz with them.")],
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="Dataset whose labels come first in the file (voc, nus).")
+    ],
+    adj: Annotated[
+        Path,
+        typer.Option("--adj", help="ML-GCN's co-occurrence file (voc_adj.pkl: 'adj' and 'nums'), or a .npz with them."),
+    ],
     name: Annotated[str, typer.Option("--name", help="Name of the recovered graph (e.g. voc-authors).")],
     trust_checkpoint: TrustOption = False,
 ) -> None:

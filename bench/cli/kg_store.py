@@ -48,7 +48,12 @@ def _split(text: str) -> list[str]:
 # --------------------------------------------------------------------- kg load
 @kg_app.command("load")
 def load(
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Graph to load: a name (voc, nus, openimages, stamps, ...), a comma list, or 'all'.")] = "all",
+    dataset: Annotated[
+        str,
+        typer.Option(
+            "--dataset", "-d", help="Graph to load: a name (voc, nus, openimages, stamps, ...), a comma list, or 'all'."
+        ),
+    ] = "all",
     store: StoreOption = "ladybug",
     db: DbOption = None,
 ) -> None:
@@ -71,9 +76,14 @@ def load(
             status = graph_store.load(graph)
             colour = {"loaded": "green", "replaced": "yellow"}.get(status, "dim")
             table.add_row(
-                graph.name, str(graph.n), str(graph.n_labels), str(len(graph.edges)), str(graph.depth),
-                graph.sha256[:12], Text(status, style=colour),
-            )  # fmt: skip
+                graph.name,
+                str(graph.n),
+                str(graph.n_labels),
+                str(len(graph.edges)),
+                str(graph.depth),
+                graph.sha256[:12],
+                Text(status, style=colour),
+            )
         where = graph_store.location
     console.print(table)
     console.print(f"in {where}", style="dim")
@@ -82,7 +92,9 @@ def load(
 # ------------------------------------------------------------------ kg closure
 @kg_app.command("closure")
 def closure(
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Graph name (voc, nus, openimages, stamps, ...) or graph file.")],
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="Graph name (voc, nus, openimages, stamps, ...) or graph file.")
+    ],
     targets: Annotated[str, typer.Option(help="Target labels Ω, comma-separated, e.g. cat,dog.")],
     positive: Annotated[
         str | None,
@@ -147,8 +159,12 @@ def _prediction(
     pred = graph.extend_labels(onehot)[0] > 0
     for t in targets:
         if pred[t] == turn_on:
-            state, attack, need = ("already positive", "turn-on", "negative") if turn_on else ("not positive", "turn-off", "positive")
-            raise BenchError(f"target {graph.nodes[t]!r} is {state}: a {attack} attack needs its targets {need} (see --positive)")
+            state, attack, need = (
+                ("already positive", "turn-on", "negative") if turn_on else ("not positive", "turn-off", "positive")
+            )
+            raise BenchError(
+                f"target {graph.nodes[t]!r} is {state}: a {attack} attack needs its targets {need} (see --positive)"
+            )
     return pred
 
 
@@ -162,7 +178,9 @@ def _print_psi(
     for i in shown:
         role = "target" if i in targets else "ancestor" if i in up else "descendant" if i in down else ""
         kind = "label" if i < graph.n_labels else "abstract"
-        table.add_row(str(i), graph.nodes[i], kind, role, "✓" if pred[i] else "", Text("flip", style="bold") if psi[i] else "")
+        table.add_row(
+            str(i), graph.nodes[i], kind, role, "✓" if pred[i] else "", Text("flip", style="bold") if psi[i] else ""
+        )
     console.print(table)
     members = ", ".join(graph.nodes[i] for i in np.flatnonzero(psi))
     console.print(f"|Ψ| = {int(psi.sum())}: {members}", soft_wrap=True)
@@ -174,7 +192,11 @@ def query(
     text: Annotated[str, typer.Argument(help="One Cypher statement; it runs in a read-only transaction.")],
     param: Annotated[
         list[str] | None,
-        typer.Option("--param", "-p", help="A query parameter NAME=VALUE (VALUE as JSON if it parses, else a string); repeatable."),
+        typer.Option(
+            "--param",
+            "-p",
+            help="A query parameter NAME=VALUE (VALUE as JSON if it parses, else a string); repeatable.",
+        ),
     ] = None,
     store: StoreOption = "ladybug",
     db: DbOption = None,
@@ -210,7 +232,14 @@ def _parse_param(text: str) -> tuple[str, object]:
 # --------------------------------------------------------------------- perf kg
 @perf_app.command("kg")
 def perf_kg(
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Graph whose labels are combined ('synthetic': a random tree of 20 labels + 15 abstract nodes).")] = "voc",
+    dataset: Annotated[
+        str,
+        typer.Option(
+            "--dataset",
+            "-d",
+            help="Graph whose labels are combined ('synthetic': a random tree of 20 labels + 15 abstract nodes).",
+        ),
+    ] = "voc",
     k: Annotated[int, typer.Option(help="Combination size |Ω|.")] = 3,
     repeats: Annotated[int, typer.Option(help="Repeats of the single round trip (the median is reported).")] = 5,
 ) -> None:
@@ -225,22 +254,50 @@ def perf_kg(
 
     if dataset == "synthetic" or (dataset == "voc" and "voc" not in graph_names()):
         if dataset != "synthetic":
-            console.print("kg/graphs/voc.json is not there yet: using a random tree of 20 labels + 15 abstract nodes", style="yellow")
+            console.print(
+                "kg/graphs/voc.json is not there yet: using a random tree of 20 labels + 15 abstract nodes",
+                style="yellow",
+            )
         graph = synthetic_tree()
     else:
         graph = load_graph(dataset)
     with Progress(console=console, transient=True) as progress:
-        perf = measure_kg(graph, k, repeats, track=lambda xs: progress.track(xs, description="one round trip per combination"))
-    table = Table(title=f"{perf.combinations:,} combinations of {k} of the {graph.n_labels} labels of {graph.name!r} (Ladybug)", show_edge=False)
+        perf = measure_kg(
+            graph, k, repeats, track=lambda xs: progress.track(xs, description="one round trip per combination")
+        )
+    table = Table(
+        title=f"{perf.combinations:,} combinations of {k} of the {graph.n_labels} labels of {graph.name!r} (Ladybug)",
+        show_edge=False,
+    )
     for column in ("method", "round trips", "time", "per combination"):
         table.add_column(column, justify="left" if column == "method" else "right")
     single, looped = perf.together, perf.one_each * perf.combinations
-    table.add_row(f"one round trip (median of {repeats})", "1", f"{single * 1e3:,.1f} ms", f"{single / perf.combinations * 1e6:,.2f} µs")
-    table.add_row(f"one per combination ({perf.sampled:,} timed)", f"{perf.combinations:,}", f"{looped * 1e3:,.1f} ms", f"{perf.one_each * 1e6:,.1f} µs")
+    table.add_row(
+        f"one round trip (median of {repeats})",
+        "1",
+        f"{single * 1e3:,.1f} ms",
+        f"{single / perf.combinations * 1e6:,.2f} µs",
+    )
+    table.add_row(
+        f"one per combination ({perf.sampled:,} timed)",
+        f"{perf.combinations:,}",
+        f"{looped * 1e3:,.1f} ms",
+        f"{perf.one_each * 1e6:,.1f} µs",
+    )
     console.print(table)
     mark = lambda ok: ("✓", "green") if ok else ("✗", "red")
-    console.print(styled(f"ratio {perf.ratio:,.1f}× ", mark(perf.ratio >= 10), f" (goal ≥ 10×); single round trip {single:.3f} s ", mark(single < 1), " (goal < 1 s)"))
+    console.print(
+        styled(
+            f"ratio {perf.ratio:,.1f}× ",
+            mark(perf.ratio >= 10),
+            f" (goal ≥ 10×); single round trip {single:.3f} s ",
+            mark(single < 1),
+            " (goal < 1 s)",
+        )
+    )
     if not perf.identical:
         console.print(styled(("the answers differ", "bold red"), " from the graph's own ancestors and descendants"))
         raise typer.Exit(1)
-    console.print(styled(("identical answers", "green"), " from both methods, equal to the graph's own ancestors and descendants"))
+    console.print(
+        styled(("identical answers", "green"), " from both methods, equal to the graph's own ancestors and descendants")
+    )

@@ -55,9 +55,17 @@ AttackOption = Annotated[
 ]
 
 READ_LOCK_TIMEOUT = 10.0  # seconds a query waits for a sweep's batch write to end
-SUFFIX_FORMATS = {".md": TableFormat.markdown, ".tex": TableFormat.latex, ".csv": TableFormat.csv, ".txt": TableFormat.rich}
+SUFFIX_FORMATS = {
+    ".md": TableFormat.markdown,
+    ".tex": TableFormat.latex,
+    ".csv": TableFormat.csv,
+    ".txt": TableFormat.rich,
+}
 SQL_READS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
-EXPORTS = {".csv": "FORMAT csv, HEADER, USE_TMP_FILE false", ".parquet": "FORMAT parquet, USE_TMP_FILE false"}  # atomic_write makes the temporary file
+EXPORTS = {
+    ".csv": "FORMAT csv, HEADER, USE_TMP_FILE false",
+    ".parquet": "FORMAT parquet, USE_TMP_FILE false",
+}  # atomic_write makes the temporary file
 
 
 def _reader(db: Path | None):
@@ -121,7 +129,9 @@ def table(
         if out.is_dir():
             raise BenchError(f"--out {out} is a directory: name a file ({', '.join(sorted(SUFFIX_FORMATS))})")
         if out.suffix.lower() not in SUFFIX_FORMATS:
-            raise BenchError(f"--out {out}: a table is written as {', '.join(sorted(SUFFIX_FORMATS))}, not {out.suffix or 'a file without extension'}")
+            raise BenchError(
+                f"--out {out}: a table is written as {', '.join(sorted(SUFFIX_FORMATS))}, not {out.suffix or 'a file without extension'}"
+            )
     if fmt is None:
         fmt = SUFFIX_FORMATS.get(out.suffix.lower() if out else "", TableFormat.rich)
     build = paper_layout if layout is TableLayout.paper else ablation_layout
@@ -177,7 +187,9 @@ def sandbox(con: duckdb.DuckDBPyConnection, allowed: tuple[Path, ...] = (), file
 
 @app.command("sql", rich_help_panel="Results")
 def sql(
-    query: Annotated[str, typer.Argument(help="One SELECT (views: combination_rates, rate_summary, run_overview).")] = "",
+    query: Annotated[
+        str, typer.Argument(help="One SELECT (views: combination_rates, rate_summary, run_overview).")
+    ] = "",
     db: DbOption = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write all rows to a .csv or .parquet file.", show_default=False)
@@ -185,9 +197,17 @@ def sql(
     limit: Annotated[int, typer.Option("--limit", help="Rows to print (--out writes all).", min=1)] = 50,
     allow_files: Annotated[
         bool,
-        typer.Option("--allow-files", help="Let the query read files you can read (read_csv, read_parquet, …) to join your own data; off by default."),
+        typer.Option(
+            "--allow-files",
+            help="Let the query read files you can read (read_csv, read_parquet, …) to join your own data; off by default.",
+        ),
     ] = False,
-    url: Annotated[bool, typer.Option("--url", help="Print the database's read-only SQLAlchemy URL (for pandas, notebooks, BI tools) and exit.")] = False,
+    url: Annotated[
+        bool,
+        typer.Option(
+            "--url", help="Print the database's read-only SQLAlchemy URL (for pandas, notebooks, BI tools) and exit."
+        ),
+    ] = False,
 ) -> None:
     """Run read-only SQL on the results and print a table.
 
@@ -294,7 +314,9 @@ def report_cmd(
         stored = run_ids(con)
         if run is None:
             if len(stored) != 1:
-                raise BenchError(f"the database holds {len(stored)} runs: pick one with --run ({', '.join(stored[:5])})")
+                raise BenchError(
+                    f"the database holds {len(stored)} runs: pick one with --run ({', '.join(stored[:5])})"
+                )
             run = stored[0]
         page = build_report(con, run, store.artifacts(run))
     path = write_text(out, page)

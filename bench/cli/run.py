@@ -40,7 +40,9 @@ def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
     return tuple(dict.fromkeys(values))
 
 
-def check_range(what: str, values: tuple[float, ...], low: float, high: float, low_open: bool = False) -> tuple[float, ...]:
+def check_range(
+    what: str, values: tuple[float, ...], low: float, high: float, low_open: bool = False
+) -> tuple[float, ...]:
     """Each value in [low, high] (or (low, high]); one line naming the option otherwise."""
     for v in values:
         if not (low < v <= high if low_open else low <= v <= high):
@@ -87,7 +89,9 @@ def parse_attacks(text: str) -> tuple[str, ...]:
     from bench.names import ATTACK_NAMES
 
     if text.strip().lower() == "all":
-        return tuple(sorted(list_attacks(), key=lambda a: (list(ATTACK_NAMES).index(a) if a in ATTACK_NAMES else 99, a)))
+        return tuple(
+            sorted(list_attacks(), key=lambda a: (list(ATTACK_NAMES).index(a) if a in ATTACK_NAMES else 99, a))
+        )
     names = tuple(dict.fromkeys(p.strip().lower() for p in text.split(",") if p.strip()))
     if not names:
         raise BenchError("--attacks is empty: name attacks (gmla,mla-u) or say all")
@@ -103,67 +107,140 @@ def run_command(
     model: Annotated[
         str | None,
         typer.Option(
-            "--model", "-m", help="Trained run (name or folder), architecture (its newest run) or published checkpoint file; default: the dataset's newest trained model.",
+            "--model",
+            "-m",
+            help="Trained run (name or folder), architecture (its newest run) or published checkpoint file; default: the dataset's newest trained model.",
             show_default=False,
         ),
     ] = None,
-    preset: Annotated[str, typer.Option("--preset", help="paper (the paper's settings) or fast (the demo's).")] = "paper",
+    preset: Annotated[
+        str, typer.Option("--preset", help="paper (the paper's settings) or fast (the demo's).")
+    ] = "paper",
     attacks: Annotated[str, typer.Option("--attacks", "-a", help="Comma list (gmla,mla-u,...) or all.")] = "all",
     eps: Annotated[
-        str | None, typer.Option("--eps", help="ε: 0.01, a list 0.01,0.03 or a sweep 0.005:0.03:0.005 (default: the preset's).", show_default=False)
+        str | None,
+        typer.Option(
+            "--eps",
+            help="ε: 0.01, a list 0.01,0.03 or a sweep 0.005:0.03:0.005 (default: the preset's).",
+            show_default=False,
+        ),
     ] = None,
     tau: Annotated[
-        str | None, typer.Option("--tau", help="GMLA's τ, one value or a sweep like --eps (default: the preset's).", show_default=False)
+        str | None,
+        typer.Option(
+            "--tau", help="GMLA's τ, one value or a sweep like --eps (default: the preset's).", show_default=False
+        ),
     ] = None,
     size: Annotated[
-        str | None, typer.Option("--size", help="|Ω|: 3, a range 1-5 or a list 1,3 (default: the preset's).", show_default=False)
+        str | None,
+        typer.Option("--size", help="|Ω|: 3, a range 1-5 or a list 1,3 (default: the preset's).", show_default=False),
     ] = None,
     images_per_combo: Annotated[
-        int | None, typer.Option("--images-per-combo", help="First N eligible images per combination (default: 50; 10 on NUS-WIDE).", show_default=False)
+        int | None,
+        typer.Option(
+            "--images-per-combo",
+            help="First N eligible images per combination (default: 50; 10 on NUS-WIDE).",
+            show_default=False,
+        ),
     ] = None,
     combos: Annotated[
-        str | None, typer.Option("--combos", help="all (every combination) or sampled (the paper's Open Images sampling; default there).", show_default=False)
+        str | None,
+        typer.Option(
+            "--combos",
+            help="all (every combination) or sampled (the paper's Open Images sampling; default there).",
+            show_default=False,
+        ),
     ] = None,
     combos_per_size: Annotated[
-        int | None, typer.Option("--combos-per-size", help="Attack a seeded sample of this many combinations per |Ω| (default: the preset's).", show_default=False)
+        int | None,
+        typer.Option(
+            "--combos-per-size",
+            help="Attack a seeded sample of this many combinations per |Ω| (default: the preset's).",
+            show_default=False,
+        ),
     ] = None,
-    include_abstract: Annotated[bool, typer.Option("--include-abstract", help="Draw targets from abstract graph nodes too, not only the dataset's labels.")] = False,
+    include_abstract: Annotated[
+        bool,
+        typer.Option(
+            "--include-abstract", help="Draw targets from abstract graph nodes too, not only the dataset's labels."
+        ),
+    ] = False,
     iterations: Annotated[
-        int | None, typer.Option("--iterations", help="Auto-PGD iterations N (default: the preset's; 300 in the paper).", show_default=False)
+        int | None,
+        typer.Option(
+            "--iterations", help="Auto-PGD iterations N (default: the preset's; 300 in the paper).", show_default=False
+        ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the combination sampling.")] = 0,
     split: Annotated[str, typer.Option("--split", help="Dataset split whose images are attacked.")] = "test",
     device: DeviceOption = "auto",
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Pairs per batch (default: from free GPU memory; 32 on CPU).", show_default=False)
+        int | None,
+        typer.Option(
+            "--batch-size", help="Pairs per batch (default: from free GPU memory; 32 on CPU).", show_default=False
+        ),
     ] = None,
     db: Annotated[
-        Path | None, typer.Option("--db", help="Results database (default: $BENCH_DATA/results.duckdb).", show_default=False)
+        Path | None,
+        typer.Option("--db", help="Results database (default: $BENCH_DATA/results.duckdb).", show_default=False),
     ] = None,
     name: Annotated[
-        str | None, typer.Option("--name", help="Run id (default: dataset-model-confighash; the same command resumes).", show_default=False)
+        str | None,
+        typer.Option(
+            "--name", help="Run id (default: dataset-model-confighash; the same command resumes).", show_default=False
+        ),
     ] = None,
     shard: Annotated[
-        str | None, typer.Option("--shard", help="i/n: this process runs the combinations with id % n == i, into DB.shard-i-of-n.duckdb.", show_default=False)
+        str | None,
+        typer.Option(
+            "--shard",
+            help="i/n: this process runs the combinations with id % n == i, into DB.shard-i-of-n.duckdb.",
+            show_default=False,
+        ),
     ] = None,
     store: StoreOption = "ladybug",
-    data_root: Annotated[str | None, typer.Option("--data-root", help="Dataset folder (default: under $BENCH_DATA).", show_default=False)] = None,
-    wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for a results database locked by another process.", min=0)] = 60.0,
+    data_root: Annotated[
+        str | None, typer.Option("--data-root", help="Dataset folder (default: under $BENCH_DATA).", show_default=False)
+    ] = None,
+    wait: Annotated[
+        float, typer.Option("--wait", help="Seconds to wait for a results database locked by another process.", min=0)
+    ] = 60.0,
     ray: Annotated[
         str | None,
-        typer.Option("--ray", help="Spread the attacks over a Ray cluster: local (start one here), auto (join this machine's) or an ADDRESS (extra 'ray').", show_default=False),
+        typer.Option(
+            "--ray",
+            help="Spread the attacks over a Ray cluster: local (start one here), auto (join this machine's) or an ADDRESS (extra 'ray').",
+            show_default=False,
+        ),
     ] = None,
     ray_workers: Annotated[
-        int | None, typer.Option("--ray-workers", help="Ray workers (default: one per GPU, or the cluster's CPUs ÷ --ray-cpus).", min=1, show_default=False)
+        int | None,
+        typer.Option(
+            "--ray-workers",
+            help="Ray workers (default: one per GPU, or the cluster's CPUs ÷ --ray-cpus).",
+            min=1,
+            show_default=False,
+        ),
     ] = None,
-    ray_cpus: Annotated[int, typer.Option("--ray-cpus", help="Cores (and torch threads) of each CPU worker on Ray.", min=1)] = 1,
+    ray_cpus: Annotated[
+        int, typer.Option("--ray-cpus", help="Cores (and torch threads) of each CPU worker on Ray.", min=1)
+    ] = 1,
     trust_checkpoint: TrustOption = False,
     graph_name: GraphOption = None,
     save_images: Annotated[
-        int, typer.Option("--save-images", help="Save the adversarial examples (PNG + .npz) of the first N pairs of each combination and attack beside the database, for bench report.", min=0)
+        int,
+        typer.Option(
+            "--save-images",
+            help="Save the adversarial examples (PNG + .npz) of the first N pairs of each combination and attack beside the database, for bench report.",
+            min=0,
+        ),
     ] = 0,
     closure: Annotated[
-        str, typer.Option("--closure", help="Ψ = h(Ω, G) by this benchmark's rule (bench) or the official code's (official); docs/knowledge-graphs.md.")
+        str,
+        typer.Option(
+            "--closure",
+            help="Ψ = h(Ω, G) by this benchmark's rule (bench) or the official code's (official); docs/knowledge-graphs.md.",
+        ),
     ] = "bench",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; print the summary only.")] = False,
 ) -> None:
@@ -208,9 +285,11 @@ def run_command(
     tau_values = check_range("tau", parse_floats(tau, "tau") or chosen.tau, -1.0, 1.0)
     sizes = parse_sizes(size) or chosen.sizes
     counts = {
-        "iterations": iterations, "images-per-combo": images_per_combo, "combos-per-size": combos_per_size,
+        "iterations": iterations,
+        "images-per-combo": images_per_combo,
+        "combos-per-size": combos_per_size,
         "batch-size": batch_size,
-    }  # fmt: skip
+    }
     for option, value in counts.items():
         if value is not None and value < 1:
             raise BenchError(f"--{option} must be a positive number; got {value}")
@@ -223,19 +302,38 @@ def run_command(
     dev = resolve_device(device)
     loaded = load_sweep_model(dataset, model, dev, trust=trust_checkpoint)
     if model is None:
-        console.print(styled(f"model: the newest trained for {dataset}, ", (Path(loaded.path).name, "bold"), f" ({loaded.name}) — `bench models` lists them"))
-    data = create_dataset(dataset, split, root=data_root, image_size=loaded.image_size, **({"graph": graph_name} if graph_name else {}))
+        console.print(
+            styled(
+                f"model: the newest trained for {dataset}, ",
+                (Path(loaded.path).name, "bold"),
+                f" ({loaded.name}) — `bench models` lists them",
+            )
+        )
+    data = create_dataset(
+        dataset, split, root=data_root, image_size=loaded.image_size, **({"graph": graph_name} if graph_name else {})
+    )
     net, data, graph = fit_dataset(loaded, data)
     config = sweep_config(
-        dataset=dataset, split=split, model=loaded, graph=graph, preset=chosen, attacks=names,
-        eps=eps_values, tau=tau_values, sizes=sizes,
+        dataset=dataset,
+        split=split,
+        model=loaded,
+        graph=graph,
+        preset=chosen,
+        attacks=names,
+        eps=eps_values,
+        tau=tau_values,
+        sizes=sizes,
         images_per_combination=images_per_combo if images_per_combo is not None else chosen.images_for(dataset),
         combos=combos,
         combinations_per_size=combos_per_size if combos_per_size is not None else chosen.combinations_per_size,
         include_abstract=include_abstract,
-        iterations=iterations if iterations is not None else chosen.iterations, seed=seed, name=name or "", shard=(shard_index, shard_count),
-        device=str(dev), closure=closure,
-    )  # fmt: skip
+        iterations=iterations if iterations is not None else chosen.iterations,
+        seed=seed,
+        name=name or "",
+        shard=(shard_index, shard_count),
+        device=str(dev),
+        closure=closure,
+    )
     path = shard_db_path(db or default_db_path(), shard_index, shard_count)
     results = ResultStore(path, lock_timeout=wait)
     cluster = None if ray is None else {"address": ray, "workers": ray_workers, "cpus_per_worker": ray_cpus}
@@ -259,13 +357,30 @@ def _sweep(config, net, data, graph, results, device, batch_size, store, quiet, 
                 from bench.sweep.cluster import run_sweep_ray
 
                 return run_sweep_ray(
-                    config, net, data, graph, results, device=device, batch_size=batch_size, graph_store=store,
-                    progress=progress, save_images=save_images, **cluster,
-                )  # fmt: skip
+                    config,
+                    net,
+                    data,
+                    graph,
+                    results,
+                    device=device,
+                    batch_size=batch_size,
+                    graph_store=store,
+                    progress=progress,
+                    save_images=save_images,
+                    **cluster,
+                )
             return run_sweep(
-                config, net, data, graph, results, device=device, batch_size=batch_size, graph_store=store, progress=progress,
+                config,
+                net,
+                data,
+                graph,
+                results,
+                device=device,
+                batch_size=batch_size,
+                graph_store=store,
+                progress=progress,
                 save_images=save_images,
-            )  # fmt: skip
+            )
     except KeyboardInterrupt:
         console.print("stopped: the rows written so far are kept; run the same command again to resume", style="yellow")
         raise
@@ -294,10 +409,17 @@ def _summary(outcome, config, db: Path | None) -> None:
     t = Table(title=f"run {outcome.run_id}", show_header=False)
     t.add_column(style="bold")
     t.add_column()
-    t.add_row("images", f"{outcome.images} predicted, {outcome.consistent} consistent with the graph" + (f", {outcome.skipped_images} did not decode" if outcome.skipped_images else ""))
+    t.add_row(
+        "images",
+        f"{outcome.images} predicted, {outcome.consistent} consistent with the graph"
+        + (f", {outcome.skipped_images} did not decode" if outcome.skipped_images else ""),
+    )
     t.add_row("combinations", f"{outcome.combinations} ({outcome.empty} without eligible images)")
     t.add_row("rows", f"{outcome.written} written now, {outcome.resumed} stored before, {outcome.pairs} planned")
-    t.add_row("batch", f"{outcome.batch_size} slots" + (f"; occupancy {occupancy_text(outcome)}" if occupancy_text(outcome) else ""))
+    t.add_row(
+        "batch",
+        f"{outcome.batch_size} slots" + (f"; occupancy {occupancy_text(outcome)}" if occupancy_text(outcome) else ""),
+    )
     t.add_row("time", f"{outcome.seconds:.1f} s")
     t.add_row("status", "finished" if outcome.finished else "unfinished")
     t.add_row("database", str(outcome.db))
@@ -317,10 +439,18 @@ def _summary(outcome, config, db: Path | None) -> None:
 @app.command("demo", rich_help_panel="Sweeps")
 def demo_command(
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Folder for the results database, tables and plots (default: $BENCH_DATA/demo).", show_default=False)
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder for the results database, tables and plots (default: $BENCH_DATA/demo).",
+            show_default=False,
+        ),
     ] = None,
     device: DeviceOption = "auto",
-    retrain: Annotated[bool, typer.Option("--retrain", help="Train a new demo model even if one with the demo recipe exists.")] = False,
+    retrain: Annotated[
+        bool, typer.Option("--retrain", help="Train a new demo model even if one with the demo recipe exists.")
+    ] = False,
 ) -> None:
     """The whole pipeline offline on the clip-art dataset `stamps`, in minutes on a CPU.
 
@@ -351,8 +481,12 @@ def demo_command(
     if occupancy_text(report.outcome):
         console.print(f"batch occupancy ({report.outcome.batch_size} slots): {occupancy_text(report.outcome)}")
     db = report.outcome.db
-    console.print(styled(f"wrote {', '.join(p.name for p in report.figures)} and {db.name} to ", (str(report.folder), "bold")))
-    console.print(styled("report: ", (str(report.folder / "report.html"), "bold"), " (open it in a browser; it works offline)"))
+    console.print(
+        styled(f"wrote {', '.join(p.name for p in report.figures)} and {db.name} to ", (str(report.folder), "bold"))
+    )
+    console.print(
+        styled("report: ", (str(report.folder / "report.html"), "bold"), " (open it in a browser; it works offline)")
+    )
     console.print(f"the demo's results live in {db}, not in the default results file; explore:")
     console.print(f"  bench runs --db {db}")
     console.print(f"  bench table --db {db} --run {DEMO_RUN} --size 1")
@@ -364,7 +498,10 @@ def demo_command(
 @perf_app.command("sweep")
 def perf_sweep_command(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset of the model.")] = "stamps",
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Trained run (default: the dataset's newest).", show_default=False)] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Trained run (default: the dataset's newest).", show_default=False),
+    ] = None,
     attacks: Annotated[str, typer.Option("--attacks", "-a", help="Comma list or all.")] = "gmla,mla-u",
     size: Annotated[str, typer.Option("--size", help="|Ω| sizes.")] = "1-2",
     images_per_combo: Annotated[int, typer.Option("--images-per-combo", help="Images per combination.")] = 8,
@@ -389,9 +526,17 @@ def perf_sweep_command(
     names = parse_attacks(attacks)
     with console.status("running a small sweep"):
         report = measure_sweep(
-            dataset=dataset, model=model, attacks=names, sizes=parse_sizes(size) or (1,), images_per_combination=images_per_combo,
-            combinations_per_size=combos_per_size, iterations=iterations, eps=eps, batch_size=batch_size, device=device,
-        )  # fmt: skip
+            dataset=dataset,
+            model=model,
+            attacks=names,
+            sizes=parse_sizes(size) or (1,),
+            images_per_combination=images_per_combo,
+            combinations_per_size=combos_per_size,
+            iterations=iterations,
+            eps=eps,
+            batch_size=batch_size,
+            device=device,
+        )
     table = Table(title=f"sweep time by stage ({report.rows} rows, {report.device}, {report.seconds:.1f} s wall)")
     table.add_column("stage")
     table.add_column("seconds", justify="right")
@@ -409,9 +554,14 @@ def perf_sweep_command(
         engine.add_column(column, justify="left" if column == "family" else "right")
     for f in report.families:
         engine.add_row(
-            f.name, str(f.batch), f"{f.ticks:,}", f"{f.occupancy:.3f}", f"{f.pair_iterations_per_second:,.1f}",
-            f"{f.model_rate:,.1f}", f"{f.rate_ratio:.2f}",
-        )  # fmt: skip
+            f.name,
+            str(f.batch),
+            f"{f.ticks:,}",
+            f"{f.occupancy:.3f}",
+            f"{f.pair_iterations_per_second:,.1f}",
+            f"{f.model_rate:,.1f}",
+            f"{f.rate_ratio:.2f}",
+        )
     console.print(engine)
     console.print(
         "occupancy = live pair·iterations ÷ (B × iterations run); the model's rate = B ÷ the time of one forward and "

@@ -18,7 +18,9 @@ from bench.fileio import write_json
 DatasetOption = Annotated[
     str | None, typer.Option("--dataset", "-d", help="Dataset name (stamps, voc, nus, openimages).", show_default=False)
 ]
-DataRootOption = Annotated[str | None, typer.Option("--data-root", help="Dataset folder (default: under $BENCH_DATA).", show_default=False)]
+DataRootOption = Annotated[
+    str | None, typer.Option("--data-root", help="Dataset folder (default: under $BENCH_DATA).", show_default=False)
+]
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, Any]:
@@ -47,31 +49,49 @@ def _num(x: float | None, digits: int = 3) -> str:
 def train_command(
     dataset: DatasetOption = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Registered model (bench models --available).", show_default=False)
+        str | None,
+        typer.Option("--model", "-m", help="Registered model (bench models --available).", show_default=False),
     ] = None,
     preset: Annotated[
         str | None,
-        typer.Option("--preset", help="Named recipe (demo: stamps in ~5 CPU minutes); other options override it.", show_default=False),
+        typer.Option(
+            "--preset",
+            help="Named recipe (demo: stamps in ~5 CPU minutes); other options override it.",
+            show_default=False,
+        ),
     ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs.", show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per step.", show_default=False)] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate of the one-cycle schedule.", show_default=False)] = None,
-    image_size: Annotated[
-        int | None, typer.Option("--image-size", help="Input side in pixels (default: the model's).", show_default=False)
+    lr: Annotated[
+        float | None, typer.Option("--lr", help="Peak learning rate of the one-cycle schedule.", show_default=False)
     ] = None,
-    loss: Annotated[str | None, typer.Option("--loss", help="asl or bce (default: the model's own).", show_default=False)] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of weights, shuffling and augmentation.", show_default=False)] = None,
+    image_size: Annotated[
+        int | None,
+        typer.Option("--image-size", help="Input side in pixels (default: the model's).", show_default=False),
+    ] = None,
+    loss: Annotated[
+        str | None, typer.Option("--loss", help="asl or bce (default: the model's own).", show_default=False)
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of weights, shuffling and augmentation.", show_default=False)
+    ] = None,
     augment: Annotated[
-        bool | None, typer.Option("--augment/--no-augment", help="Flip / zoom / shift augmentation.", show_default=False)
+        bool | None,
+        typer.Option("--augment/--no-augment", help="Flip / zoom / shift augmentation.", show_default=False),
     ] = None,
     option: Annotated[
         list[str] | None,
-        typer.Option("--option", "-o", help="Model option key=value (e.g. variant=tresnet_l), repeatable.", show_default=False),
+        typer.Option(
+            "--option", "-o", help="Model option key=value (e.g. variant=tresnet_l), repeatable.", show_default=False
+        ),
     ] = None,
     workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")] = 0,
-    name: Annotated[str | None, typer.Option("--name", help="Run name (default MODEL-TIME).", show_default=False)] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Run name (default MODEL-TIME).", show_default=False)
+    ] = None,
     resume: Annotated[
-        str | None, typer.Option("--resume", help="Continue this run (name or folder) from its last epoch.", show_default=False)
+        str | None,
+        typer.Option("--resume", help="Continue this run (name or folder) from its last epoch.", show_default=False),
     ] = None,
     data_root: DataRootOption = None,
     device: DeviceOption = "auto",
@@ -135,26 +155,46 @@ def train_command(
 def eval_command(
     dataset: DatasetOption = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Trained run (name or folder); default: the dataset's newest.", show_default=False)
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Trained run (name or folder); default: the dataset's newest.", show_default=False
+        ),
     ] = None,
     checkpoint: Annotated[
         Path | None,
-        typer.Option("--checkpoint", help="A published ASL / ML-Decoder / ML-GCN file instead of a trained run.", show_default=False),
+        typer.Option(
+            "--checkpoint",
+            help="A published ASL / ML-Decoder / ML-GCN file instead of a trained run.",
+            show_default=False,
+        ),
     ] = None,
     arch: Annotated[
         str | None,
-        typer.Option("--arch", help="With --checkpoint: refuse other architectures (asl, ml-decoder, ml-gcn).", show_default=False),
+        typer.Option(
+            "--arch",
+            help="With --checkpoint: refuse other architectures (asl, ml-decoder, ml-gcn).",
+            show_default=False,
+        ),
     ] = None,
     embeddings: Annotated[
-        Path | None, typer.Option("--embeddings", help="With an ML-GCN --checkpoint: its word-embedding pickle.", show_default=False)
+        Path | None,
+        typer.Option(
+            "--embeddings", help="With an ML-GCN --checkpoint: its word-embedding pickle.", show_default=False
+        ),
     ] = None,
-    image_size: Annotated[int | None, typer.Option("--image-size", help="Input side (default: the model's).", show_default=False)] = None,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", help="Input side (default: the model's).", show_default=False)
+    ] = None,
     split: Annotated[str, typer.Option("--split", help="Dataset split.")] = "test",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 64,
     show: Annotated[int, typer.Option("--show", help="Per-label APs to print (lowest first); 0 for none.")] = 10,
     out: Annotated[
         Path | None,
-        typer.Option("--json", help="Write the report (per-label AP, consistent image ids) to this JSON file.", show_default=False),
+        typer.Option(
+            "--json",
+            help="Write the report (per-label AP, consistent image ids) to this JSON file.",
+            show_default=False,
+        ),
     ] = None,
     data_root: DataRootOption = None,
     device: DeviceOption = "auto",
@@ -175,7 +215,9 @@ def eval_command(
 
     if model and checkpoint:
         raise BenchError("give --model or --checkpoint, not both")
-    net, size, dataset, card, names = _eval_model(dataset, model, checkpoint, arch, embeddings, image_size, trust_checkpoint)
+    net, size, dataset, card, names = _eval_model(
+        dataset, model, checkpoint, arch, embeddings, image_size, trust_checkpoint
+    )
     ds = create_dataset(dataset, split, root=data_root, image_size=size)
     if card is not None:
         check_card_graph(card, ds.graph)
@@ -228,7 +270,9 @@ def _eval_model(dataset, model, checkpoint, arch, embeddings, image_size, trust=
 @app.command("models")
 def models_command(
     dataset: DatasetOption = None,
-    available: Annotated[bool, typer.Option("--available", help="List the model architectures that can be trained instead.")] = False,
+    available: Annotated[
+        bool, typer.Option("--available", help="List the model architectures that can be trained instead.")
+    ] = False,
 ) -> None:
     """List trained models per dataset, newest first (or the registered architectures).
 
@@ -249,11 +293,21 @@ def models_command(
         return
     runs = list_trained(dataset)
     if not runs:
-        console.print(f"no trained models{f' for {dataset}' if dataset else ''} yet: bench train --dataset stamps --preset demo")
+        console.print(
+            f"no trained models{f' for {dataset}' if dataset else ''} yet: bench train --dataset stamps --preset demo"
+        )
         return
-    table = Table("dataset", "run", "model", "epochs", "test mAP", "consistent", "created", title="trained models (newest first)")
+    table = Table(
+        "dataset", "run", "model", "epochs", "test mAP", "consistent", "created", title="trained models (newest first)"
+    )
     for path, card in sorted(runs, key=lambda r: r[1].dataset):
         table.add_row(
-            card.dataset, path.name, card.model, str(card.epochs), _num(card.test_map), _pct(card.consistency_share), card.created
+            card.dataset,
+            path.name,
+            card.model,
+            str(card.epochs),
+            _num(card.test_map),
+            _pct(card.consistency_share),
+            card.created,
         )
     console.print(table)

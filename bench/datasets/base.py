@@ -51,7 +51,9 @@ def register_dataset(name: str):
     return DATASETS.register(name)
 
 
-def create_dataset(name: str, split: str = "test", root=None, image_size: int | None = None, **kwargs) -> MultiLabelDataset:
+def create_dataset(
+    name: str, split: str = "test", root=None, image_size: int | None = None, **kwargs
+) -> MultiLabelDataset:
     """Build a registered dataset split. ``root`` defaults to ``--data-root`` / ``$BENCH_DATA``."""
     return DATASETS.get(name)(split=split, root=root, image_size=image_size, **kwargs)
 

@@ -40,7 +40,9 @@ def dataset_root(name: str, root: str | Path | None, layout: str) -> Path:
     if not path.is_dir():
         if root is not None:
             raise BenchError(f"{name} data root {path} does not exist; expected {layout}")
-        raise BenchError(f"{name} data root {path} does not exist; pass --data-root PATH or put the data there (expected {layout})")
+        raise BenchError(
+            f"{name} data root {path} does not exist; pass --data-root PATH or put the data there (expected {layout})"
+        )
     return path
 
 

@@ -44,7 +44,9 @@ def _layout(split: str, concepts: list[str]) -> tuple[Path, list[Path]]:
     if split == "all":
         return Path("ImageList/Imagelist.txt"), [Path(f"Groundtruth/AllLabels/Labels_{c}.txt") for c in concepts]
     s = split.capitalize()
-    return Path(f"ImageList/{s}Imagelist.txt"), [Path(f"Groundtruth/TrainTestLabels/Labels_{c}_{s}.txt") for c in concepts]
+    return Path(f"ImageList/{s}Imagelist.txt"), [
+        Path(f"Groundtruth/TrainTestLabels/Labels_{c}_{s}.txt") for c in concepts
+    ]
 
 
 def read_label_file(path: Path, n: int) -> np.ndarray:
@@ -86,8 +88,12 @@ def nus(
         first = listed[int(np.argmin(present))]
         log.warning(
             "NUS-WIDE %s: %d of %d listed images are not under %s and are left out (first: %s)",
-            split, int((~present).sum()), len(listed), base / "Flickr", first,
-        )  # fmt: skip
+            split,
+            int((~present).sum()),
+            len(listed),
+            base / "Flickr",
+            first,
+        )
     g = graph_for("nus", graph)
     in_graph = np.zeros((int(present.sum()), g.n_labels), dtype=np.float32)
     in_graph[:, class_columns(g, concepts, "NUS-WIDE")] = positives[present]

@@ -39,7 +39,11 @@ LAYOUT = f"{CLASS_FILE}, <split>-annotations-human-imagelabels.csv and <split>/<
 
 def label_file(base: Path, split: str) -> Path:
     """The split's human-verified label CSV (the V6 download's name first, then the others)."""
-    v6 = f"oidv6-{split}-annotations-human-imagelabels.csv" if split == "train" else f"{split}-annotations-human-imagelabels.csv"
+    v6 = (
+        f"oidv6-{split}-annotations-human-imagelabels.csv"
+        if split == "train"
+        else f"{split}-annotations-human-imagelabels.csv"
+    )
     names = [v6, f"oidv6-{split}-annotations-human-imagelabels.csv", f"{split}-annotations-human-imagelabels.csv"]
     for name in names:
         if (base / name).is_file():
@@ -71,7 +75,9 @@ def read_image_labels(path: Path, mids: list[str]) -> list[tuple[str, list[str]]
     )
     con = duckdb.connect()
     try:
-        return [(image_id, pos or []) for image_id, pos in con.execute(query, {"mids": mids, "path": str(path)}).fetchall()]
+        return [
+            (image_id, pos or []) for image_id, pos in con.execute(query, {"mids": mids, "path": str(path)}).fetchall()
+        ]
     except duckdb.Error as exc:
         raise BenchError(f"{path} does not parse: {one_line(exc)}") from None
     finally:
@@ -112,8 +118,13 @@ def openimages(
         first = next(image_id for image_id, _ in listed if image_id not in on_disk)
         log.warning(
             "Open Images %s: %d of %d images in %s are not in %s and are left out (first: %s.jpg)",
-            split, len(listed) - len(kept), len(listed), labels_csv.name, image_dir, first,
-        )  # fmt: skip
+            split,
+            len(listed) - len(kept),
+            len(listed),
+            labels_csv.name,
+            image_dir,
+            first,
+        )
     positives = np.zeros((len(kept), g.n), dtype=np.float32)
     for row, (_, pos) in enumerate(kept):
         positives[row, [node_of[mid] for mid in pos]] = 1.0

@@ -72,7 +72,9 @@ class StampsConfig:
         return {"train": self.n_train, "test": self.n_test}[split]
 
     def key(self, digest: str) -> str:
-        canon = json.dumps({**asdict(self), "version": GENERATOR_VERSION, "labels": LABELS, "art": digest}, sort_keys=True)
+        canon = json.dumps(
+            {**asdict(self), "version": GENERATOR_VERSION, "labels": LABELS, "art": digest}, sort_keys=True
+        )
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 
@@ -136,7 +138,9 @@ def paste(canvas: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
     region += patch[..., :3].astype(np.float32) * alpha
 
 
-def compose(rng: np.random.Generator, sprites: list[list[Image.Image]], size: int) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+def compose(
+    rng: np.random.Generator, sprites: list[list[Image.Image]], size: int
+) -> tuple[np.ndarray, list[tuple[int, ...]]]:
     """One image (``[size, size, 3]`` uint8) and its pasted objects ``(label, stamp, x, y, w, h, flip)``."""
     canvas = background(rng, size)
     k = int(rng.choice(OBJECT_COUNTS, p=COUNT_PROBS))
@@ -207,12 +211,19 @@ def _manifest_ok(folder: Path, config: StampsConfig) -> bool:
 def verify_stamps(folder: Path) -> list[str]:
     """The cache files whose SHA-256 differs from the one recorded when they were written."""
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    return [name for name, expected in manifest.get("files", {}).items() if sha256_file(folder / name) != expected["sha256"]]
+    return [
+        name for name, expected in manifest.get("files", {}).items() if sha256_file(folder / name) != expected["sha256"]
+    ]
 
 
 def _file_record(path: Path) -> dict:
     array = np.load(path, mmap_mode="r", allow_pickle=False)
-    return {"bytes": path.stat().st_size, "shape": list(array.shape), "dtype": str(array.dtype), "sha256": sha256_file(path)}
+    return {
+        "bytes": path.stat().st_size,
+        "shape": list(array.shape),
+        "dtype": str(array.dtype),
+        "sha256": sha256_file(path),
+    }
 
 
 def build_stamps(

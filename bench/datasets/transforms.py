@@ -37,4 +37,3 @@ def load_rgb(path) -> Image.Image:
 def uint8_to_tensor(array) -> torch.Tensor:
     """An ``[H, W, 3]`` uint8 array → ``[3, H, W]`` float tensor in [0, 1] (``ToTensor`` on arrays)."""
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
-

@@ -27,9 +27,27 @@ from bench.errors import BenchError, unknown
 from kg.graph import LabelGraph
 
 VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 SPLITS = ("train", "val", "trainval", "test")
 DIFFICULT_RULES = ("positive", "negative")
 LAYOUT = "VOCdevkit/VOC<year>/ with Annotations/*.xml, ImageSets/Main/<split>.txt and JPEGImages/*.jpg"

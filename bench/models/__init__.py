@@ -90,7 +90,9 @@ def create_model(
         known = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "none"
         raise BenchError(f"model {spec.name!r} has no option {', '.join(bad)} (options: {known})")
     size = int(image_size or spec.image_size)
-    extra = {"labels": tuple(labels)} if labels is not None and "labels" in inspect.signature(spec.build).parameters else {}
+    extra = (
+        {"labels": tuple(labels)} if labels is not None and "labels" in inspect.signature(spec.build).parameters else {}
+    )
     model = spec.build(num_classes=int(num_classes), image_size=size, **kwargs, **extra)
     model.config = {
         "name": spec.name,

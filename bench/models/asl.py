@@ -27,7 +27,9 @@ TRESNETS = {
 }
 
 
-def tresnet(variant: str = "tresnet_m", layers: Sequence[int] | None = None, width_factor: float = 1.0, v2: bool = False) -> nn.Module:
+def tresnet(
+    variant: str = "tresnet_m", layers: Sequence[int] | None = None, width_factor: float = 1.0, v2: bool = False
+) -> nn.Module:
     """A timm TResNet without classifier: a named variant (``tresnet_m``, ``tresnet_l``,
     ``tresnet_xl``, ``tresnet_v2_l``, ``tresnet_v2_xl``) or, with ``variant="custom"``, the shape
     ``layers`` (blocks per stage), ``width_factor`` and ``v2`` (Bottleneck blocks in stages 1-2)."""

@@ -144,11 +144,15 @@ def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], what: str) 
     if missing:
         problems.append(f"{len(missing)} missing keys ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})")
+        problems.append(
+            f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})"
+        )
     for k in shapes[:2]:
         problems.append(f"{k} is {list(state[k].shape)} in the file, {list(own[k].shape)} in the model")
     if problems:
-        raise BenchError(f"{what} does not fit {getattr(model, 'config', {}).get('name', 'the model')}: {'; '.join(problems)}")
+        raise BenchError(
+            f"{what} does not fit {getattr(model, 'config', {}).get('name', 'the model')}: {'; '.join(problems)}"
+        )
     model.load_state_dict(state, strict=False)
 
 
@@ -180,7 +184,12 @@ def _load_ml_decoder(blob, state, path, image_size, **_) -> Checkpoint:
         raise BenchError(f"{path} is a zero-shot ML-Decoder (no query_embed), which is not supported")
     groups, embedding = state["head.decoder.query_embed.weight"].shape
     shape = tresnet_shape(state, str(path))
-    options = {"backbone": shape.pop("variant"), **shape, "num_of_groups": int(groups), "decoder_embedding": int(embedding)}
+    options = {
+        "backbone": shape.pop("variant"),
+        **shape,
+        "num_of_groups": int(groups),
+        "decoder_embedding": int(embedding),
+    }
     num_classes = int(state["head.decoder.duplicate_pooling_bias"].shape[0])
     model = create_model("ml-decoder", num_classes, image_size or 224, **options)
     mapped = asl_body_to_timm(state) | {k: v for k, v in state.items() if k.startswith("head.")}
@@ -188,8 +197,14 @@ def _load_ml_decoder(blob, state, path, image_size, **_) -> Checkpoint:
     return Checkpoint(model, "ml-decoder", _class_names(blob), path, options)
 
 
-_GCN_STAGES = {"features.0.": "conv1.", "features.1.": "bn1.", "features.4.": "layer1.",
-               "features.5.": "layer2.", "features.6.": "layer3.", "features.7.": "layer4."}  # fmt: skip
+_GCN_STAGES = {
+    "features.0.": "conv1.",
+    "features.1.": "bn1.",
+    "features.4.": "layer1.",
+    "features.5.": "layer2.",
+    "features.6.": "layer3.",
+    "features.7.": "layer4.",
+}
 
 
 def ml_gcn_to_ours(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -209,7 +224,9 @@ def resnet_arch(state: Mapping[str, Tensor], where: str) -> str:
     return RESNET_LAYOUTS[layout]
 
 
-def _load_ml_gcn(blob, state, path, image_size, embeddings=None, imagenet_norm=True, labels=None, trust=False, **_) -> Checkpoint:
+def _load_ml_gcn(
+    blob, state, path, image_size, embeddings=None, imagenet_norm=True, labels=None, trust=False, **_
+) -> Checkpoint:
     from bench.models import create_model
     from bench.models.ml_gcn import PICKLED, read_word_vectors
 
@@ -219,15 +236,25 @@ def _load_ml_gcn(blob, state, path, image_size, embeddings=None, imagenet_norm=T
         raise BenchError(f"{path} has no adjacency 'A' (not an ML-GCN checkpoint?)")
     mapped = ml_gcn_to_ours(state)
     num_classes, (in_channel, hidden) = int(state["A"].shape[0]), state["gc1.weight"].shape
-    options = {"backbone": resnet_arch(mapped, str(path)), "hidden": int(hidden), "in_channel": int(in_channel),
-               "imagenet_norm": bool(imagenet_norm)}  # fmt: skip
+    options = {
+        "backbone": resnet_arch(mapped, str(path)),
+        "hidden": int(hidden),
+        "in_channel": int(in_channel),
+        "imagenet_norm": bool(imagenet_norm),
+    }
     if embeddings is None:
-        raise BenchError(f"{path} is ML-GCN: give the word embeddings it was trained with (e.g. voc_glove_word2vec.pkl)")
+        raise BenchError(
+            f"{path} is ML-GCN: give the word embeddings it was trained with (e.g. voc_glove_word2vec.pkl)"
+        )
     if labels is None and Path(embeddings).suffix not in PICKLED:
-        raise BenchError(f"embeddings {embeddings} are a text file: give the label names too, or the pickled [C, d] array")
+        raise BenchError(
+            f"embeddings {embeddings} are a text file: give the label names too, or the pickled [C, d] array"
+        )
     vectors = read_word_vectors(embeddings, labels or [str(i) for i in range(num_classes)], trust=trust)
     if vectors.shape[1] != in_channel:
-        raise BenchError(f"embeddings {embeddings} are {vectors.shape[1]}-d, the checkpoint's gc1 expects {in_channel}-d")
+        raise BenchError(
+            f"embeddings {embeddings} are {vectors.shape[1]}-d, the checkpoint's gc1 expects {in_channel}-d"
+        )
     model = create_model("ml-gcn", num_classes, image_size or 448, **options)
     mapped["head.inp"] = torch.from_numpy(vectors)
     load_state_strict(model, {k: v.float() if v.is_floating_point() else v for k, v in mapped.items()}, str(path))
@@ -267,10 +294,14 @@ def load_checkpoint(
     state = state_of(blob, str(path))
     found = sniff_arch(state)
     if found is None:
-        raise BenchError(f"{path} is not an ASL, ML-Decoder or ML-GCN checkpoint (first keys: {', '.join(list(state)[:3])})")
+        raise BenchError(
+            f"{path} is not an ASL, ML-Decoder or ML-GCN checkpoint (first keys: {', '.join(list(state)[:3])})"
+        )
     if arch is not None and found != arch:
         raise BenchError(f"{path} is an {_NAMES[found]} checkpoint, not {_NAMES[arch]}")
-    ckpt = _LOADERS[found](blob, state, path, image_size, embeddings=embeddings, imagenet_norm=imagenet_norm, labels=labels, trust=trust)
+    ckpt = _LOADERS[found](
+        blob, state, path, image_size, embeddings=embeddings, imagenet_norm=imagenet_norm, labels=labels, trust=trust
+    )
     if num_classes is not None and ckpt.num_classes != num_classes:
         raise BenchError(f"{path} has {ckpt.num_classes} outputs, expected {num_classes}")
     declared = blob.get("num_classes")

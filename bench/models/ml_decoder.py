@@ -63,10 +63,14 @@ class GroupDecoder(nn.Module):
 class MLDecoder(nn.Module):
     """ML-Decoder head on a feature map ``[B, C_f, h, w]`` (or tokens ``[B, L, C_f]``)."""
 
-    def __init__(self, num_classes: int, num_features: int, num_of_groups: int = -1, decoder_embedding: int = 768) -> None:
+    def __init__(
+        self, num_classes: int, num_features: int, num_of_groups: int = -1, decoder_embedding: int = 768
+    ) -> None:
         super().__init__()
         groups = min(100 if num_of_groups < 0 else num_of_groups, num_classes)
-        self.decoder = GroupDecoder(num_classes, num_features, groups, 768 if decoder_embedding < 0 else decoder_embedding)
+        self.decoder = GroupDecoder(
+            num_classes, num_features, groups, 768 if decoder_embedding < 0 else decoder_embedding
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         d = self.decoder

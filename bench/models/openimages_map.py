@@ -55,7 +55,11 @@ def restrict_graph(graph: LabelGraph, keep: Sequence[int]) -> LabelGraph:
         n_labels=sum(1 for i in keep if i < graph.n_labels),
         ids=tuple(graph.ids[i] for i in keep),
         source=graph.source,
-        meta={**dict(graph.meta), "restricted_from": graph.sha256, "dropped": [graph.nodes[i] for i in range(graph.n) if i not in kept]},
+        meta={
+            **dict(graph.meta),
+            "restricted_from": graph.sha256,
+            "dropped": [graph.nodes[i] for i in range(graph.n) if i not in kept],
+        },
     )
 
 
@@ -136,5 +140,7 @@ def on_graph(model: nn.Module, dataset, class_names: Sequence[str] | None = None
         return SelectOutputs(model, match.outputs), MatchedDataset(dataset, match), match
     outputs = int(model.config["num_classes"]) if hasattr(model, "config") else None
     if outputs != dataset.graph.n:
-        raise BenchError(f"the model has {outputs} outputs, the dataset's graph {dataset.graph.name!r} has {dataset.graph.n} nodes")
+        raise BenchError(
+            f"the model has {outputs} outputs, the dataset's graph {dataset.graph.name!r} has {dataset.graph.n} nodes"
+        )
     return model, dataset, None

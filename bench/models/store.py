@@ -42,7 +42,9 @@ def resolve_run(path_or_name: str | Path, dataset: str | None = None) -> Path:
         return path.parent
     if path.is_dir():
         return path
-    candidates = sorted(models_dir().glob(f"*/{path_or_name}")) if not dataset else [models_dir(dataset) / str(path_or_name)]
+    candidates = (
+        sorted(models_dir().glob(f"*/{path_or_name}")) if not dataset else [models_dir(dataset) / str(path_or_name)]
+    )
     candidates = [c for c in candidates if (c / WEIGHTS).exists() or (c / TRAIN_STATE).exists()]
     if len(candidates) == 1:
         return candidates[0]

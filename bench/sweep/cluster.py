@@ -79,9 +79,12 @@ def connect(address: str, *, cpus: int | None = None):
     try:
         if address == "local":
             ray.init(
-                num_cpus=cpus, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env},
+                num_cpus=cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                runtime_env={"env_vars": env},
                 _node_ip_address="127.0.0.1",
-            )  # fmt: skip
+            )
         else:
             ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env})
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -106,7 +109,21 @@ def _worker_class(ray):
     class SweepWorker:
         """Loads the model and the dataset once; runs work units through the engine."""
 
-        def __init__(self, model_ref, dataset_ref, graph, clean, settings, engines, device, batch_size, max_targets, threads, closure, examples):
+        def __init__(
+            self,
+            model_ref,
+            dataset_ref,
+            graph,
+            clean,
+            settings,
+            engines,
+            device,
+            batch_size,
+            max_targets,
+            threads,
+            closure,
+            examples,
+        ):
             if threads:
                 torch.set_num_threads(threads)
             self.device = torch.device(device)
@@ -121,9 +138,13 @@ def _worker_class(ray):
 
         def run(self, combos, descendants, done):
             """Streams ``(rows, None)`` per metrics batch, then ``([], slot use)``."""
-            work = _Work(combos, self.clean, self.settings, done, self.g, descendants, self.dataset, self.closure, self.examples)
+            work = _Work(
+                combos, self.clean, self.settings, done, self.g, descendants, self.dataset, self.closure, self.examples
+            )
             stats: dict = {}
-            for rows, saved in attack_rows(work, self.engines, self.model, self.batch_size, self.max_targets, StageTimes(), stats):
+            for rows, saved in attack_rows(
+                work, self.engines, self.model, self.batch_size, self.max_targets, StageTimes(), stats
+            ):
                 yield rows, saved, None
             yield [], [], stats
 
@@ -173,16 +194,58 @@ def run_sweep_ray(
         n_workers = workers or max(cpus // cpus_per_worker, 1)
         per_worker = {"num_cpus": cpus_per_worker}
     with store.run_lock(config.run_id):
-        return _drive(ray, config, model, dataset, graph, store, device, batch_size, graph_store, progress, times,
-                      n_workers * units_per_worker, n_workers, per_worker, cpus_per_worker, save_images)  # fmt: skip
+        return _drive(
+            ray,
+            config,
+            model,
+            dataset,
+            graph,
+            store,
+            device,
+            batch_size,
+            graph_store,
+            progress,
+            times,
+            n_workers * units_per_worker,
+            n_workers,
+            per_worker,
+            cpus_per_worker,
+            save_images,
+        )
 
 
-def _drive(ray, config, model, dataset, graph, store, device, batch_size, graph_store, progress, times, n_units, n_workers, per_worker, cpus_per_worker, save_images):
+def _drive(
+    ray,
+    config,
+    model,
+    dataset,
+    graph,
+    store,
+    device,
+    batch_size,
+    graph_store,
+    progress,
+    times,
+    n_units,
+    n_workers,
+    per_worker,
+    cpus_per_worker,
+    save_images,
+):
     """The driver's loop: plan, hand out the units, write what comes back."""
     prep = prepare_sweep(
-        config, model, dataset, graph, store, device=device, batch_size=batch_size, graph_store=graph_store,
-        progress=progress, times=times, save_images=save_images,
-    )  # fmt: skip
+        config,
+        model,
+        dataset,
+        graph,
+        store,
+        device=device,
+        batch_size=batch_size,
+        graph_store=graph_store,
+        progress=progress,
+        times=times,
+        save_images=save_images,
+    )
     work = prep.work
     progress.start(work.todo, len(prep.mine), prep.complete)
     written, complete = 0, prep.complete
@@ -197,11 +260,21 @@ def _drive(ray, config, model, dataset, graph, store, device, batch_size, graph_
             threads = cpus_per_worker if device.type != "cuda" else 0
             actors = [
                 worker.remote(
-                    model_ref, dataset_ref, graph, prep.clean, prep.settings, prep.engines, str(device), prep.batch_size,
-                    max(config.sizes), threads, work.closure, work.examples,
+                    model_ref,
+                    dataset_ref,
+                    graph,
+                    prep.clean,
+                    prep.settings,
+                    prep.engines,
+                    str(device),
+                    prep.batch_size,
+                    max(config.sizes),
+                    threads,
+                    work.closure,
+                    work.examples,
                 )
                 for _ in range(min(n_workers, len(units)))
-            ]  # fmt: skip
+            ]
         model.to(device)
         pending: dict = {}
         queue, idle = list(units), list(actors)
@@ -213,9 +286,7 @@ def _drive(ray, config, model, dataset, graph, store, device, batch_size, graph_
             unit = queue.pop(0)
             combos = [work.combos[i] for i in unit.positions]
             done = set().union(*(done_by_combo.get(c.combo_id, set()) for c in combos))
-            stream = actor.run.options(num_returns="streaming").remote(
-                combos, work.descendants[unit.positions], done
-            )
+            stream = actor.run.options(num_returns="streaming").remote(combos, work.descendants[unit.positions], done)
             pending[stream] = (actor, unit)
             state[id(actor)] = f"unit {unit.index + 1}/{len(units)} ({len(combos)} combinations)"
             show()
@@ -250,7 +321,9 @@ def _drive(ray, config, model, dataset, graph, store, device, batch_size, graph_
                 cause = getattr(exc, "cause", None) or exc
                 if isinstance(cause, BenchError):
                     raise BenchError(f"a Ray worker stopped: {cause}") from None
-                raise BenchError(f"a Ray worker failed on work unit {unit.index}: {type(cause).__name__}: {cause}") from None
+                raise BenchError(
+                    f"a Ray worker failed on work unit {unit.index}: {type(cause).__name__}: {cause}"
+                ) from None
             except ray.exceptions.RayActorError as exc:
                 # The worker's process died: Ray restarts it (up to ACTOR_RESTARTS times) and the
                 # unit goes back to the queue with what is stored by now; past that, the worker
@@ -264,7 +337,9 @@ def _drive(ray, config, model, dataset, graph, store, device, batch_size, graph_
                     state[id(actor)] = "gone"
                     actors.remove(actor)
                     if not actors:
-                        raise BenchError(f"every Ray worker died (the last: {_death(exc)}); re-run the same command to resume") from None
+                        raise BenchError(
+                            f"every Ray worker died (the last: {_death(exc)}); re-run the same command to resume"
+                        ) from None
                 for key in work.done:
                     done_by_combo.setdefault(key.combo_id, set()).add(key)
                 if restarted is not None:

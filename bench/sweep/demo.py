@@ -108,14 +108,29 @@ def run_demo(out: Path | None, device: torch.device, console: Console, retrain: 
     loaded = load_sweep_model(DATASET, str(run_dir), device)
     net, data, graph = fit_dataset(loaded, test)
     config = sweep_config(
-        dataset=DATASET, split="test", model=loaded, graph=graph, preset=FAST, attacks=_paper_order(list_attacks()),
-        eps=FAST.eps, tau=FAST.tau, sizes=FAST.sizes, images_per_combination=FAST.images_for(DATASET), combos="all",
-        combinations_per_size=FAST.combinations_per_size, include_abstract=False, iterations=FAST.iterations,
-        seed=0, name=DEMO_RUN, device=str(device),
-    )  # fmt: skip
+        dataset=DATASET,
+        split="test",
+        model=loaded,
+        graph=graph,
+        preset=FAST,
+        attacks=_paper_order(list_attacks()),
+        eps=FAST.eps,
+        tau=FAST.tau,
+        sizes=FAST.sizes,
+        images_per_combination=FAST.images_for(DATASET),
+        combos="all",
+        combinations_per_size=FAST.combinations_per_size,
+        include_abstract=False,
+        iterations=FAST.iterations,
+        seed=0,
+        name=DEMO_RUN,
+        device=str(device),
+    )
     store = _results_file(out, config, console)
     with times("sweep"), RichSweepProgress(console) as progress:
-        outcome = run_sweep(config, net, data, graph, store, device=device, progress=progress, save_images=DEMO_EXAMPLES)
+        outcome = run_sweep(
+            config, net, data, graph, store, device=device, progress=progress, save_images=DEMO_EXAMPLES
+        )
     report = DemoReport(outcome, times=times, folder=out)
     with times("tables and plots"):
         _tables_and_plots(store, config, out, report)

@@ -57,7 +57,9 @@ def load_sweep_model(dataset: str, model: str | None, device: torch.device, trus
     if not path.exists() and not _is_run_name(model) and model in MODELS:
         runs = [run for run, card in list_trained(dataset) if card.model == model.lower()]
         if not runs:
-            raise BenchError(f"no {model} model trained on {dataset}: run `bench train --dataset {dataset} --model {model}`")
+            raise BenchError(
+                f"no {model} model trained on {dataset}: run `bench train --dataset {dataset} --model {model}`"
+            )
         return _trained(runs[0], device)
     return _trained(model, device)  # an unknown name raises, suggesting the closest runs
 

@@ -126,7 +126,9 @@ class SweepPerf:
     families: list[FamilyPerf]
 
 
-def model_seconds(model: nn.Module, image_shape: tuple[int, ...], batch: int, gradients: int, device: torch.device, repeats: int = 3) -> float:
+def model_seconds(
+    model: nn.Module, image_shape: tuple[int, ...], batch: int, gradients: int, device: torch.device, repeats: int = 3
+) -> float:
     """Best-of-``repeats`` seconds of one forward and ``gradients`` input gradients on ``batch`` images."""
     import torch.nn.functional as F
 
@@ -175,11 +177,24 @@ def measure_sweep(
     net, data, graph = fit_dataset(loaded, create_dataset(dataset, "test", image_size=loaded.image_size))
     timed = TimedModel(net, sync=dev.type == "cuda")
     config = sweep_config(
-        dataset=dataset, split="test", model=loaded, graph=graph, preset=FAST, attacks=attacks, eps=(eps,),
-        tau=FAST.tau, sizes=sizes, images_per_combination=images_per_combination, combos="all",
-        combinations_per_size=combinations_per_size, include_abstract=False, iterations=iterations, seed=0,
-        name="perf", device=str(dev),
-    )  # fmt: skip
+        dataset=dataset,
+        split="test",
+        model=loaded,
+        graph=graph,
+        preset=FAST,
+        attacks=attacks,
+        eps=(eps,),
+        tau=FAST.tau,
+        sizes=sizes,
+        images_per_combination=images_per_combination,
+        combos="all",
+        combinations_per_size=combinations_per_size,
+        include_abstract=False,
+        iterations=iterations,
+        seed=0,
+        name="perf",
+        device=str(dev),
+    )
     import torchmetrics.functional.image  # noqa: F401  (a one-time import of seconds: keep it out of the figures)
 
     times = StageTimesWithoutModel(timed)
@@ -195,13 +210,24 @@ def measure_sweep(
     shape = tuple(data[0][0].shape)
     families = [
         FamilyPerf(
-            name, st.batch, st.ticks, st.live, st.occupancy, st.seconds,
-            {k: model_seconds(net, shape, st.batch, k, dev) for k in st.gradient_ticks}, dict(st.gradient_ticks),
+            name,
+            st.batch,
+            st.ticks,
+            st.live,
+            st.occupancy,
+            st.seconds,
+            {k: model_seconds(net, shape, st.batch, k, dev) for k in st.gradient_ticks},
+            dict(st.gradient_ticks),
         )
         for name, st in outcome.engine.items()
-    ]  # fmt: skip
+    ]
     return SweepPerf(
-        stages=stages, seconds=wall, model_share=times.get(MODEL_STAGE, 0.0) / wall, rows=outcome.written,
-        writes=times.calls.get("writing rows", 0), rows_per_second=outcome.written / write_s if write_s else 0.0,
-        device=str(dev), families=families,
-    )  # fmt: skip
+        stages=stages,
+        seconds=wall,
+        model_share=times.get(MODEL_STAGE, 0.0) / wall,
+        rows=outcome.written,
+        writes=times.calls.get("writing rows", 0),
+        rows_per_second=outcome.written / write_s if write_s else 0.0,
+        device=str(dev),
+        families=families,
+    )

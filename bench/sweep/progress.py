@@ -68,7 +68,9 @@ class RichSweepProgress(SweepProgress):
         )
         self.status = Text("")
         self.cluster = Text("")
-        self.live = Live(Group(self.bar, self.status, self.cluster), console=console, refresh_per_second=4, transient=False)
+        self.live = Live(
+            Group(self.bar, self.status, self.cluster), console=console, refresh_per_second=4, transient=False
+        )
         self.task = None
         self.combos = 0
 

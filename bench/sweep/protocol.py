@@ -89,7 +89,9 @@ def clean_predictions(
         if progress is not None:
             progress(len(idx))
     if not logits:
-        raise BenchError(f"no image of {getattr(dataset, 'name', 'the dataset')}/{getattr(dataset, 'split', '?')} decodes")
+        raise BenchError(
+            f"no image of {getattr(dataset, 'name', 'the dataset')}/{getattr(dataset, 'split', '?')} decodes"
+        )
     z, idx = torch.cat(logits), torch.cat(indices)
     consistent = global_consistency(z > 0, GraphTensors(graph))
     return CleanPredictions(z, idx, tuple(dataset.image_id(int(i)) for i in idx), consistent, len(dataset) - total)
@@ -301,7 +303,9 @@ __all__ = [
 ]
 
 
-def first_eligible(model: nn.Module, dataset, graph: LabelGraph, omega: Tensor, limit: int, turn_on: bool = False, device="cpu"):
+def first_eligible(
+    model: nn.Module, dataset, graph: LabelGraph, omega: Tensor, limit: int, turn_on: bool = False, device="cpu"
+):
     """The first ``limit`` eligible images of one target set, as ``bench run`` chooses them:
     the dataset indices and their clean logits (``bench attack`` uses this; one path for both).
 

@@ -146,18 +146,37 @@ def sweep_config(
     steps = {a: attack_steps(a, iterations, dict(preset.attack_steps)) for a in attacks}
     fewer = {a: min(n, images_per_combination) for a, n in preset.attack_images.items() if a in attacks}
     return RunConfig(
-        dataset=dataset, model_name=model.name, model_card=model.card, model_path=model.path,
-        graph_name=graph.name, graph_sha256=graph.sha256, attacks=tuple(attacks), eps=tuple(eps), tau=tuple(tau),
-        sizes=tuple(sorted(set(sizes))), images_per_combination=images_per_combination, iterations=iterations,
-        seed=seed, preset=preset.name, name=name, shard_index=shard[0], shard_count=shard[1], device=device,
+        dataset=dataset,
+        model_name=model.name,
+        model_card=model.card,
+        model_path=model.path,
+        graph_name=graph.name,
+        graph_sha256=graph.sha256,
+        attacks=tuple(attacks),
+        eps=tuple(eps),
+        tau=tuple(tau),
+        sizes=tuple(sorted(set(sizes))),
+        images_per_combination=images_per_combination,
+        iterations=iterations,
+        seed=seed,
+        preset=preset.name,
+        name=name,
+        shard_index=shard[0],
+        shard_count=shard[1],
+        device=device,
         extra={
-            "split": split, "target": "off", "combos": combos, "combinations_per_size": combinations_per_size,
-            "include_abstract": include_abstract, "steps": steps, "images": fewer,
+            "split": split,
+            "target": "off",
+            "combos": combos,
+            "combinations_per_size": combinations_per_size,
+            "include_abstract": include_abstract,
+            "steps": steps,
+            "images": fewer,
             # the official closure changes Ψ, so it is part of the hash; the default is left
             # out so that runs stored before the option existed keep their ids
             **({"closure": closure} if closure != "bench" else {}),
         },
-    )  # fmt: skip
+    )
 
 
 def shard_db_path(db: Path, index: int, count: int) -> Path:
@@ -193,7 +212,9 @@ def _open_graph_store(kind: str):
             time.sleep(0.5)
 
 
-def closure_masks(graph: LabelGraph, combos: Sequence[PlannedCombination], kind: str = "ladybug") -> tuple[Tensor, Tensor]:
+def closure_masks(
+    graph: LabelGraph, combos: Sequence[PlannedCombination], kind: str = "ladybug"
+) -> tuple[Tensor, Tensor]:
     """``[C, n]`` masks of the proper ancestors and descendants of each combination's members,
     from the graph store: the graph is loaded idempotently, then one round trip for all."""
     ancestors = torch.zeros(len(combos), graph.n, dtype=torch.bool)
@@ -261,13 +282,26 @@ class Prepared:
     batch_size: int
     started: float
 
-    def outcome(self, store: ResultStore, written: int, complete: int, times: StageTimes, engine: dict[str, EngineStats]) -> SweepOutcome:
+    def outcome(
+        self, store: ResultStore, written: int, complete: int, times: StageTimes, engine: dict[str, EngineStats]
+    ) -> SweepOutcome:
         return SweepOutcome(
-            run_id=self.run_id, db=store.path, combinations=len(self.mine), empty=sum(1 for c in self.mine if not c.images),
-            pairs=self.work.planned, written=written, resumed=self.work.planned - self.work.todo, images=len(self.clean),
-            consistent=int(self.clean.consistent.sum()), skipped_images=self.clean.skipped, batch_size=self.batch_size,
-            seconds=time.perf_counter() - self.started, finished=complete == len(self.mine), times=times, engine=engine,
-        )  # fmt: skip
+            run_id=self.run_id,
+            db=store.path,
+            combinations=len(self.mine),
+            empty=sum(1 for c in self.mine if not c.images),
+            pairs=self.work.planned,
+            written=written,
+            resumed=self.work.planned - self.work.todo,
+            images=len(self.clean),
+            consistent=int(self.clean.consistent.sum()),
+            skipped_images=self.clean.skipped,
+            batch_size=self.batch_size,
+            seconds=time.perf_counter() - self.started,
+            finished=complete == len(self.mine),
+            times=times,
+            engine=engine,
+        )
 
 
 @dataclass(frozen=True)
@@ -289,9 +323,19 @@ class ExampleSpec:
 
 
 def prepare_sweep(
-    config: RunConfig, model: nn.Module, dataset, graph: LabelGraph, store: ResultStore, *, device, batch_size: int | None,
-    graph_store: str, progress: SweepProgress, times: StageTimes, save_images: int = 0,
-) -> Prepared:  # fmt: skip
+    config: RunConfig,
+    model: nn.Module,
+    dataset,
+    graph: LabelGraph,
+    store: ResultStore,
+    *,
+    device,
+    batch_size: int | None,
+    graph_store: str,
+    progress: SweepProgress,
+    times: StageTimes,
+    save_images: int = 0,
+) -> Prepared:
     """Check every input, predict the clean images, plan, record the run and its combinations,
     fetch the closures from the graph store and find what is stored: before any attack."""
     started = time.perf_counter()
@@ -305,9 +349,15 @@ def prepare_sweep(
         clean = clean_predictions(model, dataset, graph, device, progress=progress.predictions(len(dataset)))
     with times("planning"):
         planned = plan_combinations(
-            clean, graph, config.sizes, config.images_per_combination, mode=extra.get("combos", "all"),
-            seed=config.seed, include_abstract=bool(extra.get("include_abstract")), per_size=extra.get("combinations_per_size"),
-        )  # fmt: skip
+            clean,
+            graph,
+            config.sizes,
+            config.images_per_combination,
+            mode=extra.get("combos", "all"),
+            seed=config.seed,
+            include_abstract=bool(extra.get("include_abstract")),
+            per_size=extra.get("combinations_per_size"),
+        )
     if not any(c.images for c in planned):
         raise BenchError(no_eligible_message(config, clean))
     mine = shard_of(planned, config.shard_index, config.shard_count)
@@ -319,9 +369,16 @@ def prepare_sweep(
         _, descendants = closure_masks(graph, attacked, graph_store)
     with times("resume bookkeeping"):
         work = _Work(
-            attacked, clean, settings, store.done_keys(run_id), GraphTensors(graph), descendants, dataset,
-            extra.get("closure", "bench"), ExampleSpec.beside(store, run_id, save_images),
-        )  # fmt: skip
+            attacked,
+            clean,
+            settings,
+            store.done_keys(run_id),
+            GraphTensors(graph),
+            descendants,
+            dataset,
+            extra.get("closure", "bench"),
+            ExampleSpec.beside(store, run_id, save_images),
+        )
         complete_stored = store.done_combinations(run_id)
         newly = sorted({c.combo_id for c in mine if work.remaining[c.combo_id] == 0} - complete_stored)
         if newly:
@@ -332,9 +389,14 @@ def prepare_sweep(
 
 
 def attack_rows(
-    work: _Work, engines: dict[AttackSetting, Attack], model: nn.Module, size: int, max_targets: int,
-    times: StageTimes, engine_stats: dict[str, EngineStats],
-) -> Iterator[list[ResultRow]]:  # fmt: skip
+    work: _Work,
+    engines: dict[AttackSetting, Attack],
+    model: nn.Module,
+    size: int,
+    max_targets: int,
+    times: StageTimes,
+    engine_stats: dict[str, EngineStats],
+) -> Iterator[list[ResultRow]]:
     """Every pair of ``work`` not stored yet through the engine, family by family: yields each
     metrics batch's rows; ``engine_stats`` collects the slot use per attack family."""
     n_out = work.clean.logits.shape[1]
@@ -345,7 +407,9 @@ def attack_rows(
         family_started = time.perf_counter()
         buffer: list[Outcome] = []
         tasks = work.tasks([work.settings.index(s) for s in family], engines, times)
-        run = run_tasks(attacks, model, tasks, size, n_out=n_out, max_targets=n_out if semantic else max_targets, stats=stats)
+        run = run_tasks(
+            attacks, model, tasks, size, n_out=n_out, max_targets=n_out if semantic else max_targets, stats=stats
+        )
         try:
             with frozen(model):
                 while True:
@@ -397,14 +461,27 @@ def run_sweep(
     progress = progress or SweepProgress()
     times = times if times is not None else StageTimes()
     with store.run_lock(config.run_id):
-        return _run_sweep(config, model, dataset, graph, store, device, batch_size, graph_store, progress, times, save_images)
+        return _run_sweep(
+            config, model, dataset, graph, store, device, batch_size, graph_store, progress, times, save_images
+        )
 
 
-def _run_sweep(config, model, dataset, graph, store, device, batch_size, graph_store, progress, times, save_images) -> SweepOutcome:
+def _run_sweep(
+    config, model, dataset, graph, store, device, batch_size, graph_store, progress, times, save_images
+) -> SweepOutcome:
     prep = prepare_sweep(
-        config, model, dataset, graph, store, device=device, batch_size=batch_size, graph_store=graph_store,
-        progress=progress, times=times, save_images=save_images,
-    )  # fmt: skip
+        config,
+        model,
+        dataset,
+        graph,
+        store,
+        device=device,
+        batch_size=batch_size,
+        graph_store=graph_store,
+        progress=progress,
+        times=times,
+        save_images=save_images,
+    )
     work = prep.work
     progress.start(work.todo, len(prep.mine), prep.complete)
     written, complete = 0, prep.complete
@@ -461,10 +538,17 @@ class _Work:
     """The shard's (combination, image) pairs, what is stored, the queue and running rates."""
 
     def __init__(
-        self, combos: Sequence[PlannedCombination], clean: CleanPredictions, settings: Sequence[AttackSetting],
-        done: set[ResultKey], g: GraphTensors, descendants: Tensor, dataset, closure: str = "bench",
+        self,
+        combos: Sequence[PlannedCombination],
+        clean: CleanPredictions,
+        settings: Sequence[AttackSetting],
+        done: set[ResultKey],
+        g: GraphTensors,
+        descendants: Tensor,
+        dataset,
+        closure: str = "bench",
         examples: ExampleSpec | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.combos, self.clean, self.settings = list(combos), clean, list(settings)
         self.by_grid = {ResultKey.of(0, "", s.attack, s.eps, s.tau)[2:]: s for s in self.settings}
         self.g, self.descendants, self.dataset, self.closure = g, descendants, dataset, closure
@@ -496,7 +580,9 @@ class _Work:
     def key(self, p: int, s: AttackSetting) -> ResultKey:
         return s.key(self.combo_id(p), self.image_id(p))
 
-    def tasks(self, setting_ids: Sequence[int], engines: dict[AttackSetting, Attack], times: StageTimes) -> Iterator[Task]:
+    def tasks(
+        self, setting_ids: Sequence[int], engines: dict[AttackSetting, Attack], times: StageTimes
+    ) -> Iterator[Task]:
         """The queue: each setting's pairs not stored yet, in pair order, settings one after another.
 
         A task's ``setting`` indexes ``setting_ids`` (the engine's attacks); its key is
@@ -533,9 +619,13 @@ class _Work:
         entries = [self.in_flight.pop(o.key) for o in outcomes]
         pad = batch - len(outcomes)
         targets = PairTargets(
-            *(torch.cat([getattr(t, f) for t, _ in entries] + [getattr(entries[0][0], f)] * pad) for f in ("clean", "omega", "psi")),
-            entries[0][0].output_index, entries[0][0].turn_on,
-        )  # fmt: skip
+            *(
+                torch.cat([getattr(t, f) for t, _ in entries] + [getattr(entries[0][0], f)] * pad)
+                for f in ("clean", "omega", "psi")
+            ),
+            entries[0][0].output_index,
+            entries[0][0].turn_on,
+        )
         clean_images = torch.stack([image for _, image in entries] + [entries[0][1]] * pad)
         adv = torch.stack([o.adv for o in outcomes] + [outcomes[0].adv] * pad)
         logits = torch.stack([o.logits for o in outcomes] + [outcomes[0].logits] * pad).float().cpu()
@@ -546,13 +636,22 @@ class _Work:
             ok = bool(m.success[j])
             out.append(
                 ResultRow(
-                    combo_id=self.combo_id(p), image_id=self.image_id(p), attack=s.attack, eps=s.eps, tau=s.tau,
-                    success=ok, consistent=bool(m.consistent[j]), ntr_share=float(m.ntr_share[j]),
-                    iterations=o.iterations if o.iterations >= 0 else s.steps, linf=float(m.linf[j]), l2=float(m.l2[j]),
-                    seconds=o.seconds, ssim=float(m.ssim[j]) if ok and not math.isnan(float(m.ssim[j])) else None,
+                    combo_id=self.combo_id(p),
+                    image_id=self.image_id(p),
+                    attack=s.attack,
+                    eps=s.eps,
+                    tau=s.tau,
+                    success=ok,
+                    consistent=bool(m.consistent[j]),
+                    ntr_share=float(m.ntr_share[j]),
+                    iterations=o.iterations if o.iterations >= 0 else s.steps,
+                    linf=float(m.linf[j]),
+                    l2=float(m.l2[j]),
+                    seconds=o.seconds,
+                    ssim=float(m.ssim[j]) if ok and not math.isnan(float(m.ssim[j])) else None,
                     rmsd=float(m.rmsd[j]) if ok and s.attack in RMSD_ATTACKS else None,
                 )
-            )  # fmt: skip
+            )
             if self.examples is not None and int(self.rank[p]) < self.examples.per_combination:
                 self.saved.append((out[-1].key, self._save(o, entries[j][0], entries[j][1], s)))
         return out
@@ -566,9 +665,18 @@ class _Work:
         for node, out in enumerate(targets.output_index.tolist()):
             names[out] = self.g.graph.nodes[node]
         path = save_example(
-            self.examples.folder, stem, clean_image, o.adv, s.eps, s.attack, self.clean.logits[int(self.row[p])], o.logits,
-            targets.omega[0], targets.psi[0], names,
-        )  # fmt: skip
+            self.examples.folder,
+            stem,
+            clean_image,
+            o.adv,
+            s.eps,
+            s.attack,
+            self.clean.logits[int(self.row[p])],
+            o.logits,
+            targets.omega[0],
+            targets.psi[0],
+            names,
+        )
         return str(path.relative_to(self.examples.base))
 
     def take_saved(self) -> list[tuple[ResultKey, str]]:

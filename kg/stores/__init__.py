@@ -37,6 +37,13 @@ def store_names() -> list[str]:
 from kg.stores import ladybug_store, neo4j_store  # noqa: E402,F401  isort: skip
 
 __all__ = [
-    "MAX_DEPTH", "Combination", "GraphStore", "Node", "StoredGraph", "STORES",
-    "open_store", "register_store", "store_names",
-]  # fmt: skip
+    "MAX_DEPTH",
+    "Combination",
+    "GraphStore",
+    "Node",
+    "StoredGraph",
+    "STORES",
+    "open_store",
+    "register_store",
+    "store_names",
+]

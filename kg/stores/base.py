@@ -173,7 +173,14 @@ class GraphStore(ABC):
         steps: list[Step] = self._drop_steps(graph.name) if stored is not None else []
         key = [f"{graph.name}:{name}" for name in graph.nodes]
         nodes = [
-            {"key": key[i], "graph": graph.name, "name": name, "idx": i, "source_id": graph.ids[i], "is_label": i < graph.n_labels}
+            {
+                "key": key[i],
+                "graph": graph.name,
+                "name": name,
+                "idx": i,
+                "source_id": graph.ids[i],
+                "is_label": i < graph.n_labels,
+            }
             for i, name in enumerate(graph.nodes)
         ]
         edges = [{"child": key[c], "parent": key[p]} for p, c in graph.edges]
@@ -182,9 +189,14 @@ class GraphStore(ABC):
         if edges:
             steps.append((self.cypher("load_edges"), {"edges": edges}))
         record = {
-            "graph": graph.name, "sha256": graph.sha256, "source": graph.source, "n_nodes": graph.n,
-            "n_labels": graph.n_labels, "n_edges": len(graph.edges), "depth": graph.depth,
-        }  # fmt: skip
+            "graph": graph.name,
+            "sha256": graph.sha256,
+            "source": graph.source,
+            "n_nodes": graph.n,
+            "n_labels": graph.n_labels,
+            "n_edges": len(graph.edges),
+            "depth": graph.depth,
+        }
         steps.append((self.cypher("load_graph"), record))
         self._write(steps)
         return "replaced" if stored is not None else "loaded"

@@ -39,7 +39,9 @@ class Neo4jStore(GraphStore):
         self.uri = _without_userinfo(uri or os.environ.get("NEO4J_URI") or DEFAULT_URI)
         self.database = database or os.environ.get("NEO4J_DATABASE") or None
         if self.uri.split("://", 1)[0] not in SCHEMES or "://" not in self.uri:
-            raise BenchError(f"cannot reach Neo4j at {self.uri}: the URI must start with one of {', '.join(s + '://' for s in SCHEMES)}")
+            raise BenchError(
+                f"cannot reach Neo4j at {self.uri}: the URI must start with one of {', '.join(s + '://' for s in SCHEMES)}"
+            )
         user = os.environ.get("NEO4J_USER") or "neo4j"
         password = os.environ.get("NEO4J_PASSWORD")
         if not password:
