@@ -301,3 +301,22 @@ def test_the_official_closure_is_part_of_the_configuration(tmp_path):
         tmp_path / "official.duckdb", toy_config(closure="official", attacks=("gmla",), sizes=(1,), iterations=2)
     )
     assert outcome.finished and outcome.written == outcome.pairs > 0
+
+
+def test_bf16_precision_is_its_own_run_and_agrees_with_fp32(reference, tmp_path):
+    """``--precision bf16``: another configuration (another run id), the model under autocast;
+    on the toy sweep its success flags agree with fp32's for most pairs."""
+    path, _ = reference
+    default, bf16 = toy_config(), toy_config(precision="bf16")
+    assert "precision" not in default.extra and bf16.config_hash != default.config_hash
+    outcome = sweep(tmp_path / "bf16.duckdb", bf16)
+    assert outcome.finished and outcome.written == outcome.pairs
+    ours = dict(
+        ((r[0], r[1], r[2]), r[3])
+        for r in fetch(tmp_path / "bf16.duckdb", "SELECT combo_id, image_id, attack, success FROM results")
+    )
+    fp32 = dict(
+        ((r[0], r[1], r[2]), r[3]) for r in fetch(path, "SELECT combo_id, image_id, attack, success FROM results")
+    )
+    same = sum(ours[k] == fp32[k] for k in fp32)
+    assert set(ours) == set(fp32) and same >= 0.8 * len(fp32), f"{same} of {len(fp32)} success flags agree"

@@ -235,6 +235,12 @@ def run_command(
             min=0,
         ),
     ] = 0,
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision", help="fp32, or bf16 (the model under torch.autocast; part of the run's configuration)."
+        ),
+    ] = "fp32",
     closure: Annotated[
         str,
         typer.Option(
@@ -258,6 +264,7 @@ def run_command(
     Example: bench run -d openimages -m Open_ImagesV6_TRresNet_L_448.pth --combos sampled --size 1-5 --shard 0/4
     """
     from bench.datasets import DATASETS, create_dataset
+    from bench.precision import PRECISIONS
     from bench.sweep import (
         fit_dataset,
         get_preset,
@@ -280,6 +287,8 @@ def run_command(
     STORES.get(store)
     if closure not in CLOSURES:
         raise unknown("closure", closure, CLOSURES)
+    if precision not in PRECISIONS:
+        raise unknown("precision", precision, PRECISIONS)
     # every option checked before the model loads, anything prints or any file is written
     eps_values = check_range("eps", parse_floats(eps, "eps") or chosen.eps, 0.0, 1.0, low_open=True)
     tau_values = check_range("tau", parse_floats(tau, "tau") or chosen.tau, -1.0, 1.0)
@@ -333,6 +342,7 @@ def run_command(
         shard=(shard_index, shard_count),
         device=str(dev),
         closure=closure,
+        precision=precision,
     )
     path = shard_db_path(db or default_db_path(), shard_index, shard_count)
     results = ResultStore(path, lock_timeout=wait)

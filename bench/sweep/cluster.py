@@ -178,8 +178,11 @@ def run_sweep_ray(
         workers: how many workers (default: every GPU, or the cluster's CPUs ÷ ``cpus_per_worker``).
         cpus_per_worker: cores (and torch threads) of each CPU worker.
     """
+    from bench.precision import with_precision
+
     progress = progress or SweepProgress()
     times = times if times is not None else StageTimes()
+    model = with_precision(model, config.extra.get("precision", "fp32"))
     device = torch.device(device)
     ray = connect(address)
     resources = ray.cluster_resources()

@@ -136,6 +136,7 @@ def sweep_config(
     shard: tuple[int, int] = (0, 1),
     device: str = "",
     closure: str = "bench",
+    precision: str = "fp32",
 ) -> RunConfig:
     """The ``RunConfig`` of a sweep: the preset's values with the user's overrides applied.
 
@@ -175,6 +176,7 @@ def sweep_config(
             # the official closure changes Ψ, so it is part of the hash; the default is left
             # out so that runs stored before the option existed keep their ids
             **({"closure": closure} if closure != "bench" else {}),
+            **({"precision": precision} if precision != "fp32" else {}),
         },
     )
 
@@ -458,8 +460,11 @@ def run_sweep(
         save_images: save the adversarial examples of the first N pairs of each combination
             and setting beside the database (``bench.examples``; listed in ``artifacts``).
     """
+    from bench.precision import with_precision
+
     progress = progress or SweepProgress()
     times = times if times is not None else StageTimes()
+    model = with_precision(model, config.extra.get("precision", "fp32"))
     with store.run_lock(config.run_id):
         return _run_sweep(
             config, model, dataset, graph, store, device, batch_size, graph_store, progress, times, save_images

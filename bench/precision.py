@@ -1,0 +1,30 @@
+"""``--precision``: the model's arithmetic in a sweep. ``fp32`` (the default) runs the model as
+it is; ``bf16`` runs its forward under ``torch.autocast`` with bfloat16 (the backward follows),
+the logits cast back to float32. Attack state, projections and metrics stay in float32."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from bench.errors import unknown
+
+PRECISIONS = ("fp32", "bf16")
+
+
+class Autocast(nn.Module):
+    """``model`` whose forward runs under ``torch.autocast(dtype=bfloat16)`` on its device."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        with torch.autocast(images.device.type, dtype=torch.bfloat16):
+            return self.model(images).float()
+
+
+def with_precision(model: nn.Module, precision: str) -> nn.Module:
+    if precision not in PRECISIONS:
+        raise unknown("precision", precision, PRECISIONS)
+    return model if precision == "fp32" else Autocast(model)
