@@ -15,6 +15,15 @@ class BenchError(Exception):
     exit_code = 2
 
 
+class StoreBusy(BenchError):
+    """A store (the graph store, a results file) is held by another process right now; waiting
+    may help. Carries the path and, when known, the holder's process id."""
+
+    def __init__(self, message: str, path: str = "", pid: int | None = None) -> None:
+        super().__init__(message)
+        self.path, self.pid = path, pid
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest choices, or ``""``."""
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=3, cutoff=0.5)

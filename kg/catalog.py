@@ -83,7 +83,7 @@ def save_user_graph(graph: LabelGraph) -> Path:
 
 def _wordnet_builder(name: str) -> Callable[[], LabelGraph]:
     def build() -> LabelGraph:
-        from kg.extract import build_wordnet_graph, read_label_table
+        from kg.wordnet import build_wordnet_graph, read_label_table
 
         return build_wordnet_graph(name, read_label_table(LABEL_TABLES / f"{name}.csv"))
 

@@ -80,7 +80,7 @@ def abstract_names(
 ) -> tuple[list[str], list[str]]:
     """Names and synsets of the abstract nodes (n_labels … n−1): the lowest common hypernym of
     the synsets of the dataset labels below each."""
-    from kg.wordnet import noun_synset
+    from kg.wordnet_data import noun_synset
 
     children: dict[int, list[int]] = {}
     for p, c in graph_edges:
@@ -117,7 +117,7 @@ def abstract_names(
 def import_graph(dataset: str, path: str | Path, name: str, trust: bool = False) -> LabelGraph:
     """The hierarchy of ``dataset``'s extended labels that a co-occurrence file encodes."""
     from kg.catalog import LABEL_TABLES
-    from kg.extract import read_label_table
+    from kg.wordnet import read_label_table
 
     table_path = LABEL_TABLES / f"{dataset}.csv"
     if not table_path.exists():

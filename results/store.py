@@ -24,7 +24,7 @@ from pathlib import Path
 
 import duckdb
 
-from bench.errors import BenchError, one_line, unknown
+from bench.errors import BenchError, StoreBusy, one_line, unknown
 from bench.paths import data_dir
 from results.schema import (
     DDL,
@@ -111,7 +111,7 @@ class ResultStore:
                 if "lock" not in text.lower():
                     raise BenchError(damaged_message(self.path, exc)) from None
                 if time.monotonic() >= deadline:
-                    raise BenchError(lock_message(self.path, exc)) from None
+                    raise StoreBusy(lock_message(self.path, exc), str(self.path)) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
             except duckdb.Error as exc:
@@ -154,9 +154,10 @@ class ResultStore:
             except OSError:
                 fh.seek(0)
                 holder = fh.read().strip() or "another process"
-                raise BenchError(
+                raise StoreBusy(
                     f"run {run_id!r} is already running on {self.path} ({holder}): wait for it to finish, "
-                    "or give this one another --name or --db"
+                    "or give this one another --name or --db",
+                    str(self.path),
                 ) from None
             fh.seek(0)
             fh.truncate()

@@ -9,7 +9,7 @@ from bench.cli.console import err_console, styled
 from bench.errors import BenchError
 
 # Importing the command modules registers their commands on the apps.
-from bench.cli import attack, datasets, kg_graphs, kg_store, results, run, train  # noqa: F401  isort: skip
+from bench.cli import attack, datasets, kg_graphs, kg_store, models, perf, results, run, train  # noqa: F401  isort: skip
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from bench.cli.apps import DeviceOption, TrustOption, app, perf_app
+from bench.cli.apps import DeviceOption, TrustOption, app
 from bench.cli.console import console
 from bench.errors import BenchError
 from bench.progress import progress_bar
@@ -184,76 +184,3 @@ def attack_command(
     s = summarize(combination_rates(metrics, [targets] * len(chosen)), metrics)
     ssim = "-" if math.isnan(s.ssim_pooled) else f"{s.ssim_pooled:.3f}"
     console.print(f"FR_N {100 * s.fr_n[0]:.1f}%  FR_S {100 * s.fr_s[0]:.1f}%  NT_R {100 * s.nt_r[0]:.2f}%  SSIM {ssim}")
-
-
-@perf_app.command("attack")
-def perf_attack_command(
-    attack: Annotated[
-        str, typer.Option("--attack", "-a", help="An Auto-PGD attack: gmla, gmla-alpha, gmla-beta, mla-u, mla-c.")
-    ] = "gmla",
-    arch: Annotated[
-        str, typer.Option("--arch", help="timm architecture (random initialisation, nothing downloaded).")
-    ] = "resnet18",
-    image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 64,
-    labels: Annotated[int, typer.Option("--labels", help="Model outputs.")] = 20,
-    batch: Annotated[int, typer.Option("--batch", "-b", help="Pairs per batch B (and the model's batch).")] = 16,
-    steps: Annotated[int, typer.Option("--steps", help="Attack iterations per run.")] = 10,
-    single_pairs: Annotated[
-        int, typer.Option("--single-pairs", help="Pairs timed one at a time for the batching ratio.")
-    ] = 4,
-    repeats: Annotated[int, typer.Option("--repeats", help="Timed repeats (median) of (a) and (b).")] = 3,
-    device: Annotated[
-        str | None, typer.Option("--device", help="cpu or cuda (default: cuda when available).", show_default=False)
-    ] = None,
-) -> None:
-    """Time the attack engine: (pairs × iterations)/s against the model's own forward + backward.
-
-    (a) the model's forward + backward in images/s at batch B, as in training (parameter
-    gradients) and (a′) with the input gradient only (the least work of one attack step);
-    (b) the attack's (pairs × iterations)/s with B pairs per call; (c) the same, one pair per
-    call. Prints (b)/(a), (b)/(a′) (GMLA needs two input gradients per step) and (b)/(c).
-    Each time is the best of --repeats interleaved rounds.
-
-    Example: bench perf attack --arch resnet18 --image-size 64 --batch 32 --steps 10
-    Example: bench perf attack --attack mla-u --device cuda --batch 128
-    """
-    from bench.attacks.perf import measure_attack_perf
-
-    with console.status("timing") as status:
-        perf = measure_attack_perf(
-            attack=attack,
-            arch=arch,
-            image_size=image_size,
-            labels=labels,
-            batch=batch,
-            steps=steps,
-            single_pairs=single_pairs,
-            repeats=repeats,
-            device=device,
-            progress=lambda s: status.update(f"timing {s}"),
-        )
-    table = Table(title=f"{perf.attack} on {perf.arch} @ {perf.image_size} px, {perf.labels} labels, {perf.device}")
-    table.add_column("measurement")
-    table.add_column("batch", justify="right")
-    table.add_column("rate", justify="right")
-    table.add_column("ratio", justify="right")
-    table.add_row(
-        "(a) model forward + backward, as in training",
-        str(perf.batch),
-        f"{perf.model_rate:.1f} img/s",
-        f"(b)/(a) = {perf.vs_model:.2f}",
-    )
-    table.add_row(
-        "(a′) model forward + input-gradient backward",
-        str(perf.batch),
-        f"{perf.input_rate:.1f} img/s",
-        f"(b)/(a′) = {perf.vs_input:.2f}",
-    )
-    table.add_row(f"(b) {perf.attack}, batched", str(perf.batch), f"{perf.batched_rate:.1f} pair·it/s", "")
-    table.add_row(
-        f"(c) {perf.attack}, one pair at a time",
-        "1",
-        f"{perf.single_rate:.1f} pair·it/s",
-        f"(b)/(c) = {perf.vs_single:.1f}×",
-    )
-    console.print(table)

@@ -81,7 +81,7 @@ def build(
         raise BenchError("--name goes with --labels FILE (a dataset's graph keeps the dataset's name)")
     with console.status(f"building {dataset or labels} (WordNet loads in a few seconds)"):
         if labels is not None:
-            from kg.extract import build_wordnet_graph, read_label_table
+            from kg.wordnet import build_wordnet_graph, read_label_table
 
             graph = build_wordnet_graph(name or labels.stem, read_label_table(labels))
         else:

@@ -9,13 +9,12 @@ from typing import Annotated
 import numpy as np
 import typer
 from rich.panel import Panel
-from rich.progress import Progress
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from bench.cli.apps import kg_app, perf_app
-from bench.cli.console import console, styled
+from bench.cli.apps import kg_app
+from bench.cli.console import console
 from bench.errors import BenchError
 from kg.catalog import graph_names, load_graph
 from kg.graph import LabelGraph
@@ -227,77 +226,3 @@ def _parse_param(text: str) -> tuple[str, object]:
         return name.strip(), json.loads(value)
     except json.JSONDecodeError:
         return name.strip(), value
-
-
-# --------------------------------------------------------------------- perf kg
-@perf_app.command("kg")
-def perf_kg(
-    dataset: Annotated[
-        str,
-        typer.Option(
-            "--dataset",
-            "-d",
-            help="Graph whose labels are combined ('synthetic': a random tree of 20 labels + 15 abstract nodes).",
-        ),
-    ] = "voc",
-    k: Annotated[int, typer.Option(help="Combination size |Ω|.")] = 3,
-    repeats: Annotated[int, typer.Option(help="Repeats of the single round trip (the median is reported).")] = 5,
-) -> None:
-    """Time all combinations of k labels in one Cypher round trip against one round trip each.
-
-    Runs on a temporary Ladybug store and checks that both give the graph's own ancestors and
-    descendants. One round trip per combination is timed on a sample of at most 1,000.
-
-    Example: bench perf kg --dataset nus --k 3
-    """
-    from kg.perf import measure_kg, synthetic_tree
-
-    if dataset == "synthetic" or (dataset == "voc" and "voc" not in graph_names()):
-        if dataset != "synthetic":
-            console.print(
-                "kg/graphs/voc.json is not there yet: using a random tree of 20 labels + 15 abstract nodes",
-                style="yellow",
-            )
-        graph = synthetic_tree()
-    else:
-        graph = load_graph(dataset)
-    with Progress(console=console, transient=True) as progress:
-        perf = measure_kg(
-            graph, k, repeats, track=lambda xs: progress.track(xs, description="one round trip per combination")
-        )
-    table = Table(
-        title=f"{perf.combinations:,} combinations of {k} of the {graph.n_labels} labels of {graph.name!r} (Ladybug)",
-        show_edge=False,
-    )
-    for column in ("method", "round trips", "time", "per combination"):
-        table.add_column(column, justify="left" if column == "method" else "right")
-    single, looped = perf.together, perf.one_each * perf.combinations
-    table.add_row(
-        f"one round trip (median of {repeats})",
-        "1",
-        f"{single * 1e3:,.1f} ms",
-        f"{single / perf.combinations * 1e6:,.2f} µs",
-    )
-    table.add_row(
-        f"one per combination ({perf.sampled:,} timed)",
-        f"{perf.combinations:,}",
-        f"{looped * 1e3:,.1f} ms",
-        f"{perf.one_each * 1e6:,.1f} µs",
-    )
-    console.print(table)
-    mark = lambda ok: ("✓", "green") if ok else ("✗", "red")
-    console.print(
-        styled(
-            f"ratio {perf.ratio:,.1f}× ",
-            mark(perf.ratio >= 10),
-            f" (goal ≥ 10×); single round trip {single:.3f} s ",
-            mark(single < 1),
-            " (goal < 1 s)",
-        )
-    )
-    if not perf.identical:
-        console.print(styled(("the answers differ", "bold red"), " from the graph's own ancestors and descendants"))
-        raise typer.Exit(1)
-    console.print(
-        styled(("identical answers", "green"), " from both methods, equal to the graph's own ancestors and descendants")
-    )

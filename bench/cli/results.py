@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from bench.cli.apps import app, perf_app
+from bench.cli.apps import app
 from bench.cli.console import console, make_console
 from bench.errors import BenchError, one_line
 from bench.fileio import atomic_write, write_text
@@ -379,28 +379,3 @@ def merge(
         shown.add_row(str(report.path), ", ".join(report.runs), str(report.rows_added))
     console.print(shown)
     console.print(f"merged into {store.path}")
-
-
-@perf_app.command("db")
-def perf_db(
-    rows: Annotated[
-        int, typer.Option("--rows", help="Rows per measurement (batches of 1 write fewer).", min=100)
-    ] = 20000,
-) -> None:
-    """Rows written per second into DuckDB, by batch size, against row-at-a-time inserts.
-
-    Each batch is one transaction that opens and closes the file (as a sweep writes).
-
-    Example: bench perf db --rows 20000
-    """
-    from results.perf import measure_writes
-
-    result = measure_writes(
-        rows, progress=lambda items, text: track(items, description=text, console=console, transient=True)
-    )
-    shown = Table(title="results store: rows written per second (one run)", header_style="bold")
-    for name in ("writer", "batch", "rows", "rows/s", "× row-at-a-time"):
-        shown.add_column(name, justify="right" if name != "writer" else "left")
-    for m in result:
-        shown.add_row(m.label, str(m.batch), str(m.rows), f"{m.rate:,.0f}", f"{m.ratio:.1f}")
-    console.print(shown)

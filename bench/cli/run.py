@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bench.cli.apps import DeviceOption, GraphOption, TrustOption, app, perf_app
+from bench.cli.apps import DeviceOption, GraphOption, TrustOption, app
 from bench.cli.console import console, styled
 from bench.errors import BenchError, unknown
 
@@ -502,79 +502,3 @@ def demo_command(
     console.print(f"  bench table --db {db} --run {DEMO_RUN} --size 1")
     console.print(f'  bench sql --db {db} "SELECT attack, size, fr_n_mean, fr_s_mean, nt_r_mean FROM rate_summary"')
     console.print("  bench run --dataset stamps --preset fast --eps 0.01,0.03,0.05 --attacks gmla,mla-u  (an ε sweep)")
-
-
-# ---------------------------------------------------------------------- bench perf sweep
-@perf_app.command("sweep")
-def perf_sweep_command(
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset of the model.")] = "stamps",
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Trained run (default: the dataset's newest).", show_default=False),
-    ] = None,
-    attacks: Annotated[str, typer.Option("--attacks", "-a", help="Comma list or all.")] = "gmla,mla-u",
-    size: Annotated[str, typer.Option("--size", help="|Ω| sizes.")] = "1-2",
-    images_per_combo: Annotated[int, typer.Option("--images-per-combo", help="Images per combination.")] = 8,
-    combos_per_size: Annotated[int, typer.Option("--combos-per-size", help="Combinations per |Ω|.")] = 4,
-    iterations: Annotated[int, typer.Option("--iterations", help="Auto-PGD iterations.")] = 20,
-    eps: Annotated[float, typer.Option("--eps", help="ε.")] = 0.05,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Pairs per batch.", show_default=False)] = None,
-    device: DeviceOption = "auto",
-) -> None:
-    """Where a sweep's time goes: the model's forward/backward against the sweep machinery.
-
-    Runs a small sweep into a temporary database with the model wrapped in timers (forward
-    calls, and backward passes from the output's gradient to the input's) and reports each
-    stage's share of the wall time, rows written per second into DuckDB, and per attack
-    family the engine's batch occupancy and its pair·iterations/s against the model's own
-    forward+backward rate at the same B.
-
-    Example: bench perf sweep --dataset stamps --attacks gmla,mla-u --size 1-2
-    """
-    from bench.sweep.perf import measure_sweep
-
-    names = parse_attacks(attacks)
-    with console.status("running a small sweep"):
-        report = measure_sweep(
-            dataset=dataset,
-            model=model,
-            attacks=names,
-            sizes=parse_sizes(size) or (1,),
-            images_per_combination=images_per_combo,
-            combinations_per_size=combos_per_size,
-            iterations=iterations,
-            eps=eps,
-            batch_size=batch_size,
-            device=device,
-        )
-    table = Table(title=f"sweep time by stage ({report.rows} rows, {report.device}, {report.seconds:.1f} s wall)")
-    table.add_column("stage")
-    table.add_column("seconds", justify="right")
-    table.add_column("share", justify="right")
-    for stage, seconds in report.stages:
-        table.add_row(stage, f"{seconds:.2f}", f"{100 * seconds / report.seconds:.1f}%")
-    console.print(table)
-    console.print(
-        f"model forward/backward: {100 * report.model_share:.1f}% of the wall time; sweep machinery "
-        f"(targets, metrics, DB writes, images, planning, attack arithmetic): {100 * (1 - report.model_share):.1f}%; "
-        f"rows written per second into DuckDB: {report.rows_per_second:,.0f} ({report.writes} writes)"
-    )
-    engine = Table(title="the engine's slots, per attack family")
-    for column in ("family", "B", "iterations", "occupancy", "pair·it/s", "model's rate at B", "sweep ÷ model"):
-        engine.add_column(column, justify="left" if column == "family" else "right")
-    for f in report.families:
-        engine.add_row(
-            f.name,
-            str(f.batch),
-            f"{f.ticks:,}",
-            f"{f.occupancy:.3f}",
-            f"{f.pair_iterations_per_second:,.1f}",
-            f"{f.model_rate:,.1f}",
-            f"{f.rate_ratio:.2f}",
-        )
-    console.print(engine)
-    console.print(
-        "occupancy = live pair·iterations ÷ (B × iterations run); the model's rate = B ÷ the time of one forward and "
-        "the family's input gradients per iteration (two for GMLA) at B; the sweep's rate counts its whole wall time, "
-        "metrics and writes included"
-    )

@@ -44,7 +44,7 @@ from bench.attacks.base import Attack, frozen
 from bench.attacks.batching import out_of_memory, pair_batch_size
 from bench.attacks.engine import EngineStats, Outcome, Task, run_tasks
 from bench.attacks.targets import PairTargets, pair_targets
-from bench.errors import BenchError
+from bench.errors import BenchError, StoreBusy
 from bench.metrics import pair_metrics
 from bench.sweep.inputs import SweepModel
 from bench.sweep.presets import Preset
@@ -208,8 +208,8 @@ def _open_graph_store(kind: str):
     while True:
         try:
             return open_store(kind)
-        except BenchError as exc:
-            if "in use by another process" not in str(exc) or time.monotonic() > deadline:
+        except StoreBusy:
+            if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
+from bench.errors import BenchError, StoreBusy
 from bench.paths import data_dir
 from kg.stores import register_store
 from kg.stores.base import GraphStore, Row, Step, check_user_query
@@ -42,9 +42,11 @@ def _open_error(path: str, exc: BaseException) -> BenchError:
     held = re.search(r"Lock is held by PID (\d+)", text)
     if "lock" in text.lower():
         holder = f" (PID {held.group(1)})" if held else ""
-        return BenchError(
+        return StoreBusy(
             f"the Ladybug database {path} is in use by another process{holder}; "
-            f"wait for it to finish, or point --db / ${ENV_DB} at another file"
+            f"wait for it to finish, or point --db / ${ENV_DB} at another file",
+            path,
+            int(held.group(1)) if held else None,
         )
     return BenchError(f"cannot open the Ladybug database {path}: {text}")
 

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from bench.errors import BenchError
 from kg.catalog import LABEL_TABLES, PACKAGED
-from kg.extract import (
+from kg.graph import LabelGraph
+from kg.wordnet import (
     LabelSynset,
     build_wordnet_graph,
     choose_parents,
@@ -26,8 +27,7 @@ from kg.extract import (
     read_label_table,
     refine,
 )
-from kg.graph import LabelGraph
-from kg.wordnet import LEXNAMES, REQUIRED, prepare_nltk_wordnet, wordnet
+from kg.wordnet_data import LEXNAMES, REQUIRED, prepare_nltk_wordnet, wordnet
 from tests.dags import random_dag
 
 VOC = list(read_label_table(LABEL_TABLES / "voc.csv"))

@@ -1,0 +1,266 @@
+"""``bench perf kg | attack | sweep | db``: the product's own speed, as ratios measured in one run.
+
+Each command parses its options, calls one library function (``kg.perf``, ``bench.attacks.perf``,
+``bench.sweep.perf``, ``results.perf``) and prints what it measured.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.progress import Progress, track
+from rich.table import Table
+
+from bench.cli.apps import DeviceOption, perf_app
+from bench.cli.console import console, styled
+from bench.cli.run import parse_attacks, parse_sizes
+from kg.catalog import graph_names, load_graph
+
+
+# --------------------------------------------------------------------- perf kg
+@perf_app.command("kg")
+def perf_kg(
+    dataset: Annotated[
+        str,
+        typer.Option(
+            "--dataset",
+            "-d",
+            help="Graph whose labels are combined ('synthetic': a random tree of 20 labels + 15 abstract nodes).",
+        ),
+    ] = "voc",
+    k: Annotated[int, typer.Option(help="Combination size |Ω|.")] = 3,
+    repeats: Annotated[int, typer.Option(help="Repeats of the single round trip (the median is reported).")] = 5,
+) -> None:
+    """Time all combinations of k labels in one Cypher round trip against one round trip each.
+
+    Runs on a temporary Ladybug store and checks that both give the graph's own ancestors and
+    descendants. One round trip per combination is timed on a sample of at most 1,000.
+
+    Example: bench perf kg --dataset nus --k 3
+    """
+    from kg.perf import measure_kg, synthetic_tree
+
+    if dataset == "synthetic" or (dataset == "voc" and "voc" not in graph_names()):
+        if dataset != "synthetic":
+            console.print(
+                "kg/graphs/voc.json is not there yet: using a random tree of 20 labels + 15 abstract nodes",
+                style="yellow",
+            )
+        graph = synthetic_tree()
+    else:
+        graph = load_graph(dataset)
+    with Progress(console=console, transient=True) as progress:
+        perf = measure_kg(
+            graph, k, repeats, track=lambda xs: progress.track(xs, description="one round trip per combination")
+        )
+    table = Table(
+        title=f"{perf.combinations:,} combinations of {k} of the {graph.n_labels} labels of {graph.name!r} (Ladybug)",
+        show_edge=False,
+    )
+    for column in ("method", "round trips", "time", "per combination"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    single, looped = perf.together, perf.one_each * perf.combinations
+    table.add_row(
+        f"one round trip (median of {repeats})",
+        "1",
+        f"{single * 1e3:,.1f} ms",
+        f"{single / perf.combinations * 1e6:,.2f} µs",
+    )
+    table.add_row(
+        f"one per combination ({perf.sampled:,} timed)",
+        f"{perf.combinations:,}",
+        f"{looped * 1e3:,.1f} ms",
+        f"{perf.one_each * 1e6:,.1f} µs",
+    )
+    console.print(table)
+    mark = lambda ok: ("✓", "green") if ok else ("✗", "red")
+    console.print(
+        styled(
+            f"ratio {perf.ratio:,.1f}× ",
+            mark(perf.ratio >= 10),
+            f" (goal ≥ 10×); single round trip {single:.3f} s ",
+            mark(single < 1),
+            " (goal < 1 s)",
+        )
+    )
+    if not perf.identical:
+        console.print(styled(("the answers differ", "bold red"), " from the graph's own ancestors and descendants"))
+        raise typer.Exit(1)
+    console.print(
+        styled(("identical answers", "green"), " from both methods, equal to the graph's own ancestors and descendants")
+    )
+
+
+@perf_app.command("attack")
+def perf_attack_command(
+    attack: Annotated[
+        str, typer.Option("--attack", "-a", help="An Auto-PGD attack: gmla, gmla-alpha, gmla-beta, mla-u, mla-c.")
+    ] = "gmla",
+    arch: Annotated[
+        str, typer.Option("--arch", help="timm architecture (random initialisation, nothing downloaded).")
+    ] = "resnet18",
+    image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 64,
+    labels: Annotated[int, typer.Option("--labels", help="Model outputs.")] = 20,
+    batch: Annotated[int, typer.Option("--batch", "-b", help="Pairs per batch B (and the model's batch).")] = 16,
+    steps: Annotated[int, typer.Option("--steps", help="Attack iterations per run.")] = 10,
+    single_pairs: Annotated[
+        int, typer.Option("--single-pairs", help="Pairs timed one at a time for the batching ratio.")
+    ] = 4,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed repeats (median) of (a) and (b).")] = 3,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu or cuda (default: cuda when available).", show_default=False)
+    ] = None,
+) -> None:
+    """Time the attack engine: (pairs × iterations)/s against the model's own forward + backward.
+
+    (a) the model's forward + backward in images/s at batch B, as in training (parameter
+    gradients) and (a′) with the input gradient only (the least work of one attack step);
+    (b) the attack's (pairs × iterations)/s with B pairs per call; (c) the same, one pair per
+    call. Prints (b)/(a), (b)/(a′) (GMLA needs two input gradients per step) and (b)/(c).
+    Each time is the best of --repeats interleaved rounds.
+
+    Example: bench perf attack --arch resnet18 --image-size 64 --batch 32 --steps 10
+    Example: bench perf attack --attack mla-u --device cuda --batch 128
+    """
+    from bench.attacks.perf import measure_attack_perf
+
+    with console.status("timing") as status:
+        perf = measure_attack_perf(
+            attack=attack,
+            arch=arch,
+            image_size=image_size,
+            labels=labels,
+            batch=batch,
+            steps=steps,
+            single_pairs=single_pairs,
+            repeats=repeats,
+            device=device,
+            progress=lambda s: status.update(f"timing {s}"),
+        )
+    table = Table(title=f"{perf.attack} on {perf.arch} @ {perf.image_size} px, {perf.labels} labels, {perf.device}")
+    table.add_column("measurement")
+    table.add_column("batch", justify="right")
+    table.add_column("rate", justify="right")
+    table.add_column("ratio", justify="right")
+    table.add_row(
+        "(a) model forward + backward, as in training",
+        str(perf.batch),
+        f"{perf.model_rate:.1f} img/s",
+        f"(b)/(a) = {perf.vs_model:.2f}",
+    )
+    table.add_row(
+        "(a′) model forward + input-gradient backward",
+        str(perf.batch),
+        f"{perf.input_rate:.1f} img/s",
+        f"(b)/(a′) = {perf.vs_input:.2f}",
+    )
+    table.add_row(f"(b) {perf.attack}, batched", str(perf.batch), f"{perf.batched_rate:.1f} pair·it/s", "")
+    table.add_row(
+        f"(c) {perf.attack}, one pair at a time",
+        "1",
+        f"{perf.single_rate:.1f} pair·it/s",
+        f"(b)/(c) = {perf.vs_single:.1f}×",
+    )
+    console.print(table)
+
+
+# ---------------------------------------------------------------------- bench perf sweep
+@perf_app.command("sweep")
+def perf_sweep_command(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset of the model.")] = "stamps",
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Trained run (default: the dataset's newest).", show_default=False),
+    ] = None,
+    attacks: Annotated[str, typer.Option("--attacks", "-a", help="Comma list or all.")] = "gmla,mla-u",
+    size: Annotated[str, typer.Option("--size", help="|Ω| sizes.")] = "1-2",
+    images_per_combo: Annotated[int, typer.Option("--images-per-combo", help="Images per combination.")] = 8,
+    combos_per_size: Annotated[int, typer.Option("--combos-per-size", help="Combinations per |Ω|.")] = 4,
+    iterations: Annotated[int, typer.Option("--iterations", help="Auto-PGD iterations.")] = 20,
+    eps: Annotated[float, typer.Option("--eps", help="ε.")] = 0.05,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Pairs per batch.", show_default=False)] = None,
+    device: DeviceOption = "auto",
+) -> None:
+    """Where a sweep's time goes: the model's forward/backward against the sweep machinery.
+
+    Runs a small sweep into a temporary database with the model wrapped in timers (forward
+    calls, and backward passes from the output's gradient to the input's) and reports each
+    stage's share of the wall time, rows written per second into DuckDB, and per attack
+    family the engine's batch occupancy and its pair·iterations/s against the model's own
+    forward+backward rate at the same B.
+
+    Example: bench perf sweep --dataset stamps --attacks gmla,mla-u --size 1-2
+    """
+    from bench.sweep.perf import measure_sweep
+
+    names = parse_attacks(attacks)
+    with console.status("running a small sweep"):
+        report = measure_sweep(
+            dataset=dataset,
+            model=model,
+            attacks=names,
+            sizes=parse_sizes(size) or (1,),
+            images_per_combination=images_per_combo,
+            combinations_per_size=combos_per_size,
+            iterations=iterations,
+            eps=eps,
+            batch_size=batch_size,
+            device=device,
+        )
+    table = Table(title=f"sweep time by stage ({report.rows} rows, {report.device}, {report.seconds:.1f} s wall)")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    table.add_column("share", justify="right")
+    for stage, seconds in report.stages:
+        table.add_row(stage, f"{seconds:.2f}", f"{100 * seconds / report.seconds:.1f}%")
+    console.print(table)
+    console.print(
+        f"model forward/backward: {100 * report.model_share:.1f}% of the wall time; sweep machinery "
+        f"(targets, metrics, DB writes, images, planning, attack arithmetic): {100 * (1 - report.model_share):.1f}%; "
+        f"rows written per second into DuckDB: {report.rows_per_second:,.0f} ({report.writes} writes)"
+    )
+    engine = Table(title="the engine's slots, per attack family")
+    for column in ("family", "B", "iterations", "occupancy", "pair·it/s", "model's rate at B", "sweep ÷ model"):
+        engine.add_column(column, justify="left" if column == "family" else "right")
+    for f in report.families:
+        engine.add_row(
+            f.name,
+            str(f.batch),
+            f"{f.ticks:,}",
+            f"{f.occupancy:.3f}",
+            f"{f.pair_iterations_per_second:,.1f}",
+            f"{f.model_rate:,.1f}",
+            f"{f.rate_ratio:.2f}",
+        )
+    console.print(engine)
+    console.print(
+        "occupancy = live pair·iterations ÷ (B × iterations run); the model's rate = B ÷ the time of one forward and "
+        "the family's input gradients per iteration (two for GMLA) at B; the sweep's rate counts its whole wall time, "
+        "metrics and writes included"
+    )
+
+
+@perf_app.command("db")
+def perf_db(
+    rows: Annotated[
+        int, typer.Option("--rows", help="Rows per measurement (batches of 1 write fewer).", min=100)
+    ] = 20000,
+) -> None:
+    """Rows written per second into DuckDB, by batch size, against row-at-a-time inserts.
+
+    Each batch is one transaction that opens and closes the file (as a sweep writes).
+
+    Example: bench perf db --rows 20000
+    """
+    from results.perf import measure_writes
+
+    result = measure_writes(
+        rows, progress=lambda items, text: track(items, description=text, console=console, transient=True)
+    )
+    shown = Table(title="results store: rows written per second (one run)", header_style="bold")
+    for name in ("writer", "batch", "rows", "rows/s", "× row-at-a-time"):
+        shown.add_column(name, justify="right" if name != "writer" else "left")
+    for m in result:
+        shown.add_row(m.label, str(m.batch), str(m.rows), f"{m.rate:,.0f}", f"{m.ratio:.1f}")
+    console.print(shown)
