@@ -121,6 +121,43 @@ VOLATILE = ("name", "model_path", "shard_index", "shard_count", "device", "creat
 
 
 @dataclass(frozen=True)
+class Protocol:
+    """The sweep's protocol settings that change the numbers, typed (stored as ``RunConfig.extra``).
+
+    ``to_extra`` writes the dict the configuration hash covers: ``target`` is always written
+    (runs stored before it was a field keep their ids), ``closure`` and ``precision`` only when
+    they are not the default (likewise). ``from_extra`` reads any stored version back.
+    """
+
+    split: str = "test"
+    combos: str = "all"
+    combinations_per_size: int | None = None
+    include_abstract: bool = False
+    steps: Mapping[str, int] = field(default_factory=dict)  # per attack
+    images: Mapping[str, int] = field(default_factory=dict)  # per attack, where fewer than N
+    target: str = "off"  # turn-off, the paper's setting
+    closure: str = "bench"
+    precision: str = "fp32"
+
+    def to_extra(self) -> dict[str, Any]:
+        extra = {
+            "split": self.split, "target": self.target, "combos": self.combos,
+            "combinations_per_size": self.combinations_per_size, "include_abstract": self.include_abstract,
+            "steps": dict(self.steps), "images": dict(self.images),
+        }  # fmt: skip
+        if self.closure != "bench":
+            extra["closure"] = self.closure
+        if self.precision != "fp32":
+            extra["precision"] = self.precision
+        return extra
+
+    @classmethod
+    def from_extra(cls, extra: Mapping[str, Any]) -> Protocol:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in extra.items() if k in known})
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One run's configuration, stored in ``runs`` (``config`` holds it as JSON).
 
@@ -165,6 +202,11 @@ class RunConfig:
                 raise BenchError(f"run configuration has no {name}")
         if not (self.shard_count >= 1 and 0 <= self.shard_index < self.shard_count):
             raise BenchError(f"shard {self.shard_index}/{self.shard_count} is not i/n with 0 <= i < n")
+
+    @property
+    def protocol(self) -> Protocol:
+        """``extra`` as typed protocol settings."""
+        return Protocol.from_extra(self.extra)
 
     def hashed(self) -> dict[str, Any]:
         """The fields that define the experiment (everything but ``VOLATILE``)."""

@@ -320,3 +320,27 @@ def test_bf16_precision_is_its_own_run_and_agrees_with_fp32(reference, tmp_path)
     )
     same = sum(ours[k] == fp32[k] for k in fp32)
     assert set(ours) == set(fp32) and same >= 0.8 * len(fp32), f"{same} of {len(fp32)} success flags agree"
+
+
+def test_typed_protocol_keeps_the_stored_layout_and_round_trips():
+    """``RunConfig.protocol`` is typed; what is stored (and hashed) keeps the layout runs were
+    stored with, so their ids do not move."""
+    from results.schema import Protocol
+
+    config = toy_config()
+    assert set(config.extra) == {
+        "split",
+        "target",
+        "combos",
+        "combinations_per_size",
+        "include_abstract",
+        "steps",
+        "images",
+    }
+    assert config.extra["target"] == "off" and config.protocol.split == "test" and config.protocol.steps["gmla"] == 10
+    for protocol in (
+        Protocol(),
+        Protocol(closure="official", precision="bf16", steps={"gmla": 5}, images={"ml-dp": 2}),
+    ):
+        assert Protocol.from_extra(protocol.to_extra()) == protocol, "round trip"
+    assert "closure" not in Protocol().to_extra() and "precision" not in Protocol().to_extra(), "defaults left out"

@@ -397,16 +397,16 @@ def _sweep(config, net, data, graph, results, device, batch_size, store, quiet, 
 
 
 def _print_config(config, db: Path) -> None:
-    extra = config.extra
+    protocol = config.protocol
     shard = f", shard {config.shard_index}/{config.shard_count}" if config.shard_count > 1 else ""
     console.print(
         f"run {config.run_id} → {db}{shard}\n"
         f"  preset {config.preset}: attacks {', '.join(config.attacks)}; ε {', '.join(f'{e:g}' for e in config.eps)}; "
         f"τ {', '.join(f'{t:g}' for t in config.tau)}; |Ω| {', '.join(map(str, config.sizes))}; "
         f"{config.images_per_combination} images per combination; Auto-PGD iterations {config.iterations}; "
-        f"combinations {extra['combos']}"
-        + (f" ({extra['combinations_per_size']} per size)" if extra["combinations_per_size"] else "")
-        + (f"; fewer images for {', '.join(f'{a} {n}' for a, n in extra['images'].items())}" if extra["images"] else "")
+        f"combinations {protocol.combos}"
+        + (f" ({protocol.combinations_per_size} per size)" if protocol.combinations_per_size else "")
+        + (f"; fewer images for {', '.join(f'{a} {n}' for a, n in protocol.images.items())}" if protocol.images else "")
     )
 
 

@@ -182,7 +182,7 @@ def run_sweep_ray(
 
     progress = progress or SweepProgress()
     times = times if times is not None else StageTimes()
-    model = with_precision(model, config.extra.get("precision", "fp32"))
+    model = with_precision(model, config.protocol.precision)
     device = torch.device(device)
     ray = connect(address)
     resources = ray.cluster_resources()

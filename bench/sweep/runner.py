@@ -60,7 +60,7 @@ from bench.sweep.protocol import (
 )
 from kg.closure import GraphTensors
 from kg.graph import LabelGraph
-from results.schema import ResultKey, ResultRow, RunConfig
+from results.schema import Protocol, ResultKey, ResultRow, RunConfig
 from results.store import ResultStore
 
 RMSD_ATTACKS = ("ml-dp",)  # the results contract: RMSD on successful ML-DP rows (Supp. Fig. 2)
@@ -103,8 +103,8 @@ def attack_steps(attack: str, iterations: int, overrides: dict[str, int]) -> int
 def attack_settings(config: RunConfig) -> list[AttackSetting]:
     """The run's grid: every attack × ε, and × τ for the attacks that take τ (the others are
     written with ``τ = config.tau[0]``, the results contract)."""
-    steps = dict(config.extra.get("steps", {}))
-    images = dict(config.extra.get("images", {}))
+    steps = dict(config.protocol.steps)
+    images = dict(config.protocol.images)
     out = []
     for name in config.attacks:
         takes_tau = "tau" in attack_parameters(ATTACKS.get(name))
@@ -165,19 +165,16 @@ def sweep_config(
         shard_index=shard[0],
         shard_count=shard[1],
         device=device,
-        extra={
-            "split": split,
-            "target": "off",
-            "combos": combos,
-            "combinations_per_size": combinations_per_size,
-            "include_abstract": include_abstract,
-            "steps": steps,
-            "images": fewer,
-            # the official closure changes Ψ, so it is part of the hash; the default is left
-            # out so that runs stored before the option existed keep their ids
-            **({"closure": closure} if closure != "bench" else {}),
-            **({"precision": precision} if precision != "fp32" else {}),
-        },
+        extra=Protocol(
+            split=split,
+            combos=combos,
+            combinations_per_size=combinations_per_size,
+            include_abstract=include_abstract,
+            steps=steps,
+            images=fewer,
+            closure=closure,
+            precision=precision,
+        ).to_extra(),
     )
 
 
@@ -258,7 +255,7 @@ class SweepOutcome:
 def no_eligible_message(config: RunConfig, clean: CleanPredictions) -> str:
     sizes = ", ".join(str(k) for k in config.sizes)
     return (
-        f"no {config.extra.get('split', 'test')} image of {config.dataset} is eligible for any target set of size {sizes}: "
+        f"no {config.protocol.split} image of {config.dataset} is eligible for any target set of size {sizes}: "
         f"{int(clean.consistent.sum())} of {len(clean)} clean predictions are consistent with the graph, and an image "
         "needs every target predicted positive; try a smaller --size or a better-trained model"
     )
@@ -342,10 +339,10 @@ def prepare_sweep(
     fetch the closures from the graph store and find what is stored: before any attack."""
     started = time.perf_counter()
     settings = attack_settings(config)
-    extra = config.extra
+    protocol = config.protocol
     # Every input check before any work or any write: bad ε, τ or steps, or a size too large.
     engines = {s: s.create() for s in settings}
-    check_sizes(config.sizes, len(label_candidates(graph, bool(extra.get("include_abstract")))), graph)
+    check_sizes(config.sizes, len(label_candidates(graph, protocol.include_abstract)), graph)
     _check_stored_config(store, config)
     with times("clean predictions"):
         clean = clean_predictions(model, dataset, graph, device, progress=progress.predictions(len(dataset)))
@@ -355,10 +352,10 @@ def prepare_sweep(
             graph,
             config.sizes,
             config.images_per_combination,
-            mode=extra.get("combos", "all"),
+            mode=protocol.combos,
             seed=config.seed,
-            include_abstract=bool(extra.get("include_abstract")),
-            per_size=extra.get("combinations_per_size"),
+            include_abstract=protocol.include_abstract,
+            per_size=protocol.combinations_per_size,
         )
     if not any(c.images for c in planned):
         raise BenchError(no_eligible_message(config, clean))
@@ -378,7 +375,7 @@ def prepare_sweep(
             GraphTensors(graph),
             descendants,
             dataset,
-            extra.get("closure", "bench"),
+            protocol.closure,
             ExampleSpec.beside(store, run_id, save_images),
         )
         complete_stored = store.done_combinations(run_id)
@@ -464,7 +461,7 @@ def run_sweep(
 
     progress = progress or SweepProgress()
     times = times if times is not None else StageTimes()
-    model = with_precision(model, config.extra.get("precision", "fp32"))
+    model = with_precision(model, config.protocol.precision)
     with store.run_lock(config.run_id):
         return _run_sweep(
             config, model, dataset, graph, store, device, batch_size, graph_store, progress, times, save_images
