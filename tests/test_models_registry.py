@@ -167,3 +167,16 @@ def test_on_graph_restricts_dataset_targets_too():
     assert wrapped(torch.zeros(1, 3, 8, 8)).shape == (1, 2), "wrapped model gives one logit per matched node"
     with pytest.raises(BenchError, match="the model has 4 outputs, the dataset's graph 'oi' has 3 nodes"):
         on_graph(model, Tiny())
+
+
+def test_every_registry_is_one_pattern_in_one_place():
+    """``bench.plugins`` lists every registry; each is a ``Registry`` whose decorator adds by name."""
+    from bench import plugins
+    from bench.registry import Registry
+
+    assert all(isinstance(r, Registry) for r in plugins.REGISTRIES.values())
+    assert {"gmla", "ml-dp"} <= set(plugins.ATTACKS.names()) and "stamps" in plugins.DATASETS.names()
+    assert {"ladybug", "neo4j"} <= set(plugins.STORES.names()) and "voc" in plugins.GRAPHS.names()
+    if "plugin-format-test" not in plugins.EXPORTERS:
+        plugins.register_format("plugin-format-test")(lambda graph: graph.name)
+    assert plugins.EXPORTERS.get("plugin-format-test")(type("G", (), {"name": "g"})()) == "g", "registered by name"

@@ -1,0 +1,50 @@
+"""Extending semattack-bench: every registry, and the decorator that adds yours, in one place.
+
+Every extension point is a ``bench.registry.Registry`` picked by name on the command line
+(``--attack``, ``--model``, ``--dataset``, ``--store``, ``--preset``, ``--format``, graph names);
+a new entry is one module with one decorator, imported before ``bench`` runs (a plugin
+package, or a module your own script imports before calling ``bench.cli.main``)::
+
+    from bench.plugins import register_attack
+    from bench.attacks.mla_u import MLAU
+
+    @register_attack("my-attack")
+    class MyAttack(MLAU):
+        display_name = "Mine"            # tables, plots and reports show it
+
+| registry | decorator | adds | see |
+|---|---|---|---|
+| ``ATTACKS`` | ``register_attack(name)`` | an ``Attack`` subclass (Auto-PGD: ``gradient_masks`` + ``step_direction``) | docs/attacks.md |
+| ``MODELS`` | ``register_model(name, loss=, image_size=)`` | a builder ``(num_classes, image_size, **kw) -> nn.Module`` | docs/models.md |
+| ``DATASETS`` | ``register_dataset(name)`` | a factory ``(split, root, image_size, **kw) -> MultiLabelDataset`` | docs/datasets.md |
+| ``STORES`` | ``register_store(name)`` | a ``GraphStore`` subclass (read, all-or-nothing write, query) | docs/graph-stores.md |
+| ``GRAPHS`` | ``register_graph(name)`` | a builder ``() -> LabelGraph`` for ``bench kg build`` | docs/knowledge-graphs.md |
+| ``EXPORTERS`` | ``register_format(name)`` | a writer ``LabelGraph -> str`` for ``bench kg export`` | docs/knowledge-graphs.md |
+| ``PRESETS`` | ``PRESETS.register(name)(Preset(...))`` | named sweep settings for ``bench run --preset`` | docs/sweeps.md |
+"""
+
+from __future__ import annotations
+
+from bench.attacks import ATTACKS, register_attack
+from bench.datasets.base import DATASETS, register_dataset
+from bench.models import MODELS, register_model
+from bench.sweep.presets import PRESETS
+from kg.catalog import BUILDERS as GRAPHS
+from kg.catalog import register_builder as register_graph
+from kg.export import EXPORTERS, register_format
+from kg.stores import STORES, register_store
+
+REGISTRIES = {
+    "attack": ATTACKS,
+    "model": MODELS,
+    "dataset": DATASETS,
+    "graph store": STORES,
+    "graph builder": GRAPHS,
+    "export format": EXPORTERS,
+    "sweep preset": PRESETS,
+}
+
+__all__ = [
+    "ATTACKS", "DATASETS", "EXPORTERS", "GRAPHS", "MODELS", "PRESETS", "REGISTRIES", "STORES",
+    "register_attack", "register_dataset", "register_format", "register_graph", "register_model", "register_store",
+]  # fmt: skip
