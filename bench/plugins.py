@@ -45,6 +45,18 @@ REGISTRIES = {
 }
 
 __all__ = [
-    "ATTACKS", "DATASETS", "EXPORTERS", "GRAPHS", "MODELS", "PRESETS", "REGISTRIES", "STORES",
-    "register_attack", "register_dataset", "register_format", "register_graph", "register_model", "register_store",
-]  # fmt: skip
+    "ATTACKS",
+    "DATASETS",
+    "EXPORTERS",
+    "GRAPHS",
+    "MODELS",
+    "PRESETS",
+    "REGISTRIES",
+    "STORES",
+    "register_attack",
+    "register_dataset",
+    "register_format",
+    "register_graph",
+    "register_model",
+    "register_store",
+]
