@@ -27,6 +27,7 @@ written kept.
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 import sys
@@ -39,7 +40,7 @@ from torch import nn
 from bench.attacks.engine import EngineStats
 from bench.errors import BenchError, one_line
 from bench.sweep.progress import StageTimes, SweepProgress
-from bench.sweep.runner import SweepOutcome, _Work, attack_rows, prepare_sweep
+from bench.sweep.runner import Prepared, SweepOutcome, _Work, attack_rows, prepared_sweep
 from kg.closure import GraphTensors
 from kg.graph import LabelGraph
 from results.schema import RunConfig
@@ -178,11 +179,6 @@ def run_sweep_ray(
         workers: how many workers (default: every GPU, or the cluster's CPUs ÷ ``cpus_per_worker``).
         cpus_per_worker: cores (and torch threads) of each CPU worker.
     """
-    from bench.precision import with_precision
-
-    progress = progress or SweepProgress()
-    times = times if times is not None else StageTimes()
-    model = with_precision(model, config.protocol.precision)
     device = torch.device(device)
     ray = connect(address)
     resources = ray.cluster_resources()
@@ -190,136 +186,85 @@ def run_sweep_ray(
     if device.type == "cuda":
         if gpus == 0:
             raise BenchError(f"--device cuda, but the Ray cluster at {address!r} has no GPU (it has {cpus} CPUs)")
-        n_workers, per_worker = min(workers or gpus, gpus), {"num_gpus": 1}
+        n_workers, per_worker, threads = min(workers or gpus, gpus), {"num_gpus": 1}, 0
     else:
         if cpus_per_worker < 1:
             raise BenchError(f"--ray-cpus must be at least 1; got {cpus_per_worker}")
-        n_workers = workers or max(cpus // cpus_per_worker, 1)
-        per_worker = {"num_cpus": cpus_per_worker}
-    with store.run_lock(config.run_id):
-        return _drive(
-            ray,
-            config,
-            model,
-            dataset,
-            graph,
-            store,
-            device,
-            batch_size,
-            graph_store,
-            progress,
-            times,
-            n_workers * units_per_worker,
-            n_workers,
-            per_worker,
+        n_workers, per_worker, threads = (
+            workers or max(cpus // cpus_per_worker, 1),
+            {"num_cpus": cpus_per_worker},
             cpus_per_worker,
-            save_images,
         )
+    with prepared_sweep(
+        config, model, dataset, graph, store, device=device, batch_size=batch_size, graph_store=graph_store,
+        progress=progress, times=times, save_images=save_images,
+    ) as (prep, model):  # fmt: skip
+        todo = [i for i, c in enumerate(prep.work.combos) if prep.work.remaining[c.combo_id] > 0]
+        units = _units(todo, n_workers * units_per_worker)
+        if units:
+            driver = _Driver(ray, prep, units)
+            with prep.times("workers start"):
+                driver.start(model, dataset, graph, config, device, per_worker, threads, min(n_workers, len(units)))
+            driver.run()
+        return prep.outcome()
 
 
-def _drive(
-    ray,
-    config,
-    model,
-    dataset,
-    graph,
-    store,
-    device,
-    batch_size,
-    graph_store,
-    progress,
-    times,
-    n_units,
-    n_workers,
-    per_worker,
-    cpus_per_worker,
-    save_images,
-):
-    """The driver's loop: plan, hand out the units, write what comes back."""
-    prep = prepare_sweep(
-        config,
-        model,
-        dataset,
-        graph,
-        store,
-        device=device,
-        batch_size=batch_size,
-        graph_store=graph_store,
-        progress=progress,
-        times=times,
-        save_images=save_images,
-    )
-    work = prep.work
-    progress.start(work.todo, len(prep.mine), prep.complete)
-    written, complete = 0, prep.complete
-    todo = [i for i, c in enumerate(work.combos) if work.remaining[c.combo_id] > 0]
-    units = _units(todo, n_units)
-    engine: dict = {}
-    if units:
-        with times("workers start"):
-            model_ref = ray.put(model.cpu())
-            dataset_ref = ray.put(dataset)
-            worker = _worker_class(ray).options(**per_worker)
-            threads = cpus_per_worker if device.type != "cuda" else 0
-            actors = [
-                worker.remote(
-                    model_ref,
-                    dataset_ref,
-                    graph,
-                    prep.clean,
-                    prep.settings,
-                    prep.engines,
-                    str(device),
-                    prep.batch_size,
-                    max(config.sizes),
-                    threads,
-                    work.closure,
-                    work.examples,
-                )
-                for _ in range(min(n_workers, len(units)))
-            ]
-        model.to(device)
-        pending: dict = {}
-        queue, idle = list(units), list(actors)
-        done_by_combo: dict[int, set] = {}
-        for key in work.done:
-            done_by_combo.setdefault(key.combo_id, set()).add(key)
+class _Driver:
+    """The driver's loop: hand the units to the workers, write the rows that stream back,
+    requeue the unit of a worker whose process died."""
 
-        def submit(actor) -> None:
-            unit = queue.pop(0)
-            combos = [work.combos[i] for i in unit.positions]
-            done = set().union(*(done_by_combo.get(c.combo_id, set()) for c in combos))
-            stream = actor.run.options(num_returns="streaming").remote(combos, work.descendants[unit.positions], done)
-            pending[stream] = (actor, unit)
-            state[id(actor)] = f"unit {unit.index + 1}/{len(units)} ({len(combos)} combinations)"
-            show()
+    def __init__(self, ray, prep: Prepared, units: list[Unit]) -> None:
+        self.ray, self.prep, self.work, self.units = ray, prep, prep.work, units
+        self.queue: list[Unit] = list(units)
+        self.pending: dict = {}
+        self.done_by_combo: dict[int, set] = {}
 
-        state = {id(a): "starting" for a in actors}
-        names = {id(a): f"worker {i + 1}" for i, a in enumerate(actors)}
-        rows_by = {id(a): 0 for a in actors}
+    def start(self, model, dataset, graph, config, device, per_worker, threads, n_workers) -> None:
+        prep, ray = self.prep, self.ray
+        model_ref, dataset_ref = ray.put(copy.deepcopy(model).cpu()), ray.put(dataset)
+        worker = _worker_class(ray).options(**per_worker)
+        self.actors = [
+            worker.remote(
+                model_ref, dataset_ref, graph, prep.clean, prep.settings, prep.engines, str(device), prep.batch_size,
+                max(config.sizes), threads, self.work.closure, self.work.examples,
+            )
+            for _ in range(n_workers)
+        ]  # fmt: skip
+        self.idle = list(self.actors)
+        self.state = {id(a): "starting" for a in self.actors}
+        self.names = {id(a): f"worker {i + 1}" for i, a in enumerate(self.actors)}
+        self.rows_by = {id(a): 0 for a in self.actors}
 
-        def show() -> None:
-            progress.workers([f"{names[k]}: {v}, {rows_by[k]} rows" for k, v in state.items()])
+    def show(self) -> None:
+        self.prep.progress.workers([f"{self.names[k]}: {v}, {self.rows_by[k]} rows" for k, v in self.state.items()])
 
-        while queue and idle:
-            submit(idle.pop(0))
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+    def submit(self, actor) -> None:
+        unit = self.queue.pop(0)
+        combos = [self.work.combos[i] for i in unit.positions]
+        for key in self.work.done:  # what is stored by now (a requeued unit skips it)
+            self.done_by_combo.setdefault(key.combo_id, set()).add(key)
+        done = set().union(*(self.done_by_combo.get(c.combo_id, set()) for c in combos))
+        stream = actor.run.options(num_returns="streaming").remote(combos, self.work.descendants[unit.positions], done)
+        self.pending[stream] = (actor, unit)
+        self.state[id(actor)] = f"unit {unit.index + 1}/{len(self.units)} ({len(combos)} combinations)"
+        self.show()
+
+    def run(self) -> None:
+        ray = self.ray
+        while self.queue and self.idle:
+            self.submit(self.idle.pop(0))
+        while self.pending:
+            ready, _ = ray.wait(list(self.pending), num_returns=1)
             stream = ready[0]
-            actor, unit = pending[stream]
+            actor, unit = self.pending[stream]
             try:
                 rows, saved, stats = ray.get(next(stream))
             except StopIteration:
-                del pending[stream]
-                if queue:
-                    submit(actor)
-                else:
-                    idle.append(actor)
-                    state[id(actor)] = "done"
-                    show()
+                del self.pending[stream]
+                self.next_for(actor)
                 continue
             except ray.exceptions.RayTaskError as exc:
-                for a in actors:
+                for a in self.actors:
                     ray.kill(a, no_restart=True)  # stops the other units: the run ends here
                 cause = getattr(exc, "cause", None) or exc
                 if isinstance(cause, BenchError):
@@ -328,45 +273,40 @@ def _drive(
                     f"a Ray worker failed on work unit {unit.index}: {type(cause).__name__}: {cause}"
                 ) from None
             except ray.exceptions.RayActorError as exc:
-                # The worker's process died: Ray restarts it (up to ACTOR_RESTARTS times) and the
-                # unit goes back to the queue with what is stored by now; past that, the worker
-                # is given up and another one takes the unit.
-                del pending[stream]
-                queue.insert(0, unit)
-                state[id(actor)] = "its process died; restarting"
-                show()
-                restarted = actor if _alive(ray, actor) else None
-                if restarted is None:
-                    state[id(actor)] = "gone"
-                    actors.remove(actor)
-                    if not actors:
-                        raise BenchError(
-                            f"every Ray worker died (the last: {_death(exc)}); re-run the same command to resume"
-                        ) from None
-                for key in work.done:
-                    done_by_combo.setdefault(key.combo_id, set()).add(key)
-                if restarted is not None:
-                    submit(restarted)
-                elif idle:
-                    submit(idle.pop(0))
+                del self.pending[stream]
+                self.died(actor, unit, exc)
                 continue
-            if stats is not None:
-                for name, st in stats.items():
-                    engine.setdefault(name, EngineStats()).add(st)
-            new = [r for r in rows if r.key not in work.done]
-            if not new:
-                continue
-            finished = work.finish(new)
-            with times("writing rows"):
-                written += store.write_rows(prep.run_id, new, complete=finished, artifacts=saved)
-            rows_by[id(actor)] += len(new)
-            show()
-            complete += len(finished)
-            progress.advance(len(new), complete, work.running_for(new[-1]))
-    if complete == len(prep.mine):
-        with times("run records"):
-            store.finish_run(prep.run_id)
-    return prep.outcome(store, written, complete, times, engine)
+            for name, st in (stats or {}).items():
+                self.prep.engine.setdefault(name, EngineStats()).add(st)
+            before = self.prep.written
+            self.prep.write(rows, saved)
+            self.rows_by[id(actor)] += self.prep.written - before
+            self.show()
+
+    def next_for(self, actor) -> None:
+        if self.queue:
+            self.submit(actor)
+        else:
+            self.idle.append(actor)
+            self.state[id(actor)] = "done"
+            self.show()
+
+    def died(self, actor, unit: Unit, exc: BaseException) -> None:
+        """The worker's process died: Ray restarts it (up to ACTOR_RESTARTS times) and the unit
+        goes back to the queue with what is stored by now; past that, the worker is given up and
+        another one takes the unit."""
+        self.queue.insert(0, unit)
+        self.state[id(actor)] = "its process died; restarting"
+        self.show()
+        if _alive(self.ray, actor):
+            self.submit(actor)
+            return
+        self.state[id(actor)] = "gone"
+        self.actors.remove(actor)
+        if not self.actors:
+            raise BenchError(f"every Ray worker died (the last: {_death(exc)}); re-run the same command to resume")
+        if self.idle:
+            self.submit(self.idle.pop(0))
 
 
 def _units(positions: Sequence[int], n: int) -> list[Unit]:

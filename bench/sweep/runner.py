@@ -32,6 +32,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -280,26 +281,45 @@ class Prepared:
     complete: int  # combinations complete now
     batch_size: int
     started: float
+    store: ResultStore
+    progress: SweepProgress
+    times: StageTimes
+    written: int = 0  # rows this process wrote
+    engine: dict[str, EngineStats] = field(default_factory=dict)  # slot use per attack family
 
-    def outcome(
-        self, store: ResultStore, written: int, complete: int, times: StageTimes, engine: dict[str, EngineStats]
-    ) -> SweepOutcome:
+    def write(self, rows: Sequence[ResultRow], saved: Sequence[tuple[ResultKey, str]] = ()) -> None:
+        """Store new rows (and their saved examples) in one transaction, mark the combinations
+        they complete, and advance the progress display: the one writer's step."""
+        rows = [r for r in rows if r.key not in self.work.done]
+        if not rows:
+            return
+        finished = self.work.finish(rows)
+        with self.times("writing rows"):
+            self.written += self.store.write_rows(self.run_id, rows, complete=finished, artifacts=saved)
+        self.complete += len(finished)
+        self.progress.advance(len(rows), self.complete, self.work.running_for(rows[-1]))
+
+    def outcome(self) -> SweepOutcome:
+        """Mark the run finished when every combination is complete; what this process did."""
+        if self.complete == len(self.mine):
+            with self.times("run records"):
+                self.store.finish_run(self.run_id)
         return SweepOutcome(
             run_id=self.run_id,
-            db=store.path,
+            db=self.store.path,
             combinations=len(self.mine),
             empty=sum(1 for c in self.mine if not c.images),
             pairs=self.work.planned,
-            written=written,
+            written=self.written,
             resumed=self.work.planned - self.work.todo,
             images=len(self.clean),
             consistent=int(self.clean.consistent.sum()),
             skipped_images=self.clean.skipped,
             batch_size=self.batch_size,
             seconds=time.perf_counter() - self.started,
-            finished=complete == len(self.mine),
-            times=times,
-            engine=engine,
+            finished=self.complete == len(self.mine),
+            times=self.times,
+            engine=self.engine,
         )
 
 
@@ -384,7 +404,38 @@ def prepare_sweep(
             store.write_rows(run_id, [], complete=newly)
     size = pair_batch_size(model, tuple(dataset[int(clean.indices[0])][0].shape), batch_size)
     complete = len(complete_stored) + len(newly)
-    return Prepared(run_id, settings, engines, clean, mine, work, complete, size, started)
+    progress.start(work.todo, len(mine), complete)
+    return Prepared(run_id, settings, engines, clean, mine, work, complete, size, started, store, progress, times)
+
+
+@contextmanager
+def prepared_sweep(
+    config: RunConfig,
+    model: nn.Module,
+    dataset,
+    graph: LabelGraph,
+    store: ResultStore,
+    *,
+    device,
+    batch_size: int | None,
+    graph_store: str,
+    progress: SweepProgress | None,
+    times: StageTimes | None,
+    save_images: int = 0,
+) -> Iterator[tuple[Prepared, nn.Module]]:
+    """Hold the run for this process (``ResultStore.run_lock``) and prepare it; yields the
+    prepared sweep and the model in the run's precision. One process or a cluster's driver."""
+    from bench.precision import with_precision
+
+    progress = progress or SweepProgress()
+    times = times if times is not None else StageTimes()
+    model = with_precision(model, config.protocol.precision)
+    with store.run_lock(config.run_id):
+        prep = prepare_sweep(
+            config, model, dataset, graph, store, device=device, batch_size=batch_size, graph_store=graph_store,
+            progress=progress, times=times, save_images=save_images,
+        )  # fmt: skip
+        yield prep, model
 
 
 def attack_rows(
@@ -457,52 +508,15 @@ def run_sweep(
         save_images: save the adversarial examples of the first N pairs of each combination
             and setting beside the database (``bench.examples``; listed in ``artifacts``).
     """
-    from bench.precision import with_precision
-
-    progress = progress or SweepProgress()
-    times = times if times is not None else StageTimes()
-    model = with_precision(model, config.protocol.precision)
-    with store.run_lock(config.run_id):
-        return _run_sweep(
-            config, model, dataset, graph, store, device, batch_size, graph_store, progress, times, save_images
-        )
-
-
-def _run_sweep(
-    config, model, dataset, graph, store, device, batch_size, graph_store, progress, times, save_images
-) -> SweepOutcome:
-    prep = prepare_sweep(
-        config,
-        model,
-        dataset,
-        graph,
-        store,
-        device=device,
-        batch_size=batch_size,
-        graph_store=graph_store,
-        progress=progress,
-        times=times,
-        save_images=save_images,
-    )
-    work = prep.work
-    progress.start(work.todo, len(prep.mine), prep.complete)
-    written, complete = 0, prep.complete
-
-    def write(rows: list[ResultRow], saved: list[tuple[ResultKey, str]]) -> None:
-        nonlocal written, complete
-        finished = work.finish(rows)
-        with times("writing rows"):
-            written += store.write_rows(prep.run_id, rows, complete=finished, artifacts=saved)
-        complete += len(finished)
-        progress.advance(len(rows), complete, work.running_for(rows[-1]))
-
-    engine: dict[str, EngineStats] = {}
-    for rows, saved in attack_rows(work, prep.engines, model, prep.batch_size, max(config.sizes), times, engine):
-        write(rows, saved)
-    if complete == len(prep.mine):
-        with times("run records"):
-            store.finish_run(prep.run_id)
-    return prep.outcome(store, written, complete, times, engine)
+    with prepared_sweep(
+        config, model, dataset, graph, store, device=device, batch_size=batch_size, graph_store=graph_store,
+        progress=progress, times=times, save_images=save_images,
+    ) as (prep, model):  # fmt: skip
+        for rows, saved in attack_rows(
+            prep.work, prep.engines, model, prep.batch_size, max(config.sizes), prep.times, prep.engine
+        ):
+            prep.write(rows, saved)
+        return prep.outcome()
 
 
 def _families(settings: Sequence[AttackSetting], engines: dict[AttackSetting, Attack]) -> list[list[AttackSetting]]:
