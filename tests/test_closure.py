@@ -18,6 +18,7 @@ from kg.closure import (
     turn_off_closure,
     turn_on_closure,
 )
+from kg.closure_official import official_turn_off
 from kg.graph import LabelGraph
 from tests.dags import consistent_prediction, dags
 
@@ -67,44 +68,6 @@ def ref_parent_ok(pred, v, g: LabelGraph) -> bool:
 
 def ref_local(pred, k, g) -> bool:
     return ref_child_ok(pred, k, g) and ref_parent_ok(pred, k, g)
-
-
-def ref_turn_off_official(pred, targets, g: LabelGraph) -> set[int]:
-    """``compute_tree_off_loss`` as notes §1c describes it (recursive, mutating a copy)."""
-    x = np.array(pred, dtype=bool)
-    out: set[int] = set()
-    x[list(targets)] = False
-
-    def turn_off(i):
-        out.add(i)
-        x[i] = False
-        for p in g.parents(i):
-            process_parent(p)
-        for c in g.children(i):
-            process_child(c)
-
-    def process_parent(p):
-        children = g.children(p)
-        if x[p]:
-            if not any(x[c] for c in children):
-                turn_off(p)
-        elif any(x[c] for c in children):
-            for c in children:
-                if x[c]:
-                    turn_off(c)
-        for q in g.parents(p):
-            process_parent(q)
-
-    def process_child(c):
-        if x[c]:
-            out.add(c)
-        x[c] = False
-        for d in g.children(c):
-            process_child(d)
-
-    for t in targets:
-        turn_off(t)
-    return out
 
 
 def ref_turn_off_rule(pred, targets, g: LabelGraph) -> set[int]:
@@ -231,7 +194,7 @@ def test_turn_off_matches_official_recursion_on_trees(g, seed):
         return
     psi = turn_off_closure(torch.from_numpy(pred)[None], as_row(targets, g.n), gt)[0]
     got = set(np.flatnonzero(psi.numpy()).tolist())
-    assert got == ref_turn_off_official(pred, targets, g), f"targets {targets}, pred {pred.astype(int)}"
+    assert got == official_turn_off(pred, targets, g), f"targets {targets}, pred {pred.astype(int)}"
     after = pred & ~psi.numpy()
     assert bool(global_consistency(torch.from_numpy(after)[None], gt)[0]), (
         "turning Ψ off left an inconsistent prediction"

@@ -355,6 +355,7 @@ def _sweep(config, net, data, graph, results, device, batch_size, store, quiet, 
     """Run the sweep (on Ray when ``cluster`` says so) with a progress display (none when
     quiet); a Ctrl-C says how to resume."""
     from contextlib import nullcontext
+    from functools import partial
 
     from bench.sweep import RichSweepProgress, SweepProgress, run_sweep
 
@@ -363,34 +364,15 @@ def _sweep(config, net, data, graph, results, device, batch_size, store, quiet, 
     display = nullcontext(SweepProgress()) if quiet else RichSweepProgress(console)
     try:
         with display as progress:
+            sweep = run_sweep
             if cluster is not None:
                 from bench.sweep.cluster import run_sweep_ray
 
-                return run_sweep_ray(
-                    config,
-                    net,
-                    data,
-                    graph,
-                    results,
-                    device=device,
-                    batch_size=batch_size,
-                    graph_store=store,
-                    progress=progress,
-                    save_images=save_images,
-                    **cluster,
-                )
-            return run_sweep(
-                config,
-                net,
-                data,
-                graph,
-                results,
-                device=device,
-                batch_size=batch_size,
-                graph_store=store,
-                progress=progress,
-                save_images=save_images,
-            )
+                sweep = partial(run_sweep_ray, **cluster)
+            return sweep(
+                config, net, data, graph, results, device=device, batch_size=batch_size, graph_store=store,
+                progress=progress, save_images=save_images,
+            )  # fmt: skip
     except KeyboardInterrupt:
         console.print("stopped: the rows written so far are kept; run the same command again to resume", style="yellow")
         raise

@@ -416,25 +416,20 @@ def prepared_sweep(
     graph: LabelGraph,
     store: ResultStore,
     *,
-    device,
-    batch_size: int | None,
-    graph_store: str,
-    progress: SweepProgress | None,
-    times: StageTimes | None,
-    save_images: int = 0,
+    progress: SweepProgress | None = None,
+    times: StageTimes | None = None,
+    **options,
 ) -> Iterator[tuple[Prepared, nn.Module]]:
-    """Hold the run for this process (``ResultStore.run_lock``) and prepare it; yields the
-    prepared sweep and the model in the run's precision. One process or a cluster's driver."""
+    """Hold the run for this process (``ResultStore.run_lock``) and prepare it (``options``: those
+    of ``prepare_sweep``); yields the prepared sweep and the model in the run's precision. One
+    process or a cluster's driver."""
     from bench.precision import with_precision
 
     progress = progress or SweepProgress()
     times = times if times is not None else StageTimes()
     model = with_precision(model, config.protocol.precision)
     with store.run_lock(config.run_id):
-        prep = prepare_sweep(
-            config, model, dataset, graph, store, device=device, batch_size=batch_size, graph_store=graph_store,
-            progress=progress, times=times, save_images=save_images,
-        )  # fmt: skip
+        prep = prepare_sweep(config, model, dataset, graph, store, progress=progress, times=times, **options)
         yield prep, model
 
 
