@@ -100,6 +100,20 @@ class Layout:
     row_headers: tuple[str, ...]
     groups: tuple[Group, ...]
     rows: tuple[Row, ...]
+    notes: tuple[str, ...] = ()  # printed under the table
+
+    def by_group(self) -> list[Layout]:
+        """One layout per column group (a wide table printed in parts)."""
+        out, start = [], 0
+        for g in self.groups:
+            cells = slice(start, start + len(g.columns))
+            rows = tuple(Row(r.keys, r.labels, r.cells[cells]) for r in self.rows)
+            out.append(Layout(f"{self.title}: {g.label}", self.row_headers, (g,), rows, self.notes))
+            start += len(g.columns)
+        return out
+
+
+UNBOUNDED_NOTE = "ML-DP is not held to ε: its perturbation is unbounded (measured by RMSD)."
 
 
 def _cell(summary_row: dict | None, metric: str, ssim: str) -> Cell:
@@ -154,7 +168,8 @@ def paper_layout(
         for attack in ordered({r["attack"] for r in rows if r["model_name"] == model}, list(ATTACK_NAMES)):
             cells = tuple(_cell(by_cell.get((model, attack, d)), m, ssim) for d in datasets for m in metrics)
             out.append(Row((model, attack), (display(MODEL_NAMES, model), attack_display(attack)), cells))
-    return Layout(_title(rows, selection), ("Model", "Attack"), groups, tuple(out))
+    notes = (UNBOUNDED_NOTE,) if any(r["attack"] == "ml-dp" for r in rows) else ()
+    return Layout(_title(rows, selection), ("Model", "Attack"), groups, tuple(out), notes)
 
 
 def ablation_layout(
@@ -229,7 +244,7 @@ def _shown_labels(layout: Layout) -> list[list[str]]:
 
 def to_rich(layout: Layout, digits: int = 1) -> Table:
     """A rich table; each group's label heads its first column, sections end with a rule."""
-    table = Table(title=layout.title, header_style="bold", box=box.SIMPLE_HEAVY)
+    table = Table(title=layout.title, caption=" ".join(layout.notes) or None, header_style="bold", box=box.SIMPLE_HEAVY)
     for header in layout.row_headers:
         table.add_column(header, no_wrap=True)
     for g in layout.groups:
@@ -255,6 +270,7 @@ def to_markdown(layout: Layout, digits: int = 1) -> str:
     ]
     for labels, row in zip(_shown_labels(layout), layout.rows):
         lines.append("| " + " | ".join([esc(x) for x in labels] + [format_cell(c, digits) for c in row.cells]) + " |")
+    lines += [f"\n*{esc(note)}*" for note in layout.notes]
     return "\n".join(lines) + "\n"
 
 
@@ -306,7 +322,7 @@ def to_latex(layout: Layout, digits: int = 1) -> str:
             lines.append(r"\midrule")
         cells = [tex(x) for x in shown[i]] + [tex(format_cell(c, digits)) for c in row.cells]
         lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [r"\bottomrule", r"\end{tabular}"] + [f"% {tex(note)}" for note in layout.notes]
     return "\n".join(lines) + "\n"
 
 

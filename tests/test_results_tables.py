@@ -197,3 +197,35 @@ def test_a_plugin_attacks_display_name_reaches_the_tables():
         "one definition for built-ins"
     )
     assert attack_display("never-registered") == "never-registered", "unknown names shown as stored"
+
+
+def test_wide_tables_print_one_group_at_a_time_and_ml_dp_is_marked(db, tmp_path, capsys):
+    from bench.cli.results import WRAP_AT, print_layout
+    from results.tables import UNBOUNDED_NOTE, to_latex, to_markdown
+
+    store, _, _, _ = db
+    with store.reader() as con:
+        ablation = ablation_layout(con, ["abl"], Selection(eps=0.01, tau=-0.85))
+    parts = ablation.by_group()
+    assert [p.groups[0] for p in parts] == list(ablation.groups), "one part per column group"
+    for i, row in enumerate(ablation.rows):
+        assert [c for p in parts for c in p.rows[i].cells] == list(row.cells), "the parts hold the same cells in order"
+    capsys.readouterr()
+    print_layout(ablation)
+    widest = max(len(line) for line in capsys.readouterr().out.splitlines())
+    assert widest <= WRAP_AT, f"the ablation table printed {widest} columns wide"
+
+    other = ResultStore(tmp_path / "dp.duckdb")
+    store_sweep(other, fake_sweep(config("voc", "asl", attacks=("gmla", "ml-dp")), seed=2))
+    with other.reader() as con:
+        with_dp = paper_layout(con, [], Selection(size=3))
+    with store.reader() as con:
+        without = paper_layout(con, [run_ids_of(con)[0]], Selection(size=3))
+    assert with_dp.notes == (UNBOUNDED_NOTE,) and not without.notes, "the note only where ML-DP is a row"
+    assert UNBOUNDED_NOTE in to_markdown(with_dp) and "unbounded" in to_latex(with_dp)
+
+
+def run_ids_of(con):
+    from results.views import run_ids
+
+    return run_ids(con)

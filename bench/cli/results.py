@@ -141,13 +141,27 @@ def table(
     rendered = render(result, fmt, digits)
     if out is None:
         if isinstance(rendered, Table):
-            print_wide(rendered)
+            print_layout(result, digits)
         else:
             typer.echo(rendered, nl=False)
         return
     if isinstance(rendered, Table):
         rendered = print_wide(rendered, make_console(record=True, file=io.StringIO())).export_text()
     console.print(f"wrote {write_text(out, rendered)}")
+
+
+WRAP_AT = 120  # a wider rich table is printed one column group at a time
+
+
+def print_layout(layout, digits: int = 1) -> None:
+    """A result table in the terminal; one wider than ``WRAP_AT`` columns is printed one column
+    group (dataset or metric) at a time."""
+    rendered = render(layout, "rich", digits)
+    if make_console(width=10_000).measure(rendered).maximum > WRAP_AT and len(layout.groups) > 1:
+        for part in layout.by_group():
+            print_wide(render(part, "rich", digits))
+        return
+    print_wide(rendered)
 
 
 def print_wide(rendered: Table, target: Console | None = None) -> Console:

@@ -454,14 +454,13 @@ def demo_command(
     Example: bench demo
     Example: bench demo --out ./demo --device cpu
     """
-    from bench.cli.results import print_wide
+    from bench.cli.results import print_layout
     from bench.sweep.demo import DEMO_RUN, run_demo
     from bench.sweep.inputs import resolve_device
-    from results.tables import render
 
     report = run_demo(out, resolve_device(device), console, retrain=retrain)
     for layout in report.tables:
-        print_wide(render(layout, "rich"))
+        print_layout(layout)
     for note in report.notes:
         console.print(note, style="yellow")
     times = Table(title="demo wall time", show_header=False, title_justify="left")
