@@ -141,10 +141,14 @@ class Protocol:
 
     def to_extra(self) -> dict[str, Any]:
         extra = {
-            "split": self.split, "target": self.target, "combos": self.combos,
-            "combinations_per_size": self.combinations_per_size, "include_abstract": self.include_abstract,
-            "steps": dict(self.steps), "images": dict(self.images),
-        }  # fmt: skip
+            "split": self.split,
+            "target": self.target,
+            "combos": self.combos,
+            "combinations_per_size": self.combinations_per_size,
+            "include_abstract": self.include_abstract,
+            "steps": dict(self.steps),
+            "images": dict(self.images),
+        }
         if self.closure != "bench":
             extra["closure"] = self.closure
         if self.precision != "fp32":
