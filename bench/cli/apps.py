@@ -38,3 +38,13 @@ GraphOption = Annotated[
     ),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:INDEX.")]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Trained run (name or folder), architecture (its newest run) or published checkpoint file; "
+        "default: the dataset's newest trained model.",
+        show_default=False,
+    ),
+]

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from bench.cli.apps import DeviceOption, TrustOption, app
+from bench.cli.apps import DeviceOption, ModelOption, TrustOption, app
 from bench.cli.console import console
 from bench.errors import BenchError
 from bench.progress import progress_bar
@@ -32,15 +32,7 @@ def attack_command(
     attack: Annotated[
         str, typer.Option("--attack", "-a", help="Attack: gmla, gmla-alpha, gmla-beta, mla-u, mla-c, mla-lp, ml-dp.")
     ] = "gmla",
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Trained run (name or folder), architecture (its newest run) or published checkpoint file; default: the dataset's newest trained model.",
-            show_default=False,
-        ),
-    ] = None,
+    model: ModelOption = None,
     images: Annotated[
         int,
         typer.Option(

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bench.cli.apps import DeviceOption, GraphOption, TrustOption, app
+from bench.cli.apps import DeviceOption, GraphOption, ModelOption, TrustOption, app
 from bench.cli.console import console, styled
 from bench.errors import BenchError, unknown
 
@@ -104,15 +104,7 @@ def parse_attacks(text: str) -> tuple[str, ...]:
 @app.command("run", rich_help_panel="Sweeps")
 def run_command(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset: stamps (offline), voc, nus, openimages.")],
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Trained run (name or folder), architecture (its newest run) or published checkpoint file; default: the dataset's newest trained model.",
-            show_default=False,
-        ),
-    ] = None,
+    model: ModelOption = None,
     preset: Annotated[
         str, typer.Option("--preset", help="paper (the paper's settings) or fast (the demo's).")
     ] = "paper",
@@ -370,9 +362,17 @@ def _sweep(config, net, data, graph, results, device, batch_size, store, quiet, 
 
                 sweep = partial(run_sweep_ray, **cluster)
             return sweep(
-                config, net, data, graph, results, device=device, batch_size=batch_size, graph_store=store,
-                progress=progress, save_images=save_images,
-            )  # fmt: skip
+                config,
+                net,
+                data,
+                graph,
+                results,
+                device=device,
+                batch_size=batch_size,
+                graph_store=store,
+                progress=progress,
+                save_images=save_images,
+            )
     except KeyboardInterrupt:
         console.print("stopped: the rows written so far are kept; run the same command again to resume", style="yellow")
         raise

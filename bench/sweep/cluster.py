@@ -196,9 +196,18 @@ def run_sweep_ray(
             cpus_per_worker,
         )
     with prepared_sweep(
-        config, model, dataset, graph, store, device=device, batch_size=batch_size, graph_store=graph_store,
-        progress=progress, times=times, save_images=save_images,
-    ) as (prep, model):  # fmt: skip
+        config,
+        model,
+        dataset,
+        graph,
+        store,
+        device=device,
+        batch_size=batch_size,
+        graph_store=graph_store,
+        progress=progress,
+        times=times,
+        save_images=save_images,
+    ) as (prep, model):
         todo = [i for i, c in enumerate(prep.work.combos) if prep.work.remaining[c.combo_id] > 0]
         units = _units(todo, n_workers * units_per_worker)
         if units:
@@ -225,11 +234,21 @@ class _Driver:
         worker = _worker_class(ray).options(**per_worker)
         self.actors = [
             worker.remote(
-                model_ref, dataset_ref, graph, prep.clean, prep.settings, prep.engines, str(device), prep.batch_size,
-                max(config.sizes), threads, self.work.closure, self.work.examples,
+                model_ref,
+                dataset_ref,
+                graph,
+                prep.clean,
+                prep.settings,
+                prep.engines,
+                str(device),
+                prep.batch_size,
+                max(config.sizes),
+                threads,
+                self.work.closure,
+                self.work.examples,
             )
             for _ in range(n_workers)
-        ]  # fmt: skip
+        ]
         self.idle = list(self.actors)
         self.state = {id(a): "starting" for a in self.actors}
         self.names = {id(a): f"worker {i + 1}" for i, a in enumerate(self.actors)}

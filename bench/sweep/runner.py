@@ -504,9 +504,18 @@ def run_sweep(
             and setting beside the database (``bench.examples``; listed in ``artifacts``).
     """
     with prepared_sweep(
-        config, model, dataset, graph, store, device=device, batch_size=batch_size, graph_store=graph_store,
-        progress=progress, times=times, save_images=save_images,
-    ) as (prep, model):  # fmt: skip
+        config,
+        model,
+        dataset,
+        graph,
+        store,
+        device=device,
+        batch_size=batch_size,
+        graph_store=graph_store,
+        progress=progress,
+        times=times,
+        save_images=save_images,
+    ) as (prep, model):
         for rows, saved in attack_rows(
             prep.work, prep.engines, model, prep.batch_size, max(config.sizes), prep.times, prep.engine
         ):
