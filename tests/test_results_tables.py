@@ -203,7 +203,7 @@ def test_wide_tables_print_one_group_at_a_time_and_ml_dp_is_marked(db, tmp_path,
     from bench.cli.results import WRAP_AT, print_layout
     from results.tables import UNBOUNDED_NOTE, to_latex, to_markdown
 
-    store, _, _, _ = db
+    store, _, paper_runs, _ = db
     with store.reader() as con:
         ablation = ablation_layout(con, ["abl"], Selection(eps=0.01, tau=-0.85))
     parts = ablation.by_group()
@@ -220,12 +220,6 @@ def test_wide_tables_print_one_group_at_a_time_and_ml_dp_is_marked(db, tmp_path,
     with other.reader() as con:
         with_dp = paper_layout(con, [], Selection(size=3))
     with store.reader() as con:
-        without = paper_layout(con, [run_ids_of(con)[0]], Selection(size=3))
+        without = paper_layout(con, [paper_runs[0]], Selection(size=3))
     assert with_dp.notes == (UNBOUNDED_NOTE,) and not without.notes, "the note only where ML-DP is a row"
     assert UNBOUNDED_NOTE in to_markdown(with_dp) and "unbounded" in to_latex(with_dp)
-
-
-def run_ids_of(con):
-    from results.views import run_ids
-
-    return run_ids(con)
