@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ray = pytest.importorskip(
     "ray", reason="the optional extra 'ray' is not installed (pip install 'semattack-bench[ray]')"
@@ -50,7 +51,14 @@ def single(tmp_path_factory):
 
     graph = toy_graph()
     path = tmp_path_factory.mktemp("single") / "single.duckdb"
-    run_sweep(toy_config(), ToyNet(graph.n).eval(), ToyDataset("test", graph), graph, ResultStore(path), batch_size=8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' threads (--ray-cpus 1): the contract holds per thread count
+    try:
+        run_sweep(
+            toy_config(), ToyNet(graph.n).eval(), ToyDataset("test", graph), graph, ResultStore(path), batch_size=8
+        )
+    finally:
+        torch.set_num_threads(threads)
     return path
 
 
