@@ -63,13 +63,6 @@ class AttackResult:
     def _tensors(self) -> tuple[Tensor, ...]:
         return (self.adv, self.success, self.iterations, self.linf, self.l2, self.logits)
 
-    @classmethod
-    def cat(cls, results: Sequence[AttackResult]) -> AttackResult:
-        """Concatenate the results of consecutive chunks of pairs."""
-        if not results:
-            raise BenchError("no attack results to join (empty batch of pairs)")
-        return cls(*(torch.cat(parts) for parts in zip(*(r._tensors() for r in results))))
-
 
 # ------------------------------------------------------------------- helpers
 def model_device(model: nn.Module) -> torch.device:

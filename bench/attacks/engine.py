@@ -129,11 +129,6 @@ class Stepper(ABC):
         self.live[slot] = True
         self.reset(slot)
 
-    def settings_param(self, name: str, dtype: torch.dtype | None = None) -> Tensor:
-        """``[B]`` the attribute ``name`` of each slot's attack."""
-        values = torch.tensor([float(getattr(a, name)) for a in self.attacks], dtype=dtype or self.x0.dtype)
-        return values.to(self.x0.device)[self.setting]
-
     def finish(self, done: Tensor, adv: Tensor, logits: Tensor, success: Tensor, iterations: Tensor) -> None:
         """Record the outcome of the slots in ``done`` (failed ones get their clean image back)."""
         self.adv = torch.where(rows(done, adv), torch.where(rows(success, adv), adv, self.x0), self.adv)
