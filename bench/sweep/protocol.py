@@ -72,29 +72,41 @@ def clean_predictions(
     device: torch.device | str = "cpu",
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
+    enough: Callable[[Tensor, Tensor], bool] | None = None,
 ) -> CleanPredictions:
-    """Run the model (eval mode, float32) over a split; ``progress(n)`` after each batch."""
+    """Run the model (eval mode, float32) over a split; ``progress(n)`` after each batch.
+
+    ``enough(positive, consistent)``, called with every row so far after each batch, stops the
+    pass early (``bench attack`` needs only the first eligible images); rows are the same as a
+    full pass's first rows, since consistency is decided row by row.
+    """
     from bench.datasets import batches
 
     model.eval()
     dtype = model_dtype(model)
-    logits, indices, total = [], [], 0
+    g = GraphTensors(graph)
+    logits, indices, consistent, seen = [], [], [], 0
     for images, _, idx in batches(dataset, batch_size=batch_size):
         out = forward(model, images.to(device, dtype)).float().cpu()
         if out.shape[1] != graph.n:
             raise BenchError(f"the model has {out.shape[1]} outputs but graph {graph.name!r} has {graph.n} nodes")
         logits.append(out)
         indices.append(idx)
-        total += len(idx)
+        consistent.append(global_consistency(out > 0, g))
+        seen = int(idx[-1]) + 1
         if progress is not None:
             progress(len(idx))
+        if enough is not None and enough(torch.cat(logits) > 0, torch.cat(consistent)):
+            break
+    else:
+        seen = len(dataset)
     if not logits:
         raise BenchError(
             f"no image of {getattr(dataset, 'name', 'the dataset')}/{getattr(dataset, 'split', '?')} decodes"
         )
     z, idx = torch.cat(logits), torch.cat(indices)
-    consistent = global_consistency(z > 0, GraphTensors(graph))
-    return CleanPredictions(z, idx, tuple(dataset.image_id(int(i)) for i in idx), consistent, len(dataset) - total)
+    image_ids = tuple(dataset.image_id(int(i)) for i in idx)
+    return CleanPredictions(z, idx, image_ids, torch.cat(consistent), seen - len(idx))
 
 
 # ------------------------------------------------------------------ combinations
@@ -308,13 +320,20 @@ def first_eligible(
 ):
     """The first ``limit`` eligible images of one target set, as ``bench run`` chooses them:
     the dataset indices and their clean logits (``bench attack`` uses this; one path for both).
+    The clean pass stops once ``limit`` images are eligible.
 
     Eligible: the clean prediction is globally consistent with the graph and has every target
     positive (negative when turning the targets on).
     """
-    clean = clean_predictions(model, dataset, graph, device)
-    positive = ~clean.positive if turn_on else clean.positive
     members = omega.nonzero().flatten().view(1, -1).cpu()
-    _, rows = eligible_images(positive, clean.consistent, members, limit)
+
+    def usable(positive: Tensor) -> Tensor:
+        return ~positive if turn_on else positive
+
+    def enough(positive: Tensor, consistent: Tensor) -> bool:
+        return int(eligible_images(usable(positive), consistent, members, limit)[0][0]) >= limit
+
+    clean = clean_predictions(model, dataset, graph, device, enough=enough)
+    _, rows = eligible_images(usable(clean.positive), clean.consistent, members, limit)
     chosen = rows[0]
     return [int(clean.indices[r]) for r in chosen], (clean.logits[chosen] if len(chosen) else None)
