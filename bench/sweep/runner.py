@@ -581,12 +581,14 @@ class _Work:
         self.done = set(done)
         self.remaining: Counter[int] = Counter({c.combo_id: 0 for c in self.combos})
         self.planned = 0
+        self.pending: list[list[int]] = [[] for _ in self.settings]  # per setting: its pairs not stored yet
         for p in range(self.n_pairs):
-            for s in self.settings:
+            for si, s in enumerate(self.settings):
                 if self.rank[p] < s.images:
                     self.planned += 1
                     if self.key(p, s) not in self.done:
                         self.remaining[self.combo_id(p)] += 1
+                        self.pending[si].append(p)
         self.todo = sum(self.remaining.values())
         self.rates: dict[AttackSetting, list[int]] = {}
         self.in_flight: dict[tuple[int, int], tuple[PairTargets, Tensor]] = {}
@@ -609,7 +611,7 @@ class _Work:
         ``(pair, index into self.settings)``."""
         for local, si in enumerate(setting_ids):
             s = self.settings[si]
-            pending = [p for p in range(self.n_pairs) if self.rank[p] < s.images and self.key(p, s) not in self.done]
+            pending = self.pending[si]
             for start in range(0, len(pending), QUEUE_CHUNK):
                 chunk = pending[start : start + QUEUE_CHUNK]
                 with times("targets"):
