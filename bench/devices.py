@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.errors import BenchError
+from bench.errors import InvalidValue
 
 DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:INDEX."
 
@@ -19,12 +19,12 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise BenchError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:INDEX") from None
+        raise InvalidValue("device", spec, "use auto, cpu, cuda or cuda:INDEX") from None
     if device.type not in ("cpu", "cuda"):
-        raise BenchError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:INDEX")
+        raise InvalidValue("device", spec, "use auto, cpu, cuda or cuda:INDEX")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise BenchError(f"--device {spec}: CUDA is not available on this machine; use --device cpu (or auto)")
+            raise InvalidValue("device", spec, "CUDA is not available on this machine; use cpu (or auto)")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise BenchError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise InvalidValue("device", spec, f"this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device

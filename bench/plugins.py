@@ -1,7 +1,7 @@
 """Extending semattack-bench: every registry, and the decorator that adds yours, in one place.
 
 Every extension point is a ``bench.registry.Registry`` picked by name on the command line
-(``--attack``, ``--model``, ``--dataset``, ``--store``, ``--preset``, ``--format``, graph names);
+(``--attack``, ``--model``, ``--dataset``, ``--graph-store``, ``--preset``, ``--format``, graph names);
 a new entry is one module with one decorator, imported before ``bench`` runs (a plugin
 package, or a module your own script imports before calling ``bench.cli.main``)::
 

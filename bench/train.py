@@ -195,7 +195,10 @@ def train(
         cfg = config.resolved()
         run_dir = Path(run_dir) if run_dir is not None else run_dir_for(cfg)
         if (run_dir / STATE).exists() or (run_dir / WEIGHTS).exists():
-            raise BenchError(f"run {run_dir} already exists: resume it (--resume) or pick another --name")
+            raise BenchError(
+                f"run {run_dir} already exists: resume it ({{resume}}) or pick another {{run_dir}}",
+                options=["resume", "run_dir"],
+            )
     train_set, test_set = datasets or _datasets(cfg)
     graph = train_set.graph
     if state is not None and state.get("graph_sha256") != graph.sha256:

@@ -19,8 +19,6 @@ import torch
 
 from bench.errors import BenchError
 
-TRUST_OPTION = "--trust-checkpoint"
-
 # numpy's pieces of an array or a scalar in a pickle: nothing here calls user code
 _NUMPY_GLOBALS = {
     ("numpy", "ndarray"),
@@ -46,7 +44,8 @@ def _numpy_scalar_globals() -> list[Any]:
 def refused(path: Path, what: str, detail: str) -> BenchError:
     return BenchError(
         f"{what} {path} holds more than plain data ({detail}); loading it would run code from the file: "
-        f"pass {TRUST_OPTION} only if you trust its source"
+        "pass {trust} only if you trust its source",
+        options=["trust"],
     )
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.errors import BenchError
+from bench.errors import InvalidValue
 from kg.graph import LabelGraph
 from kg.stores import open_store
 
@@ -67,9 +67,9 @@ def reference_masks(graph: LabelGraph, combos: list[tuple[str, ...]]) -> tuple[n
 def measure_kg(graph: LabelGraph, k: int, repeats: int = 5, track: Callable | None = None) -> KgPerf:
     """Time ``graph``'s combinations of ``k`` labels both ways (``track`` wraps the sample loop)."""
     if repeats < 1:
-        raise BenchError("--repeats must be at least 1")
+        raise InvalidValue("repeats", repeats, "must be at least 1")
     if not 1 <= k <= graph.n_labels:
-        raise BenchError(f"--k {k} must be between 1 and the {graph.n_labels} labels of {graph.name!r}")
+        raise InvalidValue("k", k, f"must be between 1 and the {graph.n_labels} labels of {graph.name!r}")
     combos = list(itertools.combinations(graph.labels, k))
     sample = combos[:: max(len(combos) // SAMPLE, 1)][:SAMPLE]
     with (

@@ -27,7 +27,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from bench.errors import BenchError
+from bench.errors import AmbiguousChoice, BenchError
 from bench.fileio import atomic_write
 from bench.names import attack_display
 from results.tables import (
@@ -74,7 +74,7 @@ def plot(
         raise BenchError(f"plot file {out} must end in .png or .pdf")
     stored = run_ids(con, [run] if run else [])
     if len(stored) != 1:
-        raise BenchError(f"a plot shows one run; pick one with --run ({', '.join(stored)})")
+        raise AmbiguousChoice("a plot shows one run", "runs", stored)
     if kind is PlotKind.rmsd:
         fig = _rmsd_figure(con, stored[0], selection, attacks)
     elif kind is PlotKind.iterations:

@@ -55,13 +55,16 @@ def _now() -> str:
 DUCKDB_HEADERS = 3 * 4096  # the file header and the two database headers before the blocks
 
 
-def lock_message(path: Path, error: Exception) -> str:
+def locked(path: Path, error: Exception) -> StoreBusy:
     """One line: which process holds the file (as DuckDB reports it) and what to do."""
     held = _LOCK_HELD.search(str(error))
     who = f"process {held['pid']} ({held['prog']})" if held else "another process"
-    return (
+    return StoreBusy(
         f"results database {path} is locked by {who}, probably a running sweep: wait for it to finish, "
-        "or write to another file with --db (`--shard i/n` gives each process its own file)"
+        "or write to another file with {db} ({shard} i/n gives each process its own file)",
+        str(path),
+        int(held["pid"]) if held else None,
+        options=["db", "shard"],
     )
 
 
@@ -87,7 +90,10 @@ class ResultStore:
         self.lock_timeout = lock_timeout
         if not self.path.exists():
             if not create:
-                raise BenchError(f"no results database at {self.path}: run a sweep first (`bench run`) or pass --db")
+                raise BenchError(
+                    f"no results database at {self.path}: run a sweep first (`bench run`) or name another with {{db}}",
+                    options=["db"],
+                )
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._setup()
             return
@@ -111,7 +117,7 @@ class ResultStore:
                 if "lock" not in text.lower():
                     raise BenchError(damaged_message(self.path, exc)) from None
                 if time.monotonic() >= deadline:
-                    raise StoreBusy(lock_message(self.path, exc), str(self.path)) from None
+                    raise locked(self.path, exc) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
             except duckdb.Error as exc:
@@ -156,8 +162,9 @@ class ResultStore:
                 holder = fh.read().strip() or "another process"
                 raise StoreBusy(
                     f"run {run_id!r} is already running on {self.path} ({holder}): wait for it to finish, "
-                    "or give this one another --name or --db",
+                    "or give this one another {name} or {db}",
                     str(self.path),
+                    options=["name", "db"],
                 ) from None
             fh.seek(0)
             fh.truncate()
@@ -205,7 +212,8 @@ class ResultStore:
                     diff = "; ".join(old.differences(config))
                     raise BenchError(
                         f"run {run_id!r} in {self.path} has another configuration ({diff}): "
-                        "choose another run name or --db"
+                        "choose another {name} or {db}",
+                        options=["name", "db"],
                     )
                 _check_shard_count(run_id, stored[1], config.shard_count, self.path)
                 con.execute(
@@ -472,7 +480,8 @@ def _require_run(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
 def _check_shard_count(run_id: str, stored: int, given: int, where: Path) -> None:
     if stored != given:
         raise BenchError(
-            f"run {run_id!r} is split into {stored} shards, but {where} has {given}: use the same --shard i/n"
+            f"run {run_id!r} is split into {stored} shards, but {where} has {given}: use the same {{shard}} i/n",
+            options=["shard"],
         )
 
 
@@ -527,4 +536,4 @@ def sql_literal(path: str | Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-__all__ = ["DB_NAME", "MergeReport", "ResultStore", "default_db_path", "lock_message", "sql_literal"]
+__all__ = ["DB_NAME", "MergeReport", "ResultStore", "default_db_path", "locked", "sql_literal"]

@@ -23,7 +23,7 @@ import duckdb
 from rich import box
 from rich.table import Table
 
-from bench.errors import BenchError, unknown
+from bench.errors import AmbiguousChoice, BenchError, unknown
 from bench.names import ATTACK_NAMES, attack_display
 from results.views import ANY, Selection, only_attacks, run_ids, summary
 
@@ -156,8 +156,10 @@ def paper_layout(
     for r in rows:
         key = (r["model_name"], r["dataset"])
         if owner.setdefault(key, r["run_id"]) != r["run_id"]:
-            raise BenchError(
-                f"runs {owner[key]!r} and {r['run_id']!r} both hold {key[0]} on {key[1]}: pick one with --run"
+            raise AmbiguousChoice(
+                f"runs {owner[key]!r} and {r['run_id']!r} both hold {key[0]} on {key[1]}",
+                "runs",
+                [owner[key], r["run_id"]],
             )
     by_cell = {(r["model_name"], r["attack"], r["dataset"]): r for r in rows}
     datasets = ordered({r["dataset"] for r in rows}, list(DATASET_NAMES))
@@ -184,14 +186,17 @@ def ablation_layout(
     metrics = check_metrics(metrics, ssim)
     stored = run_ids(con, runs)
     if len(stored) != 1:
-        raise BenchError(f"the ablation layout shows one run; pick one with --run ({', '.join(stored)})")
+        raise AmbiguousChoice("the ablation layout shows one run", "runs", stored)
     rows = summary(con, stored, selection, vary="size")
     if attacks:
         rows = only_attacks(rows, attacks)
     else:
         rows = [r for r in rows if r["attack"] in ABLATION_ATTACKS]
         if not rows:
-            raise BenchError(f"run {stored[0]!r} has no GMLA_α, GMLA_β or GMLA rows: name attacks with --attack")
+            raise BenchError(
+                f"run {stored[0]!r} has no GMLA_α, GMLA_β or GMLA rows: name the attacks to show with {{attacks}}",
+                options=["attacks"],
+            )
     by_cell = {(r["size"], r["attack"]): r for r in rows}
     names = ordered({r["attack"] for r in rows}, list(ATTACK_NAMES))
     sizes = sorted({r["size"] for r in rows})

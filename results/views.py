@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-from bench.errors import BenchError, unknown
+from bench.errors import AmbiguousChoice, BenchError, unknown
 
 VIEWS_SQL = (Path(__file__).resolve().parent / "views.sql").read_text(encoding="utf-8")
 VIEWS_SHA256 = hashlib.sha256(VIEWS_SQL.encode()).hexdigest()
@@ -97,9 +97,10 @@ def pick(rows: list[dict], selection: Selection, vary: str | None = None) -> lis
             if wanted is not None:
                 group = [r for r in group if _same(r[axis], wanted)]
             elif len(values) > 1:
-                raise BenchError(
-                    f"run {run!r} holds {AXIS_LABELS[axis]} = {_fmt(values)} for {attack}: "
-                    f"pick one with --{axis} (or choose runs with --run)"
+                raise AmbiguousChoice(
+                    f"run {run!r} holds several {AXIS_LABELS[axis]} for {attack}",
+                    axis,
+                    [f"{v:g}" for v in sorted(values)],
                 )
         kept.extend(group)
     if rows and not kept:

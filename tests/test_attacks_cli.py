@@ -15,7 +15,8 @@ import bench.cli  # noqa: F401  (registers every command)
 from bench import attacks
 from bench.attacks.batching import CPU_BATCH, attack_pairs, pair_batch_size
 from bench.attacks.targets import omega_masks, pair_targets
-from bench.cli.apps import app
+from bench.cli import error_message
+from bench.cli.apps import app, flag
 from bench.datasets.base import DATASETS, MultiLabelDataset, register_dataset
 from bench.errors import BenchError
 from kg.closure import GraphTensors
@@ -98,11 +99,11 @@ def test_bench_attack_bad_input(toy_model):
     ]
     for args, message in cases:
         result = runner.invoke(app, ["attack", "-d", "attack-toy", *args])
-        assert isinstance(result.exception, BenchError) and message in str(result.exception), (
+        assert isinstance(result.exception, BenchError) and message in error_message(result.exception), (
             f"{args}: {result.exception!r}"
         )
     result = runner.invoke(app, ["attack", "-d", "stamps-none", "-t", "cat"])
-    assert "no trained model for stamps-none" in str(result.exception), "missing model named"
+    assert "no trained model for stamps-none" in error_message(result.exception), "missing model named"
 
 
 def test_cli_error_is_one_line():
@@ -195,8 +196,9 @@ def test_out_of_memory_names_a_smaller_batch_instead_of_changing_it():
     """B is part of the reproducibility contract, so it is never changed behind the user's back."""
     model, images, image_index, targets = pairs_scenario()
     attack = attacks.create_attack("mla-u", eps=0.2, steps=20)
-    with pytest.raises(BenchError, match=r"out of GPU memory at batch size 6; try --batch-size 3"):
+    with pytest.raises(BenchError, match=r"out of GPU memory at batch size 6; try `batch_size` 3") as raised:
         attack_pairs(attack, OutOfMemoryAbove(model, 2), images, targets, image_index=image_index, batch_size=6)
+    assert raised.value.render(flag).endswith("try --batch-size 3"), "the CLI names its flag"
     with pytest.raises(BenchError, match="out of GPU memory at batch size 1; try a smaller model"):
         attack_pairs(attack, OutOfMemoryAbove(model, 0), images, targets, image_index=image_index, batch_size=1)
 

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 import bench.cli  # noqa: F401  registers every command
+from bench.cli import error_message
 from bench.cli.apps import app
 from bench.errors import BenchError
 from kg.catalog import PACKAGED, graph_names, load_graph, user_graph_dir
@@ -50,10 +51,10 @@ def fails(match: str, *args: str) -> None:
     result = invoke(*args)
     assert result.exit_code != 0, f"bench {' '.join(args)} should fail\n{result.output}"
     assert isinstance(result.exception, BenchError), f"bench {' '.join(args)}: {result.exception!r}, not a BenchError"
-    assert re.search(match, str(result.exception)), (
+    assert re.search(match, error_message(result.exception)), (
         f"bench {' '.join(args)}: message {result.exception} lacks {match!r}"
     )
-    assert "\n" not in str(result.exception), f"multi-line message: {result.exception}"
+    assert "\n" not in error_message(result.exception), f"multi-line message: {result.exception}"
 
 
 def stored(db) -> dict[str, str]:
@@ -86,24 +87,24 @@ def printed_psi(output: str) -> set[str]:
 
 # ------------------------------------------------------------------------- load
 def test_load_is_idempotent_and_a_changed_graph_replaces_its_copy(db):
-    assert "loaded" in ok("kg", "load", "--dataset", "toycli", "--db", str(db)), "first load"
-    assert "unchanged" in ok("kg", "load", "--dataset", "toycli", "--db", str(db)), "second load"
+    assert "loaded" in ok("kg", "load", "--dataset", "toycli", "--graph-db", str(db)), "first load"
+    assert "unchanged" in ok("kg", "load", "--dataset", "toycli", "--graph-db", str(db)), "second load"
     assert stored(db) == {"toycli": toy().sha256}, f"stored graphs {stored(db)}"
     toy(extra_edge=True).save(user_graph_dir() / "toycli.json")
-    assert "replaced" in ok("kg", "load", "--dataset", "toycli", "--db", str(db)), "changed graph"
+    assert "replaced" in ok("kg", "load", "--dataset", "toycli", "--graph-db", str(db)), "changed graph"
     assert stored(db) == {"toycli": toy(extra_edge=True).sha256}, f"stored graphs {stored(db)}"
 
 
 def test_load_all_stores_every_catalog_graph_side_by_side(db):
-    ok("kg", "load", "--db", str(db))
+    ok("kg", "load", "--graph-db", str(db))
     expected = {name: load_graph(name).sha256 for name in graph_names()}
     assert stored(db) == expected, f"stored {sorted(stored(db))}, catalog {sorted(expected)}"
 
 
 def test_bad_input_gives_one_line_and_leaves_the_store_as_it_was(db):
-    ok("kg", "load", "--dataset", "toycli", "--db", str(db))
+    ok("kg", "load", "--dataset", "toycli", "--graph-db", str(db))
     before = stored(db)
-    fails(r"unknown graph 'nosuch'", "kg", "load", "--dataset", "toycli,nosuch", "--db", str(db))
+    fails(r"unknown graph 'nosuch'", "kg", "load", "--dataset", "toycli,nosuch", "--graph-db", str(db))
     fails(
         r"unknown graph 'toycl' \(did you mean 'toycli'",
         "kg",
@@ -112,7 +113,7 @@ def test_bad_input_gives_one_line_and_leaves_the_store_as_it_was(db):
         "toycl",
         "--targets",
         "cat",
-        "--db",
+        "--graph-db",
         str(db),
     )
     fails(
@@ -123,7 +124,7 @@ def test_bad_input_gives_one_line_and_leaves_the_store_as_it_was(db):
         "toycli",
         "--targets",
         "cta",
-        "--db",
+        "--graph-db",
         str(db),
     )
     fails(
@@ -136,7 +137,7 @@ def test_bad_input_gives_one_line_and_leaves_the_store_as_it_was(db):
         "cat",
         "--positive",
         "dog",
-        "--db",
+        "--graph-db",
         str(db),
     )
     fails(
@@ -150,15 +151,22 @@ def test_bad_input_gives_one_line_and_leaves_the_store_as_it_was(db):
         "--positive",
         "cat",
         "--turn-on",
-        "--db",
+        "--graph-db",
         str(db),
     )
-    fails(r"--targets is empty", "kg", "closure", "--dataset", "toycli", "--targets", ",", "--db", str(db))
-    fails(r"unknown graph store 'ladybugs' \(did you mean 'ladybug'", "kg", "load", "--store", "ladybugs")
-    fails(r"--db names a Ladybug file", "kg", "load", "--store", "neo4j", "--db", str(db))
-    fails(r"Cypher error \(Ladybug\): .*read-only", "kg", "query", "MATCH (n:Label) DETACH DELETE n", "--db", str(db))
-    fails(r"Cypher error \(Ladybug\): Binder exception", "kg", "query", "MATCH (n) RETURN m", "--db", str(db))
-    fails(r"--param 'g' is not NAME=VALUE", "kg", "query", "RETURN 1", "-p", "g", "--db", str(db))
+    fails(r"--targets is empty", "kg", "closure", "--dataset", "toycli", "--targets", ",", "--graph-db", str(db))
+    fails(r"unknown graph store 'ladybugs' \(did you mean 'ladybug'", "kg", "load", "--graph-store", "ladybugs")
+    fails(r"--graph-db names a Ladybug file", "kg", "load", "--graph-store", "neo4j", "--graph-db", str(db))
+    fails(
+        r"Cypher error \(Ladybug\): .*read-only",
+        "kg",
+        "query",
+        "MATCH (n:Label) DETACH DELETE n",
+        "--graph-db",
+        str(db),
+    )
+    fails(r"Cypher error \(Ladybug\): Binder exception", "kg", "query", "MATCH (n) RETURN m", "--graph-db", str(db))
+    fails(r"--param 'g' is not NAME=VALUE", "kg", "query", "RETURN 1", "-p", "g", "--graph-db", str(db))
     assert stored(db) == before, f"a failed command changed the store: {stored(db)} != {before}"
     with open_store("ladybug", path=db) as s:
         assert s.query("MATCH (n:Label) RETURN count(n) AS n")[0]["n"] == toy().n, "nodes changed"
@@ -173,7 +181,7 @@ def test_entry_point_prints_one_line_without_traceback(db, tmp_path):
             "from bench.cli import main; main()",
             "kg",
             "load",
-            "--store",
+            "--graph-store",
             "neo4j",
             "--dataset",
             "toycli",
@@ -205,7 +213,7 @@ def test_entry_point_prints_one_line_without_traceback(db, tmp_path):
 )
 def test_closure_prints_the_reference_psi_and_the_cypher(db, targets, positive):
     graph = toy()
-    args = ["kg", "closure", "--dataset", "toycli", "--targets", targets, "--db", str(db)]
+    args = ["kg", "closure", "--dataset", "toycli", "--targets", targets, "--graph-db", str(db)]
     output = ok(*args, *(["--positive", positive] if positive else []))
     t = set(graph.indices(targets.split(",")))
     if positive is None:  # the largest Ψ: the targets with all their ancestors and descendants
@@ -223,11 +231,21 @@ def test_closure_prints_the_reference_psi_and_the_cypher(db, targets, positive):
 def test_closure_turn_on_adds_one_path_up(db):
     # cat is a leaf: switching it on from nothing needs feline, carnivore and animal.
     assert printed_psi(
-        ok("kg", "closure", "--dataset", "toycli", "--targets", "cat", "--turn-on", "--db", str(db))
+        ok("kg", "closure", "--dataset", "toycli", "--targets", "cat", "--turn-on", "--graph-db", str(db))
     ) == {"cat", "feline", "carnivore", "animal"}, "turn-on Ψ of cat"
     # with person positive, animal is on already: the path stops below it.
     output = ok(
-        "kg", "closure", "--dataset", "toycli", "--targets", "cat", "--turn-on", "--positive", "person", "--db", str(db)
+        "kg",
+        "closure",
+        "--dataset",
+        "toycli",
+        "--targets",
+        "cat",
+        "--turn-on",
+        "--positive",
+        "person",
+        "--graph-db",
+        str(db),
     )
     assert printed_psi(output) == {"cat", "feline", "carnivore"}, f"turn-on Ψ of cat with person positive:\n{output}"
 
@@ -245,7 +263,7 @@ def test_closure_on_voc_matches_the_reference(db):
         "cat,dog",
         "--positive",
         "cat,dog,person,sofa",
-        "--db",
+        "--graph-db",
         str(db),
     )
     t = set(graph.indices(["cat", "dog"]))
@@ -256,7 +274,7 @@ def test_closure_on_voc_matches_the_reference(db):
 
 # ------------------------------------------------------------------ query, perf
 def test_query_prints_rows_with_parameters(db):
-    ok("kg", "load", "--dataset", "toycli", "--db", str(db))
+    ok("kg", "load", "--dataset", "toycli", "--graph-db", str(db))
     output = ok(
         "kg",
         "query",
@@ -265,7 +283,7 @@ def test_query_prints_rows_with_parameters(db):
         "g=toycli",
         "-p",
         "k=2",
-        "--db",
+        "--graph-db",
         str(db),
     )
     assert '"cat"' in output and '"dog"' in output and '"person"' not in output, f"query rows:\n{output}"
@@ -277,7 +295,7 @@ def test_perf_kg_times_both_methods_and_checks_they_agree(db):
     assert "190 combinations of 2 of the 20 labels" in output, f"perf header:\n{output}"
     assert re.search(r"ratio [\d,.]+×", output) and "identical answers" in output, f"perf result:\n{output}"
     fails(
-        r"--k 4 must be between 1 and the 3 labels",
+        r"--k 4: must be between 1 and the 3 labels",
         "perf",
         "kg",
         "--dataset",

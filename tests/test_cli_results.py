@@ -14,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import bench.cli  # noqa: F401  registers every command
+from bench.cli import error_message
 from bench.cli.apps import app
 from bench.errors import BenchError
 from bench.paths import PROJECT_ROOT
@@ -64,7 +65,7 @@ def test_table_files_by_suffix(db, tmp_path):
         assert result.exit_code == 0, result.output
         assert marker in (tmp_path / name).read_text(), f"{name} lacks {marker!r}"
     result = invoke("table", "--db", store.path, "--metric", "ntr")
-    assert isinstance(result.exception, BenchError) and "unknown metric 'ntr'" in str(result.exception), (
+    assert isinstance(result.exception, BenchError) and "unknown metric 'ntr'" in error_message(result.exception), (
         f"an unknown metric should be a BenchError, got {result.exception!r}"
     )
 
@@ -87,7 +88,7 @@ def test_sql_prints_exports_and_refuses_writes(db, tmp_path):
         ("SELECT nope FROM results", "SQL error"),
     ):
         result = invoke("sql", query, "--db", store.path)
-        assert isinstance(result.exception, BenchError) and message in str(result.exception), (
+        assert isinstance(result.exception, BenchError) and message in error_message(result.exception), (
             f"{query!r}: expected {message!r}, got {result.exception!r}"
         )
     with store.reader() as con:
@@ -132,7 +133,7 @@ def test_errors_are_one_line_with_exit_2(db, tmp_path):
         (["table", "--db", store.path], "pick one with --size"),
     ):
         result = invoke(*args)
-        assert isinstance(result.exception, BenchError) and message in str(result.exception), (
+        assert isinstance(result.exception, BenchError) and message in error_message(result.exception), (
             f"{args}: expected {message!r}, got {result.exception!r}"
         )
     proc = subprocess.run(

@@ -17,6 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 import bench.cli  # noqa: F401  (registers every command)
+from bench.cli import error_message
 from bench.cli.apps import app
 from bench.errors import BenchError
 from bench.models.card import ModelCard
@@ -184,7 +185,7 @@ def error_of(*args: str) -> str:
     assert isinstance(result.exception, BenchError), (
         f"{args}: expected a BenchError, got {result.exception!r}: {result.output}"
     )
-    message = str(result.exception)
+    message = error_message(result.exception)
     assert "\n" not in message, f"one line: {message!r}"
     return message
 
@@ -208,7 +209,7 @@ def test_no_model_says_what_to_run(private_data):
         *base, "-d", "stamps"
     )
     assert error_of(*base, "-d", "voc").startswith(
-        "no trained model for voc: run `bench train --dataset voc …` (or try `--dataset stamps` offline)"
+        "no trained model for voc: run `bench train --dataset voc …` (or try the offline dataset stamps)"
     ), "no model for voc"
 
 

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 import bench.cli
+from bench.cli import error_message
 from bench.cli.apps import app
 from bench.datasets.stamps import StampsConfig, cache_root
 from bench.errors import BenchError
@@ -60,7 +61,7 @@ def test_info_voc_counts_undecodable_images(tmp_path):
 )
 def test_user_mistakes_are_bench_errors(args, message):
     result = invoke(*args)
-    assert isinstance(result.exception, BenchError) and message in str(result.exception), (
+    assert isinstance(result.exception, BenchError) and message in error_message(result.exception), (
         f"{args}: {result.exception!r}"
     )
 

@@ -119,7 +119,7 @@ def test_manifest_describes_the_build(built):
 
 
 def test_missing_clip_art_says_how_to_install(tmp_path):
-    with pytest.raises(BenchError, match=r"install it with: sudo apt-get install tuxpaint-stamps-default"):
+    with pytest.raises(BenchError, match=r"install it with `sudo apt-get install tuxpaint-stamps-default`"):
         create_dataset("stamps", "test", root=tmp_path, art_dir=tmp_path / "none", n_train=2, n_test=2, progress=False)
     with pytest.raises(BenchError, match=r"unknown stamps split 'tests' \(did you mean 'test'"):
         create_dataset("stamps", "tests", root=tmp_path)

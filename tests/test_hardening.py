@@ -132,7 +132,7 @@ def test_an_embedding_pickle_is_rebuilt_as_an_array_only(tmp_path):
     assert np.array_equal(read_word_vectors(good, ["a", "b"]), vectors), "a plain pickled array still loads"
     evil = tmp_path / "evil.pkl"
     evil.write_bytes(pickle.dumps(Payload(tmp_path / MARKER)))
-    with pytest.raises(BenchError, match="pass --trust-checkpoint"):
+    with pytest.raises(BenchError, match="pass `trust`"):
         read_word_vectors(evil, ["a", "b"])
     assert not (tmp_path / MARKER).exists(), "the payload ran"
 

@@ -93,7 +93,7 @@ def test_counts_edge_cases_and_unsafe_files(tmp_path):
 
     evil = tmp_path / "evil.pkl"
     evil.write_bytes(pickle.dumps({"adj": Payload(), "nums": np.zeros(2)}))
-    with pytest.raises(BenchError, match="--trust-checkpoint"):
+    with pytest.raises(BenchError, match="pass `trust`"):
         read_cooccurrence(evil)
     assert not (tmp_path / "ran").exists(), "the payload did not run"
     with pytest.raises(BenchError, match="no label table for dataset 'mine'"):

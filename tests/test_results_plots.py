@@ -99,6 +99,6 @@ def test_plot_refuses_bad_requests(db, tmp_path):
             plot(con, "size", tmp_path / "x.svg", "sweep", Selection(eps=0.01))
         with pytest.raises(BenchError, match=r"unknown metric 'frs' \(did you mean 'fr_s'"):
             plot(con, "size", tmp_path / "x.png", "sweep", Selection(eps=0.01), metrics=["frs"])
-        with pytest.raises(BenchError, match=r"holds ε = 0\.01, 0\.03 .*--eps"):
+        with pytest.raises(BenchError, match=r"holds several ε for gmla: pick one with `eps` \(0\.01, 0\.03\)"):
             plot(con, "size", tmp_path / "x.png", "sweep", Selection())
     assert label("GMLA_α") == r"GMLA$_{\alpha}$" and label("FR_S (%)") == "FR$_{S}$ (%)", "matplotlib labels"

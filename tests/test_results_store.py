@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import results.store as store_module
-from bench.errors import BenchError
+from bench.cli import error_message
+from bench.errors import BenchError, StoreBusy
 from bench.paths import PROJECT_ROOT
 from results.schema import VOLATILE, ResultKey, RunConfig
 from results.store import ResultStore
@@ -206,8 +207,9 @@ def test_locked_file_names_the_process_and_waits_for_it(tmp_path):
         assert holder.stdout.readline().strip() == "ready", "the holder did not start"
         with pytest.raises(BenchError) as err:
             ResultStore(path, lock_timeout=0.3).begin_run(config())
-        message = str(err.value)
+        message = error_message(err.value)
         assert f"process {holder.pid}" in message and "--db" in message, f"lock message lacks PID or advice: {message}"
+        assert isinstance(err.value, StoreBusy) and err.value.pid == holder.pid, "a typed StoreBusy with the holder"
     finally:
         holder.kill()
         holder.wait()

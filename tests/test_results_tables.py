@@ -92,12 +92,12 @@ def test_ssim_over_combinations_and_metric_choice(db):
 def test_paper_layout_refuses_ambiguous_selections(db):
     store, _, runs, _ = db
     with store.reader() as con:
-        with pytest.raises(BenchError, match=r"holds \|Ω\| = 2, 3 for .*--size"):
+        with pytest.raises(BenchError, match=r"holds several \|Ω\| for gmla: pick one with `size` \(2, 3\)"):
             paper_layout(con, runs)
         with pytest.raises(BenchError, match=r"no results at ε = 0\.5; stored: 0\.01"):
             paper_layout(con, runs, Selection(size=2, eps=0.5))
     twin_run = store_sweep(store, fake_sweep(config("voc", "asl", name="twin", attacks=PAPER_ATTACKS), seed=11))
-    with store.reader() as con, pytest.raises(BenchError, match="both hold asl on voc: pick one with --run"):
+    with store.reader() as con, pytest.raises(BenchError, match="both hold asl on voc: pick one with `runs`"):
         paper_layout(con, [*runs, twin_run], Selection(size=2))
 
 

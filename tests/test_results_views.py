@@ -127,7 +127,7 @@ def _rows(**axes):
 
 def test_pick_fixes_axes_and_names_choices():
     rows = _rows(size=[1, 2, 3])
-    with pytest.raises(BenchError, match=r"\|Ω\| = 1, 2, 3 .*--size"):
+    with pytest.raises(BenchError, match=r"several \|Ω\| .*pick one with `size` \(1, 2, 3\)"):
         pick(rows, Selection())
     assert [r["size"] for r in pick(rows, Selection(size=2))] == [2], "--size 2 did not keep |Ω| = 2 only"
     assert len(pick(rows, Selection(), vary="size")) == 3, "the varied axis was narrowed"

@@ -16,6 +16,7 @@ ray = pytest.importorskip(
     "ray", reason="the optional extra 'ray' is not installed (pip install 'semattack-bench[ray]')"
 )
 
+from bench.cli import error_message  # noqa: E402
 from bench.errors import BenchError  # noqa: E402
 from bench.sweep.cluster import connect, import_ray, run_sweep_ray  # noqa: E402
 from results.store import ResultStore  # noqa: E402
@@ -157,17 +158,18 @@ def test_a_worker_that_raises_stops_the_run_with_its_one_line_and_keeps_the_rows
 
 
 def test_bad_input_never_reaches_a_cluster(cluster, tmp_path, monkeypatch):
-    with pytest.raises(BenchError, match="--device cuda, but the Ray cluster at 'local' has no GPU"):
+    with pytest.raises(BenchError, match="`device` 'cuda': the Ray cluster at 'local' has no GPU"):
         on_ray(tmp_path / "gpu.duckdb", device="cuda")
     assert (
         not (tmp_path / "gpu.duckdb").exists() or fetch(tmp_path / "gpu.duckdb", "SELECT count(*) FROM runs")[0][0] == 0
     )
     with pytest.raises(BenchError, match=r"cannot reach a Ray cluster at '127.0.0.1:9': Connection refused"):
         connect("127.0.0.1:9")  # a port nobody listens on: one line at once, no cluster joined
-    with pytest.raises(BenchError, match=r"--ray 'nowhere': give local, auto, HOST:PORT"):
+    with pytest.raises(BenchError, match=r"`address` 'nowhere': give local, auto, HOST:PORT") as raised:
         connect("nowhere")
+    assert error_message(raised.value).startswith("--ray 'nowhere': give local"), "the CLI names --ray"
     monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(BenchError, match=r"--ray needs Ray, the optional extra 'ray'"):
+    with pytest.raises(BenchError, match=r"sweeps on Ray need the optional extra 'ray'"):
         import_ray()
-    with pytest.raises(BenchError, match=r"--ray needs Ray"):
+    with pytest.raises(BenchError, match=r"sweeps on Ray need"):
         connect("local")

@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 import bench.cli  # noqa: F401  (registers every command)
+from bench.cli import error_message
 from bench.cli.apps import app
 from bench.datasets.base import DATASETS, MultiLabelDataset, register_dataset
 from bench.errors import BenchError
@@ -226,10 +227,10 @@ def test_cli_train_models_eval(tmp_path):
     assert out.exists() and '"consistent_images"' in out.read_text(), "eval --json must list the consistent images"
 
     result = runner.invoke(app, ["eval", "--model", "cli-rnu"])
-    assert isinstance(result.exception, BenchError) and "did you mean 'cli-run'" in str(result.exception), (
+    assert isinstance(result.exception, BenchError) and "did you mean 'cli-run'" in error_message(result.exception), (
         f"{result.exception!r}"
     )
     result = runner.invoke(app, ["train", "-d", "synthetic-test", "-m", "timm", "-o", "width=3", "--epochs", "1"])
-    assert isinstance(result.exception, BenchError) and "has no option width" in str(result.exception), (
+    assert isinstance(result.exception, BenchError) and "has no option width" in error_message(result.exception), (
         f"{result.exception!r}"
     )

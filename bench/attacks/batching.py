@@ -91,5 +91,5 @@ def attack_pairs(
 
 
 def out_of_memory(size: int) -> BenchError:
-    smaller = f"--batch-size {size // 2}" if size > 1 else "a smaller model or smaller images"
-    return BenchError(f"out of GPU memory at batch size {size}; try {smaller}")
+    smaller = f"{{batch_size}} {size // 2}" if size > 1 else "a smaller model or smaller images"
+    return BenchError(f"out of GPU memory at batch size {size}; try {smaller}", options=["batch_size"])

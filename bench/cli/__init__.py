@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench.cli.apps import app
+from bench.cli.apps import app, flag
 from bench.cli.console import err_console, styled
 from bench.errors import BenchError
 
@@ -12,12 +12,17 @@ from bench.errors import BenchError
 from bench.cli import attack, datasets, kg_graphs, kg_store, models, perf, results, run, train  # noqa: F401  isort: skip
 
 
+def error_message(exc: BaseException) -> str:
+    """What the CLI prints for an error: a ``BenchError`` with its options spelled as flags."""
+    return exc.render(flag) if isinstance(exc, BenchError) else str(exc)
+
+
 def main() -> None:
     """Entry point: runs the app; user mistakes print one line and exit non-zero."""
     try:
         app()
     except BenchError as exc:
-        err_console.print(styled(("error:", "bold red"), " ", str(exc)))
+        err_console.print(styled(("error:", "bold red"), " ", error_message(exc)))
         sys.exit(exc.exit_code)
     except OSError as exc:  # a file or folder the user named or configured cannot be read or written
         if exc.filename is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,6 +21,27 @@ perf_app = typer.Typer(help="Benchmarks of the product's own speed (ratios measu
 app.add_typer(kg_app, name="kg")
 app.add_typer(perf_app, name="perf")
 
+# Library parameters whose flag is not ``--`` + the parameter's name with dashes.
+FLAGS = {
+    "images_per_combination": "--images-per-combo",
+    "combinations_per_size": "--combos-per-size",
+    "sizes": "--size",
+    "cpus_per_worker": "--ray-cpus",
+    "workers": "--ray-workers",
+    "address": "--ray",
+    "root": "--data-root",
+    "trust": "--trust-checkpoint",
+    "run_dir": "--name",
+    "runs": "--run",  # bench table, plot, export
+    "attacks": "--attack",  # the attacks a table shows
+}
+
+
+def flag(parameter: str) -> str:
+    """The flag that sets a library parameter: how the CLI spells an error's ``options``."""
+    return FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
+
+
 # Options shared by several commands.
 TrustOption = Annotated[
     bool,
@@ -34,6 +56,22 @@ GraphOption = Annotated[
     typer.Option(
         "--graph",
         help="Label graph of the dataset's extended labels by name (default: the dataset's own; e.g. one from bench kg import).",
+        show_default=False,
+    ),
+]
+GraphStoreOption = Annotated[
+    str,
+    typer.Option(
+        "--graph-store",
+        help="Graph store of the label graphs: ladybug (embedded file, the default) "
+        "or neo4j (NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD).",
+    ),
+]
+GraphDbOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--graph-db",
+        help="Ladybug database file of the graph store (default: $BENCH_LADYBUG_DB, else <data dir>/graphs.lbug).",
         show_default=False,
     ),
 ]

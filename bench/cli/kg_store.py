@@ -13,7 +13,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from bench.cli.apps import kg_app
+from bench.cli.apps import GraphDbOption, GraphStoreOption, kg_app
 from bench.cli.console import console
 from bench.errors import BenchError
 from kg.catalog import graph_names, load_graph
@@ -21,22 +21,10 @@ from kg.graph import LabelGraph
 from kg.stores import GraphStore, open_store
 from kg.stores.base import check_user_query
 
-StoreOption = Annotated[
-    str,
-    typer.Option(
-        "--store",
-        help="Graph store: ladybug (embedded file, the default) or neo4j (NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD).",
-    ),
-]
-DbOption = Annotated[
-    Path | None,
-    typer.Option("--db", help="Ladybug database file (default: $BENCH_LADYBUG_DB, else <data dir>/graphs.lbug)."),
-]
-
 
 def _open(store: str, db: Path | None) -> GraphStore:
     if db is not None and store.lower() != "ladybug":
-        raise BenchError("--db names a Ladybug file; the neo4j store reads NEO4J_URI instead")
+        raise BenchError("--graph-db names a Ladybug file; the neo4j store reads NEO4J_URI instead")
     return open_store(store, **({"path": db} if db is not None else {}))
 
 
@@ -53,8 +41,8 @@ def load(
             "--dataset", "-d", help="Graph to load: a name (voc, nus, openimages, stamps, ...), a comma list, or 'all'."
         ),
     ] = "all",
-    store: StoreOption = "ladybug",
-    db: DbOption = None,
+    store: GraphStoreOption = "ladybug",
+    db: GraphDbOption = None,
 ) -> None:
     """Load label graphs into a graph store (idempotent).
 
@@ -104,8 +92,8 @@ def closure(
         ),
     ] = None,
     turn_on: Annotated[bool, typer.Option("--turn-on", help="Switch the targets ON instead of OFF.")] = False,
-    store: StoreOption = "ladybug",
-    db: DbOption = None,
+    store: GraphStoreOption = "ladybug",
+    db: GraphDbOption = None,
 ) -> None:
     """Print the consistent target set Ψ = h(Ω) of target labels.
 
@@ -197,8 +185,8 @@ def query(
             help="A query parameter NAME=VALUE (VALUE as JSON if it parses, else a string); repeatable.",
         ),
     ] = None,
-    store: StoreOption = "ladybug",
-    db: DbOption = None,
+    store: GraphStoreOption = "ladybug",
+    db: GraphDbOption = None,
 ) -> None:
     """Run a read-only Cypher query on a graph store and print the rows.
 

@@ -8,13 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bench.cli.apps import DeviceOption, GraphOption, ModelOption, TrustOption, app
+from bench.cli.apps import DeviceOption, GraphOption, GraphStoreOption, ModelOption, TrustOption, app
 from bench.cli.console import console, styled
 from bench.errors import BenchError, unknown
-
-StoreOption = Annotated[
-    str, typer.Option("--store", help="Graph store for the combinations' ancestors/descendants: ladybug or neo4j.")
-]
 
 
 # ---------------------------------------------------------------------- option parsing
@@ -190,7 +186,7 @@ def run_command(
             show_default=False,
         ),
     ] = None,
-    store: StoreOption = "ladybug",
+    store: GraphStoreOption = "ladybug",
     data_root: Annotated[
         str | None, typer.Option("--data-root", help="Dataset folder (default: under $BENCH_DATA).", show_default=False)
     ] = None,

@@ -41,7 +41,8 @@ def dataset_root(name: str, root: str | Path | None, layout: str) -> Path:
         if root is not None:
             raise BenchError(f"{name} data root {path} does not exist; expected {layout}")
         raise BenchError(
-            f"{name} data root {path} does not exist; pass --data-root PATH or put the data there (expected {layout})"
+            f"{name} data root {path} does not exist; pass {{root}} or put the data there (expected {layout})",
+            options=["root"],
         )
     return path
 

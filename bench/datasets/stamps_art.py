@@ -117,13 +117,13 @@ def require_stamps(root: Path | None = None) -> Path:
     if not root.is_dir():
         raise BenchError(
             f"the clip art for the 'stamps' dataset is missing ({root}); "
-            f"install it with: sudo apt-get install {STAMPS_PACKAGE}"
+            f"install it with `sudo apt-get install {STAMPS_PACKAGE}`"
         )
     missing = [p for files in CATALOGUE.values() for p in files if not (root / p).is_file()]
     if missing:
         raise BenchError(
             f"clip-art file {root / missing[0]} is missing ({len(missing)} of the catalogue); "
-            f"reinstall it with: sudo apt-get install --reinstall {STAMPS_PACKAGE}"
+            f"reinstall it with `sudo apt-get install --reinstall {STAMPS_PACKAGE}`"
         )
     return root
 

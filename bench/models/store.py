@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from bench.errors import BenchError, one_line, unknown
+from bench.errors import AmbiguousChoice, BenchError, one_line, unknown
 from bench.fileio import torch_save
 from bench.models.card import ModelCard
 from bench.models.checkpoints import load_state_strict
@@ -49,7 +49,9 @@ def resolve_run(path_or_name: str | Path, dataset: str | None = None) -> Path:
     if len(candidates) == 1:
         return candidates[0]
     if len(candidates) > 1:
-        raise BenchError(f"run name {path_or_name!r} exists for several datasets; give --dataset or the path")
+        raise AmbiguousChoice(
+            f"run name {path_or_name!r} exists for several datasets", "dataset", [c.parent.name for c in candidates]
+        )
     runs = [p.name for p, _ in list_trained(dataset)]
     raise unknown("trained model", str(path_or_name), runs)
 
@@ -60,7 +62,9 @@ def load_trained(path_or_dir: str | Path, device: str | torch.device | None = No
 
     weights = resolve_run(path_or_dir) / WEIGHTS
     if not weights.exists():
-        raise BenchError(f"{weights.parent} holds no {WEIGHTS} (training not finished? try bench train --resume)")
+        raise BenchError(
+            f"{weights.parent} holds no {WEIGHTS} (training not finished? resume it: `bench train --resume {weights.parent.name}`)"
+        )
     try:
         blob = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged files

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from bench.attacks.engine import EngineStats
-from bench.errors import BenchError, one_line
+from bench.errors import BenchError, InvalidValue, one_line
 from bench.sweep.progress import StageTimes, SweepProgress
 from bench.sweep.runner import Prepared, SweepOutcome, _Work, attack_rows, prepared_sweep
 from kg.closure import GraphTensors
@@ -56,7 +56,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise BenchError("--ray needs Ray, the optional extra 'ray': pip install 'semattack-bench[ray]'") from None
+        raise BenchError("sweeps on Ray need the optional extra 'ray': pip install 'semattack-bench[ray]'") from None
     return ray
 
 
@@ -98,7 +98,7 @@ def _check_reachable(address: str) -> None:
     target = address.removeprefix("ray://")
     host, sep, port = target.rpartition(":")
     if not sep or not port.isdigit():
-        raise BenchError(f"--ray {address!r}: give local, auto, HOST:PORT or ray://HOST:PORT")
+        raise InvalidValue("address", address, "give local, auto, HOST:PORT or ray://HOST:PORT")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT).close()
     except OSError as exc:
@@ -185,11 +185,11 @@ def run_sweep_ray(
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
     if device.type == "cuda":
         if gpus == 0:
-            raise BenchError(f"--device cuda, but the Ray cluster at {address!r} has no GPU (it has {cpus} CPUs)")
+            raise InvalidValue("device", "cuda", f"the Ray cluster at {address!r} has no GPU (it has {cpus} CPUs)")
         n_workers, per_worker, threads = min(workers or gpus, gpus), {"num_gpus": 1}, 0
     else:
         if cpus_per_worker < 1:
-            raise BenchError(f"--ray-cpus must be at least 1; got {cpus_per_worker}")
+            raise InvalidValue("cpus_per_worker", cpus_per_worker, "must be at least 1")
         n_workers, per_worker, threads = (
             workers or max(cpus // cpus_per_worker, 1),
             {"num_cpus": cpus_per_worker},
@@ -287,7 +287,7 @@ class _Driver:
                     ray.kill(a, no_restart=True)  # stops the other units: the run ends here
                 cause = getattr(exc, "cause", None) or exc
                 if isinstance(cause, BenchError):
-                    raise BenchError(f"a Ray worker stopped: {cause}") from None
+                    raise cause.prefixed("a Ray worker stopped") from None
                 raise BenchError(
                     f"a Ray worker failed on work unit {unit.index}: {type(cause).__name__}: {cause}"
                 ) from None

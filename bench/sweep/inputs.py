@@ -36,7 +36,7 @@ class SweepModel:
 
 def no_model_message(dataset: str) -> str:
     recipe = "--preset demo" if dataset == "stamps" else "…"
-    hint = "" if dataset == "stamps" else " (or try `--dataset stamps` offline)"
+    hint = "" if dataset == "stamps" else " (or try the offline dataset stamps)"
     return f"no trained model for {dataset}: run `bench train --dataset {dataset} {recipe}`{hint}"
 
 

@@ -148,7 +148,8 @@ def all_combinations(candidates: Sequence[int], k: int) -> Tensor:
     if count > MAX_ENUMERATED:
         raise BenchError(
             f"{count:,} combinations of size {k} from {len(candidates)} labels are too many to attack "
-            "one by one: use --combos sampled, a smaller --size, or --combos-per-size"
+            "one by one: use {combos} sampled, smaller {sizes}, or {combinations_per_size}",
+            options=["combos", "sizes", "combinations_per_size"],
         )
     if count == 0:
         return torch.zeros(0, k, dtype=torch.long)

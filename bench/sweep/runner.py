@@ -253,12 +253,13 @@ class SweepOutcome:
     engine: dict[str, EngineStats] = field(default_factory=dict)  # slot use per attack family
 
 
-def no_eligible_message(config: RunConfig, clean: CleanPredictions) -> str:
+def no_eligible(config: RunConfig, clean: CleanPredictions) -> BenchError:
     sizes = ", ".join(str(k) for k in config.sizes)
-    return (
+    return BenchError(
         f"no {config.protocol.split} image of {config.dataset} is eligible for any target set of size {sizes}: "
         f"{int(clean.consistent.sum())} of {len(clean)} clean predictions are consistent with the graph, and an image "
-        "needs every target predicted positive; try a smaller --size or a better-trained model"
+        "needs every target predicted positive; try smaller {sizes} or a better-trained model",
+        options=["sizes"],
     )
 
 
@@ -378,7 +379,7 @@ def prepare_sweep(
             per_size=protocol.combinations_per_size,
         )
     if not any(c.images for c in planned):
-        raise BenchError(no_eligible_message(config, clean))
+        raise no_eligible(config, clean)
     mine = shard_of(planned, config.shard_index, config.shard_count)
     with times("run records"):
         run_id = store.begin_run(config)

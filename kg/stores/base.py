@@ -301,7 +301,7 @@ class GraphStore(ABC):
             return
         if graph_name not in self.graphs():
             raise BenchError(
-                f"graph {graph_name!r} is not loaded in {self.location}; load it with: bench kg load --dataset {graph_name}"
+                f"graph {graph_name!r} is not loaded in {self.location}; load it with `bench kg load --dataset {graph_name}`"
             )
         names = [r["name"] for r in self._read(self.cypher("nodes"), {"graph": graph_name})]
         raise unknown(f"label in graph {graph_name!r}:", missing[0], names)

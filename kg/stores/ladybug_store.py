@@ -44,9 +44,10 @@ def _open_error(path: str, exc: BaseException) -> BenchError:
         holder = f" (PID {held.group(1)})" if held else ""
         return StoreBusy(
             f"the Ladybug database {path} is in use by another process{holder}; "
-            f"wait for it to finish, or point --db / ${ENV_DB} at another file",
+            f"wait for it to finish, or open another file ({{graph_db}} or ${ENV_DB})",
             path,
             int(held.group(1)) if held else None,
+            options=["graph_db"],
         )
     return BenchError(f"cannot open the Ladybug database {path}: {text}")
 
