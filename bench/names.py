@@ -3,6 +3,8 @@ classes (``display_name``), tables, plots and the report read (importing it load
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 ATTACK_NAMES = {
     "mla-u": "MLA-U",
     "mla-c": "MLA-C",
@@ -12,6 +14,12 @@ ATTACK_NAMES = {
     "gmla": "GMLA",
     "ml-dp": "ML-DP",
 }
+
+
+def paper_order(names: Iterable[str]) -> tuple[str, ...]:
+    """Attack names in the paper's row order, others after them alphabetically."""
+    known = list(ATTACK_NAMES)
+    return tuple(sorted(names, key=lambda a: (known.index(a) if a in known else len(known), a)))
 
 
 def attack_display(name: str) -> str:

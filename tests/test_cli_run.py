@@ -319,13 +319,21 @@ def test_demo_reuses_a_model_trained_with_the_demo_recipe(monkeypatch, private_d
 
 def test_grid_options_parse_to_the_values_they_name():
     from bench.cli.run import parse_attacks, parse_floats, parse_shard, parse_sizes
+    from bench.sweep.presets import FAST, SweepOptions
 
     assert parse_floats("0.005:0.02:0.005", "eps") == (0.005, 0.01, 0.015, 0.02), "an inclusive START:STOP:STEP sweep"
     assert parse_floats("0.01, 0.03,0.01", "eps") == (0.01, 0.03), "a comma list, duplicates dropped"
     assert parse_floats("-0.95:-0.85:0.05", "tau") == (-0.95, -0.9, -0.85), "a τ sweep"
     assert parse_sizes("1-3,5") == (1, 2, 3, 5) and parse_sizes("3") == (3,), "ranges and lists of sizes"
     assert parse_shard("1/4") == (1, 4) and parse_shard(None) == (0, 1), "i/n, one shard by default"
-    assert parse_attacks("all") == ("mla-u", "mla-c", "mla-lp", "gmla-alpha", "gmla-beta", "gmla", "ml-dp"), (
-        "all, paper order"
-    )
+    assert parse_attacks("all") is None, "all: the options leave the attacks to the preset's default"
+    assert SweepOptions().filled(FAST, "stamps").attacks == (
+        "mla-u",
+        "mla-c",
+        "mla-lp",
+        "gmla-alpha",
+        "gmla-beta",
+        "gmla",
+        "ml-dp",
+    ), "every attack, paper order"
     assert parse_attacks("GMLA, mla-u") == ("gmla", "mla-u"), "names are case-insensitive"

@@ -6,6 +6,7 @@ uninterrupted one, the combination records, and bad input."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import fields, replace
 
 import networkx as nx
 import numpy as np
@@ -18,7 +19,7 @@ from bench.attacks.targets import omega_masks, pair_targets
 from bench.errors import BenchError
 from bench.metrics import pair_metrics
 from bench.sweep.inputs import SweepModel
-from bench.sweep.presets import FAST, PAPER
+from bench.sweep.presets import FAST, PAPER, SweepOptions
 from bench.sweep.protocol import PlannedCombination
 from bench.sweep.runner import (
     attack_settings,
@@ -38,27 +39,16 @@ ROW_SQL = "SELECT * EXCLUDE (seconds) FROM results ORDER BY combo_id, image_id, 
 SUMMARY_SQL = "SELECT * FROM rate_summary ORDER BY size, attack, eps, tau"
 
 
-def toy_config(shard=(0, 1), **overrides):
+# the fast preset with every combination of each size (the toy graph has few)
+TOY = replace(FAST, name="toy", combinations_per_size=None)
+
+
+def toy_config(shard=(0, 1), preset=TOY, name="", device="", model=None, **overrides):
     graph = toy_graph()
-    values = {
-        "dataset": NAME,
-        "split": "test",
-        "model": SweepModel(ToyNet(graph.n), NAME, {"model": NAME}, "", 8),
-        "graph": graph,
-        "preset": FAST,
-        "attacks": ATTACKS,
-        "eps": (0.06,),
-        "tau": (-0.85,),
-        "sizes": (1, 2),
-        "images_per_combination": 2,
-        "combos": "all",
-        "combinations_per_size": None,
-        "include_abstract": False,
-        "iterations": 10,
-        "seed": 0,
-        "shard": shard,
-    }
-    return sweep_config(**{**values, **overrides})
+    model = model or SweepModel(ToyNet(graph.n), NAME, {"model": NAME}, "", 8)
+    options = {"attacks": ATTACKS, "eps": (0.06,), "sizes": (1, 2), "images_per_combination": 2, "iterations": 10}
+    options = SweepOptions(**{**options, **overrides})
+    return sweep_config(NAME, model, graph, preset, options, name=name, shard=shard, device=device)
 
 
 def sweep(path, config, batch_size=8, store=None, model=None):
@@ -268,12 +258,13 @@ def test_no_eligible_image_is_one_line_and_stores_nothing(tmp_path):
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
-    [({"eps": (0.0,)}, r"eps must be in \(0, 1\]"), ({"sizes": (1, 7)}, r"\|Ω\| = 7 is larger than the 6 labels")],
+    [({"eps": (0.0,)}, r"`eps` 0: outside \(0, 1\]"), ({"sizes": (1, 7)}, r"\|Ω\| = 7 is larger than the 6 labels")],
 )
 def test_bad_settings_fail_before_any_work_or_write(tmp_path, overrides, message):
     with pytest.raises(BenchError, match=message):
         sweep(tmp_path / "bad.duckdb", toy_config(**overrides))
-    assert fetch(tmp_path / "bad.duckdb", "SELECT count(*) FROM runs")[0][0] == 0, "no run is recorded"
+    bad = tmp_path / "bad.duckdb"
+    assert not bad.exists() or fetch(bad, "SELECT count(*) FROM runs")[0][0] == 0, "no run is recorded"
 
 
 def test_settings_follow_the_preset_and_the_contract():
@@ -344,3 +335,44 @@ def test_typed_protocol_keeps_the_stored_layout_and_round_trips():
     ):
         assert Protocol.from_extra(protocol.to_extra()) == protocol, "round trip"
     assert "closure" not in Protocol().to_extra() and "precision" not in Protocol().to_extra(), "defaults left out"
+
+
+def test_options_take_the_preset_only_where_not_given():
+    given = SweepOptions(
+        attacks=("gmla",),
+        eps=(0.02,),
+        tau=(-0.5,),
+        sizes=(2, 1, 2),
+        images_per_combination=3,
+        combos="sampled",
+        combinations_per_size=7,
+        iterations=9,
+    )
+    for preset, dataset in ((PAPER, "nus"), (PAPER, "voc"), (FAST, "stamps")):
+        defaults = SweepOptions().filled(preset, dataset)
+        expected_images = 10 if (preset, dataset) == (PAPER, "nus") else preset.images_per_combination
+        assert (defaults.eps, defaults.tau, defaults.sizes, defaults.iterations) == (
+            preset.eps,
+            preset.tau,
+            preset.sizes,
+            preset.iterations,
+        ), f"{preset.name}: the preset's grid"
+        assert defaults.images_per_combination == expected_images, f"{preset.name} on {dataset}: images"
+        assert defaults.combinations_per_size == preset.combinations_per_size, f"{preset.name}: combinations"
+        for field in fields(SweepOptions):
+            one = replace(SweepOptions(), **{field.name: getattr(given, field.name)})
+            filled = one.filled(preset, dataset)
+            for other in fields(SweepOptions):
+                want = getattr(one if other.name == field.name else defaults, other.name)
+                assert getattr(filled, other.name) == want, f"given {field.name}: {other.name} is {want!r}"
+    assert given.sizes == (1, 2), "sizes are sorted and unique"
+    for bad, message in (
+        ({"tau": (1.5,)}, r"`tau` 1.5: outside \[-1, 1\]"),
+        ({"sizes": (0,)}, r"`sizes` 0: sizes start at 1"),
+        ({"iterations": 0}, r"`iterations` 0: must be a positive number"),
+        ({"attacks": ("gmal",)}, r"unknown attack 'gmal'"),
+        ({"eps": ()}, r"`eps` is empty"),
+        ({"closure": "mine"}, r"unknown closure 'mine'"),
+    ):
+        with pytest.raises(BenchError, match=message):
+            SweepOptions(**bad)

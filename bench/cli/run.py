@@ -10,7 +10,7 @@ from rich.table import Table
 
 from bench.cli.apps import DeviceOption, GraphOption, GraphStoreOption, ModelOption, TrustOption, app
 from bench.cli.console import console, styled
-from bench.errors import BenchError, unknown
+from bench.errors import BenchError
 
 
 # ---------------------------------------------------------------------- option parsing
@@ -34,17 +34,6 @@ def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
     if not values:
         raise BenchError(f"--{what} is empty")
     return tuple(dict.fromkeys(values))
-
-
-def check_range(
-    what: str, values: tuple[float, ...], low: float, high: float, low_open: bool = False
-) -> tuple[float, ...]:
-    """Each value in [low, high] (or (low, high]); one line naming the option otherwise."""
-    for v in values:
-        if not (low < v <= high if low_open else low <= v <= high):
-            bracket = "(" if low_open else "["
-            raise BenchError(f"--{what} {v:g} is outside {bracket}{low:g}, {high:g}]")
-    return values
 
 
 def parse_sizes(text: str | None) -> tuple[int, ...] | None:
@@ -79,21 +68,11 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return i, n
 
 
-def parse_attacks(text: str) -> tuple[str, ...]:
-    """``all`` or a comma list of registered attack names (unknown names suggest close ones)."""
-    from bench.attacks import ATTACKS, list_attacks
-    from bench.names import ATTACK_NAMES
-
+def parse_attacks(text: str) -> tuple[str, ...] | None:
+    """``all`` (``None``: every registered attack) or a comma list of attack names."""
     if text.strip().lower() == "all":
-        return tuple(
-            sorted(list_attacks(), key=lambda a: (list(ATTACK_NAMES).index(a) if a in ATTACK_NAMES else 99, a))
-        )
-    names = tuple(dict.fromkeys(p.strip().lower() for p in text.split(",") if p.strip()))
-    if not names:
-        raise BenchError("--attacks is empty: name attacks (gmla,mla-u) or say all")
-    for name in names:
-        ATTACKS.get(name)  # unknown → one line with the closest names
-    return names
+        return None
+    return tuple(dict.fromkeys(p.strip().lower() for p in text.split(",") if p.strip()))
 
 
 # ---------------------------------------------------------------------- bench run
@@ -252,8 +231,8 @@ def run_command(
     Example: bench run -d openimages -m Open_ImagesV6_TRresNet_L_448.pth --combos sampled --size 1-5 --shard 0/4
     """
     from bench.datasets import DATASETS, create_dataset
-    from bench.precision import PRECISIONS
     from bench.sweep import (
+        SweepOptions,
         fit_dataset,
         get_preset,
         load_sweep_model,
@@ -262,34 +241,31 @@ def run_command(
         sweep_config,
     )
     from bench.sweep.cluster import import_ray
-    from bench.sweep.presets import check_combo_mode
-    from kg.closure_official import CLOSURES
     from kg.stores import STORES
     from results.store import ResultStore, default_db_path
 
+    # every option checked before the model loads, anything prints or any file is written
     chosen = get_preset(preset)
     DATASETS.get(dataset)
-    names = parse_attacks(attacks)
+    options = SweepOptions(
+        attacks=parse_attacks(attacks),
+        eps=parse_floats(eps, "eps"),
+        tau=parse_floats(tau, "tau"),
+        sizes=parse_sizes(size),
+        images_per_combination=images_per_combo,
+        combos=combos,
+        combinations_per_size=combos_per_size,
+        iterations=iterations,
+        include_abstract=include_abstract,
+        seed=seed,
+        split=split,
+        closure=closure,
+        precision=precision,
+    )
     shard_index, shard_count = parse_shard(shard)
-    combos = check_combo_mode(combos or chosen.combos_for(dataset))
     STORES.get(store)
-    if closure not in CLOSURES:
-        raise unknown("closure", closure, CLOSURES)
-    if precision not in PRECISIONS:
-        raise unknown("precision", precision, PRECISIONS)
-    # every option checked before the model loads, anything prints or any file is written
-    eps_values = check_range("eps", parse_floats(eps, "eps") or chosen.eps, 0.0, 1.0, low_open=True)
-    tau_values = check_range("tau", parse_floats(tau, "tau") or chosen.tau, -1.0, 1.0)
-    sizes = parse_sizes(size) or chosen.sizes
-    counts = {
-        "iterations": iterations,
-        "images-per-combo": images_per_combo,
-        "combos-per-size": combos_per_size,
-        "batch-size": batch_size,
-    }
-    for option, value in counts.items():
-        if value is not None and value < 1:
-            raise BenchError(f"--{option} must be a positive number; got {value}")
+    if batch_size is not None and batch_size < 1:
+        raise BenchError(f"--batch-size must be a positive number; got {batch_size}")
     if ray is not None:
         import_ray()
         if shard is not None:
@@ -311,26 +287,7 @@ def run_command(
     )
     net, data, graph = fit_dataset(loaded, data)
     config = sweep_config(
-        dataset=dataset,
-        split=split,
-        model=loaded,
-        graph=graph,
-        preset=chosen,
-        attacks=names,
-        eps=eps_values,
-        tau=tau_values,
-        sizes=sizes,
-        images_per_combination=images_per_combo if images_per_combo is not None else chosen.images_for(dataset),
-        combos=combos,
-        combinations_per_size=combos_per_size if combos_per_size is not None else chosen.combinations_per_size,
-        include_abstract=include_abstract,
-        iterations=iterations if iterations is not None else chosen.iterations,
-        seed=seed,
-        name=name or "",
-        shard=(shard_index, shard_count),
-        device=str(dev),
-        closure=closure,
-        precision=precision,
+        dataset, loaded, graph, chosen, options, name=name or "", shard=(shard_index, shard_count), device=str(dev)
     )
     path = shard_db_path(db or default_db_path(), shard_index, shard_count)
     results = ResultStore(path, lock_timeout=wait)

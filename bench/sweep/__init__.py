@@ -4,19 +4,17 @@ offline demo pipeline (``demo``).
 
 Example::
 
-    from bench.sweep import get_preset, run_sweep, sweep_config
+    from bench.sweep import SweepOptions, get_preset, run_sweep, sweep_config
 
-    config = sweep_config(dataset="stamps", split="test", model=loaded, graph=graph,
-                          preset=get_preset("fast"), attacks=["gmla", "mla-u"], eps=[0.03],
-                          tau=[-0.85], sizes=[1, 2], images_per_combination=6, combos="all",
-                          combinations_per_size=3, include_abstract=False, iterations=40, seed=0)
+    options = SweepOptions(attacks=["gmla", "mla-u"], eps=[0.03], sizes=[1, 2])  # the rest: the preset's
+    config = sweep_config("stamps", loaded, graph, get_preset("fast"), options)
     outcome = run_sweep(config, model, dataset, graph, ResultStore(path))
 """
 
 from __future__ import annotations
 
 from bench.sweep.inputs import SweepModel, fit_dataset, load_sweep_model, resolve_device
-from bench.sweep.presets import PRESETS, Preset, get_preset, preset_names
+from bench.sweep.presets import PRESETS, Preset, SweepOptions, get_preset, preset_names
 from bench.sweep.progress import RichSweepProgress, StageTimes, SweepProgress
 from bench.sweep.protocol import (
     CleanPredictions,
@@ -65,4 +63,5 @@ __all__ = [
     "shard_db_path",
     "shard_of",
     "sweep_config",
+    "SweepOptions",
 ]

@@ -84,7 +84,6 @@ def _results_file(out: Path, config, console: Console):
 
 def run_demo(out: Path | None, device: torch.device, console: Console, retrain: bool = False) -> DemoReport:
     """Run the demo pipeline (module docstring), narrating on ``console``; returns what it made."""
-    from bench.attacks import list_attacks
     from bench.datasets import create_dataset
     from bench.sweep.inputs import fit_dataset, load_sweep_model
     from bench.sweep.presets import FAST
@@ -107,25 +106,7 @@ def run_demo(out: Path | None, device: torch.device, console: Console, retrain: 
     )
     loaded = load_sweep_model(DATASET, str(run_dir), device)
     net, data, graph = fit_dataset(loaded, test)
-    config = sweep_config(
-        dataset=DATASET,
-        split="test",
-        model=loaded,
-        graph=graph,
-        preset=FAST,
-        attacks=_paper_order(list_attacks()),
-        eps=FAST.eps,
-        tau=FAST.tau,
-        sizes=FAST.sizes,
-        images_per_combination=FAST.images_for(DATASET),
-        combos="all",
-        combinations_per_size=FAST.combinations_per_size,
-        include_abstract=False,
-        iterations=FAST.iterations,
-        seed=0,
-        name=DEMO_RUN,
-        device=str(device),
-    )
+    config = sweep_config(DATASET, loaded, graph, FAST, name=DEMO_RUN, device=str(device))
     store = _results_file(out, config, console)
     with times("sweep"), RichSweepProgress(console) as progress:
         outcome = run_sweep(
@@ -136,13 +117,6 @@ def run_demo(out: Path | None, device: torch.device, console: Console, retrain: 
         _tables_and_plots(store, config, out, report)
     times["total"] = time.perf_counter() - started
     return report
-
-
-def _paper_order(attacks: list[str]) -> list[str]:
-    from bench.names import ATTACK_NAMES
-
-    known = list(ATTACK_NAMES)
-    return sorted(attacks, key=lambda a: (known.index(a) if a in known else len(known), a))
 
 
 def _print_preset(console: Console) -> None:

@@ -168,7 +168,7 @@ def measure_sweep(
     """Run a small sweep (``fast`` preset otherwise) into a temporary database and time it."""
     from bench.datasets import create_dataset
     from bench.sweep.inputs import fit_dataset, load_sweep_model, resolve_device
-    from bench.sweep.presets import FAST
+    from bench.sweep.presets import FAST, SweepOptions
     from bench.sweep.runner import run_sweep, sweep_config
     from results.store import ResultStore
 
@@ -176,25 +176,16 @@ def measure_sweep(
     loaded = load_sweep_model(dataset, model, dev)
     net, data, graph = fit_dataset(loaded, create_dataset(dataset, "test", image_size=loaded.image_size))
     timed = TimedModel(net, sync=dev.type == "cuda")
-    config = sweep_config(
-        dataset=dataset,
-        split="test",
-        model=loaded,
-        graph=graph,
-        preset=FAST,
+    options = SweepOptions(
         attacks=attacks,
         eps=(eps,),
-        tau=FAST.tau,
         sizes=sizes,
         images_per_combination=images_per_combination,
         combos="all",
         combinations_per_size=combinations_per_size,
-        include_abstract=False,
         iterations=iterations,
-        seed=0,
-        name="perf",
-        device=str(dev),
     )
+    config = sweep_config(dataset, loaded, graph, FAST, options, name="perf", device=str(dev))
     import torchmetrics.functional.image  # noqa: F401  (a one-time import of seconds: keep it out of the figures)
 
     times = StageTimesWithoutModel(timed)

@@ -10,9 +10,9 @@ two attacks that are not Auto-PGD (MLA-LP's linear programs, ML-DP's DeepFool it
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
-from bench.errors import unknown
+from bench.errors import BenchError, InvalidValue, unknown
 from bench.registry import Registry
 
 COMBOS_ALL = "all"
@@ -128,3 +128,92 @@ def check_combo_mode(mode: str) -> str:
     if mode not in COMBO_MODES:
         raise unknown("combination mode", mode, COMBO_MODES)
     return mode
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """What a sweep runs, as the user chose it; ``None`` takes the preset's value (:meth:`filled`),
+    as timm's ``create_model`` drops the keyword arguments that were not given.
+
+    Values are checked when the options are made, before any model loads or file is written.
+
+    Attributes:
+        attacks: registered attack names (``None``: every one, in the paper's order).
+        eps, tau: the ε grid (each in (0, 1]) and GMLA's τ grid (each in [−1, 1]).
+        sizes: target set sizes |Ω| (each ≥ 1).
+        images_per_combination: the first N eligible images attacked per combination.
+        combos: ``all`` or ``sampled`` (the Open Images rules).
+        combinations_per_size: a seeded sample of this many combinations per |Ω|.
+        iterations: Auto-PGD iterations N.
+        include_abstract: draw targets from abstract graph nodes too.
+        seed: seed of the combination sampling.
+        split: the dataset split whose images are attacked.
+        closure: Ψ's rule, ``bench`` or ``official`` (the official code's).
+        precision: the model's arithmetic, ``fp32`` or ``bf16``.
+    """
+
+    attacks: tuple[str, ...] | None = None
+    eps: tuple[float, ...] | None = None
+    tau: tuple[float, ...] | None = None
+    sizes: tuple[int, ...] | None = None
+    images_per_combination: int | None = None
+    combos: str | None = None
+    combinations_per_size: int | None = None
+    iterations: int | None = None
+    include_abstract: bool = False
+    seed: int = 0
+    split: str = "test"
+    closure: str = "bench"
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        from bench.attacks import ATTACKS
+        from bench.precision import PRECISIONS
+        from kg.closure_official import CLOSURES
+
+        for name in ("attacks", "eps", "tau", "sizes"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
+                if not value:
+                    raise BenchError(f"{{{name}}} is empty: give at least one value", options=[name])
+        for name in self.attacks or ():
+            ATTACKS.get(name)  # unknown → one line with the closest names
+        for e in self.eps or ():
+            if not 0 < e <= 1:
+                raise InvalidValue("eps", e, "outside (0, 1]")
+        for t in self.tau or ():
+            if not -1 <= t <= 1:
+                raise InvalidValue("tau", t, "outside [-1, 1]")
+        if self.sizes is not None:
+            object.__setattr__(self, "sizes", tuple(sorted(set(self.sizes))))
+            if self.sizes[0] < 1:
+                raise InvalidValue("sizes", self.sizes[0], "sizes start at 1")
+        for name in ("images_per_combination", "combinations_per_size", "iterations"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InvalidValue(name, value, "must be a positive number")
+        if self.combos is not None:
+            check_combo_mode(self.combos)
+        if self.closure not in CLOSURES:
+            raise unknown("closure", self.closure, CLOSURES)
+        if self.precision not in PRECISIONS:
+            raise unknown("precision", self.precision, PRECISIONS)
+
+    def filled(self, preset: Preset, dataset: str) -> SweepOptions:
+        """Every option that was not given (``None``) from ``preset`` for ``dataset``."""
+        from bench.attacks import list_attacks
+        from bench.names import paper_order
+
+        defaults = {
+            "attacks": paper_order(list_attacks()),
+            "eps": preset.eps,
+            "tau": preset.tau,
+            "sizes": preset.sizes,
+            "images_per_combination": preset.images_for(dataset),
+            "combos": preset.combos_for(dataset),
+            "combinations_per_size": preset.combinations_per_size,
+            "iterations": preset.iterations,
+        }
+        missing = {f.name for f in fields(self) if getattr(self, f.name) is None}
+        return replace(self, **{name: defaults[name] for name in missing})

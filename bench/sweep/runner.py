@@ -48,7 +48,7 @@ from bench.attacks.targets import PairTargets, pair_targets
 from bench.errors import BenchError, StoreBusy
 from bench.metrics import pair_metrics
 from bench.sweep.inputs import SweepModel
-from bench.sweep.presets import Preset
+from bench.sweep.presets import Preset, SweepOptions
 from bench.sweep.progress import StageTimes, SweepProgress
 from bench.sweep.protocol import (
     CleanPredictions,
@@ -117,36 +117,25 @@ def attack_settings(config: RunConfig) -> list[AttackSetting]:
 
 
 def sweep_config(
-    *,
     dataset: str,
-    split: str,
     model: SweepModel,
     graph: LabelGraph,
     preset: Preset,
-    attacks: Sequence[str],
-    eps: Sequence[float],
-    tau: Sequence[float],
-    sizes: Sequence[int],
-    images_per_combination: int,
-    combos: str,
-    combinations_per_size: int | None,
-    include_abstract: bool,
-    iterations: int,
-    seed: int,
+    options: SweepOptions | None = None,
+    *,
     name: str = "",
     shard: tuple[int, int] = (0, 1),
     device: str = "",
-    closure: str = "bench",
-    precision: str = "fp32",
 ) -> RunConfig:
-    """The ``RunConfig`` of a sweep: the preset's values with the user's overrides applied.
+    """The ``RunConfig`` of a sweep: ``options`` with what they leave out taken from ``preset``.
 
-    ``extra`` records the protocol settings that change the numbers: the split, how
-    combinations are chosen, each attack's iterations and images per combination, and the
-    closure rule when it is the official code's (``closure="official"``).
+    ``protocol`` records the settings that change the numbers beyond the grid: the split, how
+    combinations are chosen, each attack's iterations and images per combination, the closure
+    rule and the model's precision.
     """
-    steps = {a: attack_steps(a, iterations, dict(preset.attack_steps)) for a in attacks}
-    fewer = {a: min(n, images_per_combination) for a, n in preset.attack_images.items() if a in attacks}
+    o = (options or SweepOptions()).filled(preset, dataset)
+    steps = {a: attack_steps(a, o.iterations, dict(preset.attack_steps)) for a in o.attacks}
+    fewer = {a: min(n, o.images_per_combination) for a, n in preset.attack_images.items() if a in o.attacks}
     return RunConfig(
         dataset=dataset,
         model_name=model.name,
@@ -154,27 +143,27 @@ def sweep_config(
         model_path=model.path,
         graph_name=graph.name,
         graph_sha256=graph.sha256,
-        attacks=tuple(attacks),
-        eps=tuple(eps),
-        tau=tuple(tau),
-        sizes=tuple(sorted(set(sizes))),
-        images_per_combination=images_per_combination,
-        iterations=iterations,
-        seed=seed,
+        attacks=o.attacks,
+        eps=o.eps,
+        tau=o.tau,
+        sizes=o.sizes,
+        images_per_combination=o.images_per_combination,
+        iterations=o.iterations,
+        seed=o.seed,
         preset=preset.name,
         name=name,
         shard_index=shard[0],
         shard_count=shard[1],
         device=device,
         extra=Protocol(
-            split=split,
-            combos=combos,
-            combinations_per_size=combinations_per_size,
-            include_abstract=include_abstract,
+            split=o.split,
+            combos=o.combos,
+            combinations_per_size=o.combinations_per_size,
+            include_abstract=o.include_abstract,
             steps=steps,
             images=fewer,
-            closure=closure,
-            precision=precision,
+            closure=o.closure,
+            precision=o.precision,
         ).to_extra(),
     )
 
