@@ -1,14 +1,10 @@
-"""Clean-model evaluation: mAP, per-label AP, and the share of test images whose clean
-prediction (``logits > 0``) is globally consistent with the knowledge graph — the images the
-attacks may use (the official ``store_gcn_consistent.py`` filter).
-
-AP is the non-interpolated average precision (as ``sklearn.metrics.average_precision_score``):
-the mean, over the positive images, of the precision among images scored at least as high.
+"""Clean-model evaluation: mAP and per-label AP (``bench.metrics.average_precision``), and the
+share of test images whose clean prediction (``logits > 0``) is globally consistent with the
+knowledge graph — the images the attacks may use (the official ``store_gcn_consistent.py`` filter).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -17,36 +13,9 @@ from torch.utils.data import Dataset
 
 from bench.devices import resolve_device
 from bench.errors import BenchError
+from bench.metrics import average_precision, mean_ap
 from kg.closure import GraphTensors, global_consistency
 from kg.graph import LabelGraph
-
-
-def average_precision(scores: Tensor, targets: Tensor) -> Tensor:
-    """Per-column AP of ``scores [N, C]`` against 0/1 ``targets [N, C]``; NaN where a column has no positive.
-
-    Tied scores share the precision at the end of their tie group, as with threshold sweeps.
-    """
-    if scores.shape != targets.shape or scores.dim() != 2:
-        raise BenchError(f"scores {tuple(scores.shape)} and targets {tuple(targets.shape)} must be equal [N, C] shapes")
-    scores, targets = scores.double(), (targets > 0).double()
-    n = scores.shape[0]
-    order = torch.argsort(scores, dim=0, descending=True)
-    s = torch.gather(scores, 0, order)
-    y = torch.gather(targets, 0, order)
-    precision = y.cumsum(0) / torch.arange(1, n + 1, dtype=torch.float64).unsqueeze(1)
-    last = torch.ones_like(s, dtype=torch.bool)
-    last[:-1] = s[:-1] != s[1:]  # last row of each tie group
-    idx = torch.arange(n).unsqueeze(1).expand_as(s)
-    group_end = torch.where(last, idx, torch.full_like(idx, n)).flip(0).cummin(0).values.flip(0)
-    positives = y.sum(0)
-    ap = (y * torch.gather(precision, 0, group_end)).sum(0) / positives
-    return torch.where(positives > 0, ap, torch.full_like(ap, math.nan)).float()
-
-
-def mean_ap(ap: Tensor) -> float:
-    """Mean over the labels that have positives (NaN APs are left out)."""
-    valid = ap[~torch.isnan(ap)]
-    return float(valid.mean()) if len(valid) else math.nan
 
 
 @torch.no_grad()

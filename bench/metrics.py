@@ -16,6 +16,9 @@ Per pair (image, Ω), from the clean and adversarial predictions (logit > 0):
 * **rmsd**: √(‖x − x′‖²/N), N = pixel values per image (Supp. Eq. 13), in [0, 1] units
   (×255 for 8-bit units), successful pairs only; ``linf``, ``l2`` of every pair.
 
+Clean models: ``average_precision`` (per label) and ``mean_ap`` (mAP over the labels that have
+positives), the non-interpolated AP of ``sklearn.metrics.average_precision_score``, by torchmetrics.
+
 Per combination Ω: FR_N = mean(success), FR_S = mean(consistent), NT_R = mean(ntr_share),
 each over **all** attacked images of the combination (so FR_S ≤ FR_N); SSIM and RMSD are
 means over the successful ones. Reported: mean ± std (population, ``np.std``) over the
@@ -24,6 +27,8 @@ combinations, as fractions; SSIM also pooled over all successful images.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
@@ -191,3 +196,28 @@ def summarize(rates: Sequence[CombinationRates], m: PairMetrics | None = None) -
         rmsd=stat([r.rmsd for r in rates]),
         ssim_pooled=pooled,
     )
+
+
+def average_precision(scores: Tensor, targets: Tensor) -> Tensor:
+    """Per-column AP of ``scores [N, C]`` against 0/1 ``targets [N, C]``; NaN where a column has no positive.
+
+    AP is the mean, over a label's positive images, of the precision among the images scored at
+    least as high (tied scores share the precision at the end of their tie group).
+    """
+    from torchmetrics.functional.classification import multilabel_average_precision
+
+    if scores.shape != targets.shape or scores.dim() != 2:
+        raise BenchError(f"scores {tuple(scores.shape)} and targets {tuple(targets.shape)} must be equal [N, C] shapes")
+    positives = (targets > 0).sum(0)
+    with warnings.catch_warnings():  # a label without positives: NaN below, no warning
+        warnings.filterwarnings("ignore", message="No positive samples")
+        ap = multilabel_average_precision(
+            scores.double(), (targets > 0).long(), num_labels=scores.shape[1], average=None, thresholds=None
+        )
+    return torch.where(positives > 0, ap.double(), torch.full_like(ap, math.nan, dtype=torch.float64)).float()
+
+
+def mean_ap(ap: Tensor) -> float:
+    """Mean over the labels that have positives (NaN APs are left out)."""
+    valid = ap[~torch.isnan(ap)]
+    return float(valid.mean()) if len(valid) else math.nan

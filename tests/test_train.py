@@ -15,7 +15,8 @@ from bench.cli import error_message
 from bench.cli.apps import app
 from bench.datasets.base import DATASETS, MultiLabelDataset, register_dataset
 from bench.errors import BenchError
-from bench.evaluate import average_precision, mean_ap, report_from_logits
+from bench.evaluate import report_from_logits
+from bench.metrics import average_precision, mean_ap
 from bench.models import latest_model, list_trained, load_trained
 from bench.models.store import WEIGHTS, models_dir, resolve_run
 from bench.train import STATE, TrainConfig, train
