@@ -5,7 +5,7 @@ light batch augmentation, the model's own loss (ASL's asymmetric loss or BCE). E
 epoch ends with an atomic checkpoint (``train-state.pt``) so ``resume=True`` continues an
 interrupted run; each epoch's shuffling, augmentation and dropout draw from generators
 seeded by ``(seed, epoch)``, so a resumed run equals an uninterrupted one. At the end the
-model is evaluated on the test split and saved with its card (``bench.models.store``).
+model is evaluated on the test split and saved with its card (``bench.models.trained``).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from bench.fileio import torch_save
 from bench.models import create_model, model_spec
 from bench.models.asl import AsymmetricLoss
 from bench.models.card import ModelCard, now_iso
-from bench.models.store import TRAIN_STATE as STATE
-from bench.models.store import WEIGHTS, models_dir, save_trained
+from bench.models.trained import TRAIN_STATE as STATE
+from bench.models.trained import WEIGHTS, models_dir, save_trained
 from bench.progress import progress_bar
 
 STATE_FORMAT = "semattack-bench/train-state"

@@ -19,7 +19,7 @@ from bench.datasets.base import MultiLabelDataset, register_dataset
 from bench.datasets.labels import extended_targets
 from bench.models import register_model
 from bench.models.card import ModelCard
-from bench.models.store import models_dir, save_trained
+from bench.models.trained import models_dir, save_trained
 from kg.graph import LabelGraph
 
 NAME = "sweep-toy"

@@ -57,7 +57,7 @@ def toy_model():
     """A tiny timm net saved as a trained run; its head makes cat, car, animal, vehicle positive."""
     from bench.models import create_model, save_trained
     from bench.models.card import ModelCard
-    from bench.models.store import models_dir
+    from bench.models.trained import models_dir
 
     torch.manual_seed(0)
     net = create_model("timm", num_classes=GRAPH.n, image_size=32, arch="test_resnet")

@@ -21,7 +21,7 @@ from bench.cli import error_message
 from bench.cli.apps import app
 from bench.errors import BenchError
 from bench.models.card import ModelCard
-from bench.models.store import models_dir, save_trained
+from bench.models.trained import models_dir, save_trained
 from kg.catalog import load_graph
 from tests.sweep_fixtures import NAME, save_toy_model
 

@@ -18,7 +18,7 @@ from bench.errors import BenchError
 from bench.evaluate import report_from_logits
 from bench.metrics import average_precision, mean_ap
 from bench.models import latest_model, list_trained, load_trained
-from bench.models.store import WEIGHTS, models_dir, resolve_run
+from bench.models.trained import WEIGHTS, models_dir, resolve_run
 from bench.train import STATE, TrainConfig, train
 from kg.graph import LabelGraph
 

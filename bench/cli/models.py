@@ -26,7 +26,7 @@ def models_command(
     Example: bench models --available
     """
     from bench.models import MODELS, model_spec
-    from bench.models.store import list_trained
+    from bench.models.trained import list_trained
 
     if available:
         table = Table("model", "loss", "size", "options", "what", title="registered models")

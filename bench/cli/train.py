@@ -107,7 +107,7 @@ def train_command(
     Example: bench train -d voc -m asl -o variant=tresnet_l --image-size 224 --epochs 40
     Example: bench train --resume resnet18-20250101-120000
     """
-    from bench.models.store import resolve_run
+    from bench.models.trained import resolve_run
     from bench.train import TrainConfig, preset_config, run_dir_for, train
 
     if resume:
@@ -211,7 +211,7 @@ def eval_command(
     from bench.datasets import create_dataset
     from bench.evaluate import evaluate
     from bench.models.openimages_map import on_graph
-    from bench.models.store import check_card_graph
+    from bench.models.trained import check_card_graph
 
     if model and checkpoint:
         raise BenchError("give --model or --checkpoint, not both")
@@ -250,7 +250,7 @@ def eval_command(
 def _eval_model(dataset, model, checkpoint, arch, embeddings, image_size, trust=False):
     """(model, image size, dataset name, card or None, output names or None) for ``bench eval``."""
     from bench.models import load_checkpoint, load_trained
-    from bench.models.store import latest_model
+    from bench.models.trained import latest_model
 
     if checkpoint is not None:
         if dataset is None:

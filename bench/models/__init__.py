@@ -109,4 +109,4 @@ def list_models() -> list[str]:
 
 from bench.models import asl, ml_decoder, ml_gcn, small  # noqa: E402,F401  (registers the built-ins)
 from bench.models.checkpoints import load_checkpoint  # noqa: E402,F401
-from bench.models.store import latest_model, list_trained, load_trained, save_trained  # noqa: E402,F401
+from bench.models.trained import latest_model, list_trained, load_trained, save_trained  # noqa: E402,F401

@@ -45,7 +45,7 @@ class DemoReport:
 
 def demo_model(device: torch.device, console: Console, retrain: bool = False):
     """``(run_dir, card)`` of the newest model trained with the demo recipe, training one if none."""
-    from bench.models.store import list_trained
+    from bench.models.trained import list_trained
     from bench.train import preset_config, run_dir_for, train
 
     config = preset_config("demo").resolved()

@@ -44,7 +44,7 @@ def load_sweep_model(dataset: str, model: str | None, device: torch.device, trus
     """The model ``--model`` names (see the module docstring), on ``device``, in eval mode; ``trust``
     lets a published checkpoint that holds more than tensors load by full unpickling (runs its code)."""
     from bench.models import MODELS
-    from bench.models.store import latest_model, list_trained
+    from bench.models.trained import latest_model, list_trained
 
     if model is None:
         newest = latest_model(dataset)
@@ -65,14 +65,14 @@ def load_sweep_model(dataset: str, model: str | None, device: torch.device, trus
 
 
 def _is_run_name(name: str) -> bool:
-    from bench.models.store import models_dir
+    from bench.models.trained import models_dir
 
     return any((p / "model.pt").exists() for p in models_dir().glob(f"*/{name}"))
 
 
 def _trained(run, device: torch.device) -> SweepModel:
     from bench.models import load_trained
-    from bench.models.store import resolve_run
+    from bench.models.trained import resolve_run
 
     net, card = load_trained(run, device)
     return SweepModel(net, card.model, card.to_dict(), str(resolve_run(run)), card.image_size)
@@ -96,7 +96,7 @@ def fit_dataset(loaded: SweepModel, dataset) -> tuple[nn.Module, Any, LabelGraph
     """
     from bench.models.card import ModelCard
     from bench.models.openimages_map import on_graph
-    from bench.models.store import check_card_graph
+    from bench.models.trained import check_card_graph
 
     if not loaded.published:
         check_card_graph(ModelCard.from_dict(loaded.card), dataset.graph)
