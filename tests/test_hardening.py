@@ -107,7 +107,7 @@ def test_a_checkpoint_never_runs_code_without_the_opt_in(home, capsys, monkeypat
     torch.save({"model": {"w": torch.zeros(1)}, "x": Payload(tmp / MARKER)}, evil)
     for args in (
         ["run", "-d", NAME, "-m", str(evil), "--preset", "fast", "--size", "1"],
-        ["eval", "-d", NAME, "--checkpoint", str(evil)],
+        ["eval", "-d", NAME, "-m", str(evil)],
     ):
         line = refused(
             capsys,
@@ -119,7 +119,7 @@ def test_a_checkpoint_never_runs_code_without_the_opt_in(home, capsys, monkeypat
         assert "posix.mkdir" in line, f"the refusal names the callable: {line}"
         assert not (tmp / MARKER).exists(), "the payload ran"
     # the explicit opt-in does unpickle (documented as running the file's code)
-    code, _, _ = cli(capsys, monkeypatch, "eval", "-d", NAME, "--checkpoint", str(evil), "--trust-checkpoint")
+    code, _, _ = cli(capsys, monkeypatch, "eval", "-d", NAME, "-m", str(evil), "--trust-checkpoint")
     assert (tmp / MARKER).exists() and code != 0, "--trust-checkpoint loads the file fully"
 
 
@@ -248,11 +248,11 @@ def test_an_unwritable_data_folder(home, capsys, monkeypatch):
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        (["--eps", "-0.01"], "--eps -0.01 is outside (0, 1]"),
-        (["--tau", "5"], "--tau 5 is outside [-1, 1]"),
-        (["--iterations", "0"], "--iterations must be a positive number"),
-        (["--images-per-combo", "0"], "--images-per-combo must be a positive number"),
-        (["--combos-per-size", "0"], "--combos-per-size must be a positive number"),
+        (["--eps", "-0.01"], "--eps -0.01: outside (0, 1]"),
+        (["--tau", "5"], "--tau 5: outside [-1, 1]"),
+        (["--iterations", "0"], "--iterations 0: must be a positive number"),
+        (["--images-per-combo", "0"], "--images-per-combo 0: must be a positive number"),
+        (["--combos-per-size", "0"], "--combos-per-size 0: must be a positive number"),
         (["--batch-size", "-2"], "--batch-size must be a positive number"),
     ],
 )

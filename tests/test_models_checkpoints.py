@@ -14,6 +14,7 @@ from bench.errors import BenchError
 from bench.models import create_model, load_checkpoint
 from bench.models.checkpoints import ml_gcn_to_ours, resnet_arch
 from bench.models.ml_gcn import cooccurrence_adjacency
+from bench.sweep.inputs import load_sweep_model
 from tests.test_models_asl import asl_layout, randomised_state
 
 
@@ -173,6 +174,14 @@ def test_ml_gcn_layout_loads_exactly(tmp_path, depth="resnet18"):
     short.write_bytes(pickle.dumps(vectors[:4]))
     with pytest.raises(BenchError, match=r"shape \(4, 300\), expected \(6, d\)"):
         load_checkpoint(path, embeddings=short)
+
+    # bench run / attack / eval load it the same way, with the same options
+    loaded = load_sweep_model("voc", str(path), torch.device("cpu"), embeddings=emb, image_size=64)
+    assert loaded.published and loaded.image_size == 64, f"published {loaded.published}, size {loaded.image_size}"
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), got), "the sweep's loader builds the same model"
+    with pytest.raises(BenchError, match=r"`embeddings` .*applies to a published checkpoint file"):
+        load_sweep_model("voc", None, torch.device("cpu"), embeddings=emb)
 
 
 def test_non_checkpoint_files_are_refused(tmp_path):

@@ -75,6 +75,19 @@ GraphDbOption = Annotated[
         show_default=False,
     ),
 ]
+DataRootOption = Annotated[
+    str | None, typer.Option("--data-root", help="Dataset folder (default: under $BENCH_DATA).", show_default=False)
+]
+ImageSizeOption = Annotated[
+    int | None,
+    typer.Option("--image-size", help="Input side in pixels (default: the model's).", min=1, show_default=False),
+]
+EmbeddingsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--embeddings", help="With a published ML-GCN checkpoint: its word-embedding pickle.", show_default=False
+    ),
+]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:INDEX.")]
 ModelOption = Annotated[
     str | None,

@@ -10,7 +10,15 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from bench.cli.apps import DeviceOption, ModelOption, TrustOption, app
+from bench.cli.apps import (
+    DataRootOption,
+    DeviceOption,
+    EmbeddingsOption,
+    ImageSizeOption,
+    ModelOption,
+    TrustOption,
+    app,
+)
 from bench.cli.console import console
 from bench.errors import BenchError
 from bench.progress import progress_bar
@@ -61,9 +69,9 @@ def attack_command(
             "--batch-size", help="Pairs per batch (default: from free GPU memory; 32 on CPU).", show_default=False
         ),
     ] = None,
-    data_root: Annotated[
-        str | None, typer.Option("--data-root", help="Dataset folder (default: under $BENCH_DATA).", show_default=False)
-    ] = None,
+    data_root: DataRootOption = None,
+    image_size: ImageSizeOption = None,
+    embeddings: EmbeddingsOption = None,
     device: DeviceOption = "auto",
     trust_checkpoint: TrustOption = False,
     save: Annotated[
@@ -86,68 +94,46 @@ def attack_command(
     Example: bench attack --dataset stamps --targets dog --attack gmla --images 4 --eps 0.03
     Example: bench attack -d stamps -t cat,car -a mla-u --steps 100
     """
-    import torch
-
     from bench.attacks import create_attack
-    from bench.attacks.batching import attack_pairs
-    from bench.attacks.targets import omega_masks, pair_targets
     from bench.datasets import create_dataset
     from bench.devices import resolve_device
-    from bench.metrics import combination_rates, pair_metrics, summarize
     from bench.sweep.inputs import fit_dataset, load_sweep_model
-    from bench.sweep.protocol import first_eligible
-    from kg.closure import GraphTensors
+    from bench.sweep.target_set import attack_target_set, save_target_set
 
     if images < 1:
         raise BenchError(f"--images must be at least 1; got {images}")
-    params = {"eps": eps}
-    if steps is not None:
-        params["steps"] = steps
-    if tau is not None:
-        params["tau"] = tau
+    params = {
+        "eps": eps,
+        **({"steps": steps} if steps is not None else {}),
+        **({"tau": tau} if tau is not None else {}),
+    }
     engine = create_attack(attack, **params)
     dev = resolve_device(device)
-    loaded = load_sweep_model(
-        dataset, model, dev, trust=trust_checkpoint
-    )  # a trained run or a published checkpoint, as bench run
-    net, data, graph = fit_dataset(
-        loaded, create_dataset(dataset, split=split, root=data_root, image_size=loaded.image_size)
-    )
-    omega_row = omega_masks(graph, [[t.strip() for t in targets.split(",") if t.strip()]])[0]
-    chosen, clean = first_eligible(net, data, graph, omega_row, images, turn_on, dev)
-    if not chosen:
-        state = "negative" if turn_on else "positive"
-        raise BenchError(f"no {split} image of {dataset!r} has every target ({targets}) predicted {state}")
-    x = torch.stack([data[i][0] for i in chosen])
-    g = GraphTensors(graph, dev)
-    pairs = pair_targets(clean, omega_row.expand(len(chosen), -1), g, turn_on=turn_on)
+    loaded = load_sweep_model(dataset, model, dev, trust_checkpoint, image_size=image_size, embeddings=embeddings)
+    data = create_dataset(dataset, split=split, root=data_root, image_size=loaded.image_size)
+    net, data, graph = fit_dataset(loaded, data, report=console.print)
+    omega = [t.strip() for t in targets.split(",") if t.strip()]
     console.print(
-        f"{engine.display_name} ({engine!r}) on {len(chosen)} {split} image(s) of {dataset}, model {Path(loaded.path).name} ({loaded.name}), "
-        f"Ω = {{{targets}}}, turn {'on' if turn_on else 'off'}"
+        f"{engine.display_name} ({engine!r}) on the first {images} eligible {split} image(s) of {dataset}, "
+        f"model {Path(loaded.path).name} ({loaded.name}), Ω = {{{', '.join(omega)}}}, turn {'on' if turn_on else 'off'}"
     )
     with progress_bar(console=console, transient=True) as bar:
-        task = bar.add_task(f"attacking with {engine.display_name}", total=len(chosen))
-        result = attack_pairs(engine, net, x, pairs, batch_size=batch_size, progress=lambda n: bar.advance(task, n))
-    adv_logits = result.logits  # the engine's own forward on the returned images
-    metrics = pair_metrics(pairs, adv_logits, g, x, result.adv)
+        task = bar.add_task(f"attacking with {engine.display_name}", total=images)
+        run = attack_target_set(
+            net,
+            data,
+            graph,
+            engine,
+            omega,
+            images,
+            turn_on=turn_on,
+            device=dev,
+            batch_size=batch_size,
+            progress=lambda n: bar.advance(task, n),
+        )
     if save is not None:
-        from bench.examples import save_example, stem_for
-
-        for p, i in enumerate(chosen):
-            save_example(
-                save,
-                stem_for(0, engine.name, engine.eps, getattr(engine, "tau", 0.0), data.image_id(i)),
-                x[p],
-                result.adv[p],
-                engine.eps,
-                engine.name,
-                clean[p],
-                adv_logits[p],
-                pairs.omega[p],
-                pairs.psi[p],
-                list(graph.nodes),
-            )
-        console.print(f"wrote {len(chosen)} adversarial examples to {save}")
+        save_target_set(save, run, engine, graph)
+        console.print(f"wrote {len(run.image_ids)} adversarial examples to {save}")
     names = graph.nodes
 
     def on(row) -> list[str]:
@@ -156,23 +142,24 @@ def attack_command(
     table = Table(title=f"{engine.display_name}, ε = {engine.eps:g}")
     for col in ("image", "Ψ", "before", "after", "result", "NT_R", "ℓ∞", "iter"):
         table.add_column(col, overflow="fold")
-    for p, i in enumerate(chosen):
+    pairs, metrics = run.pairs, run.metrics
+    for p, image_id in enumerate(run.image_ids):
         outcome = Text("failed", style="red")
         if metrics.success[p]:
             outcome = (
                 Text("consistent", style="green") if metrics.consistent[p] else Text("inconsistent", style="yellow")
             )
         table.add_row(
-            data.image_id(i),
+            image_id,
             _labels(on(pairs.graph_view(pairs.psi)[p])),
             _labels(on(pairs.graph_view(pairs.clean)[p])),
-            _labels(on(pairs.graph_view(adv_logits > 0)[p])),
+            _labels(on(pairs.graph_view(run.result.logits > 0)[p])),
             outcome,
             f"{100 * float(metrics.ntr_share[p]):.1f}%",
             f"{float(metrics.linf[p]):.4f}",
-            str(int(result.iterations[p])),
+            str(int(run.result.iterations[p])),
         )
     console.print(table)
-    s = summarize(combination_rates(metrics, [targets] * len(chosen)), metrics)
+    s = run.summary
     ssim = "-" if math.isnan(s.ssim_pooled) else f"{s.ssim_pooled:.3f}"
     console.print(f"FR_N {100 * s.fr_n[0]:.1f}%  FR_S {100 * s.fr_s[0]:.1f}%  NT_R {100 * s.nt_r[0]:.2f}%  SSIM {ssim}")

@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bench.cli.apps import DeviceOption, GraphOption, GraphStoreOption, ModelOption, TrustOption, app
+from bench.cli.apps import (
+    DataRootOption,
+    DeviceOption,
+    EmbeddingsOption,
+    GraphOption,
+    GraphStoreOption,
+    ImageSizeOption,
+    ModelOption,
+    TrustOption,
+    app,
+)
 from bench.cli.console import console, styled
 from bench.errors import BenchError
 
@@ -166,9 +176,9 @@ def run_command(
         ),
     ] = None,
     store: GraphStoreOption = "ladybug",
-    data_root: Annotated[
-        str | None, typer.Option("--data-root", help="Dataset folder (default: under $BENCH_DATA).", show_default=False)
-    ] = None,
+    data_root: DataRootOption = None,
+    image_size: ImageSizeOption = None,
+    embeddings: EmbeddingsOption = None,
     wait: Annotated[
         float, typer.Option("--wait", help="Seconds to wait for a results database locked by another process.", min=0)
     ] = 60.0,
@@ -273,7 +283,7 @@ def run_command(
     elif ray_workers is not None:
         raise BenchError("--ray-workers needs --ray")
     dev = resolve_device(device)
-    loaded = load_sweep_model(dataset, model, dev, trust=trust_checkpoint)
+    loaded = load_sweep_model(dataset, model, dev, trust_checkpoint, image_size=image_size, embeddings=embeddings)
     if model is None:
         console.print(
             styled(
@@ -285,7 +295,7 @@ def run_command(
     data = create_dataset(
         dataset, split, root=data_root, image_size=loaded.image_size, **({"graph": graph_name} if graph_name else {})
     )
-    net, data, graph = fit_dataset(loaded, data)
+    net, data, graph = fit_dataset(loaded, data, report=console.print)
     config = sweep_config(
         dataset, loaded, graph, chosen, options, name=name or "", shard=(shard_index, shard_count), device=str(dev)
     )

@@ -10,16 +10,23 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from bench.cli.apps import DeviceOption, GraphOption, TrustOption, app
+from bench.cli.apps import (
+    DataRootOption,
+    DeviceOption,
+    EmbeddingsOption,
+    GraphOption,
+    ImageSizeOption,
+    ModelOption,
+    TrustOption,
+    app,
+)
 from bench.cli.console import console, styled
 from bench.errors import BenchError
 from bench.fileio import write_json
+from bench.progress import progress_bar
 
 DatasetOption = Annotated[
     str | None, typer.Option("--dataset", "-d", help="Dataset name (stamps, voc, nus, openimages).", show_default=False)
-]
-DataRootOption = Annotated[
-    str | None, typer.Option("--data-root", help="Dataset folder (default: under $BENCH_DATA).", show_default=False)
 ]
 
 
@@ -154,37 +161,17 @@ def train_command(
 @app.command("eval")
 def eval_command(
     dataset: DatasetOption = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model", "-m", help="Trained run (name or folder); default: the dataset's newest.", show_default=False
-        ),
-    ] = None,
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(
-            "--checkpoint",
-            help="A published ASL / ML-Decoder / ML-GCN file instead of a trained run.",
-            show_default=False,
-        ),
-    ] = None,
+    model: ModelOption = None,
     arch: Annotated[
         str | None,
         typer.Option(
             "--arch",
-            help="With --checkpoint: refuse other architectures (asl, ml-decoder, ml-gcn).",
+            help="With a published checkpoint: refuse other architectures (asl, ml-decoder, ml-gcn).",
             show_default=False,
         ),
     ] = None,
-    embeddings: Annotated[
-        Path | None,
-        typer.Option(
-            "--embeddings", help="With an ML-GCN --checkpoint: its word-embedding pickle.", show_default=False
-        ),
-    ] = None,
-    image_size: Annotated[
-        int | None, typer.Option("--image-size", help="Input side (default: the model's).", show_default=False)
-    ] = None,
+    embeddings: EmbeddingsOption = None,
+    image_size: ImageSizeOption = None,
     split: Annotated[str, typer.Option("--split", help="Dataset split.")] = "test",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 64,
     show: Annotated[int, typer.Option("--show", help="Per-label APs to print (lowest first); 0 for none.")] = 10,
@@ -203,33 +190,30 @@ def eval_command(
     """Evaluate a model: mAP, per-label AP, and the share of globally consistent predictions.
 
     The consistent images (clean prediction logits > 0 consistent with the graph at every
-    node) are the ones the attacks may use.
+    node) are the ones the attacks may use. --model takes what bench run takes: a trained run,
+    an architecture (its newest run) or a published checkpoint file.
 
     Example: bench eval --dataset stamps
-    Example: bench eval -d openimages --checkpoint Open_ImagesV6_TRresNet_L_448.pth --image-size 448
+    Example: bench eval -d openimages -m Open_ImagesV6_TRresNet_L_448.pth --image-size 448
     """
     from bench.datasets import create_dataset
+    from bench.devices import resolve_device
     from bench.evaluate import evaluate
-    from bench.models.openimages_map import on_graph
-    from bench.models.trained import check_card_graph
+    from bench.sweep.inputs import fit_dataset, load_sweep_model
 
-    if model and checkpoint:
-        raise BenchError("give --model or --checkpoint, not both")
-    net, size, dataset, card, names = _eval_model(
-        dataset, model, checkpoint, arch, embeddings, image_size, trust_checkpoint
-    )
-    ds = create_dataset(dataset, split, root=data_root, image_size=size)
-    if card is not None:
-        check_card_graph(card, ds.graph)
-    else:
-        net, ds, match = on_graph(net, ds, names)
-        if match is not None:
-            console.print(match.summary())
-    from rich.progress import Progress
-
-    with Progress(console=console, transient=True) as bar:
+    if dataset is None and model is None:
+        raise BenchError("give --dataset (its newest trained model is used) or --model")
+    dev = resolve_device(device)
+    options = {"image_size": image_size, "arch": arch, "embeddings": embeddings}
+    loaded = load_sweep_model(dataset or "", model, dev, trust_checkpoint, **options)
+    dataset = dataset or loaded.card.get("dataset")
+    if not dataset:
+        raise BenchError("a published checkpoint needs --dataset")
+    data = create_dataset(dataset, split, root=data_root, image_size=loaded.image_size)
+    net, ds, _ = fit_dataset(loaded, data, report=console.print)
+    with progress_bar(console=console, transient=True) as bar:
         task = bar.add_task(f"evaluating on {dataset}/{split}", total=len(ds))
-        report = evaluate(net, ds, batch_size=batch_size, device=device, progress=lambda n: bar.advance(task, n))
+        report = evaluate(net, ds, batch_size=batch_size, device=dev, progress=lambda n: bar.advance(task, n))
     console.print(
         f"{dataset}/{split}: {report.n_images} images, mAP {_num(report.map)} "
         f"(labels {_num(report.map_labels)}, abstract {_num(report.map_abstract)}), "
@@ -245,23 +229,3 @@ def eval_command(
     if out is not None:
         write_json(out, report.to_dict(per_image=True))
         console.print(f"wrote {out}")
-
-
-def _eval_model(dataset, model, checkpoint, arch, embeddings, image_size, trust=False):
-    """(model, image size, dataset name, card or None, output names or None) for ``bench eval``."""
-    from bench.models import load_checkpoint, load_trained
-    from bench.models.trained import latest_model
-
-    if checkpoint is not None:
-        if dataset is None:
-            raise BenchError("--checkpoint needs --dataset")
-        ckpt = load_checkpoint(checkpoint, arch=arch, image_size=image_size, embeddings=embeddings, trust=trust)
-        return ckpt.model, image_size or ckpt.model.config["image_size"], dataset, None, ckpt.class_names
-    if model is None:
-        if dataset is None:
-            raise BenchError("give --dataset (its newest trained model is used) or --model")
-        model = latest_model(dataset)
-        if model is None:
-            raise BenchError(f"no trained model for {dataset!r} yet: bench train --dataset {dataset}")
-    net, card = load_trained(model)
-    return net, image_size or card.image_size, dataset or card.dataset, card, None

@@ -9,6 +9,7 @@ newest model trained on the dataset is used.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from bench.devices import resolve_device  # noqa: F401  (re-exported: bench.sweep.resolve_device)
-from bench.errors import BenchError
+from bench.errors import BenchError, InvalidValue
 from kg.graph import LabelGraph
 
 
@@ -40,28 +41,46 @@ def no_model_message(dataset: str) -> str:
     return f"no trained model for {dataset}: run `bench train --dataset {dataset} {recipe}`{hint}"
 
 
-def load_sweep_model(dataset: str, model: str | None, device: torch.device, trust: bool = False) -> SweepModel:
-    """The model ``--model`` names (see the module docstring), on ``device``, in eval mode; ``trust``
-    lets a published checkpoint that holds more than tensors load by full unpickling (runs its code)."""
+def load_sweep_model(
+    dataset: str,
+    model: str | None,
+    device: torch.device,
+    trust: bool = False,
+    *,
+    image_size: int | None = None,
+    arch: str | None = None,
+    embeddings: str | Path | None = None,
+) -> SweepModel:
+    """The model ``model`` names (see the module docstring), on ``device``, in eval mode.
+
+    ``trust`` lets a published checkpoint that holds more than tensors load by full unpickling
+    (runs its code); ``arch`` (refuse other architectures) and ``embeddings`` (ML-GCN's label
+    vectors) apply to published checkpoints; ``image_size`` is the input side (default: the
+    model's), recorded in the model's card.
+    """
     from bench.models import MODELS
     from bench.models.trained import latest_model, list_trained
 
+    path = Path(model).expanduser() if model is not None else None
+    if path is not None and path.is_file() and path.name != "model.pt":
+        return _checkpoint(path, device, trust, image_size=image_size, arch=arch, embeddings=embeddings)
+    for name, value in (("arch", arch), ("embeddings", embeddings)):
+        if value is not None:
+            raise InvalidValue(name, str(value), "applies to a published checkpoint file, not to a trained model")
     if model is None:
-        newest = latest_model(dataset)
-        if newest is None:
+        run = latest_model(dataset)
+        if run is None:
             raise BenchError(no_model_message(dataset))
-        return _trained(newest, device)
-    path = Path(model).expanduser()
-    if path.is_file() and path.name != "model.pt":
-        return _checkpoint(path, device, trust)
-    if not path.exists() and not _is_run_name(model) and model in MODELS:
+    elif not path.exists() and not _is_run_name(model) and model in MODELS:
         runs = [run for run, card in list_trained(dataset) if card.model == model.lower()]
         if not runs:
             raise BenchError(
                 f"no {model} model trained on {dataset}: run `bench train --dataset {dataset} --model {model}`"
             )
-        return _trained(runs[0], device)
-    return _trained(model, device)  # an unknown name raises, suggesting the closest runs
+        run = runs[0]
+    else:
+        run = model  # an unknown name raises, suggesting the closest runs
+    return _trained(run, device, image_size)
 
 
 def _is_run_name(name: str) -> bool:
@@ -70,29 +89,33 @@ def _is_run_name(name: str) -> bool:
     return any((p / "model.pt").exists() for p in models_dir().glob(f"*/{name}"))
 
 
-def _trained(run, device: torch.device) -> SweepModel:
+def _trained(run, device: torch.device, image_size: int | None = None) -> SweepModel:
     from bench.models import load_trained
     from bench.models.trained import resolve_run
 
     net, card = load_trained(run, device)
-    return SweepModel(net, card.model, card.to_dict(), str(resolve_run(run)), card.image_size)
+    size = image_size or card.image_size
+    return SweepModel(net, card.model, {**card.to_dict(), "image_size": size}, str(resolve_run(run)), size)
 
 
-def _checkpoint(path: Path, device: torch.device, trust: bool = False) -> SweepModel:
+def _checkpoint(path: Path, device: torch.device, trust: bool = False, **options: Any) -> SweepModel:
     from bench.models import load_checkpoint
 
-    ckpt = load_checkpoint(path, trust=trust)
+    ckpt = load_checkpoint(path, trust=trust, **options)
     size = int(ckpt.model.config["image_size"])
     card = {"checkpoint": path.name, "bytes": path.stat().st_size, "arch": ckpt.arch, "config": ckpt.model.config}
     return SweepModel(ckpt.model.to(device).eval(), ckpt.arch, card, str(path.resolve()), size, True, ckpt.class_names)
 
 
-def fit_dataset(loaded: SweepModel, dataset) -> tuple[nn.Module, Any, LabelGraph]:
+def fit_dataset(
+    loaded: SweepModel, dataset, report: Callable[[str], None] | None = None
+) -> tuple[nn.Module, Any, LabelGraph]:
     """``(model, dataset, graph)`` with the model's outputs in the graph's node order.
 
     A trained model must have been trained on the dataset's graph (same hash and order); a
     published checkpoint is matched to the graph by output name, both restricted to the
-    matched nodes (``bench.models.openimages_map.on_graph``).
+    matched nodes (``bench.models.openimages_map.on_graph``); ``report`` gets one line saying
+    how many matched.
     """
     from bench.models.card import ModelCard
     from bench.models.openimages_map import on_graph
@@ -102,4 +125,6 @@ def fit_dataset(loaded: SweepModel, dataset) -> tuple[nn.Module, Any, LabelGraph
         check_card_graph(ModelCard.from_dict(loaded.card), dataset.graph)
         return loaded.model, dataset, dataset.graph
     net, data, match = on_graph(loaded.model, dataset, loaded.class_names)
+    if match is not None and report is not None:
+        report(match.summary())
     return net, data, (match.graph if match is not None else dataset.graph)
