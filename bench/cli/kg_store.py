@@ -17,7 +17,7 @@ from bench.cli.apps import GraphDbOption, GraphStoreOption, kg_app
 from bench.cli.console import console
 from bench.errors import BenchError
 from kg.catalog import graph_names, load_graph
-from kg.graph import LabelGraph
+from kg.explain import Explained, explain_closure
 from kg.stores import GraphStore, open_store
 from kg.stores.base import check_user_query
 
@@ -103,74 +103,35 @@ def closure(
     Example: bench kg closure --dataset voc --targets cat,dog --positive cat,dog,person
     """
     graph = load_graph(dataset)
-    names = _split(targets)
-    if not names:
-        raise BenchError("--targets is empty; name one or more labels, e.g. --targets cat,dog")
-    target_idx = graph.indices(names)
     with _open(store, db) as graph_store:
-        graph_store.load(graph)
-        ancestors = graph_store.ancestors(graph.name, names)
-        descendants = graph_store.descendants(graph.name, names)
-        used = [(graph_store.cypher(q), graph_store.dialect, q) for q in ("ancestors", "descendants")]
-    up = {graph.index(x) for xs in ancestors.values() for x in xs}
-    down = {graph.index(x) for xs in descendants.values() for x in xs}
-    pred = _prediction(graph, positive, target_idx, up, down, turn_on)
-    import torch  # the closure runs on tensors; imported here so the CLI starts fast
-
-    from kg.closure import GraphTensors, turn_off_closure, turn_on_closure
-
-    g = GraphTensors(graph)
-    pred_t = torch.from_numpy(pred)[None]
-    target_t = g.mask(target_idx)
-    if turn_on:
-        psi = turn_on_closure(pred_t, target_t, g)[0]
-    else:
-        psi = turn_off_closure(pred_t, target_t, g, descendants=g.mask(sorted(down)))[0]
-    params = f"$graph = {graph.name!r}, $labels = {names!r}"
-    for text, dialect, name in used:
+        explained = explain_closure(
+            graph_store, graph, _split(targets), None if positive is None else _split(positive), turn_on
+        )
+    params = f"$graph = {graph.name!r}, $labels = {_split(targets)!r}"
+    for text, dialect, name in explained.cypher:
         panel = Panel(Syntax(text, "cypher", word_wrap=True), title=f"Cypher: {name} ({dialect})", subtitle=params)
         console.print(panel)
-    _print_psi(graph, psi.numpy(), pred, set(target_idx), up, down, turn_on)
+    _print_psi(explained)
 
 
-def _prediction(
-    graph: LabelGraph, positive: str | None, targets: list[int], up: set[int], down: set[int], turn_on: bool
-) -> np.ndarray:
-    """The positive nodes as a 0/1 prediction over the extended label space."""
-    if positive is None:
-        chosen = [] if turn_on else sorted(set(targets) | up | down)
-    else:
-        chosen = graph.indices(_split(positive))
-    onehot = np.zeros((1, graph.n), dtype=np.float32)
-    onehot[0, chosen] = 1.0
-    pred = graph.extend_labels(onehot)[0] > 0
-    for t in targets:
-        if pred[t] == turn_on:
-            state, attack, need = (
-                ("already positive", "turn-on", "negative") if turn_on else ("not positive", "turn-off", "positive")
-            )
-            raise BenchError(
-                f"target {graph.nodes[t]!r} is {state}: a {attack} attack needs its targets {need} (see --positive)"
-            )
-    return pred
-
-
-def _print_psi(
-    graph: LabelGraph, psi: np.ndarray, pred: np.ndarray, targets: set[int], up: set[int], down: set[int], turn_on: bool
-) -> None:
-    table = Table(title=f"Ψ = h(Ω) to switch {'ON' if turn_on else 'OFF'} in {graph.name!r}", show_edge=False)
+def _print_psi(e: Explained) -> None:
+    graph, targets = e.graph, set(e.targets)
+    table = Table(title=f"Ψ = h(Ω) to switch {'ON' if e.turn_on else 'OFF'} in {graph.name!r}", show_edge=False)
     for column in ("idx", "node", "kind", "role", "positive", "in Ψ"):
         table.add_column(column)
-    shown = sorted(targets | up | down | set(np.flatnonzero(pred)) | set(np.flatnonzero(psi)))
+    shown = sorted(
+        targets | e.ancestors | e.descendants | set(np.flatnonzero(e.prediction)) | set(np.flatnonzero(e.psi))
+    )
     for i in shown:
-        role = "target" if i in targets else "ancestor" if i in up else "descendant" if i in down else ""
-        kind = "label" if i < graph.n_labels else "abstract"
-        table.add_row(
-            str(i), graph.nodes[i], kind, role, "✓" if pred[i] else "", Text("flip", style="bold") if psi[i] else ""
+        role = (
+            "target" if i in targets else "ancestor" if i in e.ancestors else "descendant" if i in e.descendants else ""
         )
+        kind = "label" if i < graph.n_labels else "abstract"
+        flip = Text("flip", style="bold") if e.psi[i] else ""
+        table.add_row(str(i), graph.nodes[i], kind, role, "✓" if e.prediction[i] else "", flip)
     console.print(table)
-    members = ", ".join(graph.nodes[i] for i in np.flatnonzero(psi))
-    console.print(f"|Ψ| = {int(psi.sum())}: {members}", soft_wrap=True)
+    members = ", ".join(graph.nodes[i] for i in np.flatnonzero(e.psi))
+    console.print(f"|Ψ| = {int(e.psi.sum())}: {members}", soft_wrap=True)
 
 
 # -------------------------------------------------------------------- kg query

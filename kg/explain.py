@@ -1,0 +1,82 @@
+"""Ψ = h(Ω) of one target set, explained (what ``bench kg closure`` prints): the targets'
+ancestors and descendants as the graph store returns them, the prediction they are applied to,
+Ψ from ``kg.closure``, and the Cypher that ran."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.errors import BenchError
+from kg.graph import LabelGraph
+from kg.stores import GraphStore
+
+
+@dataclass
+class Explained:
+    """One target set's Ψ over the graph's nodes (0/1 arrays ``[n]``) and where it came from."""
+
+    graph: LabelGraph
+    targets: list[int]
+    ancestors: set[int]
+    descendants: set[int]
+    prediction: np.ndarray
+    psi: np.ndarray
+    turn_on: bool
+    cypher: list[tuple[str, str, str]]  # (query text, dialect, query name)
+
+
+def explain_closure(
+    store: GraphStore,
+    graph: LabelGraph,
+    targets: Sequence[str],
+    positive: Sequence[str] | None = None,
+    turn_on: bool = False,
+) -> Explained:
+    """Ψ of ``targets`` given the labels predicted ``positive`` (their ancestors become positive
+    too). ``positive=None``: turn-off, the targets with all their ancestors and descendants (the
+    largest Ψ); turn-on, nothing. ``graph`` is loaded into ``store`` first (unchanged: a no-op)."""
+    import torch
+
+    from kg.closure import GraphTensors, turn_off_closure, turn_on_closure
+
+    if not targets:
+        raise BenchError("{targets} is empty; name one or more labels, e.g. cat,dog", options=["targets"])
+    target_idx = graph.indices(list(targets))
+    store.load(graph)
+    ancestors = store.ancestors(graph.name, list(targets))
+    descendants = store.descendants(graph.name, list(targets))
+    used = [(store.cypher(q), store.dialect, q) for q in ("ancestors", "descendants")]
+    up = {graph.index(x) for xs in ancestors.values() for x in xs}
+    down = {graph.index(x) for xs in descendants.values() for x in xs}
+    pred = _prediction(graph, positive, target_idx, up, down, turn_on)
+    g = GraphTensors(graph)
+    pred_t, target_t = torch.from_numpy(pred)[None], g.mask(target_idx)
+    if turn_on:
+        psi = turn_on_closure(pred_t, target_t, g)[0]
+    else:
+        psi = turn_off_closure(pred_t, target_t, g, descendants=g.mask(sorted(down)))[0]
+    return Explained(graph, target_idx, up, down, pred, psi.numpy(), turn_on, used)
+
+
+def _prediction(
+    graph: LabelGraph, positive: Sequence[str] | None, targets: list[int], up: set[int], down: set[int], turn_on: bool
+) -> np.ndarray:
+    """The positive nodes as a 0/1 prediction over the extended label space."""
+    chosen = ([] if turn_on else sorted(set(targets) | up | down)) if positive is None else graph.indices(positive)
+    onehot = np.zeros((1, graph.n), dtype=np.float32)
+    onehot[0, chosen] = 1.0
+    pred = graph.extend_labels(onehot)[0] > 0
+    for t in targets:
+        if pred[t] == turn_on:
+            state, attack, need = (
+                ("already positive", "turn-on", "negative") if turn_on else ("not positive", "turn-off", "positive")
+            )
+            raise BenchError(
+                f"target {graph.nodes[t]!r} is {state}: a {attack} attack needs its targets {need} "
+                "(name the positive labels with {positive})",
+                options=["positive"],
+            )
+    return pred
