@@ -153,4 +153,4 @@ def test_errors_are_one_line_with_exit_2(db, tmp_path):
     )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, f"exit {proc.returncode}, stderr {proc.stderr}"
-    assert len(lines) == 1 and "bench sql is read-only: DROP statements are refused" in lines[0], proc.stderr
+    assert len(lines) == 1 and "queries are read-only: DROP statements are refused" in lines[0], proc.stderr

@@ -7,7 +7,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
-import duckdb
 import typer
 from rich.console import Console
 from rich.progress import track
@@ -15,10 +14,11 @@ from rich.table import Table
 
 from bench.cli.apps import app
 from bench.cli.console import console, make_console
-from bench.errors import BenchError, one_line
-from bench.fileio import atomic_write, write_text
+from bench.errors import BenchError
+from bench.fileio import write_text
 from results.plots import PlotKind, plot
-from results.store import ResultStore, sql_literal
+from results.query import export_query, run_query
+from results.store import ResultStore
 from results.tables import SSIM_MODES, TableFormat, ablation_layout, paper_layout, render
 from results.views import Selection, fetch_dicts, run_ids
 
@@ -61,11 +61,6 @@ SUFFIX_FORMATS = {
     ".csv": TableFormat.csv,
     ".txt": TableFormat.rich,
 }
-SQL_READS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
-EXPORTS = {
-    ".csv": "FORMAT csv, HEADER, USE_TMP_FILE false",
-    ".parquet": "FORMAT parquet, USE_TMP_FILE false",
-}  # atomic_write makes the temporary file
 
 
 def _reader(db: Path | None):
@@ -173,32 +168,6 @@ def print_wide(rendered: Table, target: Console | None = None) -> Console:
     return wide
 
 
-def check_read_only(query: str) -> None:
-    """Refuse anything but one reading statement, before DuckDB sees it."""
-    try:
-        statements = duckdb.extract_statements(query)
-    except duckdb.Error as exc:
-        raise BenchError(f"SQL does not parse: {one_line(exc)}") from None
-    if len(statements) != 1:
-        raise BenchError(f"bench sql runs one statement at a time (got {len(statements)})")
-    kind = statements[0].type.name
-    if kind not in SQL_READS:
-        raise BenchError(
-            f"bench sql is read-only: {kind} statements are refused (the results are written by `bench run`)"
-        )
-
-
-def sandbox(con: duckdb.DuckDBPyConnection, allowed: tuple[Path, ...] = (), files: bool = False) -> None:
-    """No extension is installed or loaded on its own, and (unless ``files``) the query reaches
-    no file but ``allowed``: DuckDB's external access is switched off for this connection."""
-    con.execute("SET autoinstall_known_extensions = false")
-    con.execute("SET autoload_known_extensions = false")
-    if files:
-        return
-    con.execute("SET allowed_paths = $paths", {"paths": [str(p) for p in allowed]})
-    con.execute("SET enable_external_access = false")
-
-
 @app.command("sql", rich_help_panel="Results")
 def sql(
     query: Annotated[
@@ -238,32 +207,12 @@ def sql(
         return
     if not query.strip():
         raise BenchError("give one SELECT statement (or --url for the database's SQLAlchemy URL)")
-    check_read_only(query)
-    if out is not None and out.suffix.lower() not in EXPORTS:
-        raise BenchError(f"--out {out}: write .csv or .parquet")
-    if out is not None and out.is_dir():
-        raise BenchError(f"--out {out} is a directory: name a .csv or .parquet file")
-
-    def export(tmp: Path) -> None:
-        with _reader(db) as con:
-            sandbox(con, (tmp,), allow_files)
-            try:
-                con.execute(f"COPY ({query}) TO {sql_literal(tmp)} ({EXPORTS[out.suffix.lower()]})")
-            except duckdb.Error as exc:
-                raise BenchError(f"SQL error: {one_line(exc)}") from None
-
+    store = ResultStore(db, create=False, lock_timeout=READ_LOCK_TIMEOUT)
     if out is not None:
-        atomic_write(out, export)
+        export_query(store, query, out, allow_files)
         console.print(f"wrote {out}")
         return
-    with _reader(db) as con:
-        sandbox(con, (), allow_files)
-        try:
-            cursor = con.execute(query)
-            names = [d[0] for d in cursor.description]
-            rows = cursor.fetchmany(limit + 1)
-        except duckdb.Error as exc:
-            raise BenchError(f"SQL error: {one_line(exc)}") from None
+    names, rows = run_query(store, query, limit, allow_files)
     shown = Table(header_style="bold")
     for name in names:
         shown.add_column(name, no_wrap=True)
