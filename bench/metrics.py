@@ -79,7 +79,8 @@ def pair_metrics(
         )
     if clean_images.shape != adv_images.shape or clean_images.shape[0] != p:
         raise BenchError(
-            f"need one clean and one adversarial image per pair ({p}); got {tuple(clean_images.shape)} and {tuple(adv_images.shape)}"
+            f"need one clean and one adversarial image per pair ({p}); got {tuple(clean_images.shape)} and "
+            f"{tuple(adv_images.shape)}"
         )
     if not bool(torch.isfinite(adv_logits).all()):
         raise BenchError("the adversarial logits contain NaN or infinite values")

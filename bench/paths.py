@@ -32,6 +32,7 @@ def make_dir(path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BenchError(
-            f"cannot create folder {path}: {exc.strerror or exc} (set BENCH_DATA to a writable folder, or pass the path explicitly)"
+            f"cannot create folder {path}: {exc.strerror or exc} "
+            "(set BENCH_DATA to a writable folder, or pass the path explicitly)"
         ) from None
     return path

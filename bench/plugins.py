@@ -12,15 +12,22 @@ package, or a module your own script imports before calling ``bench.cli.main``):
     class MyAttack(MLAU):
         display_name = "Mine"            # tables, plots and reports show it
 
-| registry | decorator | adds | see |
-|---|---|---|---|
-| ``ATTACKS`` | ``register_attack(name)`` | an ``Attack`` subclass (Auto-PGD: ``gradient_masks`` + ``step_direction``) | docs/attacks.md |
-| ``MODELS`` | ``register_model(name, loss=, image_size=)`` | a builder ``(num_classes, image_size, **kw) -> nn.Module`` | docs/models.md |
-| ``DATASETS`` | ``register_dataset(name)`` | a factory ``(split, root, image_size, **kw) -> MultiLabelDataset`` | docs/datasets.md |
-| ``STORES`` | ``register_store(name)`` | a ``GraphStore`` subclass (read, all-or-nothing write, query) | docs/graph-stores.md |
-| ``GRAPHS`` | ``register_graph(name)`` | a builder ``() -> LabelGraph`` for ``bench kg build`` | docs/knowledge-graphs.md |
-| ``EXPORTERS`` | ``register_format(name)`` | a writer ``LabelGraph -> str`` for ``bench kg export`` | docs/knowledge-graphs.md |
-| ``PRESETS`` | ``PRESETS.register(name)(Preset(...))`` | named sweep settings for ``bench run --preset`` | docs/sweeps.md |
+Registries (each decorator's docs: the file named last):
+
+* ``ATTACKS``, ``register_attack(name)``: an ``Attack`` subclass (Auto-PGD attacks define
+  ``gradient_masks`` and ``step_direction``); docs/attacks.md.
+* ``MODELS``, ``register_model(name, loss=, image_size=)``: a builder
+  ``(num_classes, image_size, **kw) -> nn.Module``; docs/models.md.
+* ``DATASETS``, ``register_dataset(name)``: a factory
+  ``(split, root, image_size, **kw) -> MultiLabelDataset``; docs/datasets.md.
+* ``STORES``, ``register_store(name)``: a ``GraphStore`` subclass (read, all-or-nothing
+  write, query); docs/graph-stores.md.
+* ``GRAPHS``, ``register_graph(name)``: a builder ``() -> LabelGraph`` for ``bench kg build``;
+  docs/knowledge-graphs.md.
+* ``EXPORTERS``, ``register_format(name)``: a writer ``LabelGraph -> str`` for
+  ``bench kg export``; docs/knowledge-graphs.md.
+* ``PRESETS``, ``PRESETS.register(name)(Preset(...))``: named sweep settings for
+  ``bench run --preset``; docs/sweeps.md.
 """
 
 from __future__ import annotations

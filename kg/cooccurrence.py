@@ -123,7 +123,8 @@ def import_graph(dataset: str, path: str | Path, name: str, trust: bool = False)
     if not table_path.exists():
         known = sorted(p.stem for p in LABEL_TABLES.glob("*.csv"))
         raise BenchError(
-            f"no label table for dataset {dataset!r} (known: {', '.join(known)}): the file's first labels are the dataset's"
+            f"no label table for dataset {dataset!r} (known: {', '.join(known)}): "
+            "the file's first labels are the dataset's"
         )
     table = read_label_table(table_path)
     counts = read_cooccurrence(path, trust)
@@ -159,7 +160,8 @@ def graph_diff(a: LabelGraph, b: LabelGraph) -> list[NodeDiff]:
     if set(a.labels) != set(b.labels):
         only = sorted(set(a.labels) ^ set(b.labels))
         raise BenchError(
-            f"graphs {a.name!r} and {b.name!r} have other dataset labels ({', '.join(only[:5])}): compare graphs of one dataset"
+            f"graphs {a.name!r} and {b.name!r} have other dataset labels ({', '.join(only[:5])}): compare graphs of "
+            "one dataset"
         )
 
     def groups(g: LabelGraph) -> dict[tuple[str, ...], str]:

@@ -51,7 +51,8 @@ def read_descriptions(path: str | Path = DESCRIPTIONS) -> list[tuple[str, str]]:
     for mid, name in out:
         if name.lower() in seen:
             raise BenchError(
-                f"Open Images class descriptions {path}: display name {name!r} is used by {seen[name.lower()]} and {mid}"
+                f"Open Images class descriptions {path}: "
+                f"display name {name!r} is used by {seen[name.lower()]} and {mid}"
             )
         seen[name.lower()] = mid
     return out

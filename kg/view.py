@@ -129,8 +129,9 @@ def render_html(graph: LabelGraph) -> str:
 <title>{esc(graph.name)} label graph</title>
 <style>{STYLE}</style></head><body>
 <h1>Label graph {esc(graph.name)}</h1>
-<div class="sub">{esc(graph.source or "unknown source")} · {graph.n_labels} dataset labels + {graph.n - graph.n_labels} abstract nodes ·
-{len(graph.edges)} edges · depth {graph.depth} · {kind} · sha256 {graph.sha256[:16]}</div>
+<div class="sub">{esc(graph.source or "unknown source")} · {graph.n_labels} dataset labels
++ {graph.n - graph.n_labels} abstract nodes · {len(graph.edges)} edges · depth {graph.depth} · {kind}
+· sha256 {graph.sha256[:16]}</div>
 <div class="legend"><span><i class="dot" style="background:#2e9d46"></i>dataset label</span>
 <span><i class="dot" style="background:#2f6fd0"></i>abstract node</span>
 <input id="q" placeholder="find a node" aria-label="find a node">

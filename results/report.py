@@ -129,7 +129,8 @@ def _provenance(run: dict, config: dict) -> str:
         ("attacks", ", ".join(run["attacks"])),
         (
             "ε / τ / |Ω|",
-            f"{', '.join(f'{e:g}' for e in run['eps'])} / {', '.join(f'{t:g}' for t in run['tau'])} / {', '.join(map(str, run['sizes']))}",
+            f"{', '.join(f'{e:g}' for e in run['eps'])} / {', '.join(f'{t:g}' for t in run['tau'])} / "
+            f"{', '.join(map(str, run['sizes']))}",
         ),
         (
             "preset, iterations, images per combination",
@@ -217,7 +218,11 @@ def _gallery(con: duckdb.DuckDBPyConnection, run_id: str, artifacts: dict) -> st
     from bench.examples import load_example
 
     if not artifacts:
-        return '<p class="note">No adversarial examples were saved for this run: run it with <code>bench run … --save-images 2</code> (the same command resumes and saves them for the pairs still to attack).</p>'
+        return (
+            '<p class="note">No adversarial examples were saved for this run: run it with '
+            "<code>bench run … --save-images 2</code> (the same command resumes and saves them for the pairs "
+            "still to attack).</p>"
+        )
     rows = fetch_dicts(
         con,
         "SELECT r.combo_id, r.image_id, r.attack, r.eps, r.tau, r.success, r.consistent, c.labels "
@@ -239,7 +244,8 @@ def _gallery(con: duckdb.DuckDBPyConnection, run_id: str, artifacts: dict) -> st
         for r in chosen:
             ex = load_example(r["path"])
             pictures = "".join(
-                f'<figure style="display:inline-block;margin:0 .3em"><img alt="{kind}" src="{png_data(ex.png(kind).read_bytes())}"><figcaption class="note">{caption}</figcaption></figure>'
+                f'<figure style="display:inline-block;margin:0 .3em"><img alt="{kind}" '
+                f'src="{png_data(ex.png(kind).read_bytes())}"><figcaption class="note">{caption}</figcaption></figure>'
                 for kind, caption in (("clean", "clean"), ("adv", "adversarial"), ("delta", "perturbation, ±ε"))
             )
             verdict = (
@@ -250,12 +256,17 @@ def _gallery(con: duckdb.DuckDBPyConnection, run_id: str, artifacts: dict) -> st
                 else ("failed", "bad")
             )
             cards.append(
-                f'<div class="card"><div><b>{esc(attack_display(attack))}</b> on Ω = {{{esc(", ".join(r["labels"]))}}}, '
-                f'<span class="tag">{esc(r["image_id"])}</span>, ε = {r["eps"]:g}: <span class="{verdict[1]}">{verdict[0]}</span></div>'
+                f'<div class="card"><div><b>{esc(attack_display(attack))}</b> on Ω = '
+                f"{{{esc(', '.join(r['labels']))}}}, "
+                f'<span class="tag">{esc(r["image_id"])}</span>, ε = {r["eps"]:g}: <span '
+                f'class="{verdict[1]}">{verdict[0]}</span></div>'
                 f"{pictures}<div>before: {_label_list(ex, ex.clean_on)}</div>"
                 f"<div>after: {_label_list(ex, ex.adv_on, ex.clean_on)}</div></div>"
             )
-    legend = '<p class="note"><span class="omega">underlined</span>: Ω; <span class="psi">highlighted</span>: Ψ = h(Ω, G); <s>struck</s>: switched off by the attack.</p>'
+    legend = (
+        '<p class="note"><span class="omega">underlined</span>: Ω; <span class="psi">highlighted</span>: '
+        "Ψ = h(Ω, G); <s>struck</s>: switched off by the attack.</p>"
+    )
     return legend + f'<div class="gallery">{"".join(cards)}</div>'
 
 
@@ -283,8 +294,10 @@ def _drill_down(con: duckdb.DuckDBPyConnection, run_id: str, attacks: list[str])
             for r in picked
         )
         parts.append(
-            f"<table><caption>GMLA against {esc(name)}: FR_S per combination, largest gains first, then the largest losses</caption>"
-            f'<tr><th>|Ω|</th><th class="l">Ω</th><th>ε</th><th>GMLA</th><th>{esc(name)}</th><th>gain</th></tr>{lines}</table>'
+            f"<table><caption>GMLA against {esc(name)}: FR_S per combination, largest gains first, then the largest "
+            "losses</caption>"
+            "<tr><th>|Ω|</th><th "
+            f'class="l">Ω</th><th>ε</th><th>GMLA</th><th>{esc(name)}</th><th>gain</th></tr>{lines}</table>'
         )
     return "".join(parts)
 
@@ -301,7 +314,8 @@ def build_report(con: duckdb.DuckDBPyConnection, run_id: str, artifacts: dict) -
     sections = [f"<h1>{esc(title)}</h1>", "<h2>Provenance</h2>", _provenance(run, config)]
     if n_rows == 0:
         sections.append(
-            '<p class="warn">This run has no result rows yet: nothing to tabulate or plot. Run (or resume) it with the same command.</p>'
+            '<p class="warn">This run has no result rows yet: nothing to tabulate or plot. Run (or resume) it with '
+            "the same command.</p>"
         )
     else:
         if run["finished"] is None:
@@ -325,7 +339,8 @@ def build_report(con: duckdb.DuckDBPyConnection, run_id: str, artifacts: dict) -
         run = {**run, "sizes": sizes, "eps": eps}
         sections += [
             "<h2>Tables</h2>",
-            '<p class="note">Mean ± std over target combinations, in % (SSIM pooled over the successful images), as <code>bench table</code> prints them.</p>',
+            '<p class="note">Mean ± std over target combinations, in % (SSIM pooled over the successful images), as '
+            "<code>bench table</code> prints them.</p>",
             _tables(con, run_id, sizes, eps, run["tau"][0], attacks),
             "<h2>Plots</h2>",
             _plots(con, run_id, run),
@@ -335,4 +350,5 @@ def build_report(con: duckdb.DuckDBPyConnection, run_id: str, artifacts: dict) -
             _drill_down(con, run_id, attacks),
         ]
     body = "\n".join(sections)
-    return f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title><style>{STYLE}</style></head><body>{body}</body></html>\n'
+    head = f'<head><meta charset="utf-8"><title>{esc(title)}</title><style>{STYLE}</style></head>'
+    return f'<!DOCTYPE html>\n<html lang="en">{head}<body>{body}</body></html>\n'

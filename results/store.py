@@ -392,7 +392,8 @@ class ResultStore:
                     con.execute(
                         """UPDATE runs SET finished = ? WHERE finished IS NULL AND len(shards) = shard_count
                            AND EXISTS (SELECT 1 FROM combinations c WHERE c.run_id = runs.run_id)
-                           AND NOT EXISTS (SELECT 1 FROM combinations c WHERE c.run_id = runs.run_id AND NOT c.complete)""",
+                           AND NOT EXISTS (SELECT 1 FROM combinations c
+                                           WHERE c.run_id = runs.run_id AND NOT c.complete)""",
                         [_now()],
                     )
             finally:

@@ -112,7 +112,8 @@ def test_cli_error_is_one_line():
         [
             sys.executable,
             "-c",
-            "import sys; from bench.cli import main; sys.argv = ['bench', 'attack', '-t', 'cat', '-a', 'gmlaa']; main()",
+            "import sys; from bench.cli import main; sys.argv = ['bench', 'attack', '-t', 'cat', '-a', 'gmlaa']; "
+            "main()",
         ],
         capture_output=True,
         text=True,

@@ -105,7 +105,8 @@ def test_packaged_graphs_and_provenance(dag, tree):
         ("{not json", None, "does not parse"),
         ('{"Subcategory": []}', None, "without 'LabelName'"),
         (
-            '{"LabelName": "/m/0bl9f", "Subcategory": [{"LabelName": "/m/a", "Subcategory": [{"LabelName": "/m/zz"}]}]}',
+            '{"LabelName": "/m/0bl9f", "Subcategory": [{"LabelName": "/m/a", "Subcategory": [{"LabelName": '
+            '"/m/zz"}]}]}',
             "/m/a,A\n",
             "MIDs without a class description: /m/zz",
         ),

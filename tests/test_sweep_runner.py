@@ -113,7 +113,8 @@ def test_rows_equal_each_pair_attacked_alone(reference):
     g = GraphTensors(graph)
     rows = fetch(
         path,
-        "SELECT c.labels, r.image_id, r.attack, r.success, r.consistent, r.ntr_share, r.iterations, r.linf, r.ssim, r.rmsd "
+        "SELECT c.labels, r.image_id, r.attack, r.success, r.consistent, r.ntr_share, r.iterations, r.linf, r.ssim, "
+        "r.rmsd "
         "FROM results r JOIN combinations c USING (run_id, combo_id) ORDER BY r.attack, r.combo_id, r.image_id",
     )
     assert len(rows) == outcome.pairs == outcome.written, "every planned row was written once"

@@ -55,7 +55,8 @@ GraphOption = Annotated[
     str | None,
     typer.Option(
         "--graph",
-        help="Label graph of the dataset's extended labels by name (default: the dataset's own; e.g. one from bench kg import).",
+        help="Label graph of the dataset's extended labels by name (default: the dataset's own; e.g. one from bench "
+        "kg import).",
         show_default=False,
     ),
 ]

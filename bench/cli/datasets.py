@@ -59,13 +59,15 @@ def build(
         if name not in list_datasets():
             raise unknown("dataset", name, list_datasets())
         raise BenchError(
-            f"only 'stamps' is generated; {name!r} is read from its folder (see: bench data info {name} --data-root PATH)"
+            f"only 'stamps' is generated; {name!r} is read from its folder "
+            f"(see: bench data info {name} --data-root PATH)"
         )
     config = StampsConfig(seed=seed, size=size, n_train=n_train, n_test=n_test)
     started = time.perf_counter()
     folder = build_stamps(config, root=data_root, progress=True, force=force)
     console.print(
-        f"stamps ready in {time.perf_counter() - started:.1f} s: {n_train} train + {n_test} test images at {size} px, seed {seed}"
+        f"stamps ready in {time.perf_counter() - started:.1f} s: {n_train} train + {n_test} test images at {size} px, "
+        f"seed {seed}"
     )
     console.print(f"files: {folder}")
 
@@ -168,7 +170,8 @@ def info(
             damaged = verify_stamps(ds.root)
             if damaged:
                 raise BenchError(
-                    f"the stamps cache in {ds.root} is damaged ({', '.join(damaged)} differ from their recorded SHA-256): "
+                    f"the stamps cache in {ds.root} is damaged "
+                    f"({', '.join(damaged)} differ from their recorded SHA-256): "
                     f"rebuild it with `bench data build stamps --force`"
                 )
             console.print(f"cache files match the SHA-256 recorded when they were built ({ds.root})")

@@ -125,7 +125,8 @@ def table(
             raise BenchError(f"--out {out} is a directory: name a file ({', '.join(sorted(SUFFIX_FORMATS))})")
         if out.suffix.lower() not in SUFFIX_FORMATS:
             raise BenchError(
-                f"--out {out}: a table is written as {', '.join(sorted(SUFFIX_FORMATS))}, not {out.suffix or 'a file without extension'}"
+                f"--out {out}: a table is written as {', '.join(sorted(SUFFIX_FORMATS))}, not "
+                f"{out.suffix or 'a file without extension'}"
             )
     if fmt is None:
         fmt = SUFFIX_FORMATS.get(out.suffix.lower() if out else "", TableFormat.rich)
@@ -182,7 +183,8 @@ def sql(
         bool,
         typer.Option(
             "--allow-files",
-            help="Let the query read files you can read (read_csv, read_parquet, …) to join your own data; off by default.",
+            help="Let the query read files you can read (read_csv, read_parquet, …) to join your own data; off by "
+            "default.",
         ),
     ] = False,
     url: Annotated[

@@ -186,7 +186,8 @@ def run_command(
         str | None,
         typer.Option(
             "--ray",
-            help="Spread the attacks over a Ray cluster: local (start one here), auto (join this machine's) or an ADDRESS (extra 'ray').",
+            help="Spread the attacks over a Ray cluster: local (start one here), auto (join this machine's) or an "
+            "ADDRESS (extra 'ray').",
             show_default=False,
         ),
     ] = None,
@@ -208,7 +209,8 @@ def run_command(
         int,
         typer.Option(
             "--save-images",
-            help="Save the adversarial examples (PNG + .npz) of the first N pairs of each combination and attack beside the database, for bench report.",
+            help="Save the adversarial examples (PNG + .npz) of the first N pairs of each combination and attack "
+            "beside the database, for bench report.",
             min=0,
         ),
     ] = 0,
@@ -222,7 +224,8 @@ def run_command(
         str,
         typer.Option(
             "--closure",
-            help="Ψ = h(Ω, G) by this benchmark's rule (bench) or the official code's (official); docs/knowledge-graphs.md.",
+            help="Ψ = h(Ω, G) by this benchmark's rule (bench) or the official code's (official); "
+            "docs/knowledge-graphs.md.",
         ),
     ] = "bench",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; print the summary only.")] = False,

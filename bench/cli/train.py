@@ -152,7 +152,8 @@ def train_command(
         result = train(config, run_dir=run_dir, device=device)
     card = result.card
     console.print(
-        f"test mAP {_num(card.test_map)} (labels {_num(result.report.map_labels)}, abstract {_num(result.report.map_abstract)}), "
+        f"test mAP {_num(card.test_map)} (labels {_num(result.report.map_labels)}, abstract "
+        f"{_num(result.report.map_abstract)}), "
         f"globally consistent predictions {_pct(card.consistency_share)}, {_num(card.throughput, 1)} train images/s"
     )
     console.print(f"saved {result.run_dir / 'model.pt'}")

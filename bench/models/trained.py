@@ -63,7 +63,8 @@ def load_trained(path_or_dir: str | Path, device: str | torch.device | None = No
     weights = resolve_run(path_or_dir) / WEIGHTS
     if not weights.exists():
         raise BenchError(
-            f"{weights.parent} holds no {WEIGHTS} (training not finished? resume it: `bench train --resume {weights.parent.name}`)"
+            f"{weights.parent} holds no {WEIGHTS} (training not finished? resume it: `bench train --resume "
+            f"{weights.parent.name}`)"
         )
     try:
         blob = torch.load(weights, map_location="cpu", weights_only=True)

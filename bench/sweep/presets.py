@@ -83,7 +83,8 @@ PRESETS: Registry[Preset] = Registry("sweep preset")
 PAPER = PRESETS.register("paper")(
     Preset(
         name="paper",
-        summary="the paper's protocol: 300 iterations, ε 0.01, τ −0.85, |Ω| = 3, 50 images per combination (10 on NUS-WIDE), every combination",
+        summary="the paper's protocol: 300 iterations, ε 0.01, τ −0.85, |Ω| = 3, 50 images per combination (10 on "
+        "NUS-WIDE), every combination",
         iterations=300,
         eps=(0.01,),
         tau=(-0.85,),

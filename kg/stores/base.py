@@ -165,7 +165,8 @@ class GraphStore(ABC):
             raise BenchError(f"graph name {graph.name!r} cannot be stored: it must be non-empty and have no ':'")
         if graph.depth > MAX_DEPTH:
             raise BenchError(
-                f"graph {graph.name!r} has depth {graph.depth}; the stores' queries follow at most {MAX_DEPTH} IS_A edges"
+                f"graph {graph.name!r} has depth {graph.depth}; "
+                f"the stores' queries follow at most {MAX_DEPTH} IS_A edges"
             )
         stored = self.graphs().get(graph.name)
         if stored is not None and stored.sha256 == graph.sha256:
@@ -301,7 +302,8 @@ class GraphStore(ABC):
             return
         if graph_name not in self.graphs():
             raise BenchError(
-                f"graph {graph_name!r} is not loaded in {self.location}; load it with `bench kg load --dataset {graph_name}`"
+                f"graph {graph_name!r} is not loaded in {self.location}; load it with `bench kg load --dataset "
+                f"{graph_name}`"
             )
         names = [r["name"] for r in self._read(self.cypher("nodes"), {"graph": graph_name})]
         raise unknown(f"label in graph {graph_name!r}:", missing[0], names)

@@ -40,7 +40,8 @@ class Neo4jStore(GraphStore):
         self.database = database or os.environ.get("NEO4J_DATABASE") or None
         if self.uri.split("://", 1)[0] not in SCHEMES or "://" not in self.uri:
             raise BenchError(
-                f"cannot reach Neo4j at {self.uri}: the URI must start with one of {', '.join(s + '://' for s in SCHEMES)}"
+                f"cannot reach Neo4j at {self.uri}: the URI must start with one of "
+                f"{', '.join(s + '://' for s in SCHEMES)}"
             )
         user = os.environ.get("NEO4J_USER") or "neo4j"
         password = os.environ.get("NEO4J_PASSWORD")
