@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from bench.attacks import create_attack
 from bench.attacks.apgd import APGDAttack
 from bench.attacks.base import Attack, frozen
+from bench.devices import resolve_device
 from bench.errors import BenchError
 
 
@@ -89,7 +90,7 @@ def measure_attack_perf(
 
     if batch < 1 or steps < 1 or single_pairs < 1 or repeats < 1:
         raise BenchError("batch, steps, single pairs and repeats must be positive")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     try:
         model: nn.Module = timm.create_model(arch, pretrained=False, num_classes=labels)
     except RuntimeError as exc:  # timm: unknown model

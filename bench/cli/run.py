@@ -421,8 +421,8 @@ def demo_command(
     Example: bench demo --out ./demo --device cpu
     """
     from bench.cli.results import print_layout
+    from bench.devices import resolve_device
     from bench.sweep.demo import DEMO_RUN, run_demo
-    from bench.sweep.inputs import resolve_device
 
     report = run_demo(out, resolve_device(device), console, retrain=retrain)
     for layout in report.tables:

@@ -13,7 +13,8 @@ Example::
 
 from __future__ import annotations
 
-from bench.sweep.inputs import SweepModel, fit_dataset, load_sweep_model, resolve_device
+from bench.devices import resolve_device
+from bench.sweep.inputs import SweepModel, fit_dataset, load_sweep_model
 from bench.sweep.presets import PRESETS, Preset, SweepOptions, get_preset, preset_names
 from bench.sweep.progress import RichSweepProgress, StageTimes, SweepProgress
 from bench.sweep.protocol import (

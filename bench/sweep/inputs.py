@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.devices import resolve_device  # noqa: F401  (re-exported: bench.sweep.resolve_device)
 from bench.errors import BenchError, InvalidValue
 from kg.graph import LabelGraph
 

@@ -167,7 +167,8 @@ def measure_sweep(
 ) -> SweepPerf:
     """Run a small sweep (``fast`` preset otherwise) into a temporary database and time it."""
     from bench.datasets import create_dataset
-    from bench.sweep.inputs import fit_dataset, load_sweep_model, resolve_device
+    from bench.devices import resolve_device
+    from bench.sweep.inputs import fit_dataset, load_sweep_model
     from bench.sweep.presets import FAST, SweepOptions
     from bench.sweep.runner import run_sweep, sweep_config
     from results.store import ResultStore
