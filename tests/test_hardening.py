@@ -398,3 +398,13 @@ def test_tables_round_one_way():
             assert fixed(value, 1) == str(exact), f"{value!r} prints {fixed(value, 1)}, expected {exact}"
     assert fixed(-1e-15, 1) == "0.0", "no negative zero"
     assert format_cell(Cell(6.25, 6.2500000000001, True)) == "6.3 ± 6.3", "mean and std round the same way"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["train", "-d", NAME], ["eval", "-d", NAME], ["run", "-d", NAME], ["attack", "-d", NAME, "-t", "cat"], ["demo"]],
+)
+def test_a_bad_device_is_one_line_before_any_output(home, capsys, monkeypatch, command):
+    code, out, err = cli(capsys, monkeypatch, *command, "--device", "gpu")
+    assert (code, out) == (2, ""), f"bench {' '.join(command)} --device gpu: exit {code}, printed {out!r}"
+    assert err.strip() == "error: --device 'gpu': use auto, cpu, cuda or cuda:INDEX", err

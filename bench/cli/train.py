@@ -114,9 +114,11 @@ def train_command(
     Example: bench train -d voc -m asl -o variant=tresnet_l --image-size 224 --epochs 40
     Example: bench train --resume resnet18-20250101-120000
     """
+    from bench.devices import resolve_device
     from bench.models.trained import resolve_run
     from bench.train import TrainConfig, preset_config, run_dir_for, train
 
+    device = resolve_device(device)  # checked before anything prints
     if resume:
         run_dir = resolve_run(resume, dataset)
         console.print(styled("resuming ", (str(run_dir), "bold")))
