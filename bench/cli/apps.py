@@ -77,7 +77,12 @@ GraphDbOption = Annotated[
     ),
 ]
 DataRootOption = Annotated[
-    str | None, typer.Option("--data-root", help="Dataset folder (default: under $BENCH_DATA).", show_default=False)
+    Path | None,
+    typer.Option(
+        "--data-root",
+        help="Dataset folder (default: $BENCH_DATA/datasets/NAME; stamps: its cache folder).",
+        show_default=False,
+    ),
 ]
 ImageSizeOption = Annotated[
     int | None,

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from bench.cli.apps import app
+from bench.cli.apps import DataRootOption, app
 from bench.cli.console import console
 from bench.errors import BenchError, unknown
 from bench.progress import progress_bar
@@ -24,15 +23,6 @@ data_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 
-DataRoot = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-root",
-        help="Dataset folder (default: $BENCH_DATA/datasets/NAME; stamps: its cache folder).",
-        show_default=False,
-    ),
-]
-
 
 @data_app.command("build")
 def build(
@@ -46,7 +36,7 @@ def build(
     n_train: Annotated[int, typer.Option("--n-train", help="Training images.")] = STAMPS_DEFAULTS["n_train"],
     n_test: Annotated[int, typer.Option("--n-test", help="Test images.")] = STAMPS_DEFAULTS["n_test"],
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when a cached copy exists.")] = False,
-    data_root: DataRoot = None,
+    data_root: DataRootOption = None,
 ) -> None:
     """Generate the offline clip-art dataset 'stamps' (cached; rebuilt only when the settings change).
 
@@ -97,16 +87,6 @@ def _check_images(ds) -> int:
     return len(ds) - decoded
 
 
-def _dataset_kwargs(name: str, **given) -> dict:
-    """Options that only some datasets take (``None`` = not given)."""
-    takes = {"year": "voc", "seed": "stamps", "n_train": "stamps", "n_test": "stamps"}
-    kwargs = {k: v for k, v in given.items() if v is not None}
-    for key in kwargs:
-        if takes[key] != name:
-            raise BenchError(f"--{key.replace('_', '-')} is for {takes[key]} only")
-    return kwargs
-
-
 @data_app.command("info")
 def info(
     name: Annotated[str, typer.Argument(help="Dataset: voc, nus, openimages, stamps (or a registered one).")],
@@ -119,7 +99,7 @@ def info(
             show_default=False,
         ),
     ] = None,
-    data_root: DataRoot = None,
+    data_root: DataRootOption = None,
     image_size: Annotated[
         int | None, typer.Option("--image-size", help="Image side (default: the dataset's).", show_default=False)
     ] = None,
@@ -150,7 +130,8 @@ def info(
 
     if name not in list_datasets():
         raise unknown("dataset", name, list_datasets())
-    kwargs = _dataset_kwargs(name, year=year, seed=seed, n_train=n_train, n_test=n_test)
+    given = {"year": year, "seed": seed, "n_train": n_train, "n_test": n_test}
+    kwargs = {key: value for key, value in given.items() if value is not None}
     for s in split or (["train", "test"] if name == "stamps" else ["test"]):
         ds = create_dataset(name, s, root=data_root, image_size=image_size, **kwargs)
         targets = ds.targets()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
 from torch.utils.data import Dataset
 
+from bench.errors import BenchError
 from bench.registry import Registry
 from kg.graph import LabelGraph
 
@@ -54,8 +56,19 @@ def register_dataset(name: str):
 def create_dataset(
     name: str, split: str = "test", root=None, image_size: int | None = None, **kwargs
 ) -> MultiLabelDataset:
-    """Build a registered dataset split. ``root`` defaults to ``--data-root`` / ``$BENCH_DATA``."""
-    return DATASETS.get(name)(split=split, root=root, image_size=image_size, **kwargs)
+    """Build a registered dataset split. ``root`` defaults to ``$BENCH_DATA/datasets/<name>``;
+    ``kwargs`` are the dataset's own options (an option it does not take is refused by name)."""
+    factory = DATASETS.get(name)
+    parameters = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        own = [p for p in parameters if p not in ("split", "root", "image_size")]
+        for key in kwargs:
+            if key not in parameters:
+                raise BenchError(
+                    f"{{{key}}} is not an option of dataset {name!r} (its options: {', '.join(own) or 'none'})",
+                    options=[key],
+                )
+    return factory(split=split, root=root, image_size=image_size, **kwargs)
 
 
 def list_datasets() -> list[str]:
