@@ -173,7 +173,7 @@ def perf_sweep_command(
         str | None,
         typer.Option("--model", "-m", help="Trained run (default: the dataset's newest).", show_default=False),
     ] = None,
-    attacks: Annotated[str, typer.Option("--attacks", "-a", help="Comma list or all.")] = "gmla,mla-u",
+    attacks: Annotated[str, typer.Option("--attacks", "--attack", "-a", help="Comma list or all.")] = "gmla,mla-u",
     size: Annotated[str, typer.Option("--size", help="|Ω| sizes.")] = "1-2",
     images_per_combo: Annotated[int, typer.Option("--images-per-combo", help="Images per combination.")] = 8,
     combos_per_size: Annotated[int, typer.Option("--combos-per-size", help="Combinations per |Ω|.")] = 4,

@@ -93,7 +93,9 @@ def run_command(
     preset: Annotated[
         str, typer.Option("--preset", help="paper (the paper's settings) or fast (the demo's).")
     ] = "paper",
-    attacks: Annotated[str, typer.Option("--attacks", "-a", help="Comma list (gmla,mla-u,...) or all.")] = "all",
+    attacks: Annotated[
+        str, typer.Option("--attacks", "--attack", "-a", help="Comma list (gmla,mla-u,...) or all.")
+    ] = "all",
     eps: Annotated[
         str | None,
         typer.Option(
