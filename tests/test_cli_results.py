@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 
@@ -68,6 +69,19 @@ def test_table_files_by_suffix(db, tmp_path):
     assert isinstance(result.exception, BenchError) and "unknown metric 'ntr'" in error_message(result.exception), (
         f"an unknown metric should be a BenchError, got {result.exception!r}"
     )
+
+
+def test_every_documented_query_runs(db):
+    """The `bench sql "…"` examples of the README, the docs and the commands' own output."""
+    sources = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
+    sources += sorted((PROJECT_ROOT / "bench" / "cli").glob("*.py"))
+    queries = {q for path in sources for q in re.findall(r'bench sql(?: --db \S+)? "([^"]+)"', path.read_text())}
+    queries = {q for q in queries if "…" not in q}  # placeholders, not queries
+    assert len(queries) >= 4, f"found only {queries}"
+    store, _ = db
+    for query in sorted(queries):
+        result = invoke("sql", query, "--db", store.path)
+        assert result.exit_code == 0, f"documented query fails: {query}\n{result.output}{result.exception!r}"
 
 
 def test_sql_prints_exports_and_refuses_writes(db, tmp_path):

@@ -408,3 +408,17 @@ def test_a_bad_device_is_one_line_before_any_output(home, capsys, monkeypatch, c
     code, out, err = cli(capsys, monkeypatch, *command, "--device", "gpu")
     assert (code, out) == (2, ""), f"bench {' '.join(command)} --device gpu: exit {code}, printed {out!r}"
     assert err.strip() == "error: --device 'gpu': use auto, cpu, cuda or cuda:INDEX", err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["run"], ["run", "--bogus"], ["table", "--digits", "9"], ["plot", "sizes"], ["run", "-d", NAME, "--eps"]],
+)
+def test_usage_errors_are_one_line(home, capsys, monkeypatch, args):
+    code, out, err = cli(capsys, monkeypatch, *args)
+    lines = err.strip().splitlines()
+    assert (code, out) == (2, ""), f"bench {' '.join(args)}: exit {code}, printed {out!r}"
+    assert len(lines) == 1 and lines[0].startswith("error: "), f"bench {' '.join(args)}: {err}"
+    assert "Value error" not in err, f"validation library wording leaks: {err}"
+    code, out, _ = cli(capsys, monkeypatch, args[0], "-h")
+    assert code == 0 and "Usage" in out, f"bench {args[0]} -h: exit {code}"

@@ -21,7 +21,7 @@ from bench.attacks import create_attack
 from bench.attacks.apgd import APGDAttack
 from bench.attacks.base import Attack, frozen
 from bench.devices import resolve_device
-from bench.errors import BenchError
+from bench.errors import BenchError, InvalidValue
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,10 @@ def measure_attack_perf(
     """Time (a), (b) and (c) on a randomly initialised timm model (no weights are downloaded)."""
     import timm
 
-    if batch < 1 or steps < 1 or single_pairs < 1 or repeats < 1:
-        raise BenchError("batch, steps, single pairs and repeats must be positive")
+    counts = {"batch_size": batch, "steps": steps, "single_pairs": single_pairs, "repeats": repeats, "labels": labels}
+    for name, value in counts.items():
+        if value < 1:
+            raise InvalidValue(name, value, "must be at least 1")
     dev = resolve_device(device)
     try:
         model: nn.Module = timm.create_model(arch, pretrained=False, num_classes=labels)

@@ -14,6 +14,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
     rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 kg_app = typer.Typer(help="Knowledge graphs: build, load, explore, closures.", no_args_is_help=True)
 perf_app = typer.Typer(help="Benchmarks of the product's own speed (ratios measured in one run).", no_args_is_help=True)

@@ -54,6 +54,7 @@ def attack_command(
         int | None,
         typer.Option(
             "--steps",
+            "--iterations",
             help="Iterations (default: the attack's own: 300 APGD, 10 MLA-LP, 100 ML-DP).",
             show_default=False,
         ),

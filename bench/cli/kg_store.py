@@ -49,7 +49,7 @@ def load(
     An unchanged graph stays as it is; a changed one replaces its old copy in one
     transaction; other graphs are untouched.
 
-    Example: bench kg load --store ladybug --dataset voc
+    Example: bench kg load --graph-store ladybug --dataset voc
     """
     names = graph_names() if dataset == "all" else _split(dataset)
     if not names:

@@ -100,17 +100,19 @@ def perf_attack_command(
     arch: Annotated[
         str, typer.Option("--arch", help="timm architecture (random initialisation, nothing downloaded).")
     ] = "resnet18",
-    image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 64,
-    labels: Annotated[int, typer.Option("--labels", help="Model outputs.")] = 20,
-    batch: Annotated[int, typer.Option("--batch", "-b", help="Pairs per batch B (and the model's batch).")] = 16,
-    steps: Annotated[int, typer.Option("--steps", help="Attack iterations per run.")] = 10,
+    image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.", min=16)] = 64,
+    labels: Annotated[int, typer.Option("--labels", help="Model outputs.", min=1)] = 20,
+    batch: Annotated[
+        int, typer.Option("--batch-size", "--batch", "-b", help="Pairs per batch B (and the model's batch).", min=1)
+    ] = 16,
+    steps: Annotated[int, typer.Option("--steps", "--iterations", help="Attack iterations per run.", min=1)] = 10,
     single_pairs: Annotated[
-        int, typer.Option("--single-pairs", help="Pairs timed one at a time for the batching ratio.")
+        int, typer.Option("--single-pairs", help="Pairs timed one at a time for the batching ratio.", min=1)
     ] = 4,
-    repeats: Annotated[int, typer.Option("--repeats", help="Timed repeats (median) of (a) and (b).")] = 3,
-    device: Annotated[
-        str | None, typer.Option("--device", help="cpu or cuda (default: cuda when available).", show_default=False)
-    ] = None,
+    repeats: Annotated[
+        int, typer.Option("--repeats", help="Timed interleaved rounds; each time is the best of them.", min=1)
+    ] = 3,
+    device: DeviceOption = "auto",
 ) -> None:
     """Time the attack engine: (pairs × iterations)/s against the model's own forward + backward.
 
