@@ -102,8 +102,10 @@ def test_bench_attack_bad_input(toy_model):
         assert isinstance(result.exception, BenchError) and message in error_message(result.exception), (
             f"{args}: {result.exception!r}"
         )
+    result = runner.invoke(app, ["attack", "-d", "voc", "-t", "cat"])
+    assert "no trained model for voc" in error_message(result.exception), "missing model named"
     result = runner.invoke(app, ["attack", "-d", "stamps-none", "-t", "cat"])
-    assert "no trained model for stamps-none" in error_message(result.exception), "missing model named"
+    assert "unknown dataset 'stamps-none'" in error_message(result.exception), "a misspelt dataset comes first"
 
 
 def test_cli_error_is_one_line():

@@ -36,11 +36,14 @@ def models_command(
             table.add_row(name, spec.loss, str(spec.image_size), opts, spec.summary)
         console.print(table)
         return
+    if dataset is not None:
+        from bench.datasets import DATASETS
+
+        DATASETS.get(dataset)  # a misspelt name: one line with the closest ones
     runs = list_trained(dataset)
     if not runs:
-        console.print(
-            f"no trained models{f' for {dataset}' if dataset else ''} yet: bench train --dataset stamps --preset demo"
-        )
+        recipe = f"--dataset {dataset}" if dataset and dataset != "stamps" else "--dataset stamps --preset demo"
+        console.print(f"no trained models{f' for {dataset}' if dataset else ''} yet: bench train {recipe}")
         return
     table = Table(
         "dataset", "run", "model", "epochs", "test mAP", "consistent", "created", title="trained models (newest first)"

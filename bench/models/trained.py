@@ -53,6 +53,9 @@ def resolve_run(path_or_name: str | Path, dataset: str | None = None) -> Path:
             f"run name {path_or_name!r} exists for several datasets", "dataset", [c.parent.name for c in candidates]
         )
     runs = [p.name for p, _ in list_trained(dataset)]
+    if not runs:
+        where = f" for {dataset}" if dataset else ""
+        raise BenchError(f"unknown trained model {str(path_or_name)!r}: none is trained{where} yet (`bench train`)")
     raise unknown("trained model", str(path_or_name), runs)
 
 

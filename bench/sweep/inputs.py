@@ -20,6 +20,8 @@ from torch import nn
 from bench.errors import BenchError, InvalidValue
 from kg.graph import LabelGraph
 
+CHECKPOINT_SUFFIXES = {".pth", ".pt", ".tar", ".ckpt", ".bin", ".pkl"}
+
 
 @dataclass
 class SweepModel:
@@ -57,10 +59,15 @@ def load_sweep_model(
     vectors) apply to published checkpoints; ``image_size`` is the input side (default: the
     model's), recorded in the model's card.
     """
+    from bench.datasets import DATASETS
     from bench.models import MODELS
     from bench.models.trained import latest_model, list_trained
 
+    if dataset:
+        DATASETS.get(dataset)  # a misspelt name: one line with the closest ones, before any model lookup
     path = Path(model).expanduser() if model is not None else None
+    if path is not None and not path.exists() and (path.suffix in CHECKPOINT_SUFFIXES or len(path.parts) > 1):
+        raise BenchError(f"{model} does not exist (give a trained run's name or folder, or a checkpoint file)")
     if path is not None and path.is_file() and path.name != "model.pt":
         return _checkpoint(path, device, trust, image_size=image_size, arch=arch, embeddings=embeddings)
     for name, value in (("arch", arch), ("embeddings", embeddings)):
