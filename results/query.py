@@ -1,6 +1,6 @@
 """Users' SQL on a results database (what ``bench sql`` runs): one reading statement, on a
 connection that installs or loads no extension by itself and reaches no file but the database
-(unless ``files=True``), printed as rows or written to CSV/Parquet."""
+(unless ``allow_files=True``), printed as rows or written to CSV/Parquet."""
 
 from __future__ import annotations
 
@@ -43,20 +43,20 @@ def sandbox(con: duckdb.DuckDBPyConnection, allowed: tuple[Path, ...] = (), file
     con.execute("SET enable_external_access = false")
 
 
-def run_query(store: ResultStore, query: str, limit: int, files: bool = False) -> tuple[list[str], list[tuple]]:
+def run_query(store: ResultStore, query: str, limit: int, allow_files: bool = False) -> tuple[list[str], list[tuple]]:
     """Column names and up to ``limit + 1`` rows of one read-only ``query`` (one more than
     ``limit`` says that there are more)."""
     check_read_only(query)
     with store.reader() as con:
-        sandbox(con, (), files)
+        sandbox(con, (), allow_files)
         try:
             cursor = con.execute(query)
             return [d[0] for d in cursor.description], cursor.fetchmany(limit + 1)
         except duckdb.Error as exc:
-            raise BenchError(f"SQL error: {one_line(exc)}") from None
+            raise _sql_error(exc) from None
 
 
-def export_query(store: ResultStore, query: str, out: Path, files: bool = False) -> Path:
+def export_query(store: ResultStore, query: str, out: Path, allow_files: bool = False) -> Path:
     """Every row of one read-only ``query`` into ``out`` (``.csv`` or ``.parquet``), atomically."""
     check_read_only(query)
     out = Path(out)
@@ -67,11 +67,21 @@ def export_query(store: ResultStore, query: str, out: Path, files: bool = False)
 
     def export(tmp: Path) -> None:
         with store.reader() as con:
-            sandbox(con, (tmp,), files)
+            sandbox(con, (tmp,), allow_files)
             try:
                 con.execute(f"COPY ({query}) TO {sql_literal(tmp)} ({EXPORTS[out.suffix.lower()]})")
             except duckdb.Error as exc:
-                raise BenchError(f"SQL error: {one_line(exc)}") from None
+                raise _sql_error(exc) from None
 
     atomic_write(out, export)
     return out
+
+
+def _sql_error(exc: duckdb.Error) -> BenchError:
+    if isinstance(exc, duckdb.PermissionException):  # the sandbox refused a file or an extension
+        return BenchError(
+            f"SQL error: {one_line(exc)}; the query sees the results database only ({{allow_files}} lets it read "
+            "your files)",
+            options=["allow_files"],
+        )
+    return BenchError(f"SQL error: {one_line(exc)}")

@@ -162,7 +162,7 @@ def test_read_only_commands_reach_no_file(home, capsys, monkeypatch):
     assert toy_run(capsys, monkeypatch, db)[0] == 0
     secret = tmp / "secret.csv"
     secret.write_text("a\n1\n")
-    refused(
+    line = refused(
         capsys,
         monkeypatch,
         "sql",
@@ -172,6 +172,7 @@ def test_read_only_commands_reach_no_file(home, capsys, monkeypatch):
         match="file system operations are disabled",
         watch=(db,),
     )
+    assert line.endswith("(--allow-files lets it read your files)"), f"the refusal names the way out: {line}"
     refused(capsys, monkeypatch, "sql", "--db", str(db), "INSTALL httpfs", match="read-only", watch=(db,))
     code, out, _ = cli(
         capsys, monkeypatch, "sql", "--db", str(db), f"SELECT * FROM read_csv('{secret}')", "--allow-files"
