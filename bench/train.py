@@ -24,10 +24,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from bench.devices import resolve_device
-from bench.errors import BenchError, one_line, unknown
+from bench.errors import BenchError, InvalidValue, one_line, unknown
 from bench.evaluate import EvalReport, evaluate
 from bench.fileio import torch_save
-from bench.models import create_model, model_spec
+from bench.models import check_model_options, create_model, model_spec
 from bench.models.asl import AsymmetricLoss
 from bench.models.card import ModelCard, now_iso
 from bench.models.trained import TRAIN_STATE as STATE
@@ -58,16 +58,20 @@ class TrainConfig:
     preset: str = ""
 
     def resolved(self) -> TrainConfig:
-        """Fill the model's defaults and check the values."""
+        """Fill the model's defaults and check the values (before any data loads)."""
+        from bench.datasets import DATASETS
+
         spec = model_spec(self.model)
+        check_model_options(spec.name, self.model_kwargs)
+        DATASETS.get(self.dataset)
         cfg = replace(self, model=spec.name, loss=self.loss or spec.loss, image_size=self.image_size or spec.image_size)
         if cfg.loss not in LOSSES:
             raise unknown("loss", cfg.loss, LOSSES)
         for name in ("epochs", "batch_size", "image_size"):
             if int(getattr(cfg, name)) < 1:
-                raise BenchError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+                raise InvalidValue(name, getattr(cfg, name), "must be at least 1")
         if cfg.lr <= 0:
-            raise BenchError(f"learning rate must be positive, got {cfg.lr}")
+            raise InvalidValue("lr", cfg.lr, "the learning rate must be positive")
         return cfg
 
     def to_dict(self) -> dict[str, Any]:

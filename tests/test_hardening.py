@@ -254,7 +254,7 @@ def test_an_unwritable_data_folder(home, capsys, monkeypatch):
         (["--iterations", "0"], "--iterations 0: must be a positive number"),
         (["--images-per-combo", "0"], "--images-per-combo 0: must be a positive number"),
         (["--combos-per-size", "0"], "--combos-per-size 0: must be a positive number"),
-        (["--batch-size", "-2"], "--batch-size must be a positive number"),
+        (["--batch-size", "-2"], "Invalid value for '--batch-size': Input should be greater than or equal to 1"),
     ],
 )
 def test_run_options_are_checked_before_any_work(home, capsys, monkeypatch, option, message):

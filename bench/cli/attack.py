@@ -67,7 +67,10 @@ def attack_command(
     batch_size: Annotated[
         int | None,
         typer.Option(
-            "--batch-size", help="Pairs per batch (default: from free GPU memory; 32 on CPU).", show_default=False
+            "--batch-size",
+            help="Pairs per batch (default: from free GPU memory; 32 on CPU).",
+            min=1,
+            show_default=False,
         ),
     ] = None,
     data_root: DataRootOption = None,

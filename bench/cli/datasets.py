@@ -101,7 +101,8 @@ def info(
     ] = None,
     data_root: DataRootOption = None,
     image_size: Annotated[
-        int | None, typer.Option("--image-size", help="Image side (default: the dataset's).", show_default=False)
+        int | None,
+        typer.Option("--image-size", help="Image side (default: the dataset's).", min=1, show_default=False),
     ] = None,
     year: Annotated[
         int | None, typer.Option(help="VOC: 2007 or 2012.", show_default=False, rich_help_panel="VOC")
@@ -116,7 +117,7 @@ def info(
     n_test: Annotated[
         int | None, typer.Option("--n-test", help="stamps: test images.", show_default=False, rich_help_panel="stamps")
     ] = None,
-    top: Annotated[int, typer.Option(help="Show the N most frequent labels (0: all).")] = 0,
+    top: Annotated[int, typer.Option(help="Show the N most frequent labels (0: all).", min=0)] = 0,
     check: Annotated[
         bool, typer.Option("--check", help="Decode every image and count those that do not decode.")
     ] = False,

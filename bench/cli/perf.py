@@ -12,7 +12,7 @@ import typer
 from rich.progress import Progress, track
 from rich.table import Table
 
-from bench.cli.apps import DeviceOption, perf_app
+from bench.cli.apps import DeviceOption, ModelOption, perf_app
 from bench.cli.console import console, styled
 from bench.cli.run import parse_attacks, parse_sizes
 from kg.catalog import graph_names, load_graph
@@ -171,17 +171,16 @@ def perf_attack_command(
 @perf_app.command("sweep")
 def perf_sweep_command(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset of the model.")] = "stamps",
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Trained run (default: the dataset's newest).", show_default=False),
-    ] = None,
+    model: ModelOption = None,
     attacks: Annotated[str, typer.Option("--attacks", "--attack", "-a", help="Comma list or all.")] = "gmla,mla-u",
     size: Annotated[str, typer.Option("--size", help="|Ω| sizes.")] = "1-2",
     images_per_combo: Annotated[int, typer.Option("--images-per-combo", help="Images per combination.")] = 8,
     combos_per_size: Annotated[int, typer.Option("--combos-per-size", help="Combinations per |Ω|.")] = 4,
     iterations: Annotated[int, typer.Option("--iterations", help="Auto-PGD iterations.")] = 20,
     eps: Annotated[float, typer.Option("--eps", help="ε.")] = 0.05,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Pairs per batch.", show_default=False)] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Pairs per batch.", min=1, show_default=False)
+    ] = None,
     device: DeviceOption = "auto",
 ) -> None:
     """Where a sweep's time goes: the model's forward/backward against the sweep machinery.
@@ -195,21 +194,18 @@ def perf_sweep_command(
     Example: bench perf sweep --dataset stamps --attacks gmla,mla-u --size 1-2
     """
     from bench.sweep.perf import measure_sweep
+    from bench.sweep.presets import SweepOptions
 
-    names = parse_attacks(attacks)
+    options = SweepOptions(  # checked here, before the model loads
+        attacks=parse_attacks(attacks),
+        eps=(eps,),
+        sizes=parse_sizes(size),
+        images_per_combination=images_per_combo,
+        combinations_per_size=combos_per_size,
+        iterations=iterations,
+    )
     with console.status("running a small sweep"):
-        report = measure_sweep(
-            dataset=dataset,
-            model=model,
-            attacks=names,
-            sizes=parse_sizes(size) or (1,),
-            images_per_combination=images_per_combo,
-            combinations_per_size=combos_per_size,
-            iterations=iterations,
-            eps=eps,
-            batch_size=batch_size,
-            device=device,
-        )
+        report = measure_sweep(dataset, model, options, batch_size, device)
     table = Table(title=f"sweep time by stage ({report.rows} rows, {report.device}, {report.seconds:.1f} s wall)")
     table.add_column("stage")
     table.add_column("seconds", justify="right")

@@ -156,7 +156,10 @@ def run_command(
     batch_size: Annotated[
         int | None,
         typer.Option(
-            "--batch-size", help="Pairs per batch (default: from free GPU memory; 32 on CPU).", show_default=False
+            "--batch-size",
+            help="Pairs per batch (default: from free GPU memory; 32 on CPU).",
+            min=1,
+            show_default=False,
         ),
     ] = None,
     db: Annotated[
@@ -255,7 +258,8 @@ def run_command(
         shard_db_path,
         sweep_config,
     )
-    from bench.sweep.cluster import import_ray
+    from bench.sweep.cluster import check_address, import_ray
+    from kg.catalog import graph_path
     from kg.stores import STORES
     from results.store import ResultStore, default_db_path
 
@@ -279,10 +283,11 @@ def run_command(
     )
     shard_index, shard_count = parse_shard(shard)
     STORES.get(store)
-    if batch_size is not None and batch_size < 1:
-        raise BenchError(f"--batch-size must be a positive number; got {batch_size}")
+    if graph_name:
+        graph_path(graph_name)  # an unknown graph: one line with the closest names
     if ray is not None:
         import_ray()
+        check_address(ray)
         if shard is not None:
             raise BenchError("--ray and --shard do not combine: Ray spreads the whole sweep over its workers")
     elif ray_workers is not None:

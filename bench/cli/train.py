@@ -68,13 +68,15 @@ def train_command(
         ),
     ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs.", show_default=False)] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per step.", show_default=False)] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Images per step.", min=1, show_default=False)
+    ] = None,
     lr: Annotated[
         float | None, typer.Option("--lr", help="Peak learning rate of the one-cycle schedule.", show_default=False)
     ] = None,
     image_size: Annotated[
         int | None,
-        typer.Option("--image-size", help="Input side in pixels (default: the model's).", show_default=False),
+        typer.Option("--image-size", help="Input side in pixels (default: the model's).", min=1, show_default=False),
     ] = None,
     loss: Annotated[
         str | None, typer.Option("--loss", help="asl or bce (default: the model's own).", show_default=False)
@@ -176,8 +178,8 @@ def eval_command(
     embeddings: EmbeddingsOption = None,
     image_size: ImageSizeOption = None,
     split: Annotated[str, typer.Option("--split", help="Dataset split.")] = "test",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 64,
-    show: Annotated[int, typer.Option("--show", help="Per-label APs to print (lowest first); 0 for none.")] = 10,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.", min=1)] = 64,
+    show: Annotated[int, typer.Option("--show", help="Per-label APs to print (lowest first); 0 for none.", min=0)] = 10,
     out: Annotated[
         Path | None,
         typer.Option(

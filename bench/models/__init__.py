@@ -18,7 +18,7 @@ Example::
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +69,16 @@ def model_spec(name: str) -> ModelSpec:
     return MODELS.get(name)
 
 
+def check_model_options(name: str, options: Mapping[str, Any]) -> None:
+    """Refuse an option the registered model ``name`` does not take, listing the ones it does."""
+    spec = MODELS.get(name)
+    known = spec.options()
+    bad = sorted(set(options) - set(known))
+    if bad:
+        listed = ", ".join(f"{k}={v!r}" for k, v in known.items()) or "none"
+        raise BenchError(f"model {spec.name!r} has no option {', '.join(bad)} (options: {listed})")
+
+
 def create_model(
     name: str,
     num_classes: int,
@@ -84,11 +94,7 @@ def create_model(
     spec = MODELS.get(name)
     if int(num_classes) < 1:
         raise BenchError(f"model {spec.name!r} needs at least one class, got {num_classes}")
-    options = spec.options()
-    bad = sorted(set(kwargs) - set(options))
-    if bad:
-        known = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "none"
-        raise BenchError(f"model {spec.name!r} has no option {', '.join(bad)} (options: {known})")
+    check_model_options(name, kwargs)
     size = int(image_size or spec.image_size)
     extra = (
         {"labels": tuple(labels)} if labels is not None and "labels" in inspect.signature(spec.build).parameters else {}
@@ -98,7 +104,7 @@ def create_model(
         "name": spec.name,
         "num_classes": int(num_classes),
         "image_size": size,
-        "kwargs": {**options, **kwargs, **model.resolved_kwargs},
+        "kwargs": {**spec.options(), **kwargs, **model.resolved_kwargs},
     }
     return model
 

@@ -93,14 +93,22 @@ def connect(address: str, *, cpus: int | None = None):
     return ray
 
 
+def check_address(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a cluster address, ``None`` for ``local`` and ``auto``; anything else
+    is refused in one line (checked before any work starts)."""
+    if address in ("local", "auto"):
+        return None
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InvalidValue("address", address, "give local, auto, HOST:PORT or ray://HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
 def _check_reachable(address: str) -> None:
     """A quick TCP connect to ``host:port`` (Ray itself waits minutes for a dead address)."""
-    target = address.removeprefix("ray://")
-    host, sep, port = target.rpartition(":")
-    if not sep or not port.isdigit():
-        raise InvalidValue("address", address, "give local, auto, HOST:PORT or ray://HOST:PORT")
+    host, port = check_address(address)
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT).close()
+        socket.create_connection((host, port), timeout=REACH_TIMEOUT).close()
     except OSError as exc:
         raise BenchError(f"cannot reach a Ray cluster at {address!r}: {exc.strerror or exc}") from None
 

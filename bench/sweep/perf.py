@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from bench.sweep.presets import SweepOptions
 from bench.sweep.progress import StageTimes
 
 MODEL_STAGE = "model forward + backward"
@@ -153,23 +154,14 @@ def model_seconds(
 
 
 def measure_sweep(
-    *,
-    dataset: str,
-    model: str | None,
-    attacks: Sequence[str],
-    sizes: Sequence[int],
-    images_per_combination: int,
-    combinations_per_size: int,
-    iterations: int,
-    eps: float,
-    batch_size: int | None,
-    device: str,
+    dataset: str, model: str | None, options: SweepOptions, batch_size: int | None = None, device: str = "auto"
 ) -> SweepPerf:
-    """Run a small sweep (``fast`` preset otherwise) into a temporary database and time it."""
+    """Run a small sweep (``options``, the ``fast`` preset for the rest, every combination)
+    into a temporary database and time it."""
     from bench.datasets import create_dataset
     from bench.devices import resolve_device
     from bench.sweep.inputs import fit_dataset, load_sweep_model
-    from bench.sweep.presets import FAST, SweepOptions
+    from bench.sweep.presets import FAST
     from bench.sweep.runner import run_sweep, sweep_config
     from results.store import ResultStore
 
@@ -177,16 +169,7 @@ def measure_sweep(
     loaded = load_sweep_model(dataset, model, dev)
     net, data, graph = fit_dataset(loaded, create_dataset(dataset, "test", image_size=loaded.image_size))
     timed = TimedModel(net, sync=dev.type == "cuda")
-    options = SweepOptions(
-        attacks=attacks,
-        eps=(eps,),
-        sizes=sizes,
-        images_per_combination=images_per_combination,
-        combos="all",
-        combinations_per_size=combinations_per_size,
-        iterations=iterations,
-    )
-    config = sweep_config(dataset, loaded, graph, FAST, options, name="perf", device=str(dev))
+    config = sweep_config(dataset, loaded, graph, FAST, replace(options, combos="all"), name="perf", device=str(dev))
     import torchmetrics.functional.image  # noqa: F401  (a one-time import of seconds: keep it out of the figures)
 
     times = StageTimesWithoutModel(timed)
