@@ -42,9 +42,7 @@ def explain_closure(
 
     from kg.closure import GraphTensors, turn_off_closure, turn_on_closure
 
-    if not targets:
-        raise BenchError("{targets} is empty; name one or more labels, e.g. cat,dog", options=["targets"])
-    target_idx = graph.indices(list(targets))
+    target_idx = check_targets(graph, targets)
     store.load(graph)
     ancestors = store.ancestors(graph.name, list(targets))
     descendants = store.descendants(graph.name, list(targets))
@@ -59,6 +57,13 @@ def explain_closure(
     else:
         psi = turn_off_closure(pred_t, target_t, g, descendants=g.mask(sorted(down)))[0]
     return Explained(graph, target_idx, up, down, pred, psi.numpy(), turn_on, used)
+
+
+def check_targets(graph: LabelGraph, targets: Sequence[str]) -> list[int]:
+    """The targets' node indices; an empty set or an unknown label is one line (before any store opens)."""
+    if not targets:
+        raise BenchError("{targets} is empty; name one or more labels, e.g. cat,dog", options=["targets"])
+    return graph.indices(list(targets))
 
 
 def _prediction(

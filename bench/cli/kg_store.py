@@ -17,7 +17,7 @@ from bench.cli.apps import GraphDbOption, GraphStoreOption, kg_app
 from bench.cli.console import console
 from bench.errors import BenchError
 from kg.catalog import graph_names, load_graph
-from kg.explain import Explained, explain_closure
+from kg.explain import Explained, check_targets, explain_closure
 from kg.stores import GraphStore, open_store
 from kg.stores.base import check_user_query
 
@@ -82,7 +82,7 @@ def closure(
     dataset: Annotated[
         str, typer.Option("--dataset", "-d", help="Graph name (voc, nus, openimages, stamps, ...) or graph file.")
     ],
-    targets: Annotated[str, typer.Option(help="Target labels Ω, comma-separated, e.g. cat,dog.")],
+    targets: Annotated[str, typer.Option("--targets", "-t", help="Target labels Ω, comma-separated, e.g. cat,dog.")],
     positive: Annotated[
         str | None,
         typer.Option(
@@ -98,11 +98,12 @@ def closure(
     """Print the consistent target set Ψ = h(Ω) of target labels.
 
     The targets' ancestors and descendants come from the graph store (the Cypher used is
-    printed with its parameters); Ψ follows from kg.closure.
+    printed with its parameters); Ψ is computed as the attacks compute it (docs/knowledge-graphs.md).
 
     Example: bench kg closure --dataset voc --targets cat,dog --positive cat,dog,person
     """
     graph = load_graph(dataset)
+    check_targets(graph, _split(targets))
     with _open(store, db) as graph_store:
         explained = explain_closure(
             graph_store, graph, _split(targets), None if positive is None else _split(positive), turn_on

@@ -291,7 +291,11 @@ def report_cmd(
 @app.command("plot", rich_help_panel="Results")
 def plot_cmd(
     kind: Annotated[
-        PlotKind, typer.Argument(help="size (vs |Ω|), eps, tau (sweeps, Supp. Fig. 1) or rmsd (ML-DP, Supp. Fig. 2).")
+        PlotKind,
+        typer.Argument(
+            help="size (vs |Ω|), eps, tau (sweeps, Supp. Fig. 1), rmsd (ML-DP, Supp. Fig. 2) "
+            "or iterations (success rate vs Auto-PGD iterations)."
+        ),
     ],
     db: DbOption = None,
     run: RunOption = None,
@@ -310,7 +314,7 @@ def plot_cmd(
     ] = None,
     attack: AttackOption = None,
 ) -> None:
-    """Draw FR_S and NT_R against |Ω|, ε or τ per attack, or ML-DP RMSD histograms.
+    """Draw FR_S and NT_R against |Ω|, ε or τ per attack, ML-DP RMSD histograms, or success against iterations.
 
     Example: bench plot size --run stamps-demo --eps 0.03 --out size.pdf
     Example: bench plot tau --size 5
@@ -326,7 +330,10 @@ def plot_cmd(
 
 @app.command("merge", rich_help_panel="Results")
 def merge(
-    files: Annotated[list[Path], typer.Argument(help="Results files to merge (e.g. one per --shard).")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="Results files to merge (e.g. one per --shard).", exists=True, dir_okay=False),
+    ],
     db: DbOption = None,
 ) -> None:
     """Merge results files (shards of one sweep) into one database; refuses mismatched runs.
