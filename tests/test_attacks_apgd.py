@@ -181,7 +181,7 @@ def test_bad_inputs():
     model, x, desired, tmask, ntmask = scenario(0, n=2)
     attack = attacks.create_attack("gmla", steps=2)
     for eps in (0.0, -0.1, 1.5):
-        with pytest.raises(BenchError, match="eps must be in"):
+        with pytest.raises(BenchError, match=r"`eps` .*: must be in \(0, 1\]"):
             attacks.create_attack("gmla", eps=eps)
     with pytest.raises(BenchError, match="unknown attack 'gmlaa'.*did you mean 'gmla'"):
         attacks.create_attack("gmlaa")

@@ -94,7 +94,7 @@ def test_bench_attack_bad_input(toy_model):
         (["-t", "dog"], "has every target (dog) predicted positive"),
         (["-t", "catt"], "did you mean 'cat'"),
         (["-t", "cat", "-a", "gmlaa"], "unknown attack 'gmlaa'"),
-        (["-t", "cat", "--eps", "0"], "eps must be in"),
+        (["-t", "cat", "--eps", "0"], "--eps 0: must be in (0, 1]"),
         (["-t", "cat", "-a", "mla-u", "--tau", "0.1"], "has no parameter 'tau'"),
     ]
     for args, message in cases:
@@ -210,7 +210,7 @@ def test_batch_size_and_pair_checks():
     model, images, _, targets = pairs_scenario()
     assert pair_batch_size(model, (3, 4, 4)) == CPU_BATCH, "CPU default"
     assert pair_batch_size(model, (3, 4, 4), override=5) == 5, "override wins"
-    with pytest.raises(BenchError, match="batch size must be a positive integer"):
+    with pytest.raises(BenchError, match="`batch_size` 0: must be a positive integer"):
         pair_batch_size(model, (3, 4, 4), override=0)
     attack = attacks.create_attack("mla-u", steps=1)
     with pytest.raises(BenchError, match="pass image_index"):

@@ -109,7 +109,7 @@ def test_declared_target_sets_and_names():
 def test_tau_out_of_range(tau):
     from bench.errors import BenchError
 
-    with pytest.raises(BenchError, match="tau is a cosine threshold"):
+    with pytest.raises(BenchError, match="τ is a cosine threshold"):
         attacks.create_attack("gmla", tau=tau)
 
 

@@ -123,7 +123,7 @@ def test_missing_clip_art_says_how_to_install(tmp_path):
         create_dataset("stamps", "test", root=tmp_path, art_dir=tmp_path / "none", n_train=2, n_test=2, progress=False)
     with pytest.raises(BenchError, match=r"unknown stamps split 'tests' \(did you mean 'test'"):
         create_dataset("stamps", "tests", root=tmp_path)
-    with pytest.raises(BenchError, match=r"n_train must be a non-negative integer"):
+    with pytest.raises(BenchError, match=r"`n_train` -1: must be a non-negative integer"):
         st.StampsConfig(n_train=-1)
 
 

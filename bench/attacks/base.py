@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import Tensor, nn
 
-from bench.errors import BenchError
+from bench.errors import BenchError, InvalidValue
 
 if TYPE_CHECKING:
     from bench.attacks.engine import Stepper
@@ -167,9 +167,9 @@ class Attack(ABC):
 
     def __init__(self, *, eps: float = 0.01, steps: int = 300) -> None:
         if not 0.0 < float(eps) <= 1.0:
-            raise BenchError(f"eps must be in (0, 1] for images in [0, 1]; got {eps}")
+            raise InvalidValue("eps", eps, "must be in (0, 1] for images in [0, 1]")
         if int(steps) != steps or steps < 1:
-            raise BenchError(f"steps must be a positive integer; got {steps}")
+            raise InvalidValue("steps", steps, "must be a positive integer")
         self.eps = float(eps)
         self.steps = int(steps)
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from bench.attacks.base import Attack, AttackResult, frozen, model_device, model_dtype
 from bench.attacks.targets import PairTargets
-from bench.errors import BenchError
+from bench.errors import BenchError, InvalidValue
 
 CPU_BATCH = 32  # pairs per batch on the CPU, where memory is rarely the limit
 MAX_BATCH = 1024
@@ -31,7 +31,7 @@ def pair_batch_size(model: nn.Module, image_shape: tuple[int, ...], override: in
     """
     if override is not None:
         if int(override) != override or override < 1:
-            raise BenchError(f"batch size must be a positive integer; got {override}")
+            raise InvalidValue("batch_size", override, "must be a positive integer")
         return int(override)
     device = model_device(model)
     if device.type != "cuda":

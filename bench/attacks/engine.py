@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from bench.errors import BenchError
+from bench.errors import BenchError, InvalidValue
 
 if TYPE_CHECKING:
     from bench.attacks.base import Attack
@@ -168,7 +168,7 @@ def run_tasks(
         stats: filled with the slot use, when given.
     """
     if int(batch) != batch or batch < 1:
-        raise BenchError(f"batch size must be a positive integer; got {batch}")
+        raise InvalidValue("batch_size", batch, "must be a positive integer")
     families = {a.family() for a in attacks}
     if len(families) != 1:
         raise BenchError(f"attacks of different families cannot share a batch: {sorted(map(str, families))}")

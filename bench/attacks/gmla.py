@@ -19,7 +19,7 @@ from torch import Tensor
 
 from bench.attacks import register_attack
 from bench.attacks.apgd import APGDAttack
-from bench.errors import BenchError
+from bench.errors import InvalidValue
 from bench.names import ATTACK_NAMES
 
 NORM_FLOOR = 1e-9  # below it a gradient counts as none, as with the official code's ``+ 1e-9``
@@ -82,7 +82,7 @@ class GMLA(APGDAttack):
     ) -> None:
         super().__init__(eps=eps, steps=steps, eta=eta, momentum=momentum, rho=rho)
         if not -1.0 <= float(tau) <= 1.0:
-            raise BenchError(f"tau is a cosine threshold and must be in [-1, 1]; got {tau}")
+            raise InvalidValue("tau", tau, "τ is a cosine threshold: it must be in [-1, 1]")
         self.tau = float(tau)
 
     def gradient_masks(self, target_mask: Tensor, nontarget_mask: Tensor) -> tuple[Tensor, ...]:

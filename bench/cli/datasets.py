@@ -32,7 +32,9 @@ def build(
     seed: Annotated[
         int, typer.Option(help="Random seed: the same seed gives byte-identical images.")
     ] = STAMPS_DEFAULTS["seed"],
-    size: Annotated[int, typer.Option(help="Image side in pixels.")] = STAMPS_DEFAULTS["size"],
+    size: Annotated[int, typer.Option("--image-size", "--size", help="Image side in pixels.")] = STAMPS_DEFAULTS[
+        "size"
+    ],
     n_train: Annotated[int, typer.Option("--n-train", help="Training images.")] = STAMPS_DEFAULTS["n_train"],
     n_test: Annotated[int, typer.Option("--n-test", help="Test images.")] = STAMPS_DEFAULTS["n_test"],
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when a cached copy exists.")] = False,
@@ -40,7 +42,7 @@ def build(
 ) -> None:
     """Generate the offline clip-art dataset 'stamps' (cached; rebuilt only when the settings change).
 
-    Example: bench data build stamps --seed 0 --size 128 --n-train 6000 --n-test 1000
+    Example: bench data build stamps --seed 0 --image-size 128 --n-train 6000 --n-test 1000
     """
     from bench.datasets import list_datasets
     from bench.datasets.stamps import StampsConfig, build_stamps

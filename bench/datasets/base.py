@@ -61,13 +61,9 @@ def create_dataset(
     factory = DATASETS.get(name)
     parameters = inspect.signature(factory).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        own = [p for p in parameters if p not in ("split", "root", "image_size")]
         for key in kwargs:
             if key not in parameters:
-                raise BenchError(
-                    f"{{{key}}} is not an option of dataset {name!r} (its options: {', '.join(own) or 'none'})",
-                    options=[key],
-                )
+                raise BenchError(f"{{{key}}} is not an option of dataset {name!r}", options=[key])
     return factory(split=split, root=root, image_size=image_size, **kwargs)
 
 

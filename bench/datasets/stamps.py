@@ -32,7 +32,7 @@ from bench.datasets.base import MultiLabelDataset, register_dataset
 from bench.datasets.labels import class_columns, extended_targets, graph_for
 from bench.datasets.stamps_art import CATALOGUE, art_digest, load_sprites, require_stamps
 from bench.datasets.transforms import check_size, uint8_to_tensor
-from bench.errors import BenchError, unknown
+from bench.errors import InvalidValue, unknown
 from bench.fileio import atomic_write, sha256_file, write_json
 from bench.paths import data_dir
 from bench.progress import progress_bar
@@ -66,7 +66,7 @@ class StampsConfig:
         check_size(self.size)
         for field in ("seed", "n_train", "n_test"):
             if not isinstance(getattr(self, field), int) or getattr(self, field) < 0:
-                raise BenchError(f"stamps {field} must be a non-negative integer, got {getattr(self, field)!r}")
+                raise InvalidValue(field, getattr(self, field), "must be a non-negative integer")
 
     def count(self, split: str) -> int:
         return {"train": self.n_train, "test": self.n_test}[split]

@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from bench.errors import BenchError
+from bench.errors import InvalidValue
 
 
 def check_size(image_size: int) -> int:
     if not isinstance(image_size, int) or image_size < 8:
-        raise BenchError(f"image size must be an integer of at least 8 pixels, got {image_size!r}")
+        raise InvalidValue("image_size", image_size, "must be an integer of at least 8 pixels")
     return image_size
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from bench.datasets.base import register_dataset
 from bench.datasets.imagefiles import ImageFilesDataset, dataset_root, require_files
 from bench.datasets.labels import class_columns, extended_targets, graph_for
-from bench.errors import BenchError, unknown
+from bench.errors import BenchError, InvalidValue, unknown
 from kg.graph import LabelGraph
 
 VOC_CLASSES = (
@@ -93,7 +93,7 @@ def voc(
     if difficult not in DIFFICULT_RULES:
         raise unknown("difficult rule", difficult, DIFFICULT_RULES)
     if year not in (2007, 2012):
-        raise BenchError(f"VOC year must be 2007 or 2012, got {year}")
+        raise InvalidValue("year", year, "VOC is 2007 or 2012")
     folder = voc_folder(root, year)
     split_file = Path("ImageSets") / "Main" / f"{split}.txt"
     require_files(folder, [split_file], f"VOC{year} folder {folder}")
