@@ -73,7 +73,7 @@ GraphDbOption = Annotated[
     Path | None,
     typer.Option(
         "--graph-db",
-        help="Ladybug database file of the graph store (default: $BENCH_LADYBUG_DB, else <data dir>/graphs.lbug).",
+        help="Ladybug database file of the graph store (default: $BENCH_LADYBUG_DB, else $BENCH_DATA/graphs.lbug).",
         show_default=False,
     ),
 ]

@@ -14,6 +14,7 @@ from bench.cli.apps import (
     DataRootOption,
     DeviceOption,
     EmbeddingsOption,
+    GraphOption,
     ImageSizeOption,
     ModelOption,
     TrustOption,
@@ -74,6 +75,7 @@ def attack_command(
         ),
     ] = None,
     data_root: DataRootOption = None,
+    graph_name: GraphOption = None,
     image_size: ImageSizeOption = None,
     embeddings: EmbeddingsOption = None,
     device: DeviceOption = "auto",
@@ -114,7 +116,8 @@ def attack_command(
     engine = create_attack(attack, **params)
     dev = resolve_device(device)
     loaded = load_sweep_model(dataset, model, dev, trust_checkpoint, image_size=image_size, embeddings=embeddings)
-    data = create_dataset(dataset, split=split, root=data_root, image_size=loaded.image_size)
+    options = {"graph": graph_name} if graph_name else {}
+    data = create_dataset(dataset, split=split, root=data_root, image_size=loaded.image_size, **options)
     net, data, graph = fit_dataset(loaded, data, report=console.print)
     omega = [t.strip() for t in targets.split(",") if t.strip()]
     console.print(

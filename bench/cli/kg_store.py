@@ -51,7 +51,7 @@ def load(
 
     Example: bench kg load --graph-store ladybug --dataset voc
     """
-    names = graph_names() if dataset == "all" else _split(dataset)
+    names = graph_names() if dataset == "all" else list(dict.fromkeys(_split(dataset)))
     if not names:
         raise BenchError("no graphs to load: build them first (bench kg build) or name a graph file")
     graphs = [load_graph(name) for name in names]  # every file checked before the store changes

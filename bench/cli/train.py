@@ -189,6 +189,7 @@ def eval_command(
         ),
     ] = None,
     data_root: DataRootOption = None,
+    graph_name: GraphOption = None,
     device: DeviceOption = "auto",
     trust_checkpoint: TrustOption = False,
 ) -> None:
@@ -214,7 +215,8 @@ def eval_command(
     dataset = dataset or loaded.card.get("dataset")
     if not dataset:
         raise BenchError("a published checkpoint needs --dataset")
-    data = create_dataset(dataset, split, root=data_root, image_size=loaded.image_size)
+    options = {"graph": graph_name} if graph_name else {}
+    data = create_dataset(dataset, split, root=data_root, image_size=loaded.image_size, **options)
     net, ds, _ = fit_dataset(loaded, data, report=console.print)
     with progress_bar(console=console, transient=True) as bar:
         task = bar.add_task(f"evaluating on {dataset}/{split}", total=len(ds))
