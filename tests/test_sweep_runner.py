@@ -26,10 +26,12 @@ from bench.sweep.runner import (
     closure_masks,
     run_sweep,
     shard_db_path,
+    stored_graph_name,
     sweep_config,
 )
 from kg.catalog import load_graph
 from kg.closure import GraphTensors, turn_off_closure
+from kg.stores import open_store
 from results.store import ResultStore
 from tests.dags import consistent_prediction
 from tests.sweep_fixtures import NAME, ToyDataset, ToyNet, toy_graph
@@ -377,3 +379,21 @@ def test_options_take_the_preset_only_where_not_given():
     ):
         with pytest.raises(BenchError, match=message):
             SweepOptions(**bad)
+
+
+def test_the_graph_store_file_can_be_chosen(tmp_path):
+    graph = toy_graph()
+    config = toy_config(attacks=("mla-u",), sizes=(1,), iterations=2)
+    mine = tmp_path / "mine.lbug"
+    outcome = run_sweep(
+        config,
+        ToyNet(graph.n).eval(),
+        ToyDataset("test", graph),
+        graph,
+        ResultStore(tmp_path / "r.duckdb"),
+        batch_size=8,
+        graph_db=mine,
+    )
+    assert outcome.written > 0 and mine.exists(), "the closures came from the Ladybug file that was named"
+    with open_store("ladybug", path=mine) as store:
+        assert stored_graph_name(graph) in store.graphs(), "the toy graph was loaded into that file"

@@ -12,6 +12,7 @@ from bench.cli.apps import (
     DataRootOption,
     DeviceOption,
     EmbeddingsOption,
+    GraphDbOption,
     GraphOption,
     GraphStoreOption,
     ImageSizeOption,
@@ -181,6 +182,7 @@ def run_command(
         ),
     ] = None,
     store: GraphStoreOption = "ladybug",
+    graph_db: GraphDbOption = None,
     data_root: DataRootOption = None,
     image_size: ImageSizeOption = None,
     embeddings: EmbeddingsOption = None,
@@ -283,6 +285,8 @@ def run_command(
     )
     shard_index, shard_count = parse_shard(shard)
     STORES.get(store)
+    if graph_db is not None and store.lower() != "ladybug":
+        raise BenchError("--graph-db names a Ladybug file; the neo4j store reads NEO4J_URI instead")
     if graph_name:
         graph_path(graph_name)  # an unknown graph: one line with the closest names
     if ray is not None:
@@ -312,11 +316,12 @@ def run_command(
     path = shard_db_path(db or default_db_path(), shard_index, shard_count)
     results = ResultStore(path, lock_timeout=wait)
     cluster = None if ray is None else {"address": ray, "workers": ray_workers, "cpus_per_worker": ray_cpus}
-    outcome = _sweep(config, net, data, graph, results, dev, batch_size, store, quiet, cluster, save_images)
+    graph_store = {"graph_store": store, "graph_db": graph_db}
+    outcome = _sweep(config, net, data, graph, results, dev, batch_size, graph_store, quiet, cluster, save_images)
     _summary(outcome, config, db)
 
 
-def _sweep(config, net, data, graph, results, device, batch_size, store, quiet, cluster=None, save_images=0):
+def _sweep(config, net, data, graph, results, device, batch_size, graph_store, quiet, cluster=None, save_images=0):
     """Run the sweep (on Ray when ``cluster`` says so) with a progress display (none when
     quiet); a Ctrl-C says how to resume."""
     from contextlib import nullcontext
@@ -342,7 +347,7 @@ def _sweep(config, net, data, graph, results, device, batch_size, store, quiet, 
                 results,
                 device=device,
                 batch_size=batch_size,
-                graph_store=store,
+                **graph_store,
                 progress=progress,
                 save_images=save_images,
             )

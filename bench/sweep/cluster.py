@@ -33,6 +33,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -171,6 +172,7 @@ def run_sweep_ray(
     device: torch.device | str = "cpu",
     batch_size: int | None = None,
     graph_store: str = "ladybug",
+    graph_db: str | Path | None = None,
     progress: SweepProgress | None = None,
     times: StageTimes | None = None,
     workers: int | None = None,
@@ -212,6 +214,7 @@ def run_sweep_ray(
         device=device,
         batch_size=batch_size,
         graph_store=graph_store,
+        graph_db=graph_db,
         progress=progress,
         times=times,
         save_images=save_images,

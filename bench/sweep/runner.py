@@ -188,13 +188,13 @@ def stored_graph_name(graph: LabelGraph) -> str:
     return graph.name if same else f"{graph.name}-{graph.sha256[:12]}"
 
 
-def _open_graph_store(kind: str):
+def _open_graph_store(kind: str, path: str | Path | None = None):
     from kg.stores import open_store
 
     deadline = time.monotonic() + STORE_WAIT
     while True:
         try:
-            return open_store(kind)
+            return open_store(kind, **({"path": path} if path is not None else {}))
         except StoreBusy:
             if time.monotonic() > deadline:
                 raise
@@ -202,16 +202,17 @@ def _open_graph_store(kind: str):
 
 
 def closure_masks(
-    graph: LabelGraph, combos: Sequence[PlannedCombination], kind: str = "ladybug"
+    graph: LabelGraph, combos: Sequence[PlannedCombination], kind: str = "ladybug", path: str | Path | None = None
 ) -> tuple[Tensor, Tensor]:
     """``[C, n]`` masks of the proper ancestors and descendants of each combination's members,
-    from the graph store: the graph is loaded idempotently, then one round trip for all."""
+    from the graph store ``kind`` (a Ladybug store's file: ``path``): the graph is loaded
+    idempotently, then one round trip for all."""
     ancestors = torch.zeros(len(combos), graph.n, dtype=torch.bool)
     descendants = torch.zeros_like(ancestors)
     if not combos:
         return ancestors, descendants
     name = stored_graph_name(graph)
-    with _open_graph_store(kind) as store:
+    with _open_graph_store(kind, path) as store:
         store.load(graph if name == graph.name else replace(graph, name=name))
         masks = store.combination_masks(name, [c.labels for c in combos])
     n = masks.ancestors.shape[1]
@@ -344,6 +345,7 @@ def prepare_sweep(
     progress: SweepProgress,
     times: StageTimes,
     save_images: int = 0,
+    graph_db: str | Path | None = None,
 ) -> Prepared:
     """Check every input, predict the clean images, plan, record the run and its combinations,
     fetch the closures from the graph store and find what is stored: before any attack."""
@@ -375,7 +377,7 @@ def prepare_sweep(
         _record_combinations(store, run_id, mine)
     attacked = [c for c in mine if c.images]
     with times("graph store"):
-        _, descendants = closure_masks(graph, attacked, graph_store)
+        _, descendants = closure_masks(graph, attacked, graph_store, graph_db)
     with times("resume bookkeeping"):
         work = _Work(
             attacked,
@@ -477,6 +479,7 @@ def run_sweep(
     device: torch.device | str = "cpu",
     batch_size: int | None = None,
     graph_store: str = "ladybug",
+    graph_db: str | Path | None = None,
     progress: SweepProgress | None = None,
     times: StageTimes | None = None,
     save_images: int = 0,
@@ -489,7 +492,8 @@ def run_sweep(
         model: the model under attack, on ``device``; outputs in ``graph``'s node order.
         dataset: the split to attack (``MultiLabelDataset``), labelled in ``graph``'s order.
         batch_size: B, the engine's slots (default ``pair_batch_size``).
-        graph_store: ``ladybug`` or ``neo4j``, for the combinations' descendants.
+        graph_store: ``ladybug`` or ``neo4j``, for the combinations' descendants; ``graph_db``:
+            the Ladybug file (default ``$BENCH_LADYBUG_DB``, else ``$BENCH_DATA/graphs.lbug``).
         save_images: save the adversarial examples of the first N pairs of each combination
             and setting beside the database (``bench.examples``; listed in ``artifacts``).
     """
@@ -502,6 +506,7 @@ def run_sweep(
         device=device,
         batch_size=batch_size,
         graph_store=graph_store,
+        graph_db=graph_db,
         progress=progress,
         times=times,
         save_images=save_images,
