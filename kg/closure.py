@@ -90,11 +90,6 @@ def descendants_of(nodes: Tensor, g: GraphTensors) -> Tensor:
     return (_f(nodes) @ g.reach) > 0
 
 
-def ancestors_of(nodes: Tensor, g: GraphTensors) -> Tensor:
-    """``[B, n]`` mask of proper ancestors of the masked nodes."""
-    return (_f(nodes) @ g.reach.T) > 0
-
-
 def turn_off_closure(pred: Tensor, targets: Tensor, g: GraphTensors, descendants: Tensor | None = None) -> Tensor:
     """Ψ = h(Ω) for switching the targets OFF, per image (docs/knowledge-graphs.md, "Closures").
 
