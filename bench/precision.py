@@ -24,7 +24,13 @@ class Autocast(nn.Module):
             return self.model(images).float()
 
 
+def check_precision(name: str) -> str:
+    """``name`` if it is a precision (``fp32``, ``bf16``); one line with the closest otherwise."""
+    if name not in PRECISIONS:
+        raise unknown("precision", name, PRECISIONS)
+    return name
+
+
 def with_precision(model: nn.Module, precision: str) -> nn.Module:
-    if precision not in PRECISIONS:
-        raise unknown("precision", precision, PRECISIONS)
+    check_precision(precision)
     return model if precision == "fp32" else Autocast(model)

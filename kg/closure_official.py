@@ -12,9 +12,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bench.errors import unknown
 from kg.graph import LabelGraph
 
 CLOSURES = ("bench", "official")
+
+
+def check_closure(name: str) -> str:
+    """``name`` if it is a closure rule (``bench``, ``official``); one line with the closest otherwise."""
+    if name not in CLOSURES:
+        raise unknown("closure", name, CLOSURES)
+    return name
 
 
 def official_turn_off(pred: np.ndarray, targets: list[int], g: LabelGraph) -> set[int]:

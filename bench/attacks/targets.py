@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bench.errors import BenchError, unknown
+from bench.errors import BenchError
 from kg.closure import GraphTensors, turn_off_closure, turn_on_closure
-from kg.closure_official import CLOSURES, official_closure
+from kg.closure_official import check_closure, official_closure
 from kg.graph import LabelGraph
 
 
@@ -101,8 +101,7 @@ def pair_targets(
         closure: ``bench`` (``kg.closure``, this benchmark's definition) or ``official`` (the
             official code's rules, ``kg.closure_official``; docs/knowledge-graphs.md).
     """
-    if closure not in CLOSURES:
-        raise unknown("closure", closure, CLOSURES)
+    check_closure(closure)
     if clean_logits.dim() != 2:
         raise BenchError(f"clean logits must be [pairs, outputs]; got shape {tuple(clean_logits.shape)}")
     p, n_out = clean_logits.shape

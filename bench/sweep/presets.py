@@ -169,8 +169,8 @@ class SweepOptions:
 
     def __post_init__(self) -> None:
         from bench.attacks import ATTACKS
-        from bench.precision import PRECISIONS
-        from kg.closure_official import CLOSURES
+        from bench.precision import check_precision
+        from kg.closure_official import check_closure
 
         for name in ("attacks", "eps", "tau", "sizes"):
             value = getattr(self, name)
@@ -196,10 +196,8 @@ class SweepOptions:
                 raise InvalidValue(name, value, "must be a positive number")
         if self.combos is not None:
             check_combo_mode(self.combos)
-        if self.closure not in CLOSURES:
-            raise unknown("closure", self.closure, CLOSURES)
-        if self.precision not in PRECISIONS:
-            raise unknown("precision", self.precision, PRECISIONS)
+        check_closure(self.closure)
+        check_precision(self.precision)
 
     def filled(self, preset: Preset, dataset: str) -> SweepOptions:
         """Every option that was not given (``None``) from ``preset`` for ``dataset``."""
