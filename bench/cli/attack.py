@@ -21,7 +21,6 @@ from bench.cli.apps import (
     app,
 )
 from bench.cli.console import console
-from bench.errors import BenchError
 from bench.progress import progress_bar
 
 
@@ -48,6 +47,7 @@ def attack_command(
             "--images",
             "-n",
             help="How many eligible test images to attack (the first ones whose prediction has every target).",
+            min=1,
         ),
     ] = 4,
     eps: Annotated[float, typer.Option("--eps", help="ℓ∞ budget ε (images in [0, 1]).")] = 0.01,
@@ -106,8 +106,6 @@ def attack_command(
     from bench.sweep.inputs import fit_dataset, load_sweep_model
     from bench.sweep.target_set import attack_target_set, save_target_set
 
-    if images < 1:
-        raise BenchError(f"--images must be at least 1; got {images}")
     params = {
         "eps": eps,
         **({"steps": steps} if steps is not None else {}),

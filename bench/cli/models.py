@@ -42,8 +42,11 @@ def models_command(
         DATASETS.get(dataset)  # a misspelt name: one line with the closest ones
     runs = list_trained(dataset)
     if not runs:
-        recipe = f"--dataset {dataset}" if dataset and dataset != "stamps" else "--dataset stamps --preset demo"
-        console.print(f"no trained models{f' for {dataset}' if dataset else ''} yet: bench train {recipe}")
+        from bench.sweep.inputs import train_command
+
+        console.print(
+            f"no trained models{f' for {dataset}' if dataset else ''} yet: {train_command(dataset or 'stamps')}"
+        )
         return
     table = Table(
         "dataset", "run", "model", "epochs", "test mAP", "consistent", "created", title="trained models (newest first)"

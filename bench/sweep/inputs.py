@@ -36,10 +36,14 @@ class SweepModel:
     class_names: list[str] | None = None  # its output names, when the file has them
 
 
+def train_command(dataset: str) -> str:
+    """The ``bench train`` command that makes a first model for ``dataset``."""
+    return f"bench train --dataset {dataset} " + ("--preset demo" if dataset == "stamps" else "…")
+
+
 def no_model_message(dataset: str) -> str:
-    recipe = "--preset demo" if dataset == "stamps" else "…"
     hint = "" if dataset == "stamps" else " (or try the offline dataset stamps)"
-    return f"no trained model for {dataset}: run `bench train --dataset {dataset} {recipe}`{hint}"
+    return f"no trained model for {dataset}: run `{train_command(dataset)}`{hint}"
 
 
 def load_sweep_model(

@@ -17,7 +17,7 @@ from torch import nn
 from bench.attacks.base import Attack, AttackResult
 from bench.attacks.batching import attack_pairs
 from bench.attacks.targets import PairTargets, omega_masks, pair_targets
-from bench.errors import BenchError
+from bench.errors import BenchError, InvalidValue
 from bench.metrics import PairMetrics, Summary, combination_rates, pair_metrics, summarize
 from bench.sweep.protocol import first_eligible
 from kg.closure import GraphTensors
@@ -52,7 +52,7 @@ def attack_target_set(
 ) -> TargetSetResult:
     """Attack Ω = ``targets`` on the first ``images`` eligible images of ``data``."""
     if images < 1:
-        raise BenchError(f"attack at least one image; got {images}")
+        raise InvalidValue("images", images, "must be at least 1")
     omega_row = omega_masks(graph, [list(targets)])[0]
     chosen, clean = first_eligible(model, data, graph, omega_row, images, turn_on, device)
     if not chosen:
