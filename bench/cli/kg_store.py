@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import numpy as np
@@ -18,14 +17,8 @@ from bench.cli.console import console
 from bench.errors import BenchError
 from kg.catalog import graph_names, load_graph
 from kg.explain import Explained, check_targets, explain_closure
-from kg.stores import GraphStore, open_store
+from kg.stores import open_graph_store
 from kg.stores.base import check_user_query
-
-
-def _open(store: str, db: Path | None) -> GraphStore:
-    if db is not None and store.lower() != "ladybug":
-        raise BenchError("--graph-db names a Ladybug file; the neo4j store reads NEO4J_URI instead")
-    return open_store(store, **({"path": db} if db is not None else {}))
 
 
 def _split(text: str) -> list[str]:
@@ -58,7 +51,7 @@ def load(
     table = Table(title=None, show_edge=False)
     for column in ("graph", "nodes", "labels", "edges", "depth", "sha256", "status"):
         table.add_column(column, justify="right" if column in ("nodes", "labels", "edges", "depth") else "left")
-    with _open(store, db) as graph_store:
+    with open_graph_store(store, db) as graph_store:
         for graph in graphs:
             status = graph_store.load(graph)
             colour = {"loaded": "green", "replaced": "yellow"}.get(status, "dim")
@@ -104,7 +97,7 @@ def closure(
     """
     graph = load_graph(dataset)
     check_targets(graph, _split(targets))
-    with _open(store, db) as graph_store:
+    with open_graph_store(store, db) as graph_store:
         explained = explain_closure(
             graph_store, graph, _split(targets), None if positive is None else _split(positive), turn_on
         )
@@ -156,7 +149,7 @@ def query(
     """
     params = dict(_parse_param(p) for p in param or [])
     check_user_query(text)  # before the store is opened: a refused query touches nothing
-    with _open(store, db) as graph_store:
+    with open_graph_store(store, db) as graph_store:
         rows = graph_store.query(text, params)
     table = Table(show_edge=False)
     columns = list(rows[0]) if rows else []

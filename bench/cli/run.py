@@ -262,7 +262,7 @@ def run_command(
     )
     from bench.sweep.cluster import check_address, import_ray
     from kg.catalog import graph_path
-    from kg.stores import STORES
+    from kg.stores import check_store
     from results.store import ResultStore, default_db_path
 
     # every option checked before the model loads, anything prints or any file is written
@@ -284,9 +284,7 @@ def run_command(
         precision=precision,
     )
     shard_index, shard_count = parse_shard(shard)
-    STORES.get(store)
-    if graph_db is not None and store.lower() != "ladybug":
-        raise BenchError("--graph-db names a Ladybug file; the neo4j store reads NEO4J_URI instead")
+    check_store(store, graph_db)
     if graph_name:
         graph_path(graph_name)  # an unknown graph: one line with the closest names
     if ray is not None:

@@ -189,12 +189,12 @@ def stored_graph_name(graph: LabelGraph) -> str:
 
 
 def _open_graph_store(kind: str, path: str | Path | None = None):
-    from kg.stores import open_store
+    from kg.stores import open_graph_store
 
     deadline = time.monotonic() + STORE_WAIT
     while True:
         try:
-            return open_store(kind, **({"path": path} if path is not None else {}))
+            return open_graph_store(kind, path)
         except StoreBusy:
             if time.monotonic() > deadline:
                 raise

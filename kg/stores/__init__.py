@@ -15,8 +15,10 @@ A new store is one module with a ``@register_store("name")`` subclass of ``Graph
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from bench.errors import BenchError
 from bench.registry import Registry
 from kg.stores.base import MAX_DEPTH, Combination, GraphStore, Node, StoredGraph
 
@@ -27,6 +29,21 @@ register_store = STORES.register
 def open_store(kind: str = "ladybug", **options: Any) -> GraphStore:
     """Open the store ``kind`` (``ladybug`` options: ``path``; ``neo4j``: ``uri``, ``database``)."""
     return STORES.get(kind)(**options)
+
+
+def check_store(kind: str, graph_db: str | Path | None = None) -> None:
+    """A registered store, and a Ladybug file (``graph_db``) only for the Ladybug store."""
+    STORES.get(kind)
+    if graph_db is not None and kind.lower() != "ladybug":
+        raise BenchError(
+            "{graph_db} names a Ladybug file; the neo4j store reads NEO4J_URI instead", options=["graph_db"]
+        )
+
+
+def open_graph_store(kind: str = "ladybug", graph_db: str | Path | None = None) -> GraphStore:
+    """``open_store`` for a store picked by name and, for Ladybug, an optional database file."""
+    check_store(kind, graph_db)
+    return open_store(kind, **({"path": graph_db} if graph_db is not None else {}))
 
 
 def store_names() -> list[str]:
@@ -43,6 +60,8 @@ __all__ = [
     "Node",
     "StoredGraph",
     "STORES",
+    "check_store",
+    "open_graph_store",
     "open_store",
     "register_store",
     "store_names",
