@@ -95,6 +95,15 @@ EmbeddingsOption = Annotated[
         "--embeddings", help="With a published ML-GCN checkpoint: its word-embedding pickle.", show_default=False
     ),
 ]
+PairBatchOption = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        help="B, the engine's slots: pairs per batch (default: from free GPU memory; 32 on CPU).",
+        min=1,
+        show_default=False,
+    ),
+]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:INDEX.")]
 ModelOption = Annotated[
     str | None,

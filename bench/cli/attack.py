@@ -17,6 +17,7 @@ from bench.cli.apps import (
     GraphOption,
     ImageSizeOption,
     ModelOption,
+    PairBatchOption,
     TrustOption,
     app,
 )
@@ -65,15 +66,7 @@ def attack_command(
     ] = None,
     turn_on: Annotated[bool, typer.Option("--turn-on", help="Switch the targets on instead of off.")] = False,
     split: Annotated[str, typer.Option("--split", help="Dataset split.")] = "test",
-    batch_size: Annotated[
-        int | None,
-        typer.Option(
-            "--batch-size",
-            help="Pairs per batch (default: from free GPU memory; 32 on CPU).",
-            min=1,
-            show_default=False,
-        ),
-    ] = None,
+    batch_size: PairBatchOption = None,
     data_root: DataRootOption = None,
     graph_name: GraphOption = None,
     image_size: ImageSizeOption = None,

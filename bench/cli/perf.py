@@ -12,7 +12,7 @@ import typer
 from rich.progress import Progress, track
 from rich.table import Table
 
-from bench.cli.apps import DeviceOption, ModelOption, perf_app
+from bench.cli.apps import DeviceOption, ModelOption, PairBatchOption, perf_app
 from bench.cli.console import console, styled
 from bench.cli.run import parse_attacks, parse_sizes
 from kg.catalog import graph_names, load_graph
@@ -178,9 +178,7 @@ def perf_sweep_command(
     combos_per_size: Annotated[int, typer.Option("--combos-per-size", help="Combinations per |Ω|.")] = 4,
     iterations: Annotated[int, typer.Option("--iterations", help="Auto-PGD iterations.")] = 20,
     eps: Annotated[float, typer.Option("--eps", help="ε.")] = 0.05,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Pairs per batch.", min=1, show_default=False)
-    ] = None,
+    batch_size: PairBatchOption = None,
     device: DeviceOption = "auto",
 ) -> None:
     """Where a sweep's time goes: the model's forward/backward against the sweep machinery.

@@ -17,6 +17,7 @@ from bench.cli.apps import (
     GraphStoreOption,
     ImageSizeOption,
     ModelOption,
+    PairBatchOption,
     TrustOption,
     app,
 )
@@ -154,15 +155,7 @@ def run_command(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the combination sampling.")] = 0,
     split: Annotated[str, typer.Option("--split", help="Dataset split whose images are attacked.")] = "test",
     device: DeviceOption = "auto",
-    batch_size: Annotated[
-        int | None,
-        typer.Option(
-            "--batch-size",
-            help="Pairs per batch (default: from free GPU memory; 32 on CPU).",
-            min=1,
-            show_default=False,
-        ),
-    ] = None,
+    batch_size: PairBatchOption = None,
     db: Annotated[
         Path | None,
         typer.Option("--db", help="Results database (default: $BENCH_DATA/results.duckdb).", show_default=False),
