@@ -2,7 +2,8 @@
 
 The library never spells a command-line flag. A message that tells the caller which of its
 parameters to change names it as a ``{field}`` declared in ``options``: ``str(error)`` shows the
-Python keyword (```db```), and the CLI shows its flag (``--db``, :func:`bench.cli.apps.flag`).
+Python keyword in backticks (`` `db` ``), and the CLI shows its flag (``--db``,
+:func:`bench.cli.apps.flag`).
 """
 
 from __future__ import annotations

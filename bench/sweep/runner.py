@@ -487,8 +487,8 @@ def run_sweep(
     """Run (or resume) the sweep ``config`` describes and write its rows to ``store``.
 
     Args:
-        config: the run's configuration (``extra`` holds ``split``, ``combos``,
-            ``combinations_per_size``, ``include_abstract``, per-attack ``steps`` and ``images``).
+        config: the run's configuration (``sweep_config``; ``config.protocol`` holds the split,
+            how combinations are chosen, per-attack ``steps`` and ``images``, closure, precision).
         model: the model under attack, on ``device``; outputs in ``graph``'s node order.
         dataset: the split to attack (``MultiLabelDataset``), labelled in ``graph``'s order.
         batch_size: B, the engine's slots (default ``pair_batch_size``).
