@@ -38,6 +38,11 @@ class Registry(Generic[T]):
 
         return deco
 
+    def unregister(self, name: str) -> None:
+        """Forget ``name`` (a plugin's tests register and remove their own entries)."""
+        if self._items.pop(name.lower(), None) is None:
+            raise unknown(self.kind, name, self._items)
+
     def get(self, name: str) -> T:
         try:
             return self._items[name.lower()]

@@ -17,6 +17,9 @@ from bench.attacks.apgd import CheckpointSchedule
 from bench.errors import BenchError
 from tests.attacks_fixtures import TinyNet, flip_targets
 
+# compares results bit for bit or near a decision boundary: ./setup.sh test reruns it under emulated CPUs
+pytestmark = pytest.mark.bitwise
+
 
 # ------------------------------------------------------------ reference loop
 def paper_checkpoints(n_iter: int) -> list[int]:
@@ -111,6 +114,11 @@ def test_schedule_matches_the_papers_checkpoints():
 def test_batched_equals_reference_loop_and_single_pairs(kind, seed, eps):
     model, x, desired, tmask, ntmask = scenario(seed)
     attack = attacks.create_attack(kind, eps=eps, steps=100)
+    # The engine at B = 8, 1 and 3 against the paper's loop (one image at a time). The contract
+    # promises bits only at one B; these cross-B checks hold because the model is float64: B moves
+    # a value by a few ulps (1e-16), far inside the 1e-12 tolerance, and no objective comparison
+    # or gradient sign of these scenarios is that close to a tie (each is rerun under the
+    # emulated CPU code paths of `./setup.sh test`).
     batched = attack(model, x, desired, tmask, ntmask)
     slots = attack(model, x, desired, tmask, ntmask, batch_size=3)  # 3 slots, refilled as pairs finish
     halvings = 0
@@ -167,9 +175,12 @@ def test_invariants(seed, eps, steps, kind):
     assert float(result.adv.min()) >= 0.0 and float(result.adv.max()) <= 1.0, "x′ ∈ [0, 1]"
     assert torch.equal(result.adv[~result.success], x[~result.success]), "failed samples are returned unchanged"
     assert torch.allclose(result.linf, (result.adv - x).flatten(1).abs().amax(1)), "reported ℓ∞ norms"
-    # Frozen at first success: a longer budget and other pairs in the batch never move a success.
+    # Frozen at first success: a longer budget never moves a success reached before the first
+    # checkpoint. The checkpoints depend on N (⌊0.22 N⌋, ...), so after the first one the two
+    # budgets may halve the step at different iterations and the trajectories part.
     longer = attack.__class__(eps=eps, steps=steps + 15)(model, x, desired, tmask, ntmask)
-    done = result.success
+    first = CheckpointSchedule.for_steps(steps).checkpoints(steps)
+    done = result.success & (result.iterations <= (first[0] if first else steps))
     assert torch.equal(longer.success[done], done[done]), "success stays success with a longer budget"
     assert torch.equal(longer.iterations[done], result.iterations[done]), "first-success iteration unchanged"
     assert torch.allclose(longer.adv[done], result.adv[done], rtol=0, atol=1e-12), (

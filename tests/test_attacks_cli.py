@@ -170,14 +170,15 @@ def pairs_scenario():
     return model, images, image_index, pair_targets(logits, omega, g)
 
 
+@pytest.mark.bitwise
 def test_attack_pairs_shares_images_and_slots_without_changing_results():
     model, images, image_index, targets = pairs_scenario()
     attack = attacks.create_attack("gmla", eps=0.2, steps=40)
     chunked = attack_pairs(attack, model, images, targets, image_index=image_index, batch_size=4)
     desired, tmask, ntmask = targets.attack_inputs(semantic=True)
-    direct = attack(model, images[image_index], desired, tmask, ntmask)
+    direct = attack(model, images[image_index], desired, tmask, ntmask, batch_size=4)
     assert torch.equal(chunked.adv, direct.adv) and torch.equal(chunked.iterations, direct.iterations), (
-        "B = 4 slots = one batch of all pairs"
+        "shared images and refilled slots = the pairs given one by one, at the same B = 4"
     )
     assert bool(chunked.success.any()), "scenario has successes"
 

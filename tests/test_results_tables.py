@@ -186,13 +186,15 @@ def test_a_plugin_attacks_display_name_reaches_the_tables():
     from bench.attacks.mla_u import MLAU
     from bench.names import ATTACK_NAMES, attack_display
 
-    if "my-plugin-attack" not in ATTACKS:
+    @register_attack("my-plugin-attack")
+    class Mine(MLAU):
+        display_name = "Mine_β"
 
-        @register_attack("my-plugin-attack")
-        class Mine(MLAU):
-            display_name = "Mine_β"
-
-    assert attack_display("my-plugin-attack") == "Mine_β", "the plugin's own name"
+    try:
+        assert attack_display("my-plugin-attack") == "Mine_β", "the plugin's own name"
+    finally:
+        ATTACKS.unregister("my-plugin-attack")  # other tests list the seven built-in attacks
+    assert "my-plugin-attack" not in ATTACKS, "unregistered"
     assert attack_display("gmla") == ATTACK_NAMES["gmla"] == ATTACKS.get("gmla").display_name, (
         "one definition for built-ins"
     )
