@@ -53,6 +53,10 @@ def synthetic_rows(n: int, offset: int = 0) -> list[ResultRow]:
     return out
 
 
+# the columns _row_at_a_time fills, in its values' order
+COLUMNS = "run_id combo_id image_id attack eps tau success consistent ntr_share ssim rmsd iterations linf l2 seconds"
+
+
 def _row_at_a_time(path: Path, rows: list[ResultRow]) -> float:
     """Reference: one INSERT per row (``executemany``), one transaction."""
     values = [
@@ -79,7 +83,11 @@ def _row_at_a_time(path: Path, rows: list[ResultRow]) -> float:
     try:
         start = time.perf_counter()
         con.execute("BEGIN TRANSACTION")
-        con.executemany(f"INSERT INTO results VALUES ({', '.join('?' * 15)}) ON CONFLICT DO NOTHING", values)
+        con.executemany(
+            f"INSERT INTO results ({COLUMNS.replace(' ', ', ')}) VALUES ({', '.join('?' * len(values[0]))}) "
+            "ON CONFLICT DO NOTHING",
+            values,
+        )
         con.execute("COMMIT")
         return len(rows) / (time.perf_counter() - start)
     finally:

@@ -1,13 +1,13 @@
 """``bench report``: one self-contained HTML page per run (no CDN, no server, nothing fetched).
 
 Sections: the run's provenance (configuration, model card, graph and its hash, versions, git
-commit, device, wall time); the paper's table and the ablation table per |Ω| and ε (the same
-numbers as ``bench table``: the same layouts and rounding); plots (FR_S and NT_R against |Ω|,
-ε and τ where they vary, success rate against iterations, the ML-DP RMSD histogram) embedded as
-PNG; a gallery of saved adversarial examples (``bench run --save-images N``: clean, adversarial,
-perturbation magnified, labels before → after with Ω and Ψ marked); and a drill-down of the
-combinations where GMLA gains or loses most against each baseline. Every value from data is
-HTML-escaped.
+commit, device, the numerics fingerprint of each machine that computed rows, wall time); the
+paper's table and the ablation table per |Ω| and ε (the same numbers as ``bench table``: the
+same layouts and rounding); plots (FR_S and NT_R against |Ω|, ε and τ where they vary, success
+rate against iterations, the ML-DP RMSD histogram) embedded as PNG; a gallery of saved
+adversarial examples (``bench run --save-images N``: clean, adversarial, perturbation
+magnified, labels before → after with Ω and Ψ marked); and a drill-down of the combinations
+where GMLA gains or loses most against each baseline. Every value from data is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections import defaultdict
 import duckdb
 from matplotlib.figure import Figure
 
+from bench import numerics
 from bench.errors import BenchError
 from bench.names import ATTACK_NAMES, attack_display
 from results.tables import Layout, ablation_layout, format_cell, paper_layout
@@ -101,7 +102,24 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _provenance(run: dict, config: dict) -> str:
+def _machines(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[str, str]]:
+    """One provenance line per machine that computed the run's rows (its numerics fingerprint)."""
+    rows = con.execute(
+        """SELECT m.machine, m.fingerprint, m.accepted, count(r.machine) FROM machines m
+           LEFT JOIN results r ON r.run_id = m.run_id AND r.machine = m.machine
+           WHERE m.run_id = ? GROUP BY ALL ORDER BY min(m.first_used), m.machine""",
+        [run_id],
+    ).fetchall()
+    return [
+        (
+            f"machine {machine}",
+            f"{numerics.describe(json.loads(fp))}; {n} rows" + (f"; {accepted}" if accepted else ""),
+        )
+        for machine, fp, accepted, n in rows
+    ]
+
+
+def _provenance(run: dict, config: dict, machines: list[tuple[str, str]]) -> str:
     card = config.get("model_card") or {}
     wall = ""
     if run["finished"] is not None:
@@ -138,6 +156,7 @@ def _provenance(run: dict, config: dict) -> str:
         ),
         ("protocol settings", json.dumps(config.get("extra", {}), sort_keys=True, separators=(", ", ": "))),
         ("device", run["device"] or "?"),
+        *(machines or [("machine", "not recorded (rows stored before schema version 3)")]),
         ("created / finished", f"{run['created']} / {run['finished'] or '–'}"),
         ("wall time", wall or "–"),
         ("code version", run["code_version"]),
@@ -311,7 +330,7 @@ def build_report(con: duckdb.DuckDBPyConnection, run_id: str, artifacts: dict) -
     config = json.loads(run["config"])
     n_rows = con.execute("SELECT count(*) FROM results WHERE run_id = ?", [run_id]).fetchone()[0]
     title = f"semattack-bench report: {run_id}"
-    sections = [f"<h1>{esc(title)}</h1>", "<h2>Provenance</h2>", _provenance(run, config)]
+    sections = [f"<h1>{esc(title)}</h1>", "<h2>Provenance</h2>", _provenance(run, config, _machines(con, run_id))]
     if n_rows == 0:
         sections.append(
             '<p class="warn">This run has no result rows yet: nothing to tabulate or plot. Run (or resume) it with '

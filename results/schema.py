@@ -21,6 +21,12 @@ changed (0 for failed rows, which count as unperturbed); ``ssim`` only for succe
 budget when it failed); ``linf``/``l2`` = perturbation norms; ``seconds`` = wall time spent on
 the row. Attacks that take no τ are run once per ε and written with ``tau = config.tau[0]``.
 
+``machines`` (schema version 3) holds, per run, the numerics fingerprint of each machine that
+computed its rows (``bench.numerics``: device, CPU and code paths, library versions,
+precision, B, CPU-numerics mode); ``results.machine`` names it per row, and ``accepted`` says
+why a machine's rows joined a run computed elsewhere (NULL for a run's own). Rows stored
+before version 3 have no machine.
+
 ``artifacts`` (schema version 2) references the adversarial examples a run saved
 (``bench run --save-images N``): one ``.npz`` per row key, its path relative to the database's
 folder, with PNGs beside it under the same stem.
@@ -40,7 +46,7 @@ from typing import Any, NamedTuple
 import bench
 from bench.errors import BenchError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 ARTIFACTS_DDL = """CREATE TABLE artifacts (
         run_id TEXT NOT NULL,
@@ -53,9 +59,20 @@ ARTIFACTS_DDL = """CREATE TABLE artifacts (
         PRIMARY KEY (run_id, combo_id, image_id, attack, eps, tau)
     )"""
 
+MACHINES_DDL = """CREATE TABLE machines (
+        run_id TEXT NOT NULL,
+        machine TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        accepted TEXT,
+        first_used TIMESTAMP NOT NULL,
+        PRIMARY KEY (run_id, machine)
+    )"""
+
 #: SQL statements that upgrade schema version ``v`` to ``v + 1``.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (ARTIFACTS_DDL,),  # version 2: the adversarial examples saved with `bench run --save-images`
+    # version 3: the numerics fingerprint of the machine that computed each row (bench.numerics)
+    2: ("ALTER TABLE results ADD COLUMN machine TEXT", MACHINES_DDL),
 }
 
 DDL = (
@@ -111,9 +128,11 @@ DDL = (
         linf DOUBLE NOT NULL CHECK (linf >= 0),
         l2 DOUBLE NOT NULL CHECK (l2 >= 0),
         seconds DOUBLE NOT NULL CHECK (seconds >= 0),
+        machine TEXT,
         PRIMARY KEY (run_id, combo_id, image_id, attack, eps, tau)
     )""",
     ARTIFACTS_DDL,
+    MACHINES_DDL,
 )
 
 #: Fields of ``RunConfig`` that do not change the numbers, left out of ``config_hash``.
@@ -125,8 +144,9 @@ class Protocol:
     """The sweep's protocol settings that change the numbers, typed (stored as ``RunConfig.extra``).
 
     ``to_extra`` writes the dict the configuration hash covers: ``target`` is always written
-    (runs stored before it was a field keep their ids), ``closure`` and ``precision`` only when
-    they are not the default (likewise). ``from_extra`` reads any stored version back.
+    (runs stored before it was a field keep their ids), ``closure``, ``precision`` and
+    ``cpu_numerics`` only when they are not the default (likewise). ``from_extra`` reads any
+    stored version back.
     """
 
     split: str = "test"
@@ -138,6 +158,7 @@ class Protocol:
     target: str = "off"  # turn-off, the paper's setting
     closure: str = "bench"
     precision: str = "fp32"
+    cpu_numerics: str = "native"
 
     def to_extra(self) -> dict[str, Any]:
         extra = {
@@ -153,6 +174,8 @@ class Protocol:
             extra["closure"] = self.closure
         if self.precision != "fp32":
             extra["precision"] = self.precision
+        if self.cpu_numerics != "native":
+            extra["cpu_numerics"] = self.cpu_numerics
         return extra
 
     @classmethod
@@ -277,6 +300,7 @@ class ResultRow:
     seconds: float
     ssim: float | None = None
     rmsd: float | None = None
+    machine: str | None = None  # the numerics fingerprint's id (``machines``); set by the writer
 
     @property
     def key(self) -> ResultKey:

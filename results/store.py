@@ -24,7 +24,9 @@ from pathlib import Path
 
 import duckdb
 
+from bench import numerics
 from bench.errors import BenchError, StoreBusy, one_line, unknown
+from bench.numerics import machine_id
 from bench.paths import data_dir
 from results.schema import (
     DDL,
@@ -266,6 +268,30 @@ class ResultStore:
             if con.execute("UPDATE runs SET finished = ? WHERE run_id = ?", [_now(), run_id]).fetchone()[0] == 0:
                 raise unknown("run", run_id, [r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()])
 
+    # ------------------------------------------------------------------ machines
+    def machines(self, run_id: str, *, with_rows: bool = False) -> dict[str, dict]:
+        """The run's machines: id → numerics fingerprint (``with_rows``: only those that computed rows)."""
+        with self._connect(read_only=True) as con:
+            return _machines(con, "", run_id, with_rows)
+
+    def use_machine(self, run_id: str, fingerprint: dict, *, allow_mixed: bool = False) -> str:
+        """Record that this machine computes rows of ``run_id``; returns its id.
+
+        Refused when other machines (another fingerprint: device, CPU code path, versions,
+        precision, B, CPU-numerics mode) computed the run's stored rows, unless ``allow_mixed``:
+        then the difference is recorded in ``machines.accepted``.
+        """
+        machine = machine_id(fingerprint)
+        with self._transaction() as con:
+            _require_run(con, run_id)
+            others = {m: fp for m, fp in _machines(con, "", run_id, True).items() if m != machine}
+            accepted = _mixing(others, fingerprint, f"run {run_id!r} in {self.path}", allow_mixed)
+            con.execute(
+                "INSERT INTO machines VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [run_id, machine, json.dumps(fingerprint, sort_keys=True), accepted, _now()],
+            )
+        return machine
+
     # ------------------------------------------------------------------ combinations and rows
     def write_combinations(self, run_id: str, combinations: Iterable[Combination]) -> None:
         """Record the run's target sets with their eligible/attacked counts (idempotent)."""
@@ -365,29 +391,36 @@ class ResultStore:
         return {r[0] for r in rows}
 
     # ------------------------------------------------------------------ merge
-    def merge(self, paths: Iterable[str | Path]) -> list[MergeReport]:
+    def merge(self, paths: Iterable[str | Path], *, allow_mixed: bool = False) -> list[MergeReport]:
         """Copy the runs of other results files (e.g. shards) into this one.
 
         Each file is merged in one transaction. A run stored on both sides must have the same
-        configuration hash and shard count; rows already present are skipped, so merging a
-        file twice changes nothing.
+        configuration hash and shard count, and its rows on both sides the same machine
+        fingerprint unless ``allow_mixed`` (recorded in ``machines.accepted``); rows already
+        present are skipped, so merging a file twice changes nothing.
         """
         reports = []
         for path in paths:
             source = ResultStore(path, create=False, lock_timeout=self.lock_timeout)
             if source.path.resolve() == self.path.resolve():
                 raise BenchError(f"cannot merge {source.path} into itself")
-            reports.append(self._merge_one(source))
+            reports.append(self._merge_one(source, allow_mixed))
         return reports
 
-    def _merge_one(self, source: ResultStore) -> MergeReport:
+    def _merge_one(self, source: ResultStore, allow_mixed: bool) -> MergeReport:
         with self._connect() as con:
             con.execute(f"ATTACH {sql_literal(source.path)} AS src (READ_ONLY)")
             try:
                 with _atomic(con):
                     src_runs = [r[0] for r in con.execute("SELECT run_id FROM src.runs ORDER BY run_id").fetchall()]
                     self._check_mergeable(con, source.path)
+                    accepted = self._check_machines(con, source.path, src_runs, allow_mixed)
                     added = _copy_attached(con)
+                    for note in accepted:
+                        con.execute(
+                            "UPDATE machines SET accepted = ? WHERE run_id = ? AND machine = ? AND accepted IS NULL",
+                            list(note),
+                        )
                     # a run whose shards are all here and all of whose combinations are complete is finished
                     con.execute(
                         """UPDATE runs SET finished = ? WHERE finished IS NULL AND len(shards) = shard_count
@@ -414,6 +447,21 @@ class ResultStore:
                     f"({'; '.join(ours.differences(theirs))}); nothing merged from it"
                 )
             _check_shard_count(run_id, our_count, their_count, source)
+
+    def _check_machines(
+        self, con: duckdb.DuckDBPyConnection, source: Path, runs: Sequence[str], allow_mixed: bool
+    ) -> list[tuple[str, str, str]]:
+        """Rows of one run from two machine fingerprints are refused unless ``allow_mixed``;
+        returns the ``(accepted, run_id, machine)`` notes to record for the ones accepted."""
+        notes = []
+        for run_id in runs:
+            ours = _machines(con, "", run_id, True)
+            for machine, fp in _machines(con, "src.", run_id, True).items():
+                others = {m: f for m, f in ours.items() if m != machine}
+                accepted = _mixing(others, fp, f"{source}: run {run_id!r}", allow_mixed, f" in {self.path}")
+                if accepted:
+                    notes.append((accepted, run_id, machine))
+        return notes
 
 
 # ---------------------------------------------------------------------- helpers
@@ -473,6 +521,33 @@ def _read_meta(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[int, str]:
     return version, meta.get("views_sha256", "")
 
 
+def _machines(con: duckdb.DuckDBPyConnection, schema: str, run_id: str, with_rows: bool) -> dict[str, dict]:
+    """``{schema}machines`` of a run (``with_rows``: those that computed stored rows)."""
+    rows = con.execute(
+        f"SELECT m.machine, m.fingerprint FROM {schema}machines AS m WHERE m.run_id = $run"
+        + (f" AND m.machine IN (SELECT machine FROM {schema}results WHERE run_id = $run)" if with_rows else "")
+        + " ORDER BY m.first_used, m.machine",
+        {"run": run_id},
+    ).fetchall()
+    return {m: json.loads(fp) for m, fp in rows}
+
+
+def _mixing(others: dict[str, dict], fingerprint: dict, what: str, allow: bool, where: str = "") -> str | None:
+    """``None`` when no other machine computed the run's rows; else the note recording that mixing
+    was accepted, or the refusal naming the first difference."""
+    if not others:
+        return None
+    first = next(iter(others.values()))
+    diff = "; ".join(numerics.differences(first, fingerprint)) or "another fingerprint"
+    if not allow:
+        raise BenchError(
+            f"{what} has rows computed on another machine{where} ({diff}): rows of two machines can differ in "
+            "their last bits; continue it where it ran, or pass {allow_mixed_numerics} to mix them (recorded)",
+            options=["allow_mixed_numerics"],
+        )
+    return f"mixed with {', '.join(others)} ({diff}), accepted {_now()}"
+
+
 def _require_run(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
     if con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0] == 0:
         raise ValueError(f"run {run_id!r} is not in the results database: call begin_run first")
@@ -501,6 +576,7 @@ def _columns(rows: Sequence[ResultRow]) -> dict[str, list]:
         "linf": float,
         "l2": float,
         "seconds": float,
+        "machine": lambda v: None if v is None else str(v),
     }
     out: dict[str, list] = {}
     for name in ROW_COLUMNS:
@@ -527,7 +603,8 @@ def _copy_attached(con: duckdb.DuckDBPyConnection) -> int:
         """INSERT INTO combinations SELECT * FROM src.combinations
            ON CONFLICT DO UPDATE SET complete = complete OR excluded.complete"""
     )
-    con.execute("INSERT INTO results SELECT * FROM src.results ON CONFLICT DO NOTHING")
+    con.execute("INSERT INTO results BY NAME SELECT * FROM src.results ON CONFLICT DO NOTHING")
+    con.execute("INSERT INTO machines BY NAME SELECT * FROM src.machines ON CONFLICT DO NOTHING")
     con.execute("INSERT INTO artifacts SELECT * FROM src.artifacts ON CONFLICT DO NOTHING")
     return int(con.execute("SELECT count(*) FROM results").fetchone()[0] - before)
 

@@ -37,8 +37,8 @@ def expected_rows(rows) -> list[tuple]:
 
 
 def as_table_order(rows: list[tuple]) -> list[tuple]:
-    """ResultRow field order → the results table's column order (ssim, rmsd before iterations)."""
-    return sorted(r[:8] + r[12:14] + r[8:12] for r in rows)
+    """ResultRow field order → the results table's column order (ssim, rmsd before iterations; machine last)."""
+    return sorted(r[:8] + r[12:14] + r[8:12] + r[14:] for r in rows)
 
 
 def sha(path: Path) -> str:
@@ -152,22 +152,22 @@ def test_older_schema_is_upgraded_in_one_transaction(tmp_path, monkeypatch):
     store_sweep(ResultStore(path), fake_sweep(config(), seed=3))
     before = stored_rows(ResultStore(path))
     real = dict(store_module.MIGRATIONS)
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 4)
     monkeypatch.setattr(
         store_module,
         "MIGRATIONS",
-        {**real, 2: ("ALTER TABLE results ADD COLUMN note TEXT", "SELECT * FROM no_such_table")},
+        {**real, 3: ("ALTER TABLE results ADD COLUMN note TEXT", "SELECT * FROM no_such_table")},
     )
     with pytest.raises(duckdb.CatalogException):
         ResultStore(path)
     with duckdb.connect(str(path), read_only=True) as con:
-        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2", "version moved"
+        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3", "version moved"
         columns = [r[0] for r in con.execute("DESCRIBE results").fetchall()]
     assert "note" not in columns, "a failed upgrade left a half-applied schema"
-    monkeypatch.setattr(store_module, "MIGRATIONS", {**real, 2: ("ALTER TABLE results ADD COLUMN note TEXT",)})
+    monkeypatch.setattr(store_module, "MIGRATIONS", {**real, 3: ("ALTER TABLE results ADD COLUMN note TEXT",)})
     upgraded = ResultStore(path)
     with duckdb.connect(str(path), read_only=True) as con:
-        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3", "not upgraded"
+        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "4", "not upgraded"
         assert "note" in [r[0] for r in con.execute("DESCRIBE results").fetchall()], "migration not applied"
     assert [r[:-1] for r in stored_rows(upgraded)] == before, "rows changed during the upgrade"
 
@@ -319,15 +319,21 @@ def test_merge_refuses_mismatched_runs(tmp_path):
     assert stored_rows(merged) == before, "a refused merge changed the target"
 
 
-def test_version_one_files_gain_the_artifacts_table(tmp_path):
+def test_version_one_files_gain_the_artifacts_and_machines_tables(tmp_path):
     path = tmp_path / "v1.duckdb"
     store_sweep(ResultStore(path), fake_sweep(config(), seed=4))
     before = stored_rows(ResultStore(path))
     with duckdb.connect(str(path)) as con:  # back to what version 1 wrote
         con.execute("DROP TABLE artifacts")
+        con.execute("DROP TABLE machines")
+        con.execute("ALTER TABLE results DROP COLUMN machine")
         con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     upgraded = ResultStore(path)
     with duckdb.connect(str(path), read_only=True) as con:
-        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
         assert con.execute("SELECT count(*) FROM artifacts").fetchone()[0] == 0, "the artifacts table exists"
+        assert con.execute("SELECT count(*) FROM machines").fetchone()[0] == 0, "the machines table exists"
+        assert con.execute("SELECT count(*) FROM results WHERE machine IS NULL").fetchone()[0] == len(before), (
+            "rows stored before version 3 have no machine"
+        )
     assert stored_rows(upgraded) == before, "rows unchanged"

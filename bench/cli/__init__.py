@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from bench import numerics
 from bench.cli.apps import app, flag
 from bench.cli.console import err_console, styled
 from bench.errors import BenchError
@@ -29,6 +30,7 @@ def usage_message(exc: BaseException) -> str:
 
 def main() -> None:
     """Entry point: runs the app; user mistakes print one line and exit non-zero."""
+    numerics.pin_from_argv(sys.argv[1:])  # before any command runs a torch kernel
     try:
         code = app(standalone_mode=False)
     except BenchError as exc:

@@ -105,6 +105,23 @@ PairBatchOption = Annotated[
     ),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:INDEX.")]
+CpuNumericsOption = Annotated[
+    str,
+    typer.Option(
+        "--cpu-numerics",
+        help="native (each CPU's widest code path), or portable: MKL, oneDNN and ATen pinned to AVX2 with MKL's "
+        "strict reproducibility, so that Intel and AMD machines give the same rows (part of the run's "
+        "configuration; overrides MKL_CBWR, ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY).",
+    ),
+]
+MixedNumericsOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-mixed-numerics",
+        help="Add rows computed on a machine whose numerics fingerprint (device, CPU code path, versions, "
+        "precision, B) differs from the one that computed the run's stored rows (recorded); refused otherwise.",
+    ),
+]
 ModelOption = Annotated[
     str | None,
     typer.Option(

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from bench.cli.apps import app
+from bench.cli.apps import MixedNumericsOption, app
 from bench.cli.console import console, make_console
 from bench.errors import BenchError
 from bench.fileio import write_text
@@ -335,10 +335,13 @@ def merge(
         typer.Argument(help="Results files to merge (e.g. one per --shard).", exists=True, dir_okay=False),
     ],
     db: DbOption = None,
+    allow_mixed_numerics: MixedNumericsOption = False,
 ) -> None:
     """Merge results files (shards of one sweep) into one database; refuses mismatched runs.
 
-    Rows already present are skipped, so merging a file twice changes nothing.
+    Rows already present are skipped, so merging a file twice changes nothing. A run whose
+    rows on the two sides were computed on machines of different numerics fingerprints is
+    refused unless --allow-mixed-numerics (recorded in the machines table).
 
     Example: bench merge shard0.duckdb shard1.duckdb --db all.duckdb
     """
@@ -347,7 +350,7 @@ def merge(
     for name in ("file", "runs", "rows added"):
         shown.add_column(name)
     for path in track(files, description="merging", console=console, transient=True):
-        (report,) = store.merge([path])
+        (report,) = store.merge([path], allow_mixed=allow_mixed_numerics)
         shown.add_row(str(report.path), ", ".join(report.runs), str(report.rows_added))
     console.print(shown)
     console.print(f"merged into {store.path}")

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from bench.cli.apps import (
+    CpuNumericsOption,
     DataRootOption,
     DeviceOption,
     EmbeddingsOption,
@@ -16,6 +17,7 @@ from bench.cli.apps import (
     GraphOption,
     GraphStoreOption,
     ImageSizeOption,
+    MixedNumericsOption,
     ModelOption,
     PairBatchOption,
     TrustOption,
@@ -228,6 +230,8 @@ def run_command(
             "docs/knowledge-graphs.md.",
         ),
     ] = "bench",
+    cpu_numerics: CpuNumericsOption = "native",
+    allow_mixed_numerics: MixedNumericsOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; print the summary only.")] = False,
 ) -> None:
     """Run the paper's sweep: every attack on the first N eligible images of every target set Ω.
@@ -275,6 +279,7 @@ def run_command(
         split=split,
         closure=closure,
         precision=precision,
+        cpu_numerics=cpu_numerics,
     )
     shard_index, shard_count = parse_shard(shard)
     check_store(store, graph_db)
@@ -308,13 +313,14 @@ def run_command(
     results = ResultStore(path, lock_timeout=wait)
     cluster = None if ray is None else {"address": ray, "workers": ray_workers, "cpus_per_worker": ray_cpus}
     graph_store = {"graph_store": store, "graph_db": graph_db}
-    outcome = _sweep(config, net, data, graph, results, dev, batch_size, graph_store, quiet, cluster, save_images)
+    extra = {"save_images": save_images, "allow_mixed_numerics": allow_mixed_numerics}
+    outcome = _sweep(config, net, data, graph, results, dev, batch_size, graph_store, quiet, cluster, extra)
     _summary(outcome, config, db)
 
 
-def _sweep(config, net, data, graph, results, device, batch_size, graph_store, quiet, cluster=None, save_images=0):
+def _sweep(config, net, data, graph, results, device, batch_size, graph_store, quiet, cluster, extra):
     """Run the sweep (on Ray when ``cluster`` says so) with a progress display (none when
-    quiet); a Ctrl-C says how to resume."""
+    quiet); a Ctrl-C says how to resume. ``extra``: ``run_sweep``'s other options."""
     from contextlib import nullcontext
     from functools import partial
 
@@ -340,7 +346,7 @@ def _sweep(config, net, data, graph, results, device, batch_size, graph_store, q
                 batch_size=batch_size,
                 **graph_store,
                 progress=progress,
-                save_images=save_images,
+                **extra,
             )
     except KeyboardInterrupt:
         console.print("stopped: the rows written so far are kept; run the same command again to resume", style="yellow")
@@ -359,6 +365,12 @@ def _print_config(config, db: Path) -> None:
         + (f" ({protocol.combinations_per_size} per size)" if protocol.combinations_per_size else "")
         + (f"; fewer images for {', '.join(f'{a} {n}' for a, n in protocol.images.items())}" if protocol.images else "")
     )
+    if protocol.cpu_numerics == "portable":
+        from bench.numerics import PORTABLE_ENV, replaced_settings
+
+        pinned = " ".join(f"{k}={v}" for k, v in PORTABLE_ENV.items())
+        overridden = ", ".join(f"{k}={v}" for k, v in replaced_settings().items())
+        console.print(f"  cpu-numerics portable: {pinned}" + (f" (overriding {overridden})" if overridden else ""))
 
 
 def occupancy_text(outcome) -> str:

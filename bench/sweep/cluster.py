@@ -6,7 +6,7 @@ combinations that still have pairs to attack into *work units*, and hands the un
 actors: one per GPU (``num_gpus=1``), or, on a cluster without GPUs, CPU workers of
 ``cpus_per_worker`` cores each (torch uses that many threads in each). Every actor loads the
 model and the dataset once and runs its units through the same engine and metrics as a single
-process (``attack_work``); it returns rows, and the driver alone writes them to the one DuckDB
+process (``attack_rows``); it returns rows, and the driver alone writes them to the one DuckDB
 file with the store's transactional, idempotent ``write_rows`` and marks combinations complete.
 
 What travels: the model's weights and the dataset object go through Ray's object store once
@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench import numerics
 from bench.attacks.engine import EngineStats
 from bench.errors import BenchError, InvalidValue, one_line
 from bench.sweep.progress import StageTimes, SweepProgress
@@ -76,8 +77,7 @@ def connect(address: str, *, cpus: int | None = None):
         _check_reachable(address)
     if ray.is_initialized():
         return ray
-    # Workers import this process's modules (plugins included) from the same paths.
-    env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    env = _path_env()
     try:
         if address == "local":
             ray.init(
@@ -92,6 +92,11 @@ def connect(address: str, *, cpus: int | None = None):
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise BenchError(f"cannot reach a Ray cluster at {address!r}: {one_line(exc)}") from None
     return ray
+
+
+def _path_env() -> dict[str, str]:
+    """Workers import this process's modules (plugins included) from the same paths."""
+    return {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
 
 
 def check_address(address: str) -> tuple[str, int] | None:
@@ -146,8 +151,13 @@ def _worker_class(ray):
         def pid(self) -> int:
             return os.getpid()
 
+        def fingerprint(self, precision: str, mode: str) -> dict:
+            """This worker's numerics fingerprint (its runtime_env pinned ``mode`` before torch loaded)."""
+            numerics.require(mode)
+            return numerics.fingerprint(self.device, precision, self.batch_size, mode)
+
         def run(self, combos, descendants, done):
-            """Streams ``(rows, None)`` per metrics batch, then ``([], slot use)``."""
+            """Streams ``(rows, saved examples, None)`` per metrics batch, then ``([], [], slot use)``."""
             work = _Work(
                 combos, self.clean, self.settings, done, self.g, descendants, self.dataset, self.closure, self.examples
             )
@@ -179,6 +189,7 @@ def run_sweep_ray(
     cpus_per_worker: int = 1,
     units_per_worker: int = UNITS_PER_WORKER,
     save_images: int = 0,
+    allow_mixed_numerics: bool = False,
 ) -> SweepOutcome:
     """``run_sweep`` with the attacks spread over a Ray cluster's workers (see the module docstring).
 
@@ -188,6 +199,11 @@ def run_sweep_ray(
         device: ``cuda`` puts one worker on each GPU of the cluster; ``cpu`` runs CPU workers.
         workers: how many workers (default: every GPU, or the cluster's CPUs ÷ ``cpus_per_worker``).
         cpus_per_worker: cores (and torch threads) of each CPU worker.
+        allow_mixed_numerics: let workers whose numerics fingerprints differ (from each other
+            or from the run's stored rows) add rows (recorded); refused by default.
+
+    Each worker is started with the run's CPU-numerics environment (``bench.numerics``) and
+    records its own fingerprint before its first unit; its rows carry it.
     """
     device = torch.device(device)
     ray = connect(address)
@@ -205,6 +221,8 @@ def run_sweep_ray(
             {"num_cpus": cpus_per_worker},
             cpus_per_worker,
         )
+    env = {**_path_env(), **numerics.worker_env(config.protocol.cpu_numerics)}
+    per_worker["runtime_env"] = {"env_vars": env}
     with prepared_sweep(
         config,
         model,
@@ -218,11 +236,12 @@ def run_sweep_ray(
         progress=progress,
         times=times,
         save_images=save_images,
+        record_machine=False,
     ) as (prep, model):
         todo = [i for i, c in enumerate(prep.work.combos) if prep.work.remaining[c.combo_id] > 0]
         units = _units(todo, n_workers * units_per_worker)
         if units:
-            driver = _Driver(ray, prep, units)
+            driver = _Driver(ray, prep, units, config, allow_mixed_numerics)
             with prep.times("workers start"):
                 driver.start(model, dataset, graph, config, device, per_worker, threads, min(n_workers, len(units)))
             driver.run()
@@ -233,11 +252,14 @@ class _Driver:
     """The driver's loop: hand the units to the workers, write the rows that stream back,
     requeue the unit of a worker whose process died."""
 
-    def __init__(self, ray, prep: Prepared, units: list[Unit]) -> None:
+    def __init__(self, ray, prep: Prepared, units: list[Unit], config: RunConfig, allow_mixed: bool) -> None:
         self.ray, self.prep, self.work, self.units = ray, prep, prep.work, units
         self.queue: list[Unit] = list(units)
         self.pending: dict = {}
         self.done_by_combo: dict[int, set] = {}
+        self.numerics = (config.protocol.precision, config.protocol.cpu_numerics)
+        self.allow_mixed = allow_mixed
+        self.machines: dict[int, str] = {}  # actor → its fingerprint id, recorded before its first unit
 
     def start(self, model, dataset, graph, config, device, per_worker, threads, n_workers) -> None:
         prep, ray = self.prep, self.ray
@@ -268,7 +290,19 @@ class _Driver:
     def show(self) -> None:
         self.prep.progress.workers([f"{self.names[k]}: {v}, {self.rows_by[k]} rows" for k, v in self.state.items()])
 
+    def machine_of(self, actor) -> str:
+        """The actor's fingerprint id, recorded with the run the first time (and after a restart,
+        which may bring it up on another node); a worker of another machine is refused there."""
+        if id(actor) not in self.machines:
+            try:
+                fp = self.ray.get(actor.fingerprint.remote(*self.numerics))
+            except self.ray.exceptions.RayTaskError as exc:
+                raise _worker_error(exc, "its start") from None
+            self.machines[id(actor)] = self.prep.store.use_machine(self.prep.run_id, fp, allow_mixed=self.allow_mixed)
+        return self.machines[id(actor)]
+
     def submit(self, actor) -> None:
+        self.machine_of(actor)
         unit = self.queue.pop(0)
         combos = [self.work.combos[i] for i in unit.positions]
         for key in self.work.done:  # what is stored by now (a requeued unit skips it)
@@ -296,12 +330,7 @@ class _Driver:
             except ray.exceptions.RayTaskError as exc:
                 for a in self.actors:
                     ray.kill(a, no_restart=True)  # stops the other units: the run ends here
-                cause = getattr(exc, "cause", None) or exc
-                if isinstance(cause, BenchError):
-                    raise cause.prefixed("a Ray worker stopped") from None
-                raise BenchError(
-                    f"a Ray worker failed on work unit {unit.index}: {type(cause).__name__}: {cause}"
-                ) from None
+                raise _worker_error(exc, f"work unit {unit.index}") from None
             except ray.exceptions.RayActorError as exc:
                 del self.pending[stream]
                 self.died(actor, unit, exc)
@@ -309,7 +338,7 @@ class _Driver:
             for name, st in (stats or {}).items():
                 self.prep.engine.setdefault(name, EngineStats()).add(st)
             before = self.prep.written
-            self.prep.write(rows, saved)
+            self.prep.write(rows, saved, machine=self.machines[id(actor)])
             self.rows_by[id(actor)] += self.prep.written - before
             self.show()
 
@@ -326,6 +355,7 @@ class _Driver:
         goes back to the queue with what is stored by now; past that, the worker is given up and
         another one takes the unit."""
         self.queue.insert(0, unit)
+        self.machines.pop(id(actor), None)
         self.state[id(actor)] = "its process died; restarting"
         self.show()
         if _alive(self.ray, actor):
@@ -344,6 +374,14 @@ def _units(positions: Sequence[int], n: int) -> list[Unit]:
     of every size, so units take about the same time)."""
     n = max(min(n, len(positions)), 1) if positions else 0
     return [Unit(i, list(positions[i::n])) for i in range(n)]
+
+
+def _worker_error(exc: BaseException, during: str) -> BenchError:
+    """A worker's exception as the driver's one-line error."""
+    cause = getattr(exc, "cause", None) or exc
+    if isinstance(cause, BenchError):
+        return cause.prefixed("a Ray worker stopped")
+    return BenchError(f"a Ray worker failed on {during}: {type(cause).__name__}: {cause}")
 
 
 def _death(exc: BaseException) -> str:

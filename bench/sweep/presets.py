@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 
 from bench.errors import BenchError, InvalidValue, unknown
+from bench.numerics import check_mode
 from bench.registry import Registry
 
 COMBOS_ALL = "all"
@@ -151,6 +152,7 @@ class SweepOptions:
         split: the dataset split whose images are attacked.
         closure: Ψ's rule, ``bench`` or ``official`` (the official code's).
         precision: the model's arithmetic, ``fp32`` or ``bf16``.
+        cpu_numerics: ``native`` or ``portable`` (CPU code paths pinned, ``bench.numerics``).
     """
 
     attacks: tuple[str, ...] | None = None
@@ -166,6 +168,7 @@ class SweepOptions:
     split: str = "test"
     closure: str = "bench"
     precision: str = "fp32"
+    cpu_numerics: str = "native"
 
     def __post_init__(self) -> None:
         from bench.attacks import ATTACKS
@@ -198,6 +201,7 @@ class SweepOptions:
             check_combo_mode(self.combos)
         check_closure(self.closure)
         check_precision(self.precision)
+        check_mode(self.cpu_numerics)
 
     def filled(self, preset: Preset, dataset: str) -> SweepOptions:
         """Every option that was not given (``None``) from ``preset`` for ``dataset``."""

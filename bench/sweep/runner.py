@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from bench import numerics
 from bench.attacks import ATTACKS, attack_parameters, create_attack
 from bench.attacks.apgd import APGDAttack
 from bench.attacks.base import Attack, frozen
@@ -131,7 +132,7 @@ def sweep_config(
 
     ``protocol`` records the settings that change the numbers beyond the grid: the split, how
     combinations are chosen, each attack's iterations and images per combination, the closure
-    rule and the model's precision.
+    rule, the model's precision and the CPU numerics mode.
     """
     o = (options or SweepOptions()).filled(preset, dataset)
     steps = {a: attack_steps(a, o.iterations, dict(preset.attack_steps)) for a in o.attacks}
@@ -164,6 +165,7 @@ def sweep_config(
             images=fewer,
             closure=o.closure,
             precision=o.precision,
+            cpu_numerics=o.cpu_numerics,
         ).to_extra(),
     )
 
@@ -275,13 +277,18 @@ class Prepared:
     store: ResultStore
     progress: SweepProgress
     times: StageTimes
+    machine: str  # this process's numerics fingerprint id (``ResultStore.use_machine``)
     written: int = 0  # rows this process wrote
     engine: dict[str, EngineStats] = field(default_factory=dict)  # slot use per attack family
 
-    def write(self, rows: Sequence[ResultRow], saved: Sequence[tuple[ResultKey, str]] = ()) -> None:
+    def write(
+        self, rows: Sequence[ResultRow], saved: Sequence[tuple[ResultKey, str]] = (), machine: str | None = None
+    ) -> None:
         """Store new rows (and their saved examples) in one transaction, mark the combinations
-        they complete, and advance the progress display: the one writer's step."""
-        rows = [r for r in rows if r.key not in self.work.done]
+        they complete, and advance the progress display: the one writer's step. ``machine``:
+        the fingerprint id of the process that computed them (default: this one's)."""
+        machine = machine or self.machine
+        rows = [replace(r, machine=machine) for r in rows if r.key not in self.work.done]
         if not rows:
             return
         finished = self.work.finish(rows)
@@ -346,12 +353,17 @@ def prepare_sweep(
     times: StageTimes,
     save_images: int = 0,
     graph_db: str | Path | None = None,
+    allow_mixed_numerics: bool = False,
+    record_machine: bool = True,
 ) -> Prepared:
-    """Check every input, predict the clean images, plan, record the run and its combinations,
-    fetch the closures from the graph store and find what is stored: before any attack."""
+    """Check every input, predict the clean images, plan, record the run and its combinations
+    (and this machine's numerics fingerprint, unless ``record_machine`` is off: a cluster's
+    driver, whose workers record their own), fetch the closures from the graph store and find
+    what is stored: before any attack."""
     started = time.perf_counter()
     settings = attack_settings(config)
     protocol = config.protocol
+    numerics.require(protocol.cpu_numerics)
     # Every input check before any work or any write: bad ε, τ or steps, or a size too large.
     engines = {s: s.create() for s in settings}
     check_sizes(config.sizes, len(label_candidates(graph, protocol.include_abstract)), graph)
@@ -372,8 +384,14 @@ def prepare_sweep(
     if not any(c.images for c in planned):
         raise no_eligible(config, clean)
     mine = shard_of(planned, config.shard_index, config.shard_count)
+    size = pair_batch_size(model, tuple(dataset[int(clean.indices[0])][0].shape), batch_size)
+    fingerprint = numerics.fingerprint(device, protocol.precision, size, protocol.cpu_numerics)
     with times("run records"):
         run_id = store.begin_run(config)
+        if record_machine:
+            machine = store.use_machine(run_id, fingerprint, allow_mixed=allow_mixed_numerics)
+        else:
+            machine = numerics.machine_id(fingerprint)
         _record_combinations(store, run_id, mine)
     attacked = [c for c in mine if c.images]
     with times("graph store"):
@@ -394,10 +412,11 @@ def prepare_sweep(
         newly = sorted({c.combo_id for c in mine if work.remaining[c.combo_id] == 0} - complete_stored)
         if newly:
             store.write_rows(run_id, [], complete=newly)
-    size = pair_batch_size(model, tuple(dataset[int(clean.indices[0])][0].shape), batch_size)
     complete = len(complete_stored) + len(newly)
     progress.start(work.todo, len(mine), complete)
-    return Prepared(run_id, settings, engines, clean, mine, work, complete, size, started, store, progress, times)
+    return Prepared(
+        run_id, settings, engines, clean, mine, work, complete, size, started, store, progress, times, machine
+    )
 
 
 @contextmanager
@@ -483,6 +502,7 @@ def run_sweep(
     progress: SweepProgress | None = None,
     times: StageTimes | None = None,
     save_images: int = 0,
+    allow_mixed_numerics: bool = False,
 ) -> SweepOutcome:
     """Run (or resume) the sweep ``config`` describes and write its rows to ``store``.
 
@@ -496,6 +516,10 @@ def run_sweep(
             the Ladybug file (default ``$BENCH_LADYBUG_DB``, else ``$BENCH_DATA/graphs.lbug``).
         save_images: save the adversarial examples of the first N pairs of each combination
             and setting beside the database (``bench.examples``; listed in ``artifacts``).
+        allow_mixed_numerics: resume a run whose stored rows another machine computed (another
+            numerics fingerprint, ``bench.numerics``; recorded). With ``cpu_numerics`` =
+            ``portable`` (``config.protocol``), ``bench.numerics.pin("portable")`` must have
+            run before torch's first kernel in this process.
     """
     with prepared_sweep(
         config,
@@ -510,6 +534,7 @@ def run_sweep(
         progress=progress,
         times=times,
         save_images=save_images,
+        allow_mixed_numerics=allow_mixed_numerics,
     ) as (prep, model):
         for rows, saved in attack_rows(
             prep.work, prep.engines, model, prep.batch_size, max(config.sizes), prep.times, prep.engine
