@@ -12,7 +12,7 @@ import typer
 from rich.progress import Progress, track
 from rich.table import Table
 
-from bench.cli.apps import DeviceOption, ModelOption, PairBatchOption, perf_app
+from bench.cli.apps import CpuNumericsOption, DeviceOption, ModelOption, PairBatchOption, perf_app
 from bench.cli.console import console, styled
 from bench.cli.run import parse_attacks, parse_sizes
 from kg.catalog import graph_names, load_graph
@@ -180,6 +180,7 @@ def perf_sweep_command(
     eps: Annotated[float, typer.Option("--eps", help="ε.")] = 0.05,
     batch_size: PairBatchOption = None,
     device: DeviceOption = "auto",
+    cpu_numerics: CpuNumericsOption = "native",
 ) -> None:
     """Where a sweep's time goes: the model's forward/backward against the sweep machinery.
 
@@ -201,6 +202,7 @@ def perf_sweep_command(
         images_per_combination=images_per_combo,
         combinations_per_size=combos_per_size,
         iterations=iterations,
+        cpu_numerics=cpu_numerics,
     )
     with console.status("running a small sweep"):
         report = measure_sweep(dataset, model, options, batch_size, device)
@@ -235,6 +237,40 @@ def perf_sweep_command(
         "the family's input gradients per iteration (two for GMLA) at B; the sweep's rate counts its whole wall time, "
         "metrics and writes included"
     )
+
+
+@perf_app.command("gpu")
+def perf_gpu_command(
+    device: DeviceOption = "cuda",
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset of the model.")] = "stamps",
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Trained run (default: the demo model, trained first if missing)."),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Small sizes (a CPU standing in): one |Ω|, resnet18 at 64 px.")
+    ] = False,
+) -> None:
+    """Everything a GPU must show, in one table: the CUDA tests, the demo sweep on the device
+    (wall time, occupancy), fp32 vs bf16 agreement on FR_N / FR_S / NT_R, the sweep's rate
+    against the model's own, channels_last on/off, and TResNet-M at 224 px with B = 64.
+
+    Example: bench perf gpu
+    Example: bench perf gpu --device cpu --quick
+    """
+    from bench.devices import resolve_device
+    from bench.sweep.gpu_check import GpuCheck, run_gpu_check
+
+    dev = resolve_device(device)
+    check = GpuCheck.quick(dataset, model) if quick else GpuCheck(dataset, model)
+    with console.status("GPU check") as status:
+        rows = run_gpu_check(check, dev, lambda text: status.update(f"GPU check: {text}"))
+    table = Table(title=f"GPU check on {dev}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for what, figure in rows:
+        table.add_row(what, figure)
+    console.print(table)
 
 
 @perf_app.command("db")

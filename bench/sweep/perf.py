@@ -128,14 +128,23 @@ class SweepPerf:
 
 
 def model_seconds(
-    model: nn.Module, image_shape: tuple[int, ...], batch: int, gradients: int, device: torch.device, repeats: int = 3
+    model: nn.Module,
+    image_shape: tuple[int, ...],
+    batch: int,
+    gradients: int,
+    device: torch.device,
+    repeats: int = 3,
+    channels_last: bool = False,
 ) -> float:
-    """Best-of-``repeats`` seconds of one forward and ``gradients`` input gradients on ``batch`` images."""
+    """Best-of-``repeats`` seconds of one forward and ``gradients`` input gradients on ``batch``
+    images (in channels_last memory layout when asked)."""
     import torch.nn.functional as F
 
     from bench.attacks.base import frozen
 
     x = torch.rand(batch, *image_shape, device=device, dtype=next(model.parameters()).dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     best = float("inf")
     with frozen(model):
         for round_ in range(repeats + 1):  # round 0 warms up
