@@ -43,11 +43,72 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 stamp=$(sha256sum pyproject.toml | cut -c1-16)
 if [[ ! -f .venv/.installed ]] || [[ $(cat .venv/.installed) != "$stamp" ]]; then
-    echo "setup: installing Python packages into .venv (torch comes from this machine's disk)"
+    echo "setup: installing Python packages into .venv (torch 2.14.1 the first time: a download of several GB, kept in pip's cache)"
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e '.[test,ray]'
     echo "$stamp" > .venv/.installed
 fi
+
+# A throwaway Neo4j server for the graph-store tests (neo4j/server, docs/graph-stores.md): its own
+# home, free ports and a random password, stopped whatever happens. Skipped when NEO4J_URI
+# already names a server. Under CI=true the Neo4j tests may not skip, so a failed start fails.
+start_neo4j() {
+    [[ -z ${NEO4J_URI:-} ]] || return 0
+    local missing=()
+    command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+    command -v mvn >/dev/null || missing+=(maven)
+    if ((${#missing[@]})) && [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        echo "setup: installing Debian packages for the Neo4j server: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    NEO4J_TEST_HOME=$(mktemp -d /tmp/semattack-neo4j.XXXXXX)
+    trap 'NEO4J_HOME_DIR=$NEO4J_TEST_HOME/home neo4j/server stop >/dev/null; rm -rf "$NEO4J_TEST_HOME"' EXIT
+    local ports
+    ports=$(.venv/bin/python -c 'import socket
+s = [socket.socket() for _ in range(2)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*(x.getsockname()[1] for x in s))')
+    export NEO4J_HOME_DIR=$NEO4J_TEST_HOME/home NEO4J_LIB_DIR=${NEO4J_LIB_DIR:-$HOME/.cache/semattack-bench/neo4j-lib}
+    export NEO4J_BOLT_PORT=${ports% *} NEO4J_HTTP_PORT=${ports#* }
+    NEO4J_PASSWORD=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(18))')
+    export NEO4J_PASSWORD
+    local started=$SECONDS
+    if neo4j/server start >/dev/null; then
+        eval "$(neo4j/server env)"
+        echo "setup: Neo4j test server on $NEO4J_URI ($((SECONDS - started)) s to start)"
+    elif [[ ${CI:-} == true ]]; then
+        echo "setup: the Neo4j test server did not start, and under CI=true its tests may not skip" >&2
+        exit 1
+    else
+        echo "setup: the Neo4j test server did not start; its tests will skip" >&2
+    fi
+}
+
+# The tests that compare results bit for bit (marker `bitwise`), again under settings that make
+# this CPU compute the way other CPUs do (bench/numerics.py, EMULATED_CPUS): MKL's code paths,
+# and ATen's and oneDNN's AVX2 kernels. A test that holds only on this CPU's path fails here.
+rerun_bitwise_tests() {
+    local files log rc=0 started=$SECONDS setting
+    files=$(grep -l "pytest.mark.bitwise" tests/test_*.py | grep -v test_sweep_ray)
+    log=$(mktemp)
+    local -a settings
+    mapfile -t settings < <(.venv/bin/python -c 'from bench.numerics import EMULATED_CPUS as e
+for s in e.values(): print(" ".join(f"{k}={v}" for k, v in s.items()))')
+    for setting in "${settings[@]}"; do
+        # shellcheck disable=SC2086
+        if env $setting .venv/bin/python -m pytest -q -m bitwise -p no:cacheprovider $files >"$log" 2>&1; then
+            echo "setup: bitwise tests under $setting: $(tail -n 1 "$log" | tr -d '=')"
+        else
+            cat "$log"
+            echo "setup: bitwise tests under $setting FAILED" >&2
+            rc=1
+        fi
+    done
+    rm -f "$log"
+    echo "setup: bitwise tests under ${#settings[@]} emulated CPUs: $((SECONDS - started)) s"
+    return $rc
+}
 
 case "${1:-}" in
     demo)
@@ -59,12 +120,22 @@ case "${1:-}" in
         # one formatter setting and the lint rules (pyproject.toml), checked before the tests
         .venv/bin/ruff check --quiet bench kg results tests
         .venv/bin/ruff format --check --quiet bench kg results tests
+        start_neo4j
         set +e
+        emulated=0
+        if [[ $# -eq 0 ]]; then # the whole suite: first the bitwise tests on other CPUs' code paths
+            rerun_bitwise_tests
+            emulated=$?
+        fi
         .venv/bin/python -m pytest "$@"
         rc=$?
         if [[ $rc -eq 5 ]]; then
             echo "setup: pytest collected no tests"
             rc=0
+        fi
+        if [[ $emulated -ne 0 ]]; then
+            echo "setup: a bitwise test failed under an emulated CPU (above)" >&2
+            rc=1
         fi
         exit $rc
         ;;

@@ -13,6 +13,9 @@ from bench.attacks.ml_dp import deepfool_step
 from bench.attacks.mla_lp import solve_linf_lp
 from tests.attacks_fixtures import LinearNet
 
+# compares results bit for bit or near a decision boundary: ./setup.sh test reruns it under emulated CPUs
+pytestmark = pytest.mark.bitwise
+
 
 def reference_lp(jac: np.ndarray, delta: np.ndarray) -> float | None:
     """min t s.t. J r ≤ Δ, −t ≤ rᵢ ≤ t, t ≤ 1, written with explicit rows (the official form)."""

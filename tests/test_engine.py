@@ -18,6 +18,9 @@ from bench.attacks.base import frozen
 from bench.attacks.engine import EngineStats, Task, run_tasks
 from tests.attacks_fixtures import flip_targets
 
+# compares results bit for bit or near a decision boundary: ./setup.sh test reruns it under emulated CPUs
+pytestmark = pytest.mark.bitwise
+
 B = 4
 PAIRS = 11
 LABELS = 6

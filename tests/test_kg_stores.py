@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 import subprocess
 import sys
 import textwrap
@@ -27,15 +26,7 @@ from kg.stores import MAX_DEPTH, open_store, store_names
 from tests.dags import dags
 
 PREFIX = "semattack_test_"
-NO_NEO4J = (
-    "NEO4J_URI is not set: no Neo4j server to test against (docker compose up, then set NEO4J_URI and NEO4J_PASSWORD)"
-)
-KINDS = [
-    "ladybug",
-    pytest.param(
-        "neo4j", marks=[pytest.mark.neo4j, pytest.mark.skipif(not os.environ.get("NEO4J_URI"), reason=NO_NEO4J)]
-    ),
-]
+KINDS = ["ladybug", pytest.param("neo4j", marks=pytest.mark.neo4j)]  # neo4j: a server (tests/conftest.py)
 REAL_GRAPHS = ["voc", "nus", "openimages", "openimages-tree"]
 
 

@@ -190,6 +190,7 @@ def test_sampled_plan_counts_eligible_images_like_all():
         assert (c.eligible, c.images) == (ref.eligible, ref.images), f"{c.labels}: same eligible images as in 'all'"
 
 
+@pytest.mark.bitwise
 def test_bench_attack_and_bench_run_choose_the_same_images():
     """One eligibility path: ``bench attack`` (``first_eligible``) takes the images the sweep's
     plan takes for the same combination, leaving out inconsistent predictions."""

@@ -145,6 +145,7 @@ def test_train_save_load_gives_same_logits(trained):
     assert card.to_dict() == trained.card.to_dict(), "card changed in the round trip"
 
 
+@pytest.mark.bitwise
 def test_resume_equals_uninterrupted_run(tmp_path, trained):
     run = tmp_path / "resumed"
     steps_per_epoch = 96 // 16
