@@ -407,3 +407,12 @@ def test_the_graph_store_file_can_be_chosen(tmp_path):
     assert outcome.written > 0 and mine.exists(), "the closures came from the Ladybug file that was named"
     with open_store("ladybug", path=mine) as store:
         assert stored_graph_name(graph) in store.graphs(), "the toy graph was loaded into that file"
+
+
+@pytest.mark.neo4j
+def test_neo4j_closures_give_the_rows_of_ladybug(reference, tmp_path):
+    """The graph store only answers the closures: a sweep through Neo4j writes bitwise the rows
+    of the reference sweep through Ladybug."""
+    path, _ = reference
+    sweep(tmp_path / "neo4j.duckdb", toy_config(), graph_store="neo4j")
+    assert fetch(tmp_path / "neo4j.duckdb", ROW_SQL) == fetch(path, ROW_SQL), "Neo4j's rows differ from Ladybug's"
