@@ -261,3 +261,18 @@ def test_the_gpu_check_runs_with_the_cpu_standing_in():
     assert deltas and all(0 <= float(d) <= 100 for d in deltas.groups()), out
     rates = re.findall(r"fwd\+bwd ([\d.]+) images/s; GMLA ([\d.]+) pair·it/s", out)
     assert rates and all(float(r) > 0 for r in rates[0]), out
+
+
+def test_perf_numerics_runs_each_mode_in_its_own_process():
+    from bench.sweep.perf import compare_numerics
+    from bench.sweep.presets import SweepOptions
+
+    save_toy_model()
+    options = SweepOptions(attacks=("gmla",), sizes=(1,), iterations=3, images_per_combination=2)
+    perfs = compare_numerics(NAME, "toy-model", options, batch_size=4, rounds=1)
+    assert [p.mode for p in perfs] == ["native", "portable", "unpinned"]
+    paths = {p.mode: (p.mkl, p.aten) for p in perfs}
+    assert paths["portable"] == ("AVX2,STRICT", "AVX2"), "portable pinned in its process"
+    assert paths["native"][0] == numerics.native_branch(""), "native: MKL strict on this CPU's branch"
+    assert not paths["unpinned"][0].endswith("STRICT"), "unpinned: MKL's own default"
+    assert all(p.work > 0 and p.rate > 0 for p in perfs), perfs

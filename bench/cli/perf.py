@@ -239,6 +239,38 @@ def perf_sweep_command(
     )
 
 
+@perf_app.command("numerics")
+def perf_numerics_command(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset of the model.")] = "stamps",
+    model: ModelOption = None,
+    attacks: Annotated[str, typer.Option("--attacks", "--attack", "-a", help="Comma list or all.")] = "all",
+    size: Annotated[str, typer.Option("--size", help="|Ω| sizes.")] = "1-3",
+    iterations: Annotated[int, typer.Option("--iterations", help="Auto-PGD iterations.", min=1)] = 50,
+    batch_size: PairBatchOption = None,
+    rounds: Annotated[int, typer.Option("--rounds", help="Interleaved rounds; each mode keeps its best.", min=1)] = 2,
+) -> None:
+    """What the CPU-numerics modes cost: the same sweep (the demo's settings by default) on the
+    CPU in a fresh process per mode, interleaved; pair·iterations/s and the ratio to native.
+
+    unpinned is MKL's own default (not strict), the baseline before native turned strict mode on.
+
+    Example: bench perf numerics --dataset stamps
+    """
+    from bench.sweep.perf import compare_numerics
+    from bench.sweep.presets import SweepOptions
+
+    options = SweepOptions(attacks=parse_attacks(attacks), sizes=parse_sizes(size), iterations=iterations)
+    with console.status(f"running the sweep {3 * rounds} times"):
+        perfs = compare_numerics(dataset, model, options, batch_size, rounds)
+    native = perfs[0].rate
+    table = Table(title=f"CPU numerics on this CPU (best of {rounds} rounds each)")
+    for column in ("mode", "MKL path", "ATen path", "seconds", "pair·it/s", "÷ native"):
+        table.add_column(column, justify="left" if column in ("mode", "MKL path", "ATen path") else "right")
+    for p in perfs:
+        table.add_row(p.mode, p.mkl, p.aten, f"{p.seconds:.1f}", f"{p.rate:,.0f}", f"{p.rate / native:.3f}")
+    console.print(table)
+
+
 @perf_app.command("gpu")
 def perf_gpu_command(
     device: DeviceOption = "cuda",

@@ -215,3 +215,70 @@ def measure_sweep(
         device=str(dev),
         families=families,
     )
+
+
+# ---------------------------------------------------------------------- bench perf numerics
+_NUMERICS_CHILD = """
+import json, sys
+from bench import numerics
+mode, args = sys.argv[1], json.loads(sys.argv[2])
+if mode != "unpinned":
+    numerics.pin(mode)
+import warnings
+warnings.simplefilter("ignore", RuntimeWarning)  # unpinned: MKL not strict, on purpose
+from bench.sweep.perf import measure_sweep
+from bench.sweep.presets import SweepOptions
+options = SweepOptions(**args["options"], cpu_numerics="native" if mode == "unpinned" else mode)
+r = measure_sweep(args["dataset"], args["model"], options, args["batch"], "cpu")
+paths = {"mkl": numerics.mkl_branch(), "aten": numerics.aten_capability()}
+print(json.dumps({"seconds": r.seconds, "work": sum(f.live for f in r.families), **paths}))
+"""
+
+NUMERICS_MODES = ("native", "portable", "unpinned")
+
+
+@dataclass
+class NumericsPerf:
+    """One CPU-numerics mode's best round: pair·iterations per second of the whole sweep."""
+
+    mode: str
+    mkl: str
+    aten: str
+    seconds: float
+    work: int
+
+    @property
+    def rate(self) -> float:
+        return self.work / self.seconds if self.seconds else 0.0
+
+
+def compare_numerics(
+    dataset: str, model: str | None, options: SweepOptions, batch_size: int | None = None, rounds: int = 2
+) -> list[NumericsPerf]:
+    """The same small sweep on the CPU in a fresh process per mode (the modes are fixed when
+    torch starts), modes interleaved for ``rounds`` rounds; each keeps its fastest round.
+    ``unpinned`` is MKL's own default (not strict), the baseline before ``native`` pinned it."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from dataclasses import asdict
+
+    from bench.errors import BenchError
+
+    args = {"dataset": dataset, "model": model, "batch": batch_size}
+    args["options"] = {k: v for k, v in asdict(options).items() if k != "cpu_numerics"}
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")}
+    best: dict[str, NumericsPerf] = {}
+    for _ in range(rounds):
+        for mode in NUMERICS_MODES:
+            done = subprocess.run(
+                [sys.executable, "-c", _NUMERICS_CHILD, mode, json.dumps(args)], env=env, capture_output=True, text=True
+            )
+            if done.returncode != 0:
+                raise BenchError(f"the {mode} sweep failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            perf = NumericsPerf(mode, r["mkl"], r["aten"], r["seconds"], r["work"])
+            if mode not in best or perf.rate > best[mode].rate:
+                best[mode] = perf
+    return [best[m] for m in NUMERICS_MODES]
