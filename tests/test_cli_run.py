@@ -102,7 +102,6 @@ def rounded(rows):
     return [tuple(float(f"{v:.9g}") if isinstance(v, float) else v for v in row) for row in rows]
 
 
-@pytest.mark.bitwise
 def test_sigkill_part_way_then_resume_equals_an_uninterrupted_run(tmp_path):
     """Two processes start together: one runs the sweep uninterrupted (its output is checked),
     the other is killed with SIGKILL once rows are stored, then resumed by the same command."""
@@ -150,7 +149,6 @@ def test_sigkill_part_way_then_resume_equals_an_uninterrupted_run(tmp_path):
         assert name in table.output, f"bench table shows {name}: {table.output}"
 
 
-@pytest.mark.bitwise
 def test_shards_write_their_own_files_and_merge(tmp_path):
     args = ["run", "-d", NAME, "--attacks", "mla-u", "--size", "1", "--iterations", "3", "--eps", "0.06", "--quiet"]
     db = tmp_path / "all.duckdb"
