@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from bench import numerics
 from bench.attacks import create_attack, list_attacks
 from bench.attacks.base import frozen
 from bench.attacks.engine import EngineStats, Task, run_tasks
@@ -79,6 +80,12 @@ def test_a_pair_alone_in_a_padded_batch_equals_it_among_others(scenario, name):
     assert bool(full.success.any()), f"{name}: the scenario has successes"
 
 
+@pytest.mark.xfail(
+    condition=numerics.aten_capability() == "AVX2",
+    reason="known: on ATen's AVX2 kernels (an AVX2-only CPU, or --cpu-numerics portable) two GMLA τ = 0 pairs of "
+    "this mixed batch end with other bits (same iterations); not found yet which kernel (docs/sweeps.md)",
+    strict=True,
+)
 def test_mixed_auto_pgd_settings_share_a_batch_without_changing_any_pair(scenario):
     """GMLA at two τ, MLA-U and GMLA_β with their own ε and budgets in one batch of slots."""
     model, x, desired, tmask, ntmask = scenario
