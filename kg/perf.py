@@ -14,7 +14,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,27 +64,34 @@ def reference_masks(graph: LabelGraph, combos: list[tuple[str, ...]]) -> tuple[n
     return up, down
 
 
-def measure_kg(graph: LabelGraph, k: int, repeats: int = 5, track: Callable | None = None) -> KgPerf:
-    """Time ``graph``'s combinations of ``k`` labels both ways (``track`` wraps the sample loop)."""
+def measure_kg(
+    graph: LabelGraph, k: int, repeats: int = 5, track: Callable | None = None, store_kind: str = "ladybug"
+) -> KgPerf:
+    """Time ``graph``'s combinations of ``k`` labels both ways (``track`` wraps the sample loop)
+    on a temporary Ladybug store, or on the Neo4j server of ``NEO4J_URI`` (under a name of its
+    own, dropped afterwards)."""
     if repeats < 1:
         raise InvalidValue("repeats", repeats, "must be at least 1")
     if not 1 <= k <= graph.n_labels:
         raise InvalidValue("k", k, f"must be between 1 and the {graph.n_labels} labels of {graph.name!r}")
     combos = list(itertools.combinations(graph.labels, k))
     sample = combos[:: max(len(combos) // SAMPLE, 1)][:SAMPLE]
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-perf-kg-") as tmp,
-        open_store("ladybug", path=Path(tmp) / "perf.lbug") as store,
-    ):
-        store.load(graph)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            together = store.combination_masks(graph.name, combos)
-            times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        singles = [store.combination_masks(graph.name, [c]) for c in (track or iter)(sample)]
-        one_each = (time.perf_counter() - start) / len(sample)
+    with tempfile.TemporaryDirectory(prefix="bench-perf-kg-") as tmp:
+        options = {"path": Path(tmp) / "perf.lbug"} if store_kind == "ladybug" else {}
+        with open_store(store_kind, **options) as store:
+            graph = replace(graph, name=f"bench_perf_{graph.name}")
+            store.load(graph)
+            try:
+                times = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    together = store.combination_masks(graph.name, combos)
+                    times.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                singles = [store.combination_masks(graph.name, [c]) for c in (track or iter)(sample)]
+                one_each = (time.perf_counter() - start) / len(sample)
+            finally:
+                store.drop(graph.name)
     up, down = reference_masks(graph, combos)
     n = together.ancestors.shape[1]
     identical = (

@@ -31,15 +31,22 @@ def perf_kg(
     ] = "voc",
     k: Annotated[int, typer.Option(help="Combination size |Ω|.")] = 3,
     repeats: Annotated[int, typer.Option(help="Repeats of the single round trip (the median is reported).")] = 5,
+    store: Annotated[
+        str, typer.Option("--graph-store", help="ladybug (a temporary file) or neo4j (the server of NEO4J_URI).")
+    ] = "ladybug",
 ) -> None:
     """Time all combinations of k labels in one Cypher round trip against one round trip each.
 
-    Runs on a temporary Ladybug store and checks that both give the graph's own ancestors and
-    descendants. One round trip per combination is timed on a sample of at most 1,000.
+    Runs on a temporary Ladybug store (or on the Neo4j server, under a graph name of its own,
+    dropped afterwards) and checks that both give the graph's own ancestors and descendants.
+    One round trip per combination is timed on a sample of at most 1,000.
 
     Example: bench perf kg --dataset nus --k 3
     """
     from kg.perf import measure_kg, synthetic_tree
+    from kg.stores import check_store
+
+    check_store(store)
 
     if dataset == "synthetic" or (dataset == "voc" and "voc" not in graph_names()):
         if dataset != "synthetic":
@@ -52,10 +59,15 @@ def perf_kg(
         graph = load_graph(dataset)
     with Progress(console=console, transient=True) as progress:
         perf = measure_kg(
-            graph, k, repeats, track=lambda xs: progress.track(xs, description="one round trip per combination")
+            graph,
+            k,
+            repeats,
+            track=lambda xs: progress.track(xs, description="one round trip per combination"),
+            store_kind=store,
         )
+    where = "Ladybug" if store == "ladybug" else "Neo4j"
     table = Table(
-        title=f"{perf.combinations:,} combinations of {k} of the {graph.n_labels} labels of {graph.name!r} (Ladybug)",
+        title=f"{perf.combinations:,} combinations of {k} of the {graph.n_labels} labels of {graph.name!r} ({where})",
         show_edge=False,
     )
     for column in ("method", "round trips", "time", "per combination"):
