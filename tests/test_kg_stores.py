@@ -200,6 +200,38 @@ def test_neo4j_faults_are_one_line(monkeypatch):
     assert "\n" not in str(missing.value), "one line"
 
 
+@pytest.mark.neo4j
+def test_two_loads_at_once_store_one_whole_graph(monkeypatch):
+    """Two writers of one graph: the loser's transaction rolls back whole and its load is
+    decided again against what the winner stored (deterministically: the loser's check ran
+    before the winner's write), and two real concurrent loads leave one whole copy."""
+    import threading
+
+    graph = named(load_graph("openimages"), "race")
+    with open_store("neo4j") as winner, open_store("neo4j") as loser:
+        try:
+            assert winner.load(graph) == "loaded"
+            real = loser.graphs
+            calls = []
+            monkeypatch.setattr(loser, "graphs", lambda: calls.append(1) or ({} if len(calls) == 1 else real()))
+            assert loser.load(graph) == "unchanged", "the loser sees the winner's graph on its second look"
+            assert len(calls) == 2, "decided again once"
+            monkeypatch.undo()
+            loser.drop(graph.name)
+            results = []
+            threads = [threading.Thread(target=lambda s=s: results.append(s.load(graph))) for s in (winner, loser)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sorted(results) == ["loaded", "unchanged"], f"one writer loads, the other finds it: {results}"
+            nodes = winner.query("MATCH (n:Label {graph: $g}) RETURN count(n) AS n", {"g": graph.name})[0]["n"]
+            edges = winner.query("MATCH (:Label {graph: $g})-[r:IS_A]->() RETURN count(r) AS n", {"g": graph.name})
+            assert (nodes, edges[0]["n"]) == (graph.n, len(graph.edges)), "one whole copy"
+        finally:
+            winner.drop(graph.name)
+
+
 # --------------------------------------------------------------------- loading
 def test_loading_twice_leaves_one_copy_and_a_change_replaces_only_that_graph(store):
     a, b = toy("a"), toy("b")

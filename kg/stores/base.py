@@ -109,6 +109,10 @@ def _distinct(labels: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(str(x) for x in labels))
 
 
+class WriteConflict(BenchError):
+    """A write transaction rolled back because another one stored the same keys first."""
+
+
 class GraphStore(ABC):
     """A graph database holding label graphs; a context manager (``with open_store() as s:``)."""
 
@@ -160,7 +164,17 @@ class GraphStore(ABC):
 
     def load(self, graph: LabelGraph) -> str:
         """Store ``graph``: ``"unchanged"`` if the same content is there, ``"replaced"`` if
-        another version was (in one transaction, other graphs untouched), else ``"loaded"``."""
+        another version was (in one transaction, other graphs untouched), else ``"loaded"``.
+
+        Two loads of one graph at once (two processes on one Neo4j server): the transaction
+        that loses rolls back whole (``WriteConflict``) and is decided again, once, against
+        what the other stored."""
+        try:
+            return self._load(graph)
+        except WriteConflict:
+            return self._load(graph)
+
+    def _load(self, graph: LabelGraph) -> str:
         if ":" in graph.name or not graph.name:
             raise BenchError(f"graph name {graph.name!r} cannot be stored: it must be non-empty and have no ':'")
         if graph.depth > MAX_DEPTH:

@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from kg.stores import register_store
-from kg.stores.base import GraphStore, Row, Step, check_user_query
+from kg.stores.base import GraphStore, Row, Step, WriteConflict, check_user_query
 
 DEFAULT_URI = "bolt://localhost:7687"
 SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
@@ -67,6 +67,8 @@ class Neo4jStore(GraphStore):
         exc_types = self._neo4j.exceptions
         try:
             yield
+        except exc_types.ConstraintError as exc:
+            raise WriteConflict(f"another writer stored the same graph first (Neo4j): {_message(exc)}") from None
         except exc_types.AuthError as exc:
             raise BenchError(f"cannot reach Neo4j at {self.uri}: authentication failed ({_message(exc)})") from None
         except exc_types.Neo4jError as exc:
