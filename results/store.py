@@ -274,17 +274,21 @@ class ResultStore:
         with self._connect(read_only=True) as con:
             return _machines(con, "", run_id, with_rows)
 
-    def use_machine(self, run_id: str, fingerprint: dict, *, allow_mixed: bool = False) -> str:
+    def use_machine(
+        self, run_id: str, fingerprint: dict, *, allow_mixed: bool = False, peers: dict[str, dict] | None = None
+    ) -> str:
         """Record that this machine computes rows of ``run_id``; returns its id.
 
         Refused when other machines (another fingerprint: device, CPU code path, versions,
-        precision, B, CPU-numerics mode) computed the run's stored rows, unless ``allow_mixed``:
+        precision, B, CPU-numerics mode) computed the run's stored rows, or are computing them
+        now (``peers``: a cluster's other workers, id → fingerprint), unless ``allow_mixed``:
         then the difference is recorded in ``machines.accepted``.
         """
         machine = machine_id(fingerprint)
         with self._transaction() as con:
             _require_run(con, run_id)
-            others = {m: fp for m, fp in _machines(con, "", run_id, True).items() if m != machine}
+            others = {**_machines(con, "", run_id, True), **(peers or {})}
+            others.pop(machine, None)
             accepted = _mixing(others, fingerprint, f"run {run_id!r} in {self.path}", allow_mixed)
             con.execute(
                 "INSERT INTO machines VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",

@@ -276,3 +276,21 @@ def test_perf_numerics_runs_each_mode_in_its_own_process():
     assert paths["native"][0] == numerics.native_branch(""), "native: MKL strict on this CPU's branch"
     assert not paths["unpinned"][0].endswith("STRICT"), "unpinned: MKL's own default"
     assert all(p.work > 0 and p.rate > 0 for p in perfs), perfs
+
+
+def test_workers_of_two_machines_in_one_sweep_are_refused_before_any_row(tmp_path):
+    """A cluster's workers register before their first unit, when no row is stored yet: the
+    driver compares each with the others of this sweep (``peers``)."""
+    store = ResultStore(tmp_path / "r.duckdb")
+    run = store.begin_run(toy_config())
+    one = numerics.fingerprint("cpu", "fp32", 8, "native")
+    other = {**one, "cpu": "AMD EPYC 9654", "device_name": "AMD EPYC 9654"}
+    first = store.use_machine(run, one)
+    with pytest.raises(BenchError, match=r"another machine .*cpu: .* != AMD EPYC 9654"):
+        store.use_machine(run, other, peers={first: one})
+    assert list(store.machines(run)) == [first], "nothing recorded for the refused worker"
+    second = store.use_machine(run, other, peers={first: one}, allow_mixed=True)
+    assert fetch(tmp_path / "r.duckdb", "SELECT machine, accepted IS NOT NULL FROM machines ORDER BY 2") == [
+        (first, False),
+        (second, True),
+    ]

@@ -260,6 +260,7 @@ class _Driver:
         self.numerics = (config.protocol.precision, config.protocol.cpu_numerics)
         self.allow_mixed = allow_mixed
         self.machines: dict[int, str] = {}  # actor → its fingerprint id, recorded before its first unit
+        self.fingerprints: dict[str, dict] = {}  # the workers' fingerprints in this sweep, by id
 
     def start(self, model, dataset, graph, config, device, per_worker, threads, n_workers) -> None:
         prep, ray = self.prep, self.ray
@@ -298,7 +299,9 @@ class _Driver:
                 fp = self.ray.get(actor.fingerprint.remote(*self.numerics))
             except self.ray.exceptions.RayTaskError as exc:
                 raise _worker_error(exc, "its start") from None
-            self.machines[id(actor)] = self.prep.store.use_machine(self.prep.run_id, fp, allow_mixed=self.allow_mixed)
+            store, run_id = self.prep.store, self.prep.run_id
+            machine = store.use_machine(run_id, fp, allow_mixed=self.allow_mixed, peers=self.fingerprints)
+            self.machines[id(actor)], self.fingerprints[machine] = machine, fp
         return self.machines[id(actor)]
 
     def submit(self, actor) -> None:
