@@ -114,8 +114,9 @@ def native_branch(setting: str) -> str:
 
 
 def mode_env(mode: str) -> dict[str, str]:
-    """The environment ``mode`` needs: portable's three settings, or native's strict MKL on the
-    branch this environment names (``native_branch``)."""
+    """The environment ``mode`` needs (``pin`` sets it here; Ray workers get it in their
+    ``runtime_env``): portable's three settings, or native's strict MKL on the branch this
+    environment names (``native_branch``)."""
     if check_mode(mode) == "portable":
         return dict(PORTABLE_ENV)
     return {"MKL_CBWR": native_branch(os.environ.get("MKL_CBWR", ""))}
@@ -131,9 +132,10 @@ def pin(mode: str) -> dict[str, str]:
     wanted = mode_env(mode)
     replaced = {k: os.environ[k] for k, v in wanted.items() if os.environ.get(k, v) != v}
     os.environ.update(wanted)
-    if mode == "portable":
-        _replaced.update(replaced)
-    return replaced if mode == "portable" else {}
+    if mode != "portable":
+        return {}
+    _replaced.update(replaced)
+    return replaced
 
 
 def replaced_settings() -> dict[str, str]:
@@ -158,11 +160,6 @@ def pin_from_argv(argv: Sequence[str]) -> None:
     runs a torch kernel (a wrong value is left for the option parser to report)."""
     mode = mode_in_argv(argv) or DEFAULT_MODE
     pin(mode if mode in MODES else DEFAULT_MODE)
-
-
-def worker_env(mode: str) -> dict[str, str]:
-    """Environment variables a worker process needs for ``mode`` (Ray's ``runtime_env``)."""
-    return mode_env(mode)
 
 
 # --------------------------------------------------------------------------- what is in effect
@@ -222,16 +219,17 @@ def require(mode: str) -> None:
     """Refuse to compute in ``portable`` mode when this process's libraries did not take the
     pinned path (``pin`` came after torch's first kernel); warn when MKL runs without its
     strict mode (rows may then depend on their slot in the batch on some CPUs)."""
-    if check_mode(mode) == "native" and not mkl_branch().endswith(",STRICT") and mkl_branch() != "n/a":
+    mkl = mkl_branch()
+    if check_mode(mode) == "native" and not mkl.endswith(",STRICT") and mkl != "n/a":
         warnings.warn(
-            f"MKL runs without its strict reproducibility mode here ({mkl_branch()}): on CPUs whose MKL code path "
+            f"MKL runs without its strict reproducibility mode here ({mkl}): on CPUs whose MKL code path "
             "is AVX2 or SSE4.2 a row may then depend on its slot in the batch; call bench.numerics.pin('native') "
             "before torch's first kernel (the `bench` command does)",
             RuntimeWarning,
             stacklevel=2,
         )
     if mode == "portable" and effective_mode() != "portable":
-        found = f"MKL {mkl_branch()}, ATen {aten_capability()}, oneDNN {onednn_isa()}"
+        found = f"MKL {mkl}, ATen {aten_capability()}, oneDNN {onednn_isa()}"
         raise BenchError(
             f"portable CPU numerics were asked for, but this process computes with {found}: torch ran a "
             "kernel before they were pinned; call bench.numerics.pin('portable') before any tensor operation "

@@ -32,6 +32,9 @@ Registries (each decorator's docs: the file named last):
 
 from __future__ import annotations
 
+import os
+import sys
+
 from bench.attacks import ATTACKS, register_attack
 from bench.datasets.base import DATASETS, register_dataset
 from bench.models import MODELS, register_model
@@ -51,6 +54,22 @@ REGISTRIES = {
     "sweep preset": PRESETS,
 }
 
+
+def child_process_env() -> dict[str, str]:
+    """What a child process (a Ray worker, a benchmark's subprocess) needs to import this
+    process's modules, plugins included: the same import paths."""
+    return {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+
+
+def plugin_modules() -> list[str]:
+    """The modules outside this package that registered an entry (plugins): a child process
+    imports them to know the same names."""
+    own = ("bench.", "kg.", "results.")
+    entries = [r.get(name) for r in REGISTRIES.values() for name in r.names()]
+    modules = {getattr(getattr(e, "fn", e), "__module__", "") for e in entries}  # a model's spec: its builder
+    return sorted(m for m in modules if m and not m.startswith(own) and m != "__main__")
+
+
 __all__ = [
     "ATTACKS",
     "DATASETS",
@@ -60,6 +79,8 @@ __all__ = [
     "PRESETS",
     "REGISTRIES",
     "STORES",
+    "child_process_env",
+    "plugin_modules",
     "register_attack",
     "register_dataset",
     "register_format",

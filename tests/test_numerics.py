@@ -35,12 +35,16 @@ PROBE = (
 )
 
 
+def unpinned_env(**extra: str) -> dict[str, str]:
+    """This environment without the CPU-numerics settings (the tests' conftest pinned them)."""
+    return {**{k: v for k, v in os.environ.items() if k not in PORTABLE_ENV}, "PYTHONPATH": ROOT, **extra}
+
+
 def python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in PORTABLE_ENV}
     return subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
-        env={**clean, "PYTHONPATH": ROOT, **(env or {})},
+        env=unpinned_env(**(env or {})),
         capture_output=True,
         text=True,
         timeout=300,
@@ -68,11 +72,11 @@ def test_argv_and_pin(own_environment, monkeypatch):
     assert numerics.pin("portable") == {"MKL_CBWR": "AVX512"}, "the user's own setting that was replaced"
     assert {k: os.environ[k] for k in PORTABLE_ENV} == dict(PORTABLE_ENV), "portable overrides the environment"
     assert numerics.replaced_settings() == {"MKL_CBWR": "AVX512"}
-    assert numerics.worker_env("portable") == dict(PORTABLE_ENV)
+    assert numerics.mode_env("portable") == dict(PORTABLE_ENV)
     monkeypatch.setenv("MKL_CBWR", "AVX512")
-    assert numerics.worker_env("native") == {"MKL_CBWR": "AVX512,STRICT"}, "workers: the branch, strict"
+    assert numerics.mode_env("native") == {"MKL_CBWR": "AVX512,STRICT"}, "workers: the branch, strict"
     monkeypatch.delenv("MKL_CBWR")
-    assert numerics.worker_env("native") == {"MKL_CBWR": "AUTO,STRICT"}
+    assert numerics.mode_env("native") == {"MKL_CBWR": "AUTO,STRICT"}
     assert numerics.strict("avx2, strict") == "AVX2,STRICT"
     assert numerics.native_branch("SSE4_2") == numerics.native_branch("AVX") == "COMPATIBLE,STRICT"
     assert numerics.native_branch("") in ("AUTO,STRICT", "COMPATIBLE,STRICT"), "AUTO: by the CPU's own branch"
@@ -190,11 +194,10 @@ def bench_run(tmp_path, db: str, *flags: str, env: dict[str, str] | None = None)
     args = ["run", "-d", NAME, "--attacks", "mla-lp,gmla", "--size", "1", "--eps", "0.06", "--iterations", "10"]
     args += ["--images-per-combo", "2", "--batch-size", "4", "--preset", "fast", "--db", str(tmp_path / db), *flags]
     launch = "import tests.sweep_fixtures; from bench.cli import main; main()"
-    clean = {k: v for k, v in os.environ.items() if k not in PORTABLE_ENV}
     return subprocess.run(
         [sys.executable, "-c", launch, *args],
         cwd=ROOT,
-        env={**clean, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "COLUMNS": "200", **(env or {})},
+        env=unpinned_env(OMP_NUM_THREADS="1", COLUMNS="200", **(env or {})),
         capture_output=True,
         text=True,
         timeout=600,

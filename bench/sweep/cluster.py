@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import os
 import socket
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from torch import nn
 from bench import numerics
 from bench.attacks.engine import EngineStats
 from bench.errors import BenchError, InvalidValue, one_line
+from bench.plugins import child_process_env
 from bench.sweep.progress import StageTimes, SweepProgress
 from bench.sweep.runner import Prepared, SweepOutcome, _Work, attack_rows, prepared_sweep
 from kg.closure import GraphTensors
@@ -77,7 +77,7 @@ def connect(address: str, *, cpus: int | None = None):
         _check_reachable(address)
     if ray.is_initialized():
         return ray
-    env = _path_env()
+    env = child_process_env()
     try:
         if address == "local":
             ray.init(
@@ -92,11 +92,6 @@ def connect(address: str, *, cpus: int | None = None):
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise BenchError(f"cannot reach a Ray cluster at {address!r}: {one_line(exc)}") from None
     return ray
-
-
-def _path_env() -> dict[str, str]:
-    """Workers import this process's modules (plugins included) from the same paths."""
-    return {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
 
 
 def check_address(address: str) -> tuple[str, int] | None:
@@ -221,7 +216,7 @@ def run_sweep_ray(
             {"num_cpus": cpus_per_worker},
             cpus_per_worker,
         )
-    env = {**_path_env(), **numerics.worker_env(config.protocol.cpu_numerics)}
+    env = {**child_process_env(), **numerics.mode_env(config.protocol.cpu_numerics)}
     per_worker["runtime_env"] = {"env_vars": env}
     with prepared_sweep(
         config,

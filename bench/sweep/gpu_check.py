@@ -155,7 +155,7 @@ def _sweep(check, precision, loaded, net, data, graph, device, tmp: Path, report
 def _agreement(a: dict, b: dict) -> str:
     if set(a) != set(b):
         return "the two sweeps cover other (attack, |Ω|)"
-    worst = [max(abs((x or 0) - (y or 0)) for k in a for x, y in [(a[k][i], b[k][i])]) for i in range(3)]
+    worst = [max(abs((a[k][i] or 0) - (b[k][i] or 0)) for k in a) for i in range(3)]  # FR_N, FR_S, NT_R
     return ", ".join(f"{w:.1f}" for w in worst)
 
 

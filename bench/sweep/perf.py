@@ -267,14 +267,14 @@ def compare_numerics(
     import sys
     from dataclasses import asdict
 
-    from bench.datasets import DATASETS
     from bench.errors import BenchError
-    from bench.models import MODELS
+    from bench.numerics import PORTABLE_ENV
+    from bench.plugins import child_process_env, plugin_modules
 
-    args = {"dataset": dataset, "model": model, "batch": batch_size, "plugins": _plugin_modules(DATASETS, MODELS)}
+    args = {"dataset": dataset, "model": model, "batch": batch_size, "plugins": plugin_modules()}
     args["options"] = {k: v for k, v in asdict(options).items() if k != "cpu_numerics"}
-    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    env = {k: v for k, v in os.environ.items() if k not in PORTABLE_ENV}  # each child pins its own
+    env.update(child_process_env())
     best: dict[str, NumericsPerf] = {}
     for _ in range(rounds):
         for mode in NUMERICS_MODES:
@@ -288,12 +288,3 @@ def compare_numerics(
             if mode not in best or perf.rate > best[mode].rate:
                 best[mode] = perf
     return [best[m] for m in NUMERICS_MODES]
-
-
-def _plugin_modules(*registries) -> list[str]:
-    """The modules outside this package that registered datasets or models (plugins), which a
-    child process must import to know them."""
-    own = ("bench.", "kg.", "results.")
-    entries = [r.get(name) for r in registries for name in r.names()]
-    modules = {getattr(getattr(e, "fn", e), "__module__", "") for e in entries}  # a model's spec: its builder
-    return sorted(m for m in modules if m and not m.startswith(own) and m != "__main__")
