@@ -52,6 +52,7 @@ class PairMetrics:
     rmsd: Tensor
     linf: Tensor
     l2: Tensor
+    flipped: Tensor  # [P, n_out] bool: outputs outside Ψ the attack changed (NT_R's numerator; successes only)
 
     def __len__(self) -> int:
         return int(self.success.shape[0])
@@ -89,7 +90,8 @@ def pair_metrics(
     success = ((adv != clean) | ~omega).all(dim=1)
     local = consistent_at(targets.graph_view(adv).to(g.device), targets.graph_view(omega).to(g.device), g).cpu()
     consistent = success & local
-    changed = ((adv != clean) & ~psi).sum(dim=1).double()
+    flipped = (adv != clean) & ~psi & success[:, None]
+    changed = flipped.sum(dim=1).double()
     watched = (~psi).sum(dim=1).double()
     ntr_share = torch.where(success & (watched > 0), changed / watched.clamp_min(1), torch.zeros_like(changed))
 
@@ -116,7 +118,7 @@ def pair_metrics(
         )
         ssim = torch.where(success, every, nan)
     rmsd = torch.where(success, root_mean_sq, nan)
-    return PairMetrics(success, consistent, ntr_share, ssim, rmsd, linf, l2)
+    return PairMetrics(success, consistent, ntr_share, ssim, rmsd, linf, l2, flipped)
 
 
 @dataclass(frozen=True)

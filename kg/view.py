@@ -7,12 +7,19 @@ lowest-index parent) and its other parent links are drawn dashed. Hovering or cl
 node highlights its ancestors and descendants; the search box highlights matching names.
 Everything (SVG, style, a few lines of script, the data) is inline: the file opens
 offline and refers to no URL.
+
+With a run's outcomes (``bench kg view --run``, ``kg.annotate``) each node is coloured by its
+band as a target (FR_N: fragile red, contested orange, robust teal, never a target grey), its
+name followed by its FR_N, and ringed in purple as strongly as attacks on other targets
+dragged it along (its nt_rate against the graph's largest); the tooltip holds every number.
 """
 
 from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping
+from typing import Any
 
 from kg.graph import LabelGraph
 
@@ -31,6 +38,8 @@ h1{font-size:18px;margin:0 0 4px} .sub{color:#666;margin-bottom:8px}
 svg text{font:12px system-ui,sans-serif;dominant-baseline:middle;cursor:pointer}
 .e{fill:none;stroke:#aaa;stroke-width:1.2} .e.x{stroke-dasharray:4 3;stroke:#c9a}
 .n circle{stroke:#fff;stroke-width:1.5} .n.l circle{fill:#2e9d46} .n.a circle{fill:#2f6fd0}
+.n.Fragile circle{fill:#d62728} .n.Contested circle{fill:#ff7f0e} .n.Robust circle{fill:#17becf}
+.n.Untargeted circle{fill:#9e9e9e} .n circle.ring{fill:none;stroke:#8e24aa;stroke-width:3}
 svg.focus .n,svg.focus .e{opacity:.15} svg.focus .on,svg.focus .hit{opacity:1} .n.hit text{font-weight:bold;fill:#c00}
 """
 
@@ -90,9 +99,40 @@ def layout(graph: LabelGraph) -> tuple[list[float], list[float], list[int | None
     return x, [v + PAD + ROW / 2 for v in y], tree_parent
 
 
-def render_html(graph: LabelGraph) -> str:
-    """The graph as one self-contained HTML page (see the module docstring)."""
+BAND_COLOURS = {"Fragile": "#d62728", "Contested": "#ff7f0e", "Robust": "#17becf", "Untargeted": "#9e9e9e"}
+BAND_MEANING = {
+    "Fragile": "FR_N ≥ 67%",
+    "Contested": "33% ≤ FR_N < 67%",
+    "Robust": "FR_N < 33%",
+    "Untargeted": "never a target",
+}
+
+
+def _pct(value: float | None, digits: int = 0) -> str:
+    return "–" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _outcome_tip(o: Mapping[str, Any]) -> str:
+    target = (
+        f"target of {o['pairs']} pairs: FR_N {_pct(o['fr_n'])}, FR_S {_pct(o['fr_s'])}"
+        if o["pairs"]
+        else "never a target"
+    )
+    bystander = (
+        f"flipped in {o['nt_flips']} of {o['nt_pairs']} other pairs ({_pct(o['nt_rate'], 1)}), "
+        f"{_pct(o['nt_share'], 1)} of all flips"
+        if o["nt_flips"] is not None
+        else "flips not recorded"
+    )
+    return f"; {target}; {bystander}"
+
+
+def render_html(graph: LabelGraph, outcomes: Mapping[int, Mapping[str, Any]] | None = None, caption: str = "") -> str:
+    """The graph as one self-contained HTML page (see the module docstring); ``outcomes``: a
+    run's numbers by node index at one (attack, ε, τ), ``caption`` says which."""
+    outcomes = outcomes or {}
     x, y, tree_parent = layout(graph)
+    dragged = max((o["nt_rate"] or 0.0 for o in outcomes.values()), default=0.0)
     esc = html.escape
     width = max((x[v] + len(graph.nodes[v]) * CHAR for v in range(graph.n)), default=0) + 3 * PAD
     height = max(y, default=0) + ROW
@@ -112,10 +152,20 @@ def render_html(graph: LabelGraph) -> str:
         tip = f"{name} ({graph.ids[v] or 'no id'}), {what}; parents: " + (
             ", ".join(graph.nodes[p] for p in graph.parents(v)) or "none"
         )
+        o, ring, shown = outcomes.get(v), "", name
+        if o is not None:
+            kind += " " + o["band"]
+            tip += _outcome_tip(o)
+            shown += f" {_pct(o['fr_n'])}" if o["pairs"] else ""
+            if dragged > 0 and o["nt_rate"]:
+                ring = (
+                    f'<circle class="ring" cx="{x[v]:.1f}" cy="{y[v]:.1f}" r="8" '
+                    f'stroke-opacity="{0.15 + 0.85 * o["nt_rate"] / dragged:.2f}"/>'
+                )
         parts.append(
-            f'<g class="n {kind}" id="n{v}"><title>{esc(tip)}</title>'
+            f'<g class="n {kind}" id="n{v}"><title>{esc(tip)}</title>{ring}'
             f'<circle cx="{x[v]:.1f}" cy="{y[v]:.1f}" r="5"/>'
-            f'<text x="{x[v] + TEXT_DX:.1f}" y="{y[v]:.1f}">{esc(name)}</text></g>'
+            f'<text x="{x[v] + TEXT_DX:.1f}" y="{y[v]:.1f}">{esc(shown)}</text></g>'
         )
     data = {
         "names": list(graph.nodes),
@@ -124,6 +174,21 @@ def render_html(graph: LabelGraph) -> str:
     }
     data_json = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
     kind = "tree" if graph.is_tree else "DAG (dashed: links to further parents)"
+    if outcomes:
+        legend = "".join(
+            f'<span><i class="dot" style="background:{colour}"></i>{band}: {BAND_MEANING[band]}</span>'
+            for band, colour in BAND_COLOURS.items()
+        )
+        legend += (
+            '<span><i class="dot" style="border:3px solid #8e24aa;width:6px;height:6px"></i>'
+            f"dragged along (ring: nt_rate, darkest {_pct(dragged, 1)})</span>"
+        )
+    else:
+        legend = (
+            '<span><i class="dot" style="background:#2e9d46"></i>dataset label</span>'
+            '<span><i class="dot" style="background:#2f6fd0"></i>abstract node</span>'
+        )
+    caption = f'<div class="sub">{esc(caption)}</div>' if caption else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{esc(graph.name)} label graph</title>
@@ -132,8 +197,7 @@ def render_html(graph: LabelGraph) -> str:
 <div class="sub">{esc(graph.source or "unknown source")} · {graph.n_labels} dataset labels
 + {graph.n - graph.n_labels} abstract nodes · {len(graph.edges)} edges · depth {graph.depth} · {kind}
 · sha256 {graph.sha256[:16]}</div>
-<div class="legend"><span><i class="dot" style="background:#2e9d46"></i>dataset label</span>
-<span><i class="dot" style="background:#2f6fd0"></i>abstract node</span>
+{caption}<div class="legend">{legend}
 <input id="q" placeholder="find a node" aria-label="find a node">
 <span style="color:#666">hover or click a node: its ancestors and descendants</span></div>
 <div id="box"><svg width="{width:.0f}" height="{height:.0f}" role="img" aria-label="{esc(graph.name)} hierarchy">

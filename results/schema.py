@@ -27,6 +27,10 @@ precision, B, CPU-numerics mode); ``results.machine`` names it per row, and ``ac
 why a machine's rows joined a run computed elsewhere (NULL for a run's own). Rows stored
 before version 3 have no machine.
 
+``results.flipped`` (schema version 4) names the labels outside Ψ whose prediction the attack
+changed: the numerator of ``ntr_share``, so empty for failed rows. The ``label_rates`` view and
+``bench kg annotate`` count them per label. Rows stored before version 4 hold NULL there.
+
 ``artifacts`` (schema version 2) references the adversarial examples a run saved
 (``bench run --save-images N``): one ``.npz`` per row key, its path relative to the database's
 folder, with PNGs beside it under the same stem.
@@ -46,7 +50,7 @@ from typing import Any, NamedTuple
 import bench
 from bench.errors import BenchError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 ARTIFACTS_DDL = """CREATE TABLE artifacts (
         run_id TEXT NOT NULL,
@@ -73,6 +77,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (ARTIFACTS_DDL,),  # version 2: the adversarial examples saved with `bench run --save-images`
     # version 3: the numerics fingerprint of the machine that computed each row (bench.numerics)
     2: ("ALTER TABLE results ADD COLUMN machine TEXT", MACHINES_DDL),
+    # version 4: which labels outside Ψ each row's attack flipped (the label_rates view)
+    3: ("ALTER TABLE results ADD COLUMN flipped TEXT[]",),
 }
 
 DDL = (
@@ -129,6 +135,7 @@ DDL = (
         l2 DOUBLE NOT NULL CHECK (l2 >= 0),
         seconds DOUBLE NOT NULL CHECK (seconds >= 0),
         machine TEXT,
+        flipped TEXT[],
         PRIMARY KEY (run_id, combo_id, image_id, attack, eps, tau)
     )""",
     ARTIFACTS_DDL,
@@ -301,6 +308,7 @@ class ResultRow:
     ssim: float | None = None
     rmsd: float | None = None
     machine: str | None = None  # the numerics fingerprint's id (``machines``); set by the writer
+    flipped: tuple[str, ...] | None = None  # labels outside Ψ the attack changed (success only)
 
     @property
     def key(self) -> ResultKey:

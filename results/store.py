@@ -17,7 +17,7 @@ import os
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +43,14 @@ from results.views import VIEWS_SHA256, install_views
 
 DB_NAME = "results.duckdb"
 _LOCK_HELD = re.compile(r"held in (?P<prog>.+?) \(PID (?P<pid>\d+)\)")
+
+
+READ_LOCK_TIMEOUT = 10.0  # seconds a reader waits for a sweep's batch write to end
+
+
+def read_results(path: str | Path | None) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+    """A read-only connection to an existing results database, with the views."""
+    return ResultStore(path, create=False, lock_timeout=READ_LOCK_TIMEOUT).reader()
 
 
 def default_db_path() -> Path:
@@ -342,7 +350,7 @@ class ResultStore:
                 raise ValueError(f"run {run_id!r} has no combinations {missing}: write_combinations first")
             added = 0
             if rows:
-                select = ", ".join(f"unnest(${c})" for c in ROW_COLUMNS)
+                select = ", ".join(f"unnest(${c}{CASTS.get(c, '')})" for c in ROW_COLUMNS)
                 added = con.execute(
                     f"INSERT INTO results (run_id, {', '.join(ROW_COLUMNS)}) "
                     f"SELECT $run_id, * FROM (SELECT {select}) ON CONFLICT DO NOTHING",
@@ -565,6 +573,9 @@ def _check_shard_count(run_id: str, stored: int, given: int, where: Path) -> Non
         )
 
 
+CASTS = {"flipped": "::TEXT[][]"}  # a batch of empty lists carries no element type of its own
+
+
 def _columns(rows: Sequence[ResultRow]) -> dict[str, list]:
     """Rows → one plain Python list per column (numpy/torch scalars converted, ε/τ by ``grid_value``)."""
     cast = {
@@ -581,6 +592,7 @@ def _columns(rows: Sequence[ResultRow]) -> dict[str, list]:
         "l2": float,
         "seconds": float,
         "machine": lambda v: None if v is None else str(v),
+        "flipped": lambda v: None if v is None else [str(x) for x in v],
     }
     out: dict[str, list] = {}
     for name in ROW_COLUMNS:

@@ -77,3 +77,52 @@ LEFT JOIN (
     FROM combinations GROUP BY run_id
 ) AS c USING (run_id)
 LEFT JOIN (SELECT run_id, count(*) AS n_rows FROM results GROUP BY run_id) AS r USING (run_id);
+
+-- One row per (run, attack, ε, τ, label) for every label that was a target or was flipped:
+-- how the label fares as a target and as a bystander. Pooled over rows (image, Ω):
+-- pairs = rows whose Ω holds the label; fr_n / fr_s = the share of those that succeeded /
+-- succeeded consistently. nt_pairs = the other rows; nt_flips = rows whose attack changed the
+-- label while it was outside Ψ (results.flipped, successful rows only, as NT_R counts);
+-- nt_rate = nt_flips / nt_pairs; nt_share = the label's share of all such flips of the
+-- setting. The nt_ columns are NULL when a row of the setting predates results.flipped.
+-- `bench kg annotate` writes these numbers onto the graph store's nodes.
+CREATE OR REPLACE VIEW label_rates AS
+WITH pairs AS (
+    SELECT r.run_id, r.attack, r.eps, r.tau, c.labels, r.success, r.consistent, r.flipped
+    FROM results AS r
+    JOIN combinations AS c USING (run_id, combo_id)
+), settings AS (
+    SELECT run_id, attack, eps, tau,
+           count(*) AS n_rows,
+           count(*) FILTER (WHERE flipped IS NULL) AS n_unknown,
+           coalesce(sum(len(flipped)), 0) AS n_flips
+    FROM pairs
+    GROUP BY run_id, attack, eps, tau
+), as_target AS (
+    SELECT run_id, attack, eps, tau, label,
+           count(*) AS pairs,
+           avg(success::DOUBLE) AS fr_n,
+           avg((success AND consistent)::DOUBLE) AS fr_s
+    FROM (SELECT run_id, attack, eps, tau, unnest(labels) AS label, success, consistent FROM pairs)
+    GROUP BY run_id, attack, eps, tau, label
+), as_bystander AS (
+    SELECT run_id, attack, eps, tau, label, count(*) AS nt_flips
+    FROM (SELECT run_id, attack, eps, tau, unnest(flipped) AS label FROM pairs)
+    GROUP BY run_id, attack, eps, tau, label
+), labels AS (
+    SELECT run_id, attack, eps, tau, label FROM as_target
+    UNION
+    SELECT run_id, attack, eps, tau, label FROM as_bystander
+)
+SELECT
+    l.run_id, l.attack, l.eps, l.tau, l.label,
+    coalesce(t.pairs, 0) AS pairs, t.fr_n, t.fr_s,
+    s.n_rows - coalesce(t.pairs, 0) AS nt_pairs,
+    CASE WHEN s.n_unknown = 0 THEN coalesce(b.nt_flips, 0) END AS nt_flips,
+    CASE WHEN s.n_unknown = 0 THEN coalesce(b.nt_flips, 0) / nullif(s.n_rows - coalesce(t.pairs, 0), 0) END
+        AS nt_rate,
+    CASE WHEN s.n_unknown = 0 THEN coalesce(b.nt_flips, 0) / nullif(s.n_flips, 0) END AS nt_share
+FROM labels AS l
+JOIN settings AS s USING (run_id, attack, eps, tau)
+LEFT JOIN as_target AS t USING (run_id, attack, eps, tau, label)
+LEFT JOIN as_bystander AS b USING (run_id, attack, eps, tau, label);

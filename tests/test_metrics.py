@@ -62,6 +62,10 @@ def test_per_pair_values():
     assert torch.allclose(m.ntr_share, torch.tensor([0, 0, 0, 0.5, 0, 0], dtype=torch.float64)), (
         "NT_R share of Ψ̄ changed"
     )
+    flipped = [[GRAPH.nodes[k] for k in row.nonzero().flatten().tolist()] for row in m.flipped]
+    assert flipped == [[], [], [], ["car", "vehicle"], [], []], (
+        "flipped: the Ψ̄ labels that changed, on successful rows only (row 3 changed vehicle but failed)"
+    )
     _, _, shift = images()
     expected_rmsd = torch.where(m.success, shift, torch.tensor(float("nan"), dtype=torch.float64))
     assert torch.allclose(m.rmsd, expected_rmsd, equal_nan=True), "RMSD = √(‖x − x′‖²/N) for successes, NaN otherwise"

@@ -151,23 +151,23 @@ def test_older_schema_is_upgraded_in_one_transaction(tmp_path, monkeypatch):
     path = tmp_path / "r.duckdb"
     store_sweep(ResultStore(path), fake_sweep(config(), seed=3))
     before = stored_rows(ResultStore(path))
-    real = dict(store_module.MIGRATIONS)
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 4)
+    real, now = dict(store_module.MIGRATIONS), store_module.SCHEMA_VERSION
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", now + 1)
     monkeypatch.setattr(
         store_module,
         "MIGRATIONS",
-        {**real, 3: ("ALTER TABLE results ADD COLUMN note TEXT", "SELECT * FROM no_such_table")},
+        {**real, now: ("ALTER TABLE results ADD COLUMN note TEXT", "SELECT * FROM no_such_table")},
     )
     with pytest.raises(duckdb.CatalogException):
         ResultStore(path)
     with duckdb.connect(str(path), read_only=True) as con:
-        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3", "version moved"
+        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(now), "version moved"
         columns = [r[0] for r in con.execute("DESCRIBE results").fetchall()]
     assert "note" not in columns, "a failed upgrade left a half-applied schema"
-    monkeypatch.setattr(store_module, "MIGRATIONS", {**real, 3: ("ALTER TABLE results ADD COLUMN note TEXT",)})
+    monkeypatch.setattr(store_module, "MIGRATIONS", {**real, now: ("ALTER TABLE results ADD COLUMN note TEXT",)})
     upgraded = ResultStore(path)
     with duckdb.connect(str(path), read_only=True) as con:
-        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "4", "not upgraded"
+        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(now + 1), "not upgraded"
         assert "note" in [r[0] for r in con.execute("DESCRIBE results").fetchall()], "migration not applied"
     assert [r[:-1] for r in stored_rows(upgraded)] == before, "rows changed during the upgrade"
 
@@ -319,7 +319,7 @@ def test_merge_refuses_mismatched_runs(tmp_path):
     assert stored_rows(merged) == before, "a refused merge changed the target"
 
 
-def test_version_one_files_gain_the_artifacts_and_machines_tables(tmp_path):
+def test_version_one_files_gain_the_artifacts_machines_and_flipped(tmp_path):
     path = tmp_path / "v1.duckdb"
     store_sweep(ResultStore(path), fake_sweep(config(), seed=4))
     before = stored_rows(ResultStore(path))
@@ -327,10 +327,17 @@ def test_version_one_files_gain_the_artifacts_and_machines_tables(tmp_path):
         con.execute("DROP TABLE artifacts")
         con.execute("DROP TABLE machines")
         con.execute("ALTER TABLE results DROP COLUMN machine")
+        con.execute("ALTER TABLE results DROP COLUMN flipped")
         con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     upgraded = ResultStore(path)
     with duckdb.connect(str(path), read_only=True) as con:
-        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
+        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "4"
+        assert con.execute("SELECT count(*) FROM results WHERE flipped IS NULL").fetchone()[0] == len(before), (
+            "rows stored before version 4 have no flipped labels"
+        )
+        assert con.execute("SELECT count(*) FROM label_rates WHERE nt_flips IS NOT NULL").fetchone()[0] == 0, (
+            "label_rates counted flips that were never recorded"
+        )
         assert con.execute("SELECT count(*) FROM artifacts").fetchone()[0] == 0, "the artifacts table exists"
         assert con.execute("SELECT count(*) FROM machines").fetchone()[0] == 0, "the machines table exists"
         assert con.execute("SELECT count(*) FROM results WHERE machine IS NULL").fetchone()[0] == len(before), (

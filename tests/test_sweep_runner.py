@@ -122,7 +122,7 @@ def test_rows_equal_each_pair_attacked_alone(reference):
     rows = fetch(
         path,
         "SELECT c.labels, r.image_id, r.attack, r.success, r.consistent, r.ntr_share, r.iterations, r.linf, r.ssim, "
-        "r.rmsd "
+        "r.rmsd, r.flipped "
         "FROM results r JOIN combinations c USING (run_id, combo_id) ORDER BY r.attack, r.combo_id, r.image_id",
     )
     assert len(rows) == outcome.pairs == outcome.written, "every planned row was written once"
@@ -145,12 +145,14 @@ def test_rows_equal_each_pair_attacked_alone(reference):
         # batch shape may round a logit differently, and MLA-LP ends pairs on the threshold
         logits = torch.cat([a.logits for a in alone])
         m = pair_metrics(targets, logits, g, x, adv)
-        for p, (labels, image_id, _, success, consistent, ntr, its, linf, ssim, rmsd) in enumerate(group):
+        for p, (labels, image_id, _, success, consistent, ntr, its, linf, ssim, rmsd, flipped) in enumerate(group):
             where = f"{attack} on {labels} / {image_id}"
             assert success == bool(m.success[p]) and consistent == bool(m.consistent[p]), (
                 f"{where}: success/consistency differ"
             )
             assert ntr == pytest.approx(float(m.ntr_share[p])), f"{where}: NT_R share differs"
+            changed = [graph.nodes[k] for k in m.flipped[p].nonzero().flatten().tolist()]
+            assert flipped == changed, f"{where}: flipped {flipped}, the pair alone changed {changed} outside Ψ"
             assert linf == pytest.approx(float(m.linf[p]), abs=1e-6), f"{where}: ℓ∞ differs"
             expected_its = int(alone[p].iterations[0]) if success else steps[attack]
             assert its == expected_its, f"{where}: iterations {its} != {expected_its}"

@@ -61,6 +61,10 @@ GraphOption = Annotated[
         show_default=False,
     ),
 ]
+DbOption = Annotated[
+    Path | None,
+    typer.Option("--db", help="Results database (default: $BENCH_DATA/results.duckdb).", show_default=False),
+]
 GraphStoreOption = Annotated[
     str,
     typer.Option(

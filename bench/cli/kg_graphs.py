@@ -9,7 +9,7 @@ import typer
 from rich.text import Text
 from rich.tree import Tree
 
-from bench.cli.apps import TrustOption, kg_app
+from bench.cli.apps import GraphDbOption, GraphStoreOption, TrustOption, kg_app
 from bench.cli.console import console, styled
 from bench.errors import BenchError
 from bench.fileio import write_text
@@ -173,23 +173,78 @@ def show(
 
 @kg_app.command("view")
 def view(
-    dataset: GraphOption = "voc",
+    dataset: GraphOption = None,
     out: Annotated[
         Path | None,
         typer.Option(
             "--out", "-o", help="HTML file to write (default: $BENCH_DATA/views/NAME.html).", show_default=False
         ),
     ] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(
+            "--run",
+            "-r",
+            help="Colour the nodes by this run's results, as `bench kg annotate` stored them in the graph store.",
+            show_default=False,
+        ),
+    ] = None,
+    attack: Annotated[
+        str | None, typer.Option("--attack", "-a", help="With --run: the attack (needed when it holds several).")
+    ] = None,
+    eps: Annotated[float | None, typer.Option("--eps", help="With --run: ε (needed when it holds several).")] = None,
+    tau: Annotated[float | None, typer.Option("--tau", help="With --run: τ (needed when it holds several).")] = None,
+    store: GraphStoreOption = "ladybug",
+    graph_db: GraphDbOption = None,
 ) -> None:
     """Write a self-contained HTML drawing of a graph (opens offline, no external files).
+
+    With --run, nodes are coloured by how often attacks broke them as targets and ringed by how
+    often they were dragged along (after `bench kg annotate --run RUN`).
 
     Example: bench kg view --dataset voc --out voc.html
     """
     from kg.view import render_html
 
-    graph = load_graph(dataset)
-    path = write_text(out if out is not None else subdir("views") / f"{graph.name}.html", render_html(graph))
+    if run is None:
+        graph = load_graph(dataset or "voc")
+        page, name = render_html(graph), graph.name
+    else:
+        graph, outcomes, caption = _run_outcomes(run, dataset, attack, eps, tau, store, graph_db)
+        page, name = render_html(graph, outcomes, caption), f"{graph.name}-{run}"
+    path = write_text(out if out is not None else subdir("views") / f"{name}.html", page)
     console.print(f"wrote {path} ({_summary(graph)})")
+
+
+def _run_outcomes(
+    run: str,
+    dataset: str | None,
+    attack: str | None,
+    eps: float | None,
+    tau: float | None,
+    store: str,
+    graph_db: Path | None,
+) -> tuple[LabelGraph, dict[int, dict], str]:
+    from kg.annotate import one_setting
+    from kg.stores import open_graph_store
+
+    with open_graph_store(store, graph_db) as graph_store:
+        names = graph_store.annotated_graphs(run)
+        if not names:
+            raise BenchError(
+                f"run {run!r} has no results in {graph_store.location}: run `bench kg annotate --run {run}`"
+            )
+        name = dataset or names[0]
+        if name not in names:
+            raise BenchError(f"run {run!r} is annotated on graph {names[0]!r}, not {name!r}")
+        rows = one_setting(graph_store.outcomes(name, run), run, attack, eps, tau)
+        sha256 = graph_store.graphs()[name].sha256
+    graph = load_graph(name)
+    if graph.sha256 != sha256:
+        raise BenchError(f"graph {name!r} in the catalog differs from the stored one that run {run!r} annotates")
+    first = rows[0]
+    caption = f"run {run}: {first['attack']}, ε = {first['eps']:g}, τ = {first['tau']:g}"
+    return graph, {int(r["idx"]): r for r in rows}, caption
 
 
 @kg_app.command("export")

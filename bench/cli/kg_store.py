@@ -1,4 +1,4 @@
-"""``bench kg load | closure | query`` and ``bench perf kg``: label graphs in a graph store."""
+"""``bench kg load | closure | query | annotate``: label graphs in a graph store."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from bench.cli.apps import GraphDbOption, GraphStoreOption, kg_app
+from bench.cli.apps import DbOption, GraphDbOption, GraphStoreOption, kg_app
 from bench.cli.console import console
 from bench.errors import BenchError
 from kg.catalog import graph_names, load_graph
@@ -169,3 +169,55 @@ def _parse_param(text: str) -> tuple[str, object]:
         return name.strip(), json.loads(value)
     except json.JSONDecodeError:
         return name.strip(), value
+
+
+# ----------------------------------------------------------------- kg annotate
+@kg_app.command("annotate")
+def annotate(
+    run: Annotated[str, typer.Option("--run", "-r", help="Run id whose results go onto its graph's nodes.")],
+    db: DbOption = None,
+    store: GraphStoreOption = "ladybug",
+    graph_db: GraphDbOption = None,
+) -> None:
+    """Write a run's per-label results onto its graph in a graph store.
+
+    Each label gets one Outcome node per (attack, ε, τ), hung off it by OUTCOME_OF: as a
+    target, pairs, FR_N and FR_S; as a bystander, how often other targets' attacks flipped it
+    (nt_flips, nt_rate) and its share of all such flips (nt_share) — the SQL view label_rates.
+    A run annotated again replaces its own outcomes; other runs' stay. Colour them with
+    `bench kg view --run RUN` or in Neo4j Browser (neo4j/style.grass).
+
+    Example: bench kg annotate --run demo --graph-store neo4j
+    """
+    from kg.annotate import annotate as write_annotations
+    from results.store import read_results
+
+    with read_results(db) as con, open_graph_store(store, graph_db) as graph_store:
+        done = write_annotations(graph_store, con, run)
+        where = graph_store.location
+    if done.graph_status == "loaded":
+        console.print(f"loaded graph {done.graph_name!r} (the run's) into {where}", style="dim")
+    table = Table(title=f"run {run!r} on graph {done.graph_name!r}", show_edge=False)
+    for column in ("attack", "ε", "τ", "rows", "most often broken (FR_N)", "most often dragged along (nt_rate)"):
+        table.add_column(column)
+    for s in done.settings:
+        mine = [o for o in done.outcomes if (o["attack"], o["eps"], o["tau"]) == (s.attack, s.eps, s.tau)]
+        targets = sorted((o for o in mine if o["pairs"]), key=lambda o: (-o["fr_n"], o["label"]))[:3]
+        dragged = sorted((o for o in mine if o["nt_flips"]), key=lambda o: (-o["nt_rate"], o["label"]))[:3]
+        table.add_row(
+            s.attack,
+            f"{s.eps:g}",
+            f"{s.tau:g}",
+            str(s.rows),
+            Text(", ".join(f"{o['label']} {100 * o['fr_n']:.0f}%" for o in targets) or "—"),
+            Text(", ".join(f"{o['label']} {100 * o['nt_rate']:.1f}%" for o in dragged) or "—"),
+        )
+    console.print(table)
+    console.print(
+        f"{len(done.outcomes)} outcomes in {where}; e.g. bench kg query --graph-store {store} "
+        f'"MATCH (o:Outcome)-[:OUTCOME_OF]->(l:Label) WHERE o.run_id = \\$run AND o.pairs > 0 '
+        f'RETURN l.name, o.attack, o.fr_n ORDER BY o.fr_n DESC LIMIT 10" -p run={run}',
+        style="dim",
+        soft_wrap=True,
+        markup=False,
+    )

@@ -12,13 +12,13 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from bench.cli.apps import MixedNumericsOption, app
+from bench.cli.apps import DbOption, MixedNumericsOption, app
 from bench.cli.console import console, make_console
 from bench.errors import BenchError
 from bench.fileio import write_text
 from results.plots import PlotKind, plot
 from results.query import export_query, run_query
-from results.store import ResultStore
+from results.store import READ_LOCK_TIMEOUT, ResultStore, read_results
 from results.tables import SSIM_MODES, TableFormat, ablation_layout, paper_layout, render
 from results.views import Selection, fetch_dicts, run_ids
 
@@ -28,10 +28,6 @@ class TableLayout(str, Enum):
     ablation = "ablation"
 
 
-DbOption = Annotated[
-    Path | None,
-    typer.Option("--db", help="Results database (default: $BENCH_DATA/results.duckdb).", show_default=False),
-]
 RunsOption = Annotated[
     list[str] | None,
     typer.Option("--run", "-r", help="Run id (repeat for several; default: every run).", show_default=False),
@@ -54,17 +50,12 @@ AttackOption = Annotated[
     typer.Option("--attack", "-a", help="Attack to show (repeat; default: all stored).", show_default=False),
 ]
 
-READ_LOCK_TIMEOUT = 10.0  # seconds a query waits for a sweep's batch write to end
 SUFFIX_FORMATS = {
     ".md": TableFormat.markdown,
     ".tex": TableFormat.latex,
     ".csv": TableFormat.csv,
     ".txt": TableFormat.rich,
 }
-
-
-def _reader(db: Path | None):
-    return ResultStore(db, create=False, lock_timeout=READ_LOCK_TIMEOUT).reader()
 
 
 def _show(value: object) -> str:
@@ -132,7 +123,7 @@ def table(
         fmt = SUFFIX_FORMATS.get(out.suffix.lower() if out else "", TableFormat.rich)
     build = paper_layout if layout is TableLayout.paper else ablation_layout
     kwargs = {"metrics": metric} if metric else {}
-    with _reader(db) as con:
+    with read_results(db) as con:
         result = build(con, run or [], Selection(size, eps, tau), attacks=attack or [], ssim=ssim, **kwargs)
     rendered = render(result, fmt, digits)
     if out is None:
@@ -231,7 +222,7 @@ def runs(db: DbOption = None) -> None:
 
     Example: bench runs --db shard0.duckdb
     """
-    with _reader(db) as con:
+    with read_results(db) as con:
         rows = fetch_dicts(con, "SELECT * FROM run_overview ORDER BY created, run_id")
     if not rows:
         console.print("no runs yet")
@@ -319,7 +310,7 @@ def plot_cmd(
     Example: bench plot size --run stamps-demo --eps 0.03 --out size.pdf
     Example: bench plot tau --size 5
     """
-    with _reader(db) as con:
+    with read_results(db) as con:
         if run is None:
             stored = run_ids(con)
             run = stored[0] if len(stored) == 1 else None  # several: plot() asks for --run

@@ -672,6 +672,7 @@ class _Work:
         adv = torch.stack([o.adv for o in outcomes] + [outcomes[0].adv] * pad)
         logits = torch.stack([o.logits for o in outcomes] + [outcomes[0].logits] * pad).float().cpu()
         m = pair_metrics(targets, logits, self.g, clean_images.to(adv), adv)
+        names = self.output_names(targets)
         out = []
         for j, o in enumerate(outcomes):
             p, s = o.key[0], self.settings[o.key[1]]
@@ -692,20 +693,26 @@ class _Work:
                     seconds=o.seconds,
                     ssim=float(m.ssim[j]) if ok and not math.isnan(float(m.ssim[j])) else None,
                     rmsd=float(m.rmsd[j]) if ok and s.attack in RMSD_ATTACKS else None,
+                    flipped=tuple(names[k] for k in m.flipped[j].nonzero().flatten().tolist()),
                 )
             )
             if self.examples is not None and int(self.rank[p]) < self.examples.per_combination:
                 self.saved.append((out[-1].key, self._save(o, entries[j][0], entries[j][1], s)))
         return out
 
+    def output_names(self, targets: PairTargets) -> list[str]:
+        """Each model output's name: its graph node's, else its index."""
+        names = [str(i) for i in range(targets.clean.shape[1])]
+        for node, out in enumerate(targets.output_index.tolist()):
+            names[out] = self.g.graph.nodes[node]
+        return names
+
     def _save(self, o: Outcome, targets: PairTargets, clean_image: Tensor, s: AttackSetting) -> str:
         from bench.examples import save_example, stem_for
 
         p = o.key[0]
         stem = stem_for(self.combo_id(p), s.attack, s.eps, s.tau, self.image_id(p))
-        names = [str(i) for i in range(targets.clean.shape[1])]
-        for node, out in enumerate(targets.output_index.tolist()):
-            names[out] = self.g.graph.nodes[node]
+        names = self.output_names(targets)
         path = save_example(
             self.examples.folder,
             stem,
