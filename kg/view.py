@@ -27,7 +27,7 @@ ROW = 22  # px per leaf row
 CHAR = 7.2  # px per character of a node name (12 px sans-serif, roughly)
 GAP = 46  # px between a column's longest name and the next column
 PAD = 16
-TEXT_DX = 8  # px from a node's dot to its name
+TEXT_DX = 11  # px from a node's dot to its name (clear of a run's ring)
 
 STYLE = """
 body{font:13px system-ui,sans-serif;margin:16px;color:#222}
