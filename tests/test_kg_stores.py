@@ -254,6 +254,74 @@ def test_loading_twice_leaves_one_copy_and_a_change_replaces_only_that_graph(sto
     check_relations(store, b, list(b.nodes))
 
 
+DAMAGES = {
+    "a node deleted": "MATCH (n:Label) WHERE n.graph = $g AND n.name = 'dog' DETACH DELETE n",
+    "a node renamed": "MATCH (n:Label) WHERE n.graph = $g AND n.name = 'dog' SET n.name = 'hound'",
+    "a source id changed": "MATCH (n:Label) WHERE n.graph = $g AND n.name = 'dog' SET n.source_id = 'dog.n.02'",
+    "an edge deleted": "MATCH (c:Label)-[r:IS_A]->(:Label) WHERE c.graph = $g AND c.name = 'dog' DELETE r",
+    "an edge doubled": "MATCH (c:Label), (p:Label) WHERE c.key = $g + ':dog' AND p.key = $g + ':canine' "
+    "CREATE (c)-[:IS_A]->(p)",
+    "an edge added": "MATCH (c:Label), (p:Label) WHERE c.key = $g + ':dog' AND p.key = $g + ':feline' "
+    "CREATE (c)-[:IS_A]->(p)",
+}
+
+
+def test_the_content_read_back_has_the_recorded_sha256_and_a_hand_edit_is_repaired(store):
+    real = named(load_graph("openimages"), "content")
+    store.load(real)
+    content = store.content(real.name)
+    assert (content.n_nodes, content.n_edges, content.sha256) == (real.n, len(real.edges), real.sha256), (
+        "the stored copy read back: the graph's counts and sha256"
+    )
+    assert content.matches(store.graphs()[real.name]) and store.content(PREFIX + "absent").n_nodes == 0
+    store.drop(real.name)
+    graph = toy("damaged")
+    for damage, text in DAMAGES.items():
+        store.load(graph)
+        store._write([(text, {"g": graph.name})])
+        content = store.content(graph.name)
+        assert not content.matches(store.graphs()[graph.name]), f"{damage}: the content differs from its record"
+        assert store.load(graph) == "repaired", f"{damage}: the load notices and reloads"
+        content = store.content(graph.name)
+        assert (content.n_nodes, content.n_edges, content.sha256) == (graph.n, len(graph.edges), graph.sha256)
+        assert store.load(graph) == "unchanged", f"{damage}: whole again"
+        check_relations(store, graph, list(graph.nodes))
+    store.drop(graph.name)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bench_kg_load_reloads_a_copy_edited_by_hand(kind, tmp_path):
+    from typer.testing import CliRunner
+
+    import bench.cli  # noqa: F401  (registers every command)
+    from bench.cli.apps import app
+
+    graph = toy("edited")
+    path = graph.save(tmp_path / "edited.json")
+    where = ["--graph-store", kind] + (["--graph-db", str(tmp_path / "g.lbug")] if kind == "ladybug" else [])
+    options = {"path": tmp_path / "g.lbug"} if kind == "ladybug" else {}
+
+    def load() -> str:
+        result = CliRunner().invoke(app, ["kg", "load", "-d", str(path), *where], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    try:
+        assert "loaded" in load()
+        with open_store(kind, **options) as s:
+            s._write([(DAMAGES["a node deleted"], {"g": graph.name})])
+            assert s.content(graph.name).n_nodes == graph.n - 1
+        out = load()
+        assert "repaired" in out and "did not match its recorded sha256; reloaded" in out, out
+        with open_store(kind, **options) as s:
+            content = s.content(graph.name)
+            assert (content.n_nodes, content.n_edges, content.sha256) == (graph.n, len(graph.edges), graph.sha256)
+        assert "unchanged" in load()
+    finally:
+        with open_store(kind, **options) as s:
+            s.drop(graph.name)
+
+
 def test_a_failed_load_leaves_the_stored_graph_as_it_was(store, monkeypatch):
     old, new = toy("atomic"), toy("atomic", extra_edge=True)
     store.load(old)
@@ -350,6 +418,29 @@ def test_ladybug_database_path_from_the_environment(tmp_path, monkeypatch):
     (tmp_path / "folder").mkdir()
     with pytest.raises(BenchError, match="is a folder"):
         open_store("ladybug", path=tmp_path / "folder")
+
+
+def test_a_neo4j_server_going_away_mid_command_is_one_line():
+    """What the driver raises when the server dies under a command (the real thing:
+    tests/test_neo4j_faults.py): one line each; a broken COMMIT says the write may be stored."""
+    import neo4j
+    from kg.stores.neo4j_store import Neo4jStore
+
+    store = Neo4jStore.__new__(Neo4jStore)  # no server needed: only the error mapping
+    store._neo4j, store.uri = neo4j, "bolt://127.0.0.1:7687"
+    errors = neo4j.exceptions
+    cases = [
+        (errors.IncompleteCommit("Failed to read from defunct connection\nIPv4Address"), "may or may not be stored"),
+        (errors.ServiceUnavailable("Couldn't connect to 127.0.0.1:7687\n(reason refused)"), "Couldn't connect to"),
+        (errors.SessionExpired("Failed to read\nfrom defunct connection"), "Failed to read from defunct"),
+    ]
+    for error, expected in cases:
+        with pytest.raises(BenchError) as caught:
+            with store._errors():
+                raise error
+        message = str(caught.value)
+        assert message.startswith("cannot reach Neo4j at bolt://127.0.0.1:7687: ") and expected in message, message
+        assert "\n" not in message, f"one line: {message!r}"
 
 
 def test_unknown_store_and_unreachable_neo4j(monkeypatch):

@@ -40,7 +40,8 @@ def load(
     """Load label graphs into a graph store (idempotent).
 
     An unchanged graph stays as it is; a changed one replaces its old copy in one
-    transaction; other graphs are untouched.
+    transaction; other graphs are untouched. A stored copy whose nodes and edges no longer
+    match its recorded sha256 (edited by hand) is reloaded whole: status "repaired".
 
     Example: bench kg load --graph-store ladybug --dataset voc
     """
@@ -51,10 +52,13 @@ def load(
     table = Table(title=None, show_edge=False)
     for column in ("graph", "nodes", "labels", "edges", "depth", "sha256", "status"):
         table.add_column(column, justify="right" if column in ("nodes", "labels", "edges", "depth") else "left")
+    repaired = []
     with open_graph_store(store, db) as graph_store:
         for graph in graphs:
             status = graph_store.load(graph)
-            colour = {"loaded": "green", "replaced": "yellow"}.get(status, "dim")
+            if status == "repaired":
+                repaired.append(graph.name)
+            colour = {"loaded": "green", "replaced": "yellow", "repaired": "bold yellow"}.get(status, "dim")
             table.add_row(
                 graph.name,
                 str(graph.n),
@@ -67,6 +71,8 @@ def load(
         where = graph_store.location
     console.print(table)
     console.print(f"in {where}", style="dim")
+    for name in repaired:
+        console.print(f"repaired {name!r}: its stored nodes and edges did not match its recorded sha256; reloaded")
 
 
 # ------------------------------------------------------------------ kg closure

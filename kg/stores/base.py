@@ -80,6 +80,21 @@ class StoredGraph:
     depth: int
 
 
+@dataclass(frozen=True)
+class StoredContent:
+    """A stored graph read back from its nodes and ``IS_A`` edges: the counts, and the sha256
+    of that content computed as ``LabelGraph.sha256`` computes it (``""`` when what is stored
+    is no label graph: indices with gaps, a label after an abstract node, a cycle, ...)."""
+
+    n_nodes: int
+    n_edges: int
+    sha256: str
+
+    def matches(self, record: StoredGraph) -> bool:
+        """Whether this is the content ``record`` was written for (sha256 and counts)."""
+        return (self.sha256, self.n_nodes, self.n_edges) == (record.sha256, record.n_nodes, record.n_edges)
+
+
 # Clauses that reach files, the network or the database's state, which a read-only
 # transaction does not stop in every store (Ladybug runs COPY … TO inside one).
 FORBIDDEN_CLAUSES = ("COPY", "EXPORT", "IMPORT", "LOAD", "INSTALL", "ATTACH")
@@ -103,6 +118,27 @@ def check_user_query(text: str) -> None:
 def _nodes(values: Iterable[Mapping[str, Any]]) -> tuple[Node, ...]:
     """``[{idx, name}, ...]`` from a query (distinct already) → nodes sorted by index."""
     return tuple(sorted(Node(v["idx"], v["name"]) for v in values))
+
+
+def _content_sha256(name: str, rows: Sequence[Row]) -> str:
+    """The sha256 of the label graph ``graph_content`` rows describe (``""`` if they describe
+    none): the stored nodes in index order, their parents' indices, the labels first."""
+    n_labels = sum(bool(r["is_label"]) for r in rows)
+    if [r["idx"] for r in rows] != list(range(len(rows))):
+        return ""
+    if any(bool(r["is_label"]) != (i < n_labels) for i, r in enumerate(rows)):
+        return ""
+    try:
+        graph = LabelGraph(
+            name,
+            tuple(str(r["name"]) for r in rows),
+            tuple((p, r["idx"]) for r in rows for p in r["parents"]),
+            n_labels,
+            ids=tuple(r["source_id"] or "" for r in rows),
+        )
+    except (BenchError, TypeError, ValueError):
+        return ""
+    return graph.sha256
 
 
 def _distinct(labels: Iterable[str]) -> list[str]:
@@ -162,9 +198,18 @@ class GraphStore(ABC):
         rows = self._read(self.cypher("graphs"), {})
         return {r["name"]: StoredGraph(**r) for r in rows}
 
+    def content(self, name: str) -> StoredContent:
+        """Read graph ``name`` back and recompute its node and edge counts and its sha256, to
+        check the stored copy against its record (``.matches(graphs()[name])``) or a graph
+        file (``.sha256 == graph.sha256``). An absent graph: 0 nodes, 0 edges."""
+        rows = self._read(self.cypher("graph_content"), {"graph": name})
+        return StoredContent(len(rows), sum(len(r["parents"]) for r in rows), _content_sha256(name, rows))
+
     def load(self, graph: LabelGraph) -> str:
         """Store ``graph``: ``"unchanged"`` if the same content is there, ``"replaced"`` if
-        another version was (in one transaction, other graphs untouched), else ``"loaded"``.
+        another version was (in one transaction, other graphs untouched), ``"repaired"`` if
+        the record says this version but the nodes and edges read back differ from it (edited
+        by hand: reloaded the same way), else ``"loaded"``.
 
         Two loads of one graph at once (two processes on one Neo4j server): the transaction
         that loses rolls back whole (``WriteConflict``) and is decided again, once, against
@@ -183,7 +228,8 @@ class GraphStore(ABC):
                 f"the stores' queries follow at most {MAX_DEPTH} IS_A edges"
             )
         stored = self.graphs().get(graph.name)
-        if stored is not None and stored.sha256 == graph.sha256:
+        same = stored is not None and stored.sha256 == graph.sha256
+        if same and self.content(graph.name).matches(stored):
             return "unchanged"
         steps: list[Step] = self._drop_steps(graph.name) if stored is not None else []
         key = [f"{graph.name}:{name}" for name in graph.nodes]
@@ -214,7 +260,7 @@ class GraphStore(ABC):
         }
         steps.append((self.cypher("load_graph"), record))
         self._write(steps)
-        return "replaced" if stored is not None else "loaded"
+        return "repaired" if same else "replaced" if stored is not None else "loaded"
 
     def _drop_steps(self, name: str) -> list[Step]:
         return [(self.cypher("drop_labels"), {"graph": name}), (self.cypher("drop_graph"), {"graph": name})]

@@ -8,6 +8,7 @@ local server (see ``docker-compose.yml``). The password never appears in message
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,6 +20,13 @@ from kg.stores.base import GraphStore, Row, Step, WriteConflict, check_user_quer
 
 DEFAULT_URI = "bolt://localhost:7687"
 SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+
+# While the server is away (stopped, restarting) the driver retries a managed transaction for
+# up to 30 s and logs each retry as a multi-line warning, which Python would print on stderr
+# when the application has no logging handler: the command's outcome stays one line (done,
+# once the server is back, or the error after the last retry). A handler of the user's still
+# gets them.
+logging.getLogger("neo4j").addHandler(logging.NullHandler())
 
 
 @register_store("neo4j")
@@ -73,6 +81,11 @@ class Neo4jStore(GraphStore):
             raise BenchError(f"cannot reach Neo4j at {self.uri}: authentication failed ({_message(exc)})") from None
         except exc_types.Neo4jError as exc:
             raise BenchError(f"Cypher error (Neo4j): {_message(exc)}") from None
+        except exc_types.IncompleteCommit as exc:  # the server went away between COMMIT and its answer
+            raise BenchError(
+                f"cannot reach Neo4j at {self.uri}: the connection broke while a write was committing, so it may or "
+                f"may not be stored ({_message(exc)}); run the command again (loading is idempotent)"
+            ) from None
         except (exc_types.DriverError, ValueError, OSError) as exc:
             raise BenchError(f"cannot reach Neo4j at {self.uri}: {_message(exc)}") from None
 
