@@ -125,6 +125,21 @@ def test_voc_nodes_carry_label_and_exactly_one_kind(neo4j_store):
 
 
 @pytest.mark.neo4j
+def test_nodes_stored_before_the_kinds_existed_get_them_when_the_store_opens(neo4j_store):
+    voc = named(load_graph("voc"), "browser_old")
+    neo4j_store.load(voc)
+    neo4j_store._write([("MATCH (n:Label {graph: $g}) REMOVE n:DatasetLabel, n:Abstract", {"g": voc.name})])
+    assert all(set(r["labels"]) <= {"Label", "Graph"} for r in labels_of(neo4j_store, voc.name)), "as stored before"
+    with open_store("neo4j"):
+        pass
+    kinds = {
+        r["name"]: set(r["labels"]) - {"Label"} for r in labels_of(neo4j_store, voc.name) if r["name"] in voc.nodes
+    }
+    expected = {x: {"DatasetLabel"} if i < voc.n_labels else {"Abstract"} for i, x in enumerate(voc.nodes)}
+    assert kinds == expected, f"after reopening: {kinds}"
+
+
+@pytest.mark.neo4j
 def test_replacing_and_dropping_a_graph_leave_nothing_behind(neo4j_store):
     graph = named(load_graph("voc"), "browser_replace")
     neo4j_store.load(graph)

@@ -154,7 +154,14 @@ class GraphStore(ABC):
 
     dialect: ClassVar[str]
     """Which variant of the ``cypher/`` files this store runs (``ladybug`` or ``neo4j``)."""
-    schema: ClassVar[tuple[str, ...]] = ("schema_label", "schema_is_a", "schema_graph")
+    schema: ClassVar[tuple[str, ...]] = (
+        "schema_label",
+        "schema_is_a",
+        "schema_graph",
+        "schema_outcome",
+        "schema_outcome_of",
+        "schema_node_kinds",
+    )
 
     # ------------------------------------------------------------- primitives
     @property
@@ -263,7 +270,11 @@ class GraphStore(ABC):
         return "repaired" if same else "replaced" if stored is not None else "loaded"
 
     def _drop_steps(self, name: str) -> list[Step]:
-        return [(self.cypher("drop_labels"), {"graph": name}), (self.cypher("drop_graph"), {"graph": name})]
+        return [
+            (self.cypher("drop_outcomes"), {"graph": name, "run": ""}),  # every run's results on its nodes
+            (self.cypher("drop_labels"), {"graph": name}),
+            (self.cypher("drop_graph"), {"graph": name}),
+        ]
 
     def drop(self, name: str) -> bool:
         """Remove a graph; ``False`` if it was not stored."""
@@ -271,6 +282,47 @@ class GraphStore(ABC):
             return False
         self._write(self._drop_steps(name))
         return True
+
+    # ------------------------------------------------------------ annotations
+    def annotate(self, graph_name: str, run_id: str, outcomes: Sequence[Mapping[str, Any]]) -> int:
+        """Hang a run's per-label results off the graph's nodes (``Outcome`` nodes, keyed by
+        run): the run's earlier ones are replaced in the same transaction, other runs' stay.
+
+        ``outcomes``: dicts with ``label`` (a node name), ``attack``, ``eps``, ``tau``, the
+        ``label_rates`` numbers and ``band`` (``kg.annotate``). Returns how many were stored."""
+        if graph_name not in self.graphs():
+            raise BenchError(f"graph {graph_name!r} is not loaded in {self.location}")
+        missing = sorted({o["label"] for o in outcomes} - set(self.node_names(graph_name)))
+        if missing:
+            raise BenchError(f"run {run_id!r} names labels that graph {graph_name!r} lacks: {', '.join(missing[:5])}")
+        rows = [
+            {
+                **{k: v for k, v in o.items() if k != "label"},
+                "key": f"{graph_name}:{run_id}:{o['attack']}:{o['eps']!r}:{o['tau']!r}:{o['label']}",
+                "label_key": f"{graph_name}:{o['label']}",
+                "graph": graph_name,
+                "run_id": run_id,
+                "name": o["label"],
+            }
+            for o in outcomes
+        ]
+        steps: list[Step] = [(self.cypher("drop_outcomes"), {"graph": graph_name, "run": run_id})]
+        if rows:
+            steps.append((self.cypher("annotate"), {"outcomes": rows}))
+        self._write(steps)
+        return len(rows)
+
+    def node_names(self, graph_name: str) -> list[str]:
+        """The names of a stored graph's nodes, in extended label order (empty if not stored)."""
+        return [r["name"] for r in self._read(self.cypher("nodes"), {"graph": graph_name})]
+
+    def annotated_graphs(self, run_id: str) -> list[str]:
+        """The graphs that hold run ``run_id``'s outcomes."""
+        return [r["graph"] for r in self._read(self.cypher("outcome_graphs"), {"run": run_id})]
+
+    def outcomes(self, graph_name: str, run_id: str) -> list[Row]:
+        """A run's annotations on a graph, by (attack, ε, τ, node index); empty if none."""
+        return self._read(self.cypher("outcomes"), {"graph": graph_name, "run": run_id})
 
     # ---------------------------------------------------------------- queries
     def parents(self, graph_name: str, labels: Iterable[str]) -> dict[str, list[str]]:
@@ -365,5 +417,4 @@ class GraphStore(ABC):
                 f"graph {graph_name!r} is not loaded in {self.location}; load it with `bench kg load --dataset "
                 f"{graph_name}`"
             )
-        names = [r["name"] for r in self._read(self.cypher("nodes"), {"graph": graph_name})]
-        raise unknown(f"label in graph {graph_name!r}:", missing[0], names)
+        raise unknown(f"label in graph {graph_name!r}:", missing[0], self.node_names(graph_name))

@@ -58,7 +58,11 @@ class Neo4jStore(GraphStore):
         self._driver = None
         try:
             with self._errors():
-                self._driver = neo4j.GraphDatabase.driver(self.uri, auth=(user, password))
+                # notifications off: the server's hints (e.g. "property key does not exist" on an
+                # empty database) would print as multi-line warnings
+                self._driver = neo4j.GraphDatabase.driver(
+                    self.uri, auth=(user, password), notifications_min_severity="OFF"
+                )
                 self._driver.verify_connectivity()
             self._create_schema()
         except BenchError:
