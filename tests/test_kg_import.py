@@ -1,9 +1,12 @@
 """``bench kg import`` recovers a hierarchy from ML-GCN-style co-occurrence counts (files made
 here in the authors' layout, none of their data shipped) and ``bench kg diff`` compares
-graphs; the reference is the packaged VOC graph the counts are generated from."""
+graphs; the reference is the packaged VOC graph the counts are generated from. A file whose
+rows are in another order than the one assumed is refused, and recovered exactly once
+``--labels`` gives that order."""
 
 from __future__ import annotations
 
+import json
 import pickle
 import sys
 
@@ -13,7 +16,27 @@ import pytest
 import bench.cli
 from bench.errors import BenchError
 from kg.catalog import load_graph
-from kg.cooccurrence import graph_diff, import_graph, read_cooccurrence, recover_edges
+from kg.cooccurrence import (
+    SHALLOW_STEPS,
+    Cooccurrence,
+    _nesting,
+    authors_orders,
+    graph_diff,
+    import_graph,
+    label_order,
+    read_cooccurrence,
+    recover,
+    recover_edges,
+)
+
+# The rows of the authors' VOC file, as their code lists them (MLGCN/cooccurrence.py line 20 and
+# e.g. gcnscripts/consistent_mll_gcn_voc.py line 233 of hassan-mahmood/SemanticMLLAttacks), in
+# their spelling.
+AUTHORS_VOC = (
+    "person bird cat cow dog horse sheep aeroplane bicycle boat bus car motorbike train "
+    "bottle chair dining_table pot_plant sofa tv_monitor"
+).split()
+OURS = {"dining_table": "diningtable", "pot_plant": "pottedplant", "tv_monitor": "tvmonitor"}
 
 
 def counts_from(graph, n_images: int = 400, seed: int = 0) -> dict:
@@ -30,6 +53,13 @@ def counts_from(graph, n_images: int = 400, seed: int = 0) -> dict:
         for a in graph.ancestors(v):
             y[:, a] |= y[:, v]
     return {"adj": (y.T @ y).astype(np.float64), "nums": y.sum(0).astype(np.float64)}
+
+
+def rows_in_order(graph, counts: dict, names: list[str]) -> dict:
+    """The counts with the first rows in the order of ``names`` (dataset labels), abstract nodes after."""
+    rows = [graph.index(OURS.get(n, n)) for n in names] + list(range(graph.n_labels, graph.n))
+    index = np.asarray(rows)
+    return {"adj": counts["adj"][np.ix_(index, index)], "nums": counts["nums"][index]}
 
 
 def structure(graph):
@@ -50,16 +80,120 @@ def test_the_voc_hierarchy_is_recovered_from_its_counts(tmp_path, monkeypatch, c
     assert structure(got) == structure(voc), "the same label groups under the abstract nodes"
     assert all(r.in_a and r.in_b for r in graph_diff(voc, got)), "diff: every group in both"
     assert "carnivore" in got.nodes or "placental" in got.nodes, f"abstract nodes named from WordNet: {got.nodes[20:]}"
+    fit = got.meta["plausibility"]
+    assert fit["verdict"] == "plausible" and fit["top"] == "whole.n.02", fit
+    assert fit["shallow"] * 2 <= fit["abstract_nodes"] == voc.n - voc.n_labels, "WordNet's own groups fit"
+    assert got.meta["file_label_order_source"].endswith("(assumed)"), "the order it assumed is recorded"
 
     # through the command line, then usable by name everywhere
-    bench_ok(monkeypatch, "kg", "import", "--dataset", "voc", "--adj", str(path), "--name", "voc-authors")
-    assert load_graph("voc-authors").sha256 == got.sha256, "saved under its name"
     capsys.readouterr()
+    bench_ok(monkeypatch, "kg", "import", "--dataset", "voc", "--adj", str(path), "--name", "voc-authors")
+    out = capsys.readouterr().out.replace("\n", " ")
+    assert "label order assumed: the dataset's (kg/labels/voc.csv)" in out, "never assumed silently"
+    assert "WordNet fit:" in out and "plausible" in out, out
+    assert load_graph("voc-authors").sha256 == got.sha256, "saved under its name"
     bench_ok(monkeypatch, "kg", "diff", "voc", "voc-authors")
-    out = capsys.readouterr().out
-    assert f"{voc.n - voc.n_labels} label groups in both; 0 only in 'voc', 0 only in 'voc-authors'" in out.replace(
-        "\n", " "
-    ), out
+    out = capsys.readouterr().out.replace("\n", " ")
+    assert f"{voc.n - voc.n_labels} label groups in both; 0 only in 'voc', 0 only in 'voc-authors'" in out, out
+    assert "the same hierarchy" in out, out
+
+
+def test_rows_in_another_order_are_refused_then_recovered_with_labels(tmp_path, monkeypatch, capsys):
+    """The authors' VOC layout: person first. Assumed to be VOC's order, the groups make no sense
+    (refused, one line naming --labels and --accept-implausible); with the order given they are
+    VOC's own."""
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "data"))
+    voc = load_graph("voc")
+    path = tmp_path / "sem_voc_adj.pkl"
+    path.write_bytes(pickle.dumps(rows_in_order(voc, counts_from(voc), AUTHORS_VOC)))
+
+    with pytest.raises(BenchError, match="implausible hierarchy") as refused:
+        import_graph("voc", path, "voc-authors")
+    assert "`labels`" in str(refused.value) and "`accept_implausible`" in str(refused.value)
+    wrong = recover("voc", path, "wrong").plausibility
+    assert not wrong.plausible and wrong.shallow * 2 > len(wrong.fits), "most groups near whole.n.02"
+    assert wrong.worst(1)[0].steps <= SHALLOW_STEPS and wrong.mean_steps < 2.5, wrong.summary()
+
+    right = import_graph("voc", path, "voc-authors", labels="authors")
+    assert right.nodes[: voc.n_labels] == voc.nodes[: voc.n_labels], "saved in the dataset's label order"
+    assert structure(right) == structure(voc), "the true hierarchy, with --labels authors"
+    assert right.meta["plausibility"]["mean_steps"] > 2 * wrong.mean_steps
+    as_list = import_graph("voc", path, "x", labels=AUTHORS_VOC)
+    assert as_list.sha256 == right.sha256, "the order as a list of names (their spelling) gives the same graph"
+    kept = import_graph("voc", path, "kept", accept_implausible=True)
+    assert kept.meta["plausibility"]["verdict"] == "implausible", "kept anyway, and marked"
+
+    code, out, err = bench_code(capsys, monkeypatch, "kg", "import", "-d", "voc", "--adj", str(path), "--name", "va")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "--labels" in lines[0] and "--accept-implausible" in lines[0] and "--labels authors" in lines[0], lines[0]
+    assert not (tmp_path / "data" / "graphs" / "va.json").exists(), "nothing saved"
+    assert "worst fits" in out and "whole.n.02" in out, out
+
+    names = tmp_path / "rows.txt"
+    names.write_text("# the file's rows\n" + "\n".join(AUTHORS_VOC) + "\n")
+    bench_ok(monkeypatch, "kg", "import", "-d", "voc", "--adj", str(path), "--labels", str(names), "--name", "va")
+    assert load_graph("va").sha256 == right.sha256
+    bench_ok(monkeypatch, "kg", "diff", "voc", "va")
+    assert "the same hierarchy" in capsys.readouterr().out.replace("\n", " ")
+
+
+def test_a_random_row_order_is_refused_and_recovered_with_a_comma_list(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "data"))
+    voc = load_graph("voc")
+    order = [voc.nodes[i] for i in np.random.default_rng(7).permutation(voc.n_labels)]
+    path = tmp_path / "shuffled.npz"
+    np.savez(path, **rows_in_order(voc, counts_from(voc, seed=3), order))
+    with pytest.raises(BenchError, match="implausible hierarchy"):
+        import_graph("voc", path, "shuffled")
+    got = import_graph("voc", path, "shuffled", labels=",".join(order))
+    assert structure(got) == structure(voc)
+
+
+def test_label_orders_given_wrong(tmp_path):
+    labels = list(load_graph("voc").labels)
+    with pytest.raises(BenchError, match=r"'aeroplan' is not a voc label \(did you mean 'aeroplane'"):
+        label_order("voc", labels, ["aeroplan", *labels[1:]])
+    with pytest.raises(BenchError, match="'bird' is listed twice"):
+        label_order("voc", labels, ["bird", *labels[1:]])
+    with pytest.raises(BenchError, match="names 19 of the 20 voc labels; missing: tvmonitor"):
+        label_order("voc", labels, ",".join(labels[:-1]))
+    with pytest.raises(BenchError, match="`labels` 'nofile.txt': no such file"):
+        label_order("voc", labels, "nofile.txt")
+    with pytest.raises(BenchError, match="known for nus, voc, not 'stamps'"):
+        label_order("stamps", ["a", "b"], "authors")
+    assumed = label_order("voc", labels, None)
+    assert assumed.assumed and assumed.names == tuple(labels)
+    assert label_order("voc", labels, "Dining Table," + ",".join(labels[:10] + labels[11:])).names[0] == "diningtable"
+
+
+def test_the_shipped_authors_orders_name_their_source():
+    data = authors_orders()
+    assert data["source"]["repository"].endswith("hassan-mahmood/SemanticMLLAttacks")
+    assert len(data["source"]["commit"]) == 40
+    for dataset, n_rows in (("voc", 35), ("nus", 116)):
+        entry = data["datasets"][dataset]
+        labels = load_graph(dataset).labels
+        assert sorted(entry["order"]) == sorted(labels), f"{dataset}: every label once"
+        assert entry["rows"] == n_rows and len(entry["sha256"]) == 64 and entry["evidence"]
+        assert entry["file"] == f"MLGCN/data/{dataset}/{dataset}_adj.pkl"
+    voc = data["datasets"]["voc"]
+    assert voc["authors_spelling"] == AUTHORS_VOC
+    for dataset in ("voc", "nus"):
+        order = label_order(dataset, load_graph(dataset).labels, "authors")
+        assert order.names == tuple(data["datasets"][dataset]["order"]) and order.kind == "authors"
+
+
+def test_a_nodes_count_against_its_childrens_union():
+    adj = np.array([[0, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]], dtype=float)
+    assert _nesting(0, [1, 2], Cooccurrence(adj, np.array([5.0, 3, 3, 1]))) == "exact"  # 3 + 3 - 1
+    assert _nesting(0, [1, 2], Cooccurrence(adj, np.array([7.0, 3, 3, 1]))) == "+2 images"
+    adj3 = adj.copy()
+    adj3[1, 3] = adj3[3, 1] = 1  # no pair (2, 3), so no triple: the union is pinned at 7 - 2
+    assert _nesting(0, [1, 2, 3], Cooccurrence(adj3, np.array([5.0, 3, 3, 1]))) == "exact"
+    adj3[2, 3] = adj3[3, 2] = 1  # the union is 4 or 5, as the triple is 1 or 0
+    assert _nesting(0, [1, 2, 3], Cooccurrence(adj3, np.array([5.0, 3, 3, 1]))) == "approximate"
+    assert _nesting(0, [1, 2, 3], Cooccurrence(adj3, np.array([6.0, 3, 3, 1]))) == "+1 images"
 
 
 def test_a_different_hierarchy_shows_in_the_diff(tmp_path):
@@ -98,12 +232,23 @@ def test_counts_edge_cases_and_unsafe_files(tmp_path):
     assert not (tmp_path / "ran").exists(), "the payload did not run"
     with pytest.raises(BenchError, match="no label table for dataset 'mine'"):
         import_graph("mine", evil, "x")
+    assert json.dumps(authors_orders()), "the shipped orders are plain JSON"
 
 
 def read_cooccurrence_from(blob: dict, folder):
     path = folder / "counts.pkl"
     path.write_bytes(pickle.dumps(blob))
     return read_cooccurrence(path)
+
+
+def bench_code(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
+    """Exit code, standard output and standard error of ``bench ARGS`` run in this process."""
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["bench", *args])
+    with pytest.raises(SystemExit) as done:
+        bench.cli.main()
+    out, err = capsys.readouterr()
+    return int(done.value.code or 0), out, err
 
 
 def bench_ok(monkeypatch, *args: str) -> None:

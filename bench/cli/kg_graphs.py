@@ -280,23 +280,85 @@ def import_command(
         typer.Option("--adj", help="ML-GCN's co-occurrence file (voc_adj.pkl: 'adj' and 'nums'), or a .npz with them."),
     ],
     name: Annotated[str, typer.Option("--name", help="Name of the recovered graph (e.g. voc-authors).")],
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            "--labels",
+            help="The order of the file's first rows: 'authors' (the GMLA authors' voc_adj.pkl / nus_adj.pkl), "
+            "a file of label names (one a line) or a comma list. Default: the dataset's own order, assumed (and said).",
+            show_default=False,
+        ),
+    ] = None,
+    accept_implausible: Annotated[
+        bool,
+        typer.Option(
+            "--accept-implausible",
+            help="Save the graph even when most of its groups of labels fit WordNet as badly as random label orders'.",
+        ),
+    ] = False,
     trust_checkpoint: TrustOption = False,
 ) -> None:
     """Recover the hierarchy a label co-occurrence file encodes, e.g. the authors' own graphs.
 
-    The paper's models were trained on the authors' 35- and 116-label hierarchies; their
-    repository publishes ML-GCN's co-occurrence counts over them (MLGCN/data/voc/voc_adj.pkl).
-    A label always co-occurs with its ancestors, so the counts give the hierarchy; abstract
-    nodes are named from WordNet (the lowest common hypernym of their labels). The graph is
-    saved as $BENCH_DATA/graphs/NAME.json and works everywhere by name (--graph NAME,
-    bench kg export --dataset NAME, bench kg diff).
+    The paper's models were trained on the authors' 35- and 116-label
+    hierarchies; their repository publishes ML-GCN's co-occurrence counts over
+    them (MLGCN/data/voc/voc_adj.pkl). A label always co-occurs with its
+    ancestors, so the counts give the hierarchy; abstract nodes are named from
+    WordNet (the lowest common hypernym of their labels). The counts carry no
+    names: --labels gives the order of the file's first rows (the authors' VOC
+    file starts with person, not aeroplane).
 
-    Example: bench kg import --dataset voc --adj ~/GMLA/MLGCN/data/voc/voc_adj.pkl --name voc-authors
+    Before saving, each abstract node's labels are checked against WordNet: how
+    far their lowest common hypernym lies below the one of all the dataset's
+    labels. When most lie within 2 steps of it, as with random label orders, the
+    graph is refused.
+
+    The graph is saved as $BENCH_DATA/graphs/NAME.json and works everywhere by
+    name (--graph NAME, bench kg export --dataset NAME, bench kg diff). The
+    example runs in a clone of github.com/hassan-mahmood/SemanticMLLAttacks.
+
+    Example: bench kg import -d voc --adj MLGCN/data/voc/voc_adj.pkl --labels authors --name voc-authors
     """
-    from kg.cooccurrence import import_graph
+    from rich.table import Table
+
+    from kg.cooccurrence import SHALLOW_STEPS, recover
 
     with console.status(f"recovering the hierarchy in {adj} (WordNet loads in a few seconds)"):
-        graph = import_graph(dataset, adj, name, trust_checkpoint)
+        got = recover(dataset, adj, name, trust_checkpoint, labels)
+    order = got.order
+    shown = ", ".join(order.names[:4]) + (", ..." if len(order.names) > 4 else "")
+    if order.assumed:
+        hint = (
+            f"; this is the authors' {got.authors_file} file, whose rows are in their order: --labels authors"
+            if got.authors_file == dataset
+            else "; give the file's with --labels if it differs"
+        )
+        console.print(styled(("label order assumed", "yellow"), f": {order.source}, {shown}{hint}"))
+    else:
+        console.print(f"label order: {order.source}, {shown}")
+    p = got.plausibility
+    if p.fits:
+        table = Table(
+            title=f"worst fits: steps from {p.top} to the labels' lowest common WordNet hypernym; "
+            "count: the node's vs its children's union",
+            title_justify="left",
+        )
+        for column in ("node", "steps", "hypernym (depth)", "count", "labels below"):
+            table.add_column(column, overflow="fold")
+        for fit in p.worst(6):
+            steps = str(fit.steps) if fit.steps > SHALLOW_STEPS else styled((str(fit.steps), "yellow"))
+            more = f", ... ({len(fit.labels)})" if len(fit.labels) > 6 else ""
+            table.add_row(
+                fit.node + (" (root)" if fit.root else ""),
+                steps,
+                f"{fit.hypernym} ({fit.depth})",
+                fit.nesting,
+                ", ".join(fit.labels[:6]) + more,
+            )
+        console.print(table)
+    console.print(styled(("WordNet fit", "green" if p.plausible else "red"), f": {p.summary()}"))
+    got.require_plausible(accept_implausible)
+    graph = got.graph
     console.print(styled("recovered ", (graph.name, "bold"), f": {_summary(graph)}"))
     console.print(f"wrote {save_user_graph(graph)}")
     console.print(f"compare: bench kg diff {dataset} {graph.name}")
@@ -307,10 +369,11 @@ def diff_command(
     a: Annotated[str, typer.Argument(help="A graph (name or file).")],
     b: Annotated[str, typer.Argument(help="Another graph of the same dataset.")],
 ) -> None:
-    """Show node by node where two graphs of one dataset differ: the labels under each abstract node.
+    """Show node by node where two graphs of one dataset differ: the labels under each node.
 
-    Abstract nodes are matched by the dataset labels below them; a group that only one graph
-    has is marked, with the other graph's column empty.
+    Nodes (abstract nodes, and labels with labels below them) are matched by the dataset
+    labels below them; a group that only one graph has is marked, with the other graph's
+    column empty. Graphs with the same groups and node count are the same hierarchy.
 
     Example: bench kg diff voc voc-authors
     """
@@ -320,18 +383,22 @@ def diff_command(
 
     ga, gb = load_graph(a), load_graph(b)
     rows = graph_diff(ga, gb)
-    table = Table(title=f"abstract nodes of {ga.name!r} and {gb.name!r}, by the labels below them", show_lines=False)
+    table = Table(title=f"nodes of {ga.name!r} and {gb.name!r}, by the dataset labels below them", show_lines=False)
     for column in ("labels below", ga.name, gb.name):
         table.add_column(column, overflow="fold")
-    same = 0
+    same = renamed = 0
     for row in rows:
         both = bool(row.in_a and row.in_b)
         same += both
+        renamed += both and row.in_a != row.in_b
         cell = lambda node, both=both: "–" if not node else (node if both else styled((node, "yellow")))
         table.add_row(", ".join(row.labels), cell(row.in_a), cell(row.in_b))
     console.print(table)
+    only_a, only_b = sum(1 for r in rows if r.in_a and not r.in_b), sum(1 for r in rows if r.in_b and not r.in_a)
     console.print(
-        f"{same} label groups in both; {sum(1 for r in rows if r.in_a and not r.in_b)} only in {ga.name!r}, "
-        f"{sum(1 for r in rows if r.in_b and not r.in_a)} only in {gb.name!r} "
+        f"{same} label groups in both; {only_a} only in {ga.name!r}, {only_b} only in {gb.name!r} "
         f"({ga.n - ga.n_labels} and {gb.n - gb.n_labels} abstract nodes)"
     )
+    if not only_a and not only_b and ga.n == gb.n:
+        names = f"{renamed} of them named differently" if renamed else "named alike"
+        console.print(styled(("the same hierarchy", "green"), f": every group of labels has a node in both ({names})"))
