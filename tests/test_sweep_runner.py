@@ -63,8 +63,10 @@ def sweep(path, config, batch_size=8, store=None, model=None, **options):
 
 
 def fetch(path, sql):
+    """Rows as tuples, list columns (labels, flipped) as tuples too, so that rows hash."""
     with ResultStore(path, create=False).reader() as con:
-        return con.execute(sql).fetchall()
+        rows = con.execute(sql).fetchall()
+    return [tuple(tuple(v) if isinstance(v, list) else v for v in row) for row in rows]
 
 
 def rounded(rows):
@@ -151,7 +153,7 @@ def test_rows_equal_each_pair_attacked_alone(reference):
                 f"{where}: success/consistency differ"
             )
             assert ntr == pytest.approx(float(m.ntr_share[p])), f"{where}: NT_R share differs"
-            changed = [graph.nodes[k] for k in m.flipped[p].nonzero().flatten().tolist()]
+            changed = tuple(graph.nodes[k] for k in m.flipped[p].nonzero().flatten().tolist())
             assert flipped == changed, f"{where}: flipped {flipped}, the pair alone changed {changed} outside Ψ"
             assert linf == pytest.approx(float(m.linf[p]), abs=1e-6), f"{where}: ℓ∞ differs"
             expected_its = int(alone[p].iterations[0]) if success else steps[attack]
