@@ -88,24 +88,35 @@ print(*(x.getsockname()[1] for x in s))')
 # The tests that compare results bit for bit (marker `bitwise`), again under settings that make
 # this CPU compute the way other CPUs do (bench/numerics.py, EMULATED_CPUS): MKL's code paths,
 # and ATen's and oneDNN's AVX2 kernels. A test that holds only on this CPU's path fails here.
+# Two settings at a time, one thread each (BENCH_TEST_THREADS): the toy models keep one core
+# busy, so two lanes take about half the time of one.
 rerun_bitwise_tests() {
-    local files log rc=0 started=$SECONDS setting
+    local files rc=0 started=$SECONDS i
     files=$(grep -l "pytest.mark.bitwise" tests/test_*.py | grep -v test_sweep_ray)
-    log=$(mktemp)
-    local -a settings
+    local -a settings logs
     mapfile -t settings < <(.venv/bin/python -c 'from bench.numerics import EMULATED_CPUS as e
 for s in e.values(): print(" ".join(f"{k}={v}" for k, v in s.items()))')
-    for setting in "${settings[@]}"; do
+    for ((i = 0; i < ${#settings[@]}; i++)); do
+        logs[i]=$(mktemp)
         # shellcheck disable=SC2086
-        if env $setting .venv/bin/python -m pytest -q -m bitwise -p no:cacheprovider $files >"$log" 2>&1; then
-            echo "setup: bitwise tests under $setting: $(tail -n 1 "$log" | tr -d '=')"
+        (
+            env BENCH_TEST_THREADS=1 ${settings[i]} .venv/bin/python -m pytest -q -m bitwise -p no:cacheprovider \
+                $files >"${logs[i]}" 2>&1
+            echo $? >"${logs[i]}.rc"
+        ) &
+        if ((i % 2 == 1)); then wait; fi
+    done
+    wait
+    for ((i = 0; i < ${#settings[@]}; i++)); do
+        if [[ $(cat "${logs[i]}.rc") == 0 ]]; then
+            echo "setup: bitwise tests under ${settings[i]}: $(tail -n 1 "${logs[i]}" | tr -d '=')"
         else
-            cat "$log"
-            echo "setup: bitwise tests under $setting FAILED" >&2
+            cat "${logs[i]}"
+            echo "setup: bitwise tests under ${settings[i]} FAILED" >&2
             rc=1
         fi
+        rm -f "${logs[i]}" "${logs[i]}.rc"
     done
-    rm -f "$log"
     echo "setup: bitwise tests under ${#settings[@]} emulated CPUs: $((SECONDS - started)) s"
     return $rc
 }

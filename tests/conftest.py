@@ -21,7 +21,8 @@ NO_NEO4J = 'NEO4J_URI is not set: no Neo4j server to test against (neo4j/server 
 
 settings.register_profile("bench", deadline=None, print_blob=True)
 settings.load_profile("bench")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# BENCH_TEST_THREADS: setup.sh runs the bitwise reruns two at a time, one thread each
+torch.set_num_threads(int(os.environ.get("BENCH_TEST_THREADS") or max(1, min(2, os.cpu_count() or 1))))
 
 
 @pytest.fixture(scope="session", autouse=True)
