@@ -161,13 +161,15 @@ def test_older_schema_is_upgraded_in_one_transaction(tmp_path, monkeypatch):
     with pytest.raises(duckdb.CatalogException):
         ResultStore(path)
     with duckdb.connect(str(path), read_only=True) as con:
-        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(now), "version moved"
+        version = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        assert version == str(now), "version moved"
         columns = [r[0] for r in con.execute("DESCRIBE results").fetchall()]
     assert "note" not in columns, "a failed upgrade left a half-applied schema"
     monkeypatch.setattr(store_module, "MIGRATIONS", {**real, now: ("ALTER TABLE results ADD COLUMN note TEXT",)})
     upgraded = ResultStore(path)
     with duckdb.connect(str(path), read_only=True) as con:
-        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(now + 1), "not upgraded"
+        version = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        assert version == str(now + 1), "not upgraded"
         assert "note" in [r[0] for r in con.execute("DESCRIBE results").fetchall()], "migration not applied"
     assert [r[:-1] for r in stored_rows(upgraded)] == before, "rows changed during the upgrade"
 
