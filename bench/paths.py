@@ -21,6 +21,25 @@ def data_dir() -> Path:
     return root  # created by the commands that write there, never by those that only read
 
 
+def demo_results() -> Path:
+    """Where ``bench demo`` keeps its results by default (its own file, not the default one)."""
+    return data_dir() / "demo" / "results.duckdb"
+
+
+def demo_hint(path: Path | str | None) -> str:
+    """For a message about the default results file being absent or empty: where the demo's
+    results are, when a demo has run (empty otherwise, or when ``path`` is another file)."""
+    import shlex
+
+    demo = demo_results()
+    default = data_dir() / "results.duckdb"
+    if path is None or not demo.exists():
+        return ""
+    if Path(path).expanduser().resolve() != default.resolve():
+        return ""
+    return f"; the demo's results are in {demo}: bench runs --db {shlex.quote(str(demo))}"
+
+
 def subdir(name: str) -> Path:
     """A sub-folder of the data directory, created on first use."""
     return make_dir(data_dir() / name)

@@ -27,7 +27,7 @@ import duckdb
 from bench import numerics
 from bench.errors import BenchError, StoreBusy, one_line, unknown
 from bench.numerics import machine_id
-from bench.paths import data_dir
+from bench.paths import data_dir, demo_hint
 from results.schema import (
     DDL,
     MIGRATIONS,
@@ -101,7 +101,8 @@ class ResultStore:
         if not self.path.exists():
             if not create:
                 raise BenchError(
-                    f"no results database at {self.path}: run a sweep first (`bench run`) or name another with {{db}}",
+                    f"no results database at {self.path}: run a sweep first (`bench run`) or name another with "
+                    f"{{db}}{demo_hint(self.path)}",
                     options=["db"],
                 )
             self.path.parent.mkdir(parents=True, exist_ok=True)

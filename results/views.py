@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 
 from bench.errors import AmbiguousChoice, BenchError, unknown
+from bench.paths import demo_hint
 
 VIEWS_SQL = (Path(__file__).resolve().parent / "views.sql").read_text(encoding="utf-8")
 VIEWS_SHA256 = hashlib.sha256(VIEWS_SQL.encode()).hexdigest()
@@ -43,7 +44,9 @@ def run_ids(con: duckdb.DuckDBPyConnection, wanted: Sequence[str] = ()) -> list[
     """The runs asked for (all runs when none), checked against those stored."""
     stored = [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY created, run_id").fetchall()]
     if not stored:
-        raise BenchError("the results database holds no runs yet: start one with `bench run`")
+        path = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+        hint = demo_hint(path[0]) if path and path[0] else ""
+        raise BenchError(f"the results database holds no runs yet: start one with `bench run`{hint}")
     for run in wanted:
         if run not in stored:
             raise unknown("run", run, stored)

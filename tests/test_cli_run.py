@@ -339,3 +339,61 @@ def test_grid_options_parse_to_the_values_they_name():
         "ml-dp",
     ), "every attack, paper order"
     assert parse_attacks("GMLA, mla-u") == ("gmla", "mla-u"), "names are case-insensitive"
+
+
+def test_the_demo_next_steps_work_as_printed(private_data, monkeypatch):
+    """After a demo: the read commands without --db point at the demo's file, and every command
+    the demo prints at its end runs as printed (shell-split; the ε sweep up to its attacks)."""
+    import shlex
+
+    import bench.sweep
+    from bench.cli.run import next_steps
+    from bench.models import create_model
+    from bench.paths import demo_results
+    from kg.stores import open_store
+    from results.store import ResultStore
+    from tests.sweep_fixtures import toy_graph
+
+    save_toy_model()
+    demo_db = demo_results()
+    done = invoke(*SWEEP, "--name", "stamps-demo", "--db", str(demo_db), "--quiet")
+    assert done.exit_code == 0, done.output
+    with open_store("ladybug") as store:  # the demo's graph is in the default store after a demo
+        store.load(toy_graph())
+
+    hint = f"the demo's results are in {demo_db}: bench runs --db {demo_db}"
+    assert hint in error_message(invoke("runs").exception), "no default file: where the demo's results are"
+    ResultStore(private_data / "results.duckdb")
+    assert hint in invoke("runs").output.replace("\n", ""), "an empty default file: where the demo's results are"
+    assert hint in error_message(invoke("table").exception)
+
+    graph = load_graph("stamps")  # a stamps model for the ε sweep the demo suggests
+    card = ModelCard(
+        model="resnet18",
+        model_kwargs={},
+        dataset="stamps",
+        labels=list(graph.nodes),
+        n_labels=graph.n_labels,
+        graph="stamps",
+        graph_sha256=graph.sha256,
+        image_size=32,
+        run_name="untrained",
+    )
+    save_trained(models_dir("stamps") / "untrained", create_model("resnet18", graph.n, 32), card)
+    swept = []
+
+    def stub(config, *args, **kwargs):
+        swept.append(config)
+        raise BenchError("stub: the sweep starts here")
+
+    monkeypatch.setattr(bench.sweep, "run_sweep", stub)
+    for line in next_steps(demo_db):
+        for command in line.split(" && "):
+            args = shlex.split(command)
+            assert args[0] == "bench", command
+            result = invoke(*args[1:])
+            if args[1] == "run":
+                assert "stub: the sweep starts here" in error_message(result.exception), result.output
+                assert swept and swept[-1].eps == (0.01, 0.03, 0.05), swept
+            else:
+                assert result.exit_code == 0, f"{command}: {result.exception!r}\n{result.output}"

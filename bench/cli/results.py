@@ -16,9 +16,10 @@ from bench.cli.apps import DbOption, MixedNumericsOption, app
 from bench.cli.console import console, make_console
 from bench.errors import BenchError
 from bench.fileio import write_text
+from bench.paths import demo_hint
 from results.plots import PlotKind, plot
 from results.query import export_query, run_query
-from results.store import READ_LOCK_TIMEOUT, ResultStore, read_results
+from results.store import READ_LOCK_TIMEOUT, ResultStore, default_db_path, read_results
 from results.tables import SSIM_MODES, TableFormat, ablation_layout, paper_layout, render
 from results.views import Selection, fetch_dicts, run_ids
 
@@ -225,7 +226,7 @@ def runs(db: DbOption = None) -> None:
     with read_results(db) as con:
         rows = fetch_dicts(con, "SELECT * FROM run_overview ORDER BY created, run_id")
     if not rows:
-        console.print("no runs yet")
+        console.print(f"no runs yet{demo_hint(db if db is not None else default_db_path())}", soft_wrap=True)
         return
     shown = Table(header_style="bold")
     shown.add_column("run", no_wrap=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -437,7 +438,7 @@ def demo_command(
     """
     from bench.cli.results import print_layout
     from bench.devices import resolve_device
-    from bench.sweep.demo import DEMO_RUN, run_demo
+    from bench.sweep.demo import run_demo
 
     report = run_demo(out, resolve_device(device), console, retrain=retrain)
     for layout in report.tables:
@@ -459,8 +460,20 @@ def demo_command(
     console.print(
         styled("report: ", (str(report.folder / "report.html"), "bold"), " (open it in a browser; it works offline)")
     )
-    console.print(f"the demo's results live in {db}, not in the default results file; explore:")
-    console.print(f"  bench runs --db {db}")
-    console.print(f"  bench table --db {db} --run {DEMO_RUN} --size 1")
-    console.print(f'  bench sql --db {db} "SELECT attack, size, fr_n_mean, fr_s_mean, nt_r_mean FROM rate_summary"')
-    console.print("  bench run --dataset stamps --preset fast --eps 0.01,0.03,0.05 --attacks gmla,mla-u  (an ε sweep)")
+    console.print(f"the demo's results live in {db}, not in the default results file; explore:", soft_wrap=True)
+    for command in next_steps(db):
+        console.print(f"  {command}", soft_wrap=True, markup=False, highlight=False)  # one line each, to paste
+
+
+def next_steps(db: Path) -> list[str]:
+    """The commands the demo suggests at its end, as a shell reads them (tested by running them)."""
+    from bench.sweep.demo import DEMO_RUN
+
+    q = shlex.quote(str(db))
+    return [
+        f"bench runs --db {q}",
+        f"bench table --db {q} --run {DEMO_RUN} --size 1",
+        f'bench sql --db {q} "SELECT attack, size, fr_n_mean, fr_s_mean, nt_r_mean FROM rate_summary"',
+        f"bench kg annotate --db {q} --run {DEMO_RUN} && bench kg view --run {DEMO_RUN} --attack gmla",
+        "bench run --dataset stamps --preset fast --eps 0.01,0.03,0.05 --attacks gmla,mla-u --db sweep.duckdb",
+    ]

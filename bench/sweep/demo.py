@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.errors import BenchError
-from bench.paths import data_dir
+from bench.paths import demo_results
 from bench.sweep.progress import RichSweepProgress, StageTimes
 from bench.sweep.runner import SweepOutcome, run_sweep, sweep_config
 
@@ -89,7 +89,7 @@ def run_demo(out: Path | None, device: torch.device, console: Console, retrain: 
     from bench.sweep.presets import FAST
     from bench.train import preset_config
 
-    out = Path(out) if out is not None else data_dir() / "demo"
+    out = Path(out) if out is not None else demo_results().parent
     out.mkdir(parents=True, exist_ok=True)
     times = StageTimes()
     started = time.perf_counter()

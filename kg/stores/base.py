@@ -120,16 +120,16 @@ def _nodes(values: Iterable[Mapping[str, Any]]) -> tuple[Node, ...]:
     return tuple(sorted(Node(v["idx"], v["name"]) for v in values))
 
 
-def _content_sha256(name: str, rows: Sequence[Row]) -> str:
-    """The sha256 of the label graph ``graph_content`` rows describe (``""`` if they describe
-    none): the stored nodes in index order, their parents' indices, the labels first."""
+def _rebuilt(name: str, rows: Sequence[Row]) -> LabelGraph | None:
+    """The label graph ``graph_content`` rows describe (``None`` if they describe none): the
+    stored nodes in index order, their parents' indices, the labels first."""
     n_labels = sum(bool(r["is_label"]) for r in rows)
     if [r["idx"] for r in rows] != list(range(len(rows))):
-        return ""
+        return None
     if any(bool(r["is_label"]) != (i < n_labels) for i, r in enumerate(rows)):
-        return ""
+        return None
     try:
-        graph = LabelGraph(
+        return LabelGraph(
             name,
             tuple(str(r["name"]) for r in rows),
             tuple((p, r["idx"]) for r in rows for p in r["parents"]),
@@ -137,8 +137,7 @@ def _content_sha256(name: str, rows: Sequence[Row]) -> str:
             ids=tuple(r["source_id"] or "" for r in rows),
         )
     except (BenchError, TypeError, ValueError):
-        return ""
-    return graph.sha256
+        return None
 
 
 def _distinct(labels: Iterable[str]) -> list[str]:
@@ -210,7 +209,15 @@ class GraphStore(ABC):
         check the stored copy against its record (``.matches(graphs()[name])``) or a graph
         file (``.sha256 == graph.sha256``). An absent graph: 0 nodes, 0 edges."""
         rows = self._read(self.cypher("graph_content"), {"graph": name})
-        return StoredContent(len(rows), sum(len(r["parents"]) for r in rows), _content_sha256(name, rows))
+        graph = _rebuilt(name, rows)
+        return StoredContent(len(rows), sum(len(r["parents"]) for r in rows), graph.sha256 if graph else "")
+
+    def read_graph(self, name: str) -> LabelGraph:
+        """Stored graph ``name`` as a ``LabelGraph`` (without the graph file's ``source`` and ``meta``)."""
+        graph = _rebuilt(name, self._read(self.cypher("graph_content"), {"graph": name}))
+        if graph is None:
+            raise BenchError(f"graph {name!r} in {self.location} is absent or damaged: load it with `bench kg load`")
+        return graph
 
     def load(self, graph: LabelGraph) -> str:
         """Store ``graph``: ``"unchanged"`` if the same content is there, ``"replaced"`` if
