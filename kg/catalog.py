@@ -74,11 +74,36 @@ def packaged_path(name: str) -> Path:
     return PACKAGED / f"{name}.json"
 
 
-def save_user_graph(graph: LabelGraph) -> Path:
-    """Write ``graph`` to ``$BENCH_DATA/graphs/NAME.json`` (atomically); the catalog finds it first."""
-    if not GRAPH_NAME.fullmatch(graph.name):
-        raise BenchError(f"graph name {graph.name!r} must be letters, digits, '-' or '_' (it becomes a file name)")
+def check_user_graph_name(name: str, force: bool = False) -> None:
+    """A name a user graph may take: a file name, and no packaged graph's unless ``force``."""
+    if not GRAPH_NAME.fullmatch(name):
+        raise BenchError(f"graph name {name!r} must be letters, digits, '-' or '_' (it becomes a file name)")
+    if packaged_path(name).exists() and not force:
+        raise BenchError(
+            f"{name!r} is a packaged graph: pick another {{name}}, or pass {{force}} to use yours for {name!r} "
+            "everywhere (bench kg remove undoes it)",
+            options=["name", "force"],
+        )
+
+
+def save_user_graph(graph: LabelGraph, force: bool = False) -> Path:
+    """Write ``graph`` to ``$BENCH_DATA/graphs/NAME.json`` (atomically); the catalog finds it
+    first. A packaged graph's name is refused unless ``force`` or the content is the packaged one."""
+    packaged = packaged_path(graph.name)
+    same = packaged.exists() and LabelGraph.load(packaged).sha256 == graph.sha256
+    check_user_graph_name(graph.name, force or same)
     return graph.save(user_graph_dir() / f"{graph.name}.json")
+
+
+def remove_user_graph(name: str) -> Path:
+    """Delete the user graph ``name`` (``$BENCH_DATA/graphs/NAME.json``); a packaged one stays."""
+    path = user_graph_dir() / f"{name}.json"
+    if not GRAPH_NAME.fullmatch(name) or not path.is_file():
+        mine = sorted(p.stem for p in user_graph_dir().glob("*.json")) if user_graph_dir().exists() else []
+        what = "packaged graphs stay" if packaged_path(name).exists() else "no such graph"
+        raise BenchError(f"no user graph {name!r} to remove ({what}); yours: {', '.join(mine) or 'none'}")
+    path.unlink()
+    return path
 
 
 def _wordnet_builder(name: str) -> Callable[[], LabelGraph]:

@@ -26,6 +26,7 @@ class Explained:
     psi: np.ndarray
     turn_on: bool
     cypher: list[tuple[str, str, str]]  # (query text, dialect, query name)
+    note: str = ""  # where the answer came from when not from the store asked
 
 
 def explain_closure(
@@ -37,13 +38,38 @@ def explain_closure(
 ) -> Explained:
     """Ψ of ``targets`` given the labels predicted ``positive`` (their ancestors become positive
     too). ``positive=None``: turn-off, the targets with all their ancestors and descendants (the
-    largest Ψ); turn-on, nothing. ``graph`` is loaded into ``store`` first (unchanged: a no-op)."""
+    largest Ψ); turn-on, nothing. The store is only read: a graph it lacks (or holds another
+    version of) is answered from its file in a temporary in-memory store, and ``note`` says so."""
+    target_idx = check_targets(graph, targets)
+    stored = store.graphs().get(graph.name)
+    note = ""
+    if stored is None or stored.sha256 != graph.sha256:  # a read command never writes to the store
+        from kg.stores import open_store
+
+        what = "is not in" if stored is None else "differs from its copy in"
+        note = (
+            f"graph {graph.name!r} {what} {store.location}: answered from its graph file in a temporary "
+            f"in-memory store (`bench kg load --dataset {graph.name}` stores it)"
+        )
+        with open_store("ladybug", path=":memory:") as temporary:
+            temporary.load(graph)
+            return _explain(temporary, graph, targets, target_idx, positive, turn_on, note)
+    return _explain(store, graph, targets, target_idx, positive, turn_on, note)
+
+
+def _explain(
+    store: GraphStore,
+    graph: LabelGraph,
+    targets: Sequence[str],
+    target_idx: list[int],
+    positive: Sequence[str] | None,
+    turn_on: bool,
+    note: str,
+) -> Explained:
     import torch
 
     from kg.closure import GraphTensors, turn_off_closure, turn_on_closure
 
-    target_idx = check_targets(graph, targets)
-    store.load(graph)
     ancestors = store.ancestors(graph.name, list(targets))
     descendants = store.descendants(graph.name, list(targets))
     used = [(store.cypher(q), store.dialect, q) for q in ("ancestors", "descendants")]
@@ -56,7 +82,7 @@ def explain_closure(
         psi = turn_on_closure(pred_t, target_t, g)[0]
     else:
         psi = turn_off_closure(pred_t, target_t, g, descendants=g.mask(sorted(down)))[0]
-    return Explained(graph, target_idx, up, down, pred, psi.numpy(), turn_on, used)
+    return Explained(graph, target_idx, up, down, pred, psi.numpy(), turn_on, used, note)
 
 
 def check_targets(graph: LabelGraph, targets: Sequence[str]) -> list[int]:

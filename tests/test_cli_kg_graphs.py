@@ -208,7 +208,7 @@ def test_failed_build_leaves_stored_graph_unchanged(tmp_path):
     table = tmp_path / "voc.csv"
     table.write_text("label,synset\ncat,cat.n.01\ndog,\n")
     with pytest.raises(BenchError, match="label 'dog' has no synset; its noun senses: dog.n.01"):
-        invoke("kg", "build", "--labels", str(table))
+        invoke("kg", "build", "--labels", str(table), "--force")
     assert stored.read_bytes() == before, "a failed build must not touch the stored graph"
 
 
@@ -222,3 +222,20 @@ def test_broken_graph_file_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
     assert exit_info.value.code == 2, f"exit {exit_info.value.code}: {err}"
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "does not parse" in lines[0] and "Traceback" not in err, err
+
+
+def test_a_packaged_name_is_taken_only_with_force_and_remove_gives_it_back(tmp_path):
+    table = tmp_path / "mine.csv"
+    table.write_text("label,synset\ncat,cat.n.01\ndog,dog.n.01\n")
+    with pytest.raises(BenchError, match=r"'voc' is a packaged graph: pick another .*name.*, or pass .*force"):
+        invoke("kg", "build", "--labels", str(table), "--name", "voc")
+    assert not (tmp_path / "data" / "graphs").exists(), "a refused build wrote nothing (and built nothing)"
+    assert load_graph("voc").sha256 == LabelGraph.load(PACKAGED / "voc.json").sha256
+    out = invoke("kg", "build", "--labels", str(table), "--name", "voc", "--force")
+    assert "now takes that name" in out and load_graph("voc").labels == ("cat", "dog"), out
+    out = invoke("kg", "remove", "voc")
+    assert "the packaged 'voc' is used again" in out, out
+    assert load_graph("voc").sha256 == LabelGraph.load(PACKAGED / "voc.json").sha256, "the packaged graph is back"
+    with pytest.raises(BenchError, match=r"no user graph 'voc' to remove \(packaged graphs stay\)"):
+        invoke("kg", "remove", "voc")
+    invoke("kg", "build", "--dataset", "voc")  # the packaged content under its own name needs no --force

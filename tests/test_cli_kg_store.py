@@ -228,6 +228,23 @@ def test_closure_prints_the_reference_psi_and_the_cypher(db, targets, positive):
     assert f"$labels = {targets.split(',')!r}" in output, f"the parameters are not shown:\n{output}"
 
 
+def test_closure_only_reads_the_store(tmp_path, monkeypatch):
+    """A graph the store lacks is answered from its file in a temporary store, and said; no store
+    file is created, and a stored copy is neither loaded nor replaced."""
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "data"))
+    first = ok("kg", "closure", "--dataset", "voc", "--targets", "cat")
+    assert "no graph store at" in first and "answered from the graph file" in first, first
+    assert not (tmp_path / "data").exists(), "kg closure created files"
+    db = tmp_path / "g.lbug"
+    with open_store("ladybug", path=db) as s:
+        s.load(toy())
+    second = ok("kg", "closure", "--dataset", "voc", "--targets", "cat", "--graph-db", str(db))
+    assert "'voc' is not in the Ladybug database" in second, second
+    assert printed_psi(second) == printed_psi(first), "the same Ψ either way"
+    with open_store("ladybug", path=db) as s:
+        assert list(s.graphs()) == [toy().name], "voc was not loaded into the store"
+
+
 def test_closure_turn_on_adds_one_path_up(db):
     # cat is a leaf: switching it on from nothing needs feline, carnivore and animal.
     assert printed_psi(

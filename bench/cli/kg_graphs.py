@@ -14,7 +14,15 @@ from bench.cli.console import console, styled
 from bench.errors import BenchError
 from bench.fileio import write_text
 from bench.paths import subdir
-from kg.catalog import build_graph, builder_names, load_graph, packaged_path, save_user_graph
+from kg.catalog import (
+    build_graph,
+    builder_names,
+    check_user_graph_name,
+    load_graph,
+    packaged_path,
+    remove_user_graph,
+    save_user_graph,
+)
 from kg.graph import LabelGraph
 
 GraphOption = Annotated[
@@ -63,6 +71,10 @@ def build(
             show_default=False,
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Let a graph that differs from the packaged one of its name take that name."),
+    ] = False,
 ) -> None:
     """Build a label hierarchy from WordNet or the Open Images files and save it.
 
@@ -79,6 +91,8 @@ def build(
         raise BenchError("give exactly one of --dataset NAME or --labels FILE")
     if name is not None and labels is None:
         raise BenchError("--name goes with --labels FILE (a dataset's graph keeps the dataset's name)")
+    if labels is not None and out is None:
+        check_user_graph_name(name or labels.stem, force)  # before the build, not after
     with console.status(f"building {dataset or labels} (WordNet loads in a few seconds)"):
         if labels is not None:
             from kg.wordnet import build_wordnet_graph, read_label_table
@@ -87,7 +101,7 @@ def build(
         else:
             graph = build_graph(dataset)
     console.print(styled("built ", (graph.name, "bold"), f": {_summary(graph)}"))
-    path = graph.save(out) if out is not None else save_user_graph(graph)
+    path = graph.save(out) if out is not None else save_user_graph(graph, force)
     console.print(f"wrote {path}")
     packaged = packaged_path(graph.name)
     if packaged.resolve() == path.resolve():
@@ -104,7 +118,7 @@ def build(
                 ("differs from the packaged graph", "yellow"),
                 f" {packaged} (sha256 {graph.sha256[:16]} vs {shipped.sha256[:16]})",
             )
-            + ("; it now overrides it for this name" if out is None else "")
+            + ("; it now takes that name (--force; bench kg remove undoes it)" if out is None else "")
         )
 
 
@@ -294,6 +308,7 @@ def import_command(
         ),
     ] = False,
     trust_checkpoint: TrustOption = False,
+    force: Annotated[bool, typer.Option("--force", help="Let the graph take a packaged graph's name.")] = False,
 ) -> None:
     """Recover the hierarchy a label co-occurrence file encodes, e.g. the authors' own graphs.
 
@@ -319,6 +334,8 @@ def import_command(
     from rich.table import Table
 
     from kg.cooccurrence import SHALLOW_STEPS, recover
+
+    check_user_graph_name(name, force)  # before reading anything
 
     with console.status(f"recovering the hierarchy in {adj} (WordNet loads in a few seconds)"):
         got = recover(dataset, adj, name, trust_checkpoint, labels)
@@ -357,7 +374,7 @@ def import_command(
     got.require_plausible(accept_implausible)
     graph = got.graph
     console.print(styled("recovered ", (graph.name, "bold"), f": {_summary(graph)}"))
-    console.print(f"wrote {save_user_graph(graph)}")
+    console.print(f"wrote {save_user_graph(graph, force)}")
     console.print(f"compare: bench kg diff {dataset} {graph.name}")
 
 
@@ -399,3 +416,16 @@ def diff_command(
     if not only_a and not only_b and ga.n == gb.n:
         names = f"{renamed} of them named differently" if renamed else "named alike"
         console.print(styled(("the same hierarchy", "green"), f": every group of labels has a node in both ({names})"))
+
+
+@kg_app.command("remove")
+def remove(name: Annotated[str, typer.Argument(help="A graph of yours ($BENCH_DATA/graphs/NAME.json).")]) -> None:
+    """Delete a graph you built or imported; a packaged graph of that name takes over again.
+
+    Graph stores keep their copies until `bench kg load` replaces them.
+
+    Example: bench kg remove mine
+    """
+    path = remove_user_graph(name)
+    back = f"; the packaged {name!r} is used again" if packaged_path(name).exists() else ""
+    console.print(f"removed {path}{back}", soft_wrap=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import numpy as np
@@ -98,15 +99,30 @@ def closure(
 
     The targets' ancestors and descendants come from the graph store (the Cypher used is
     printed with its parameters); Ψ is computed as the attacks compute it (docs/knowledge-graphs.md).
+    The store is only read: a graph it does not hold is answered from its graph file in a
+    temporary in-memory store, and the command says so.
 
     Example: bench kg closure --dataset voc --targets cat,dog --positive cat,dog,person
     """
     graph = load_graph(dataset)
     check_targets(graph, _split(targets))
+    absent = None
+    if store == "ladybug":
+        from kg.stores.ladybug_store import default_path
+
+        if not Path(db or default_path()).expanduser().exists():  # no store yet: opening would create it
+            absent, db = Path(db or default_path()).expanduser(), Path(":memory:")
     with open_graph_store(store, db) as graph_store:
         explained = explain_closure(
             graph_store, graph, _split(targets), None if positive is None else _split(positive), turn_on
         )
+    if absent is not None:
+        explained.note = (
+            f"no graph store at {absent} yet: answered from the graph file in a temporary in-memory store "
+            f"(`bench kg load --dataset {graph.name}` creates it)"
+        )
+    if explained.note:
+        console.print(explained.note, style="yellow", soft_wrap=True, markup=False)
     params = f"$graph = {graph.name!r}, $labels = {_split(targets)!r}"
     for text, dialect, name in explained.cypher:
         panel = Panel(Syntax(text, "cypher", word_wrap=True), title=f"Cypher: {name} ({dialect})", subtitle=params)
