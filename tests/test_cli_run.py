@@ -397,3 +397,31 @@ def test_the_demo_next_steps_work_as_printed(private_data, monkeypatch):
                 assert swept and swept[-1].eps == (0.01, 0.03, 0.05), swept
             else:
                 assert result.exit_code == 0, f"{command}: {result.exception!r}\n{result.output}"
+
+
+def test_version_names_the_package_torch_and_the_cpu_numerics():
+    import tomllib
+
+    from bench import numerics
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    result = invoke("--version")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"semattack-bench {version}", lines
+    assert lines[1].startswith(f"torch {torch.__version__} "), lines
+    assert f"MKL {numerics.mkl_branch()}" in lines[2] and "cpu-numerics native" in lines[2], lines
+
+
+def test_the_next_hint_is_one_pasteable_line(tmp_path):
+    import shlex
+
+    save_toy_model()
+    db = tmp_path / "a folder" / "r.duckdb"
+    done = runner.invoke(app, [*SWEEP, "--name", "it's mine", "--db", str(db)], env={"COLUMNS": "60"})
+    assert done.exit_code == 0, done.output
+    (line,) = [x for x in done.output.splitlines() if x.startswith("next: ")]
+    args = shlex.split(line.removeprefix("next: "))
+    assert args[:4] == ["bench", "table", "--run", "it's mine"] and args[4:6] == ["--db", str(db)], args
+    shown = invoke(*args[1:])
+    assert shown.exit_code == 0 and "GMLA" in shown.output, shown.output

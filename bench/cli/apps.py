@@ -19,6 +19,35 @@ app = typer.Typer(
 kg_app = typer.Typer(help="Knowledge graphs: build, load, explore, closures.", no_args_is_help=True)
 perf_app = typer.Typer(help="Benchmarks of the product's own speed (ratios measured in one run).", no_args_is_help=True)
 
+
+def _version(value: bool) -> None:
+    """``bench --version``: the package, torch, and this CPU's numerics (the machines table's)."""
+    if not value:
+        return
+    import torch
+
+    from bench import __version__, numerics
+
+    fp = numerics.fingerprint("cpu", "fp32", 0, numerics.effective_mode())
+    typer.echo(f"semattack-bench {__version__}")
+    typer.echo(f"torch {torch.__version__} (CUDA {'available' if torch.cuda.is_available() else 'not available'})")
+    typer.echo(
+        f"CPU numerics: {fp['cpu']}; MKL {fp['mkl_path']} (MKL {fp['mkl']}), oneDNN {fp['onednn_path']}, "
+        f"ATen {fp['aten_path']}; cpu-numerics {fp['cpu_numerics']} (a run's machine adds its device, precision and B)"
+    )
+    raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the versions and CPU numerics, exit."),
+    ] = False,
+) -> None:
+    """semattack-bench: semantic-aware multi-label adversarial attacks (GMLA, CVPR 2024)."""
+
+
 app.add_typer(kg_app, name="kg")
 app.add_typer(perf_app, name="perf")
 

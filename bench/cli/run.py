@@ -403,10 +403,21 @@ def _summary(outcome, config, db: Path | None) -> None:
     if config.shard_count > 1:
         shards = outcome.db.with_name(outcome.db.name.replace(f"shard-{config.shard_index}-of", "shard-*-of"))
         target = outcome.db.with_name(outcome.db.name.split(".shard-")[0] + outcome.db.suffix)
-        console.print(f"next, when all {config.shard_count} shards are done: bench merge {shards} --db {target}")
+        console.print(
+            f"next, when all {config.shard_count} shards are done: "
+            f"bench merge {shards} --db {shlex.quote(str(target))}",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
         return
-    where = f" --db {db}" if db is not None else ""
-    console.print(f"next: bench table --run {outcome.run_id}{where}{size}{eps}")
+    where = f" --db {shlex.quote(str(db))}" if db is not None else ""
+    console.print(  # one line, each argument quoted for the shell: it is meant to be pasted
+        f"next: bench table --run {shlex.quote(outcome.run_id)}{where}{size}{eps}",
+        soft_wrap=True,
+        markup=False,
+        highlight=False,
+    )
 
 
 # ---------------------------------------------------------------------- bench demo
