@@ -288,6 +288,22 @@ def test_main_prints_one_line_and_exits_2(tmp_path):
     assert "Traceback" not in err, "no traceback"
 
 
+def save_stamps_model(name: str, model, image_size: int, **card) -> None:
+    """A resnet18 card for ``model`` as the stamps run ``name`` (what the demo would find)."""
+    graph = load_graph("stamps")
+    fields = dict(dataset="stamps", labels=list(graph.nodes), n_labels=graph.n_labels, graph="stamps")
+    card = ModelCard(
+        model="resnet18",
+        model_kwargs={},
+        graph_sha256=graph.sha256,
+        image_size=image_size,
+        run_name=name,
+        **fields,
+        **card,
+    )
+    save_trained(models_dir("stamps") / name, model, card)
+
+
 def test_demo_reuses_a_model_trained_with_the_demo_recipe(monkeypatch, private_data):
     from rich.console import Console
 
@@ -295,23 +311,10 @@ def test_demo_reuses_a_model_trained_with_the_demo_recipe(monkeypatch, private_d
     from bench.train import preset_config
 
     config = preset_config("demo").resolved()
-    graph = load_graph("stamps")
     model = torch.nn.Linear(1, 1)
     model.config, model.resolved_kwargs = {}, {}
     for name, recipe in (("old-recipe", {**config.to_dict(), "epochs": 1}), ("demo-match", config.to_dict())):
-        card = ModelCard(
-            model="resnet18",
-            model_kwargs={},
-            dataset="stamps",
-            labels=list(graph.nodes),
-            n_labels=graph.n_labels,
-            graph="stamps",
-            graph_sha256=graph.sha256,
-            image_size=96,
-            run_name=name,
-            recipe={**recipe, "device": "cpu", "train_seconds": 1.0},
-        )
-        save_trained(models_dir("stamps") / name, model, card)
+        save_stamps_model(name, model, 96, recipe={**recipe, "device": "cpu", "train_seconds": 1.0})
     monkeypatch.setattr(
         "bench.train.train", lambda *a, **k: pytest.fail("the demo retrained although a demo model exists")
     )
@@ -367,19 +370,8 @@ def test_the_demo_next_steps_work_as_printed(private_data, monkeypatch):
     assert hint in invoke("runs").output.replace("\n", ""), "an empty default file: where the demo's results are"
     assert hint in error_message(invoke("table").exception)
 
-    graph = load_graph("stamps")  # a stamps model for the ε sweep the demo suggests
-    card = ModelCard(
-        model="resnet18",
-        model_kwargs={},
-        dataset="stamps",
-        labels=list(graph.nodes),
-        n_labels=graph.n_labels,
-        graph="stamps",
-        graph_sha256=graph.sha256,
-        image_size=32,
-        run_name="untrained",
-    )
-    save_trained(models_dir("stamps") / "untrained", create_model("resnet18", graph.n, 32), card)
+    n = load_graph("stamps").n  # a stamps model for the ε sweep the demo suggests
+    save_stamps_model("untrained", create_model("resnet18", n, 32), 32)
     swept = []
 
     def stub(config, *args, **kwargs):
