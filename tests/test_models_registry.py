@@ -35,7 +35,7 @@ SMALL_OPTIONS = {
 LABELS = ("dog", "cat", "potted_plant", "animal", "hot-air balloon")
 
 
-@pytest.mark.parametrize("name", ["asl", "ml-decoder", "ml-gcn", "resnet18", "mobilenetv3-small", "timm"])
+@pytest.mark.parametrize("name", ["asl", "ml-decoder", "ml-gcn", "resnet10t", "resnet18", "mobilenetv3-small", "timm"])
 def test_models_map_unit_images_to_logits_with_input_gradients(name):
     model = create_model(name, len(LABELS), image_size=32, labels=LABELS, **SMALL_OPTIONS.get(name, {})).eval()
     x = torch.rand(2, 3, 64, 64, requires_grad=True)

@@ -63,7 +63,7 @@ def train_command(
         str | None,
         typer.Option(
             "--preset",
-            help="Named recipe (demo: stamps in ~5 CPU minutes); other options override it.",
+            help="Named recipe (demo: stamps in ~3 CPU minutes); other options override it.",
             show_default=False,
         ),
     ] = None,

@@ -1,7 +1,9 @@
 """Small timm backbones with a linear multi-label head, trained from scratch (practical on CPU).
 
-``resnet18``, ``resnet34``, ``resnet50``, ``mobilenetv3-small``, ``mobilenetv3-large`` and
-``timm`` (any timm architecture by ``arch=``). Inputs are ImageNet-normalised inside the model.
+``resnet10t`` (the demo's: a ResNet-10 with a three-convolution stem, which learns the
+stamps faster than ResNet-18 at 1.2× its images per second), ``resnet18``, ``resnet34``,
+``resnet50``, ``mobilenetv3-small``, ``mobilenetv3-large`` and ``timm`` (any timm architecture
+by ``arch=``). Inputs are ImageNet-normalised inside the model.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from bench.models import register_model
 from bench.models.net import LinearHead, MultiLabelNet, pooled_width, timm_backbone
 
 SMALL = {
+    "resnet10t": "resnet10t",
     "resnet18": "resnet18",
     "resnet34": "resnet34",
     "resnet50": "resnet50",
