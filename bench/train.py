@@ -234,9 +234,9 @@ def train(
         history, seconds, seen, start_epoch = state["history"], state["seconds"], state["seen"], state["epoch"]
     loss_fn = LOSSES[cfg.loss]()
 
-    with progress_bar("[bold]{task.description}", "loss {task.fields[loss]:.4f}", enabled=progress) as bar:
+    with progress_bar("[bold]{task.description}", "{task.fields[note]}", enabled=progress) as bar:
         task = bar.add_task(
-            "train", total=cfg.epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch, loss=float("nan")
+            "train", total=cfg.epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch, note=""
         )
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
@@ -259,7 +259,7 @@ def train(
                 scheduler.step()
                 value = float(loss.detach())
                 total += value
-                bar.update(task, advance=1, loss=value, description=f"epoch {epoch + 1}/{cfg.epochs}")
+                bar.update(task, advance=1, note=f"loss {value:.4f}", description=f"epoch {epoch + 1}/{cfg.epochs}")
             seconds += time.perf_counter() - t0
             seen += steps_per_epoch * cfg.batch_size
             history.append(total / steps_per_epoch)
@@ -284,7 +284,7 @@ def train(
                     "seen": seen,
                 },
             )
-        eval_task = bar.add_task("test", total=len(test_set), loss=float("nan"))
+        eval_task = bar.add_task("test", total=len(test_set), note="")  # no loss shown: none is computed
         report = evaluate(model, test_set, device=device, progress=lambda n: bar.update(eval_task, advance=n))
 
     card = ModelCard(

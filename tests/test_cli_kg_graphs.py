@@ -137,6 +137,8 @@ def test_export_json_and_graphml(tmp_path):
     assert sorted(names.values()) == sorted(voc.nodes), "GraphML node names differ"
     assert {(names[p], names[c]) for p, c in g.edges} == {(voc.nodes[p], voc.nodes[c]) for p, c in voc.edges}
     assert {names[v] for v, d in g.nodes(data=True) if d["label"]} == set(voc.labels), "label flags differ"
+    invoke("kg", "export", "--dataset", "voc", "--out", str(tmp_path / "by-suffix.graphml"))
+    assert nx.utils.graphs_equal(nx.read_graphml(tmp_path / "by-suffix.graphml"), g), "--out's suffix picks GraphML"
 
 
 def run_cypher_in_ladybug(script: str, tmp_path):
@@ -222,6 +224,14 @@ def test_broken_graph_file_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
     assert exit_info.value.code == 2, f"exit {exit_info.value.code}: {err}"
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "does not parse" in lines[0] and "Traceback" not in err, err
+
+
+def test_an_empty_name_is_refused_before_the_build(tmp_path):
+    table = tmp_path / "mine.csv"
+    table.write_text("label,synset\ncat,cat.n.01\n")
+    with pytest.raises(BenchError, match="--name is empty"):
+        invoke("kg", "build", "--labels", str(table), "--name", " ")
+    assert not (tmp_path / "data" / "graphs").exists()
 
 
 def test_a_packaged_name_is_taken_only_with_force_and_remove_gives_it_back(tmp_path):

@@ -218,6 +218,7 @@ def test_cli_train_models_eval(tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, f"bench train failed: {result.output} {result.exception!r}"
     assert "test mAP" in result.output, f"no summary: {result.output}"
+    assert ": 1 epoch, " in result.output and "loss nan" not in result.output, result.output
     assert latest_model("synthetic-test").name == "cli-run", "latest_model must find the new run"
     assert next(p.name for p, _ in list_trained("synthetic-test")) == "cli-run", "list_trained newest first"
 

@@ -91,6 +91,8 @@ def build(
         raise BenchError("give exactly one of --dataset NAME or --labels FILE")
     if name is not None and labels is None:
         raise BenchError("--name goes with --labels FILE (a dataset's graph keeps the dataset's name)")
+    if name is not None and not name.strip():
+        raise BenchError("--name is empty: name the graph (letters, digits, '-' or '_')")
     if labels is not None and out is None:
         check_user_graph_name(name or labels.stem, force)  # before the build, not after
     with console.status(f"building {dataset or labels} (WordNet loads in a few seconds)"):
@@ -262,8 +264,14 @@ def _run_outcomes(
 def export(
     dataset: GraphOption = "voc",
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help="json, graphml or cypher (a CREATE script for Neo4j Browser).")
-    ] = "json",
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="json, graphml or cypher (a CREATE script for Neo4j Browser); default: --out's suffix, else json.",
+            show_default=False,
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="File to write (default: standard output).", show_default=False)
     ] = None,
@@ -274,6 +282,8 @@ def export(
     """
     from kg.export import export_graph
 
+    if fmt is None:
+        fmt = {".graphml": "graphml", ".cypher": "cypher"}.get(out.suffix.lower(), "json") if out else "json"
     text = export_graph(load_graph(dataset), fmt)
     if out is None:
         typer.echo(text, nl=False)

@@ -149,8 +149,9 @@ def train_command(
             config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
         config = config.resolved()
         run_dir = run_dir_for(config, name)
+        epochs = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}"
         console.print(
-            f"training {config.model} on {config.dataset} at {config.image_size} px: {config.epochs} epochs, "
+            f"training {config.model} on {config.dataset} at {config.image_size} px: {epochs}, "
             f"batch {config.batch_size}, lr {config.lr:g}, loss {config.loss} → {run_dir}"
         )
         result = train(config, run_dir=run_dir, device=device)
