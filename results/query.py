@@ -43,15 +43,18 @@ def sandbox(con: duckdb.DuckDBPyConnection, allowed: tuple[Path, ...] = (), file
     con.execute("SET enable_external_access = false")
 
 
-def run_query(store: ResultStore, query: str, limit: int, allow_files: bool = False) -> tuple[list[str], list[tuple]]:
+def run_query(
+    store: ResultStore, query: str, limit: int | None, allow_files: bool = False
+) -> tuple[list[str], list[tuple]]:
     """Column names and up to ``limit + 1`` rows of one read-only ``query`` (one more than
-    ``limit`` says that there are more)."""
+    ``limit`` says that there are more; ``None``: every row)."""
     check_read_only(query)
     with store.reader() as con:
         sandbox(con, (), allow_files)
         try:
             cursor = con.execute(query)
-            return [d[0] for d in cursor.description], cursor.fetchmany(limit + 1)
+            rows = cursor.fetchall() if limit is None else cursor.fetchmany(limit + 1)
+            return [d[0] for d in cursor.description], rows
         except duckdb.Error as exc:
             raise _sql_error(exc) from None
 

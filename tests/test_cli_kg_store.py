@@ -326,3 +326,22 @@ def test_perf_kg_times_both_methods_and_checks_they_agree(db):
 def test_every_command_has_an_example(command):
     output = ok(*command, "--help")
     assert "Example:" in output, f"bench {' '.join(command)} --help has no example:\n{output}"
+
+
+def test_query_rows_as_json(db):
+    import json
+
+    ok("kg", "load", "--dataset", "toycli", "--graph-db", str(db))
+    out = ok(
+        "kg",
+        "query",
+        "MATCH (n:Label) WHERE n.graph = $g RETURN n.name AS name, n.idx AS idx ORDER BY idx",
+        "-p",
+        "g=toycli",
+        "--graph-db",
+        str(db),
+        "--format",
+        "json",
+    )
+    graph = toy()
+    assert json.loads(out) == [{"name": x, "idx": i} for i, x in enumerate(graph.nodes)], out

@@ -168,3 +168,28 @@ def test_errors_are_one_line_with_exit_2(db, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, f"exit {proc.returncode}, stderr {proc.stderr}"
     assert len(lines) == 1 and "queries are read-only: DROP statements are refused" in lines[0], proc.stderr
+
+
+def test_rows_as_csv_and_json_for_scripts(db):
+    """`--format csv|json` (and `sql --out -`) print every row, parsed back by the standard
+    library to the values DuckDB holds."""
+    import csv
+    import io
+    import json
+
+    import duckdb
+
+    store, sweep = db
+    query = "SELECT combo_id, image_id, attack, success, ntr_share FROM results ORDER BY ALL"
+    with duckdb.connect(str(store.path), read_only=True) as con:
+        expected = con.execute(query).fetchall()
+    assert len(expected) > 50, "more rows than the table's default limit"
+    as_json = json.loads(invoke("sql", query, "--db", store.path, "--format", "json").output)
+    assert [tuple(r.values()) for r in as_json] == expected, "JSON rows"
+    for args in (["--format", "csv"], ["--out", "-"]):
+        lines = list(csv.reader(io.StringIO(invoke("sql", query, "--db", store.path, *args).output)))
+        assert lines[0] == ["combo_id", "image_id", "attack", "success", "ntr_share"], lines[0]
+        got = [(int(a), b, c, d == "True", float(e)) for a, b, c, d, e in lines[1:]]
+        assert got == expected, f"CSV rows with {args}"
+    runs = list(csv.DictReader(io.StringIO(invoke("runs", "--db", store.path, "--format", "csv").output)))
+    assert [r["run_id"] for r in runs] == ["demo"] and int(runs[0]["rows"]) == len(sweep.rows), runs

@@ -7,6 +7,14 @@ built with ``styled`` from literal pieces, never by formatting data into markup.
 
 from __future__ import annotations
 
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from enum import Enum
+from typing import Annotated, Any
+
+import typer
 from rich.console import Console
 from rich.text import Text
 
@@ -22,3 +30,43 @@ def styled(*parts: str | tuple[str, str]) -> Text:
 
 console = make_console()
 err_console = make_console(stderr=True, soft_wrap=True)
+
+
+class RowFormat(str, Enum):
+    """How a command that lists rows writes them to standard output."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+FormatOption = Annotated[
+    RowFormat,
+    typer.Option(
+        "--format",
+        help="table (for reading), csv (a header line, then every row) or json (a list of objects, every row).",
+    ),
+]
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)  # dates, decimals, paths
+
+
+def write_rows(names: Sequence[str], rows: Sequence[Sequence[Any]], fmt: RowFormat) -> None:
+    """Every row as CSV or JSON on standard output, for pipes and scripts (``table``: the caller's)."""
+    if fmt is RowFormat.csv:
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(names)
+        for row in rows:
+            out.writerow([json.dumps(_plain(v)) if isinstance(v, (list, tuple, dict)) else v for v in row])
+    elif fmt is RowFormat.json:
+        json.dump([dict(zip(names, map(_plain, row))) for row in rows], sys.stdout, ensure_ascii=False)
+        sys.stdout.write("\n")
+    sys.stdout.flush()

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bench.cli.apps import DbOption, GraphDbOption, GraphStoreOption, kg_app
-from bench.cli.console import console
+from bench.cli.console import FormatOption, RowFormat, console, write_rows
 from bench.errors import BenchError
 from kg.catalog import graph_names, load_graph
 from kg.explain import Explained, check_targets, explain_closure
@@ -164,15 +164,20 @@ def query(
     ] = None,
     store: GraphStoreOption = "ladybug",
     db: GraphDbOption = None,
+    fmt: FormatOption = RowFormat.table,
 ) -> None:
     """Run a read-only Cypher query on a graph store and print the rows.
 
-    Example: bench kg query "MATCH (n:Label) WHERE n.graph = $g RETURN n.name AS name LIMIT 5" -p g=voc
+    Example: bench kg query 'MATCH (n:Label) WHERE n.graph = $g RETURN n.name AS name LIMIT 5' -p g=voc
     """
     params = dict(_parse_param(p) for p in param or [])
     check_user_query(text)  # before the store is opened: a refused query touches nothing
     with open_graph_store(store, db) as graph_store:
         rows = graph_store.query(text, params)
+    if fmt is not RowFormat.table:
+        names = list(rows[0]) if rows else []
+        write_rows(names, [[r[c] for c in names] for r in rows], fmt)
+        return
     table = Table(show_edge=False)
     columns = list(rows[0]) if rows else []
     for column in columns:

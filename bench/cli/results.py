@@ -13,7 +13,7 @@ from rich.progress import track
 from rich.table import Table
 
 from bench.cli.apps import DbOption, MixedNumericsOption, app
-from bench.cli.console import console, make_console
+from bench.cli.console import FormatOption, RowFormat, console, make_console, write_rows
 from bench.errors import BenchError
 from bench.fileio import write_text
 from bench.paths import demo_hint
@@ -168,7 +168,10 @@ def sql(
     ] = "",
     db: DbOption = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Write all rows to a .csv or .parquet file.", show_default=False)
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Write all rows to a .csv or .parquet file ('-': CSV to stdout).", show_default=False
+        ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", help="Rows to print (--out writes all).", min=1)] = 50,
     allow_files: Annotated[
@@ -185,6 +188,7 @@ def sql(
             "--url", help="Print the database's read-only SQLAlchemy URL (for pandas, notebooks, BI tools) and exit."
         ),
     ] = False,
+    fmt: FormatOption = RowFormat.table,
 ) -> None:
     """Run read-only SQL on the results and print a table.
 
@@ -195,6 +199,7 @@ def sql(
 
     Example: bench sql "SELECT attack, size, fr_s_mean, fr_s_std FROM rate_summary ORDER BY size"
     Example: bench sql "SELECT * FROM results" --out results.parquet
+    Example: bench sql "SELECT attack, size, fr_n_mean FROM rate_summary" --format json
     """
     if url:
         typer.echo(ResultStore(db, create=False, lock_timeout=READ_LOCK_TIMEOUT).url)
@@ -202,9 +207,14 @@ def sql(
     if not query.strip():
         raise BenchError("give one SELECT statement (or --url for the database's SQLAlchemy URL)")
     store = ResultStore(db, create=False, lock_timeout=READ_LOCK_TIMEOUT)
+    if out is not None and str(out) == "-":  # every row as CSV on standard output
+        out, fmt = None, RowFormat.csv
     if out is not None:
         export_query(store, query, out, allow_files)
         console.print(f"wrote {out}")
+        return
+    if fmt is not RowFormat.table:
+        write_rows(*run_query(store, query, None, allow_files), fmt)
         return
     names, rows = run_query(store, query, limit, allow_files)
     shown = Table(header_style="bold")
@@ -218,13 +228,17 @@ def sql(
 
 
 @app.command("runs", rich_help_panel="Results")
-def runs(db: DbOption = None) -> None:
+def runs(db: DbOption = None, fmt: FormatOption = RowFormat.table) -> None:
     """List the runs in a results database with their progress.
 
     Example: bench runs --db shard0.duckdb
     """
     with read_results(db) as con:
         rows = fetch_dicts(con, "SELECT * FROM run_overview ORDER BY created, run_id")
+    if fmt is not RowFormat.table:
+        names = list(rows[0]) if rows else []
+        write_rows(names, [list(r.values()) for r in rows], fmt)
+        return
     if not rows:
         console.print(f"no runs yet{demo_hint(db if db is not None else default_db_path())}", soft_wrap=True)
         return
