@@ -126,6 +126,8 @@ def info(
 ) -> None:
     """Show where a dataset's files are, how many images each split has and how often each label is positive.
 
+    It only reads: a stamps cache that is not built yet is one line naming `bench data build`.
+
     Example: bench data info stamps
     Example: bench data info voc --data-root ~/data/VOCdevkit --year 2012 --split val --check
     """
@@ -135,6 +137,8 @@ def info(
         raise unknown("dataset", name, list_datasets())
     given = {"year": year, "seed": seed, "n_train": n_train, "n_test": n_test}
     kwargs = {key: value for key, value in given.items() if value is not None}
+    if name == "stamps":
+        kwargs["build"] = False  # an informational command builds nothing: `bench data build stamps` does
     for s in split or (["train", "test"] if name == "stamps" else ["test"]):
         ds = create_dataset(name, s, root=data_root, image_size=image_size, **kwargs)
         targets = ds.targets()

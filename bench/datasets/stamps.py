@@ -32,7 +32,7 @@ from bench.datasets.base import MultiLabelDataset, register_dataset
 from bench.datasets.labels import class_columns, extended_targets, graph_for
 from bench.datasets.stamps_art import CATALOGUE, art_digest, load_sprites, require_stamps
 from bench.datasets.transforms import check_size, uint8_to_tensor
-from bench.errors import InvalidValue, unknown
+from bench.errors import BenchError, InvalidValue, unknown
 from bench.fileio import atomic_write, sha256_file, write_json
 from bench.paths import data_dir
 from bench.progress import progress_bar
@@ -232,8 +232,10 @@ def build_stamps(
     art_dir: str | Path | None = None,
     progress: bool = True,
     force: bool = False,
+    build: bool = True,
 ) -> Path:
-    """Generate (or find cached) the ``stamps`` arrays; returns the cache folder.
+    """Generate (or find cached) the ``stamps`` arrays; returns the cache folder (``build=False``:
+    find only, a missing cache is one line naming the command that builds it).
 
     Per split ``S``: ``S-images.npy`` ``[N, size, size, 3]`` uint8, ``S-labels.npy``
     ``[N, len(LABELS)]`` uint8 (the pasted labels, in ``LABELS`` order) and
@@ -245,6 +247,14 @@ def build_stamps(
     folder = cache_root(root) / config.key(digest)
     if not force and _manifest_ok(folder, config):
         return folder
+    if not build:
+        options = f" --image-size {config.size}" if config.size != StampsConfig.size else ""
+        options += f" --seed {config.seed}" if config.seed != StampsConfig.seed else ""
+        options += f" --n-train {config.n_train}" if config.n_train != StampsConfig.n_train else ""
+        options += f" --n-test {config.n_test}" if config.n_test != StampsConfig.n_test else ""
+        raise BenchError(
+            f"stamps is not built yet with these settings in {folder.parent}: bench data build stamps{options}"
+        )
     sprites = [[Image.fromarray(a) for a in per_label] for per_label in load_sprites(art, config.size).values()]
     started = time.perf_counter()
     counts: dict[str, dict[str, int]] = {}
@@ -338,10 +348,12 @@ def stamps(
     graph: LabelGraph | str | None = None,
     art_dir: str | Path | None = None,
     progress: bool = True,
+    build: bool = True,
 ) -> StampsDataset:
-    """The clip-art dataset; built on first use (``root``: cache folder, default ``$BENCH_DATA/datasets/stamps``)."""
+    """The clip-art dataset; built on first use unless ``build=False`` (``root``: cache folder,
+    default ``$BENCH_DATA/datasets/stamps``)."""
     if split not in SPLITS:
         raise unknown("stamps split", split, SPLITS)
     config = StampsConfig(seed=seed, size=image_size or StampsConfig.size, n_train=n_train, n_test=n_test)
-    folder = build_stamps(config, root=root, art_dir=art_dir, progress=progress)
+    folder = build_stamps(config, root=root, art_dir=art_dir, progress=progress, build=build)
     return StampsDataset(folder, split, graph_for("stamps", graph))
