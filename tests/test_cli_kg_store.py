@@ -345,3 +345,27 @@ def test_query_rows_as_json(db):
     )
     graph = toy()
     assert json.loads(out) == [{"name": x, "idx": i} for i, x in enumerate(graph.nodes)], out
+
+
+def test_an_unexpected_error_is_one_line_naming_its_traceback_file(monkeypatch, capsys):
+    import re
+
+    import bench.cli.kg_graphs
+
+    def broken(name):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(bench.cli.kg_graphs, "load_graph", broken)
+    monkeypatch.setattr(sys, "argv", ["bench", "kg", "show", "cat", "--dataset", "voc"])
+    with pytest.raises(SystemExit) as exit_info:
+        bench.cli.main()
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert exit_info.value.code == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert "internal error, RuntimeError: boom (traceback: " in lines[0] and "--debug prints it" in lines[0], err
+    log = re.search(r"traceback: (\S+\.log);", lines[0]).group(1)
+    text = open(log, encoding="utf-8").read()
+    assert "bench kg show cat --dataset voc" in text and "Traceback" in text and "second line" in text, text
+    monkeypatch.setattr(sys, "argv", ["bench", "--debug", "kg", "show", "cat", "--dataset", "voc"])
+    with pytest.raises(RuntimeError, match="boom"):
+        bench.cli.main()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 import typer
 
@@ -28,8 +31,46 @@ def usage_message(exc: BaseException) -> str:
     return f"{text} (see: {ctx.command_path} --help)" if ctx is not None else text
 
 
+def _internal_error(exc: BaseException) -> str:
+    """Write the traceback of an unexpected error to a log file; the path (or why there is none)."""
+    import time
+    import traceback
+
+    from bench.paths import data_dir
+
+    text = "".join(traceback.format_exception(exc))
+    for folder in (data_dir() / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"bench-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+            path.write_text(f"bench {' '.join(sys.argv[1:])}\n\n{text}", encoding="utf-8")
+            return str(path)
+        except OSError:
+            continue
+    return "not written: no writable folder"
+
+
+def _fail_internal(exc: BaseException, debug: bool) -> None:
+    if debug:
+        raise exc
+    where = _internal_error(exc)
+    first = (str(exc).strip().splitlines() or [""])[0]
+    err_console.print(
+        styled(
+            ("error:", "bold red"),
+            f" internal error, {type(exc).__name__}: {first} (traceback: {where}; --debug prints it; please report it)",
+        )
+    )
+    sys.exit(1)
+
+
 def main() -> None:
-    """Entry point: runs the app; user mistakes print one line and exit non-zero."""
+    """Entry point: runs the app; user mistakes print one line and exit non-zero. Anything
+    unexpected prints one line too, naming a log file with the traceback (``--debug``: the
+    traceback itself)."""
+    debug = "--debug" in sys.argv[1:]
+    if debug:
+        sys.argv = [a for a in sys.argv if a != "--debug"]
     numerics.pin_from_argv(sys.argv[1:])  # before any command runs a torch kernel
     try:
         code = app(standalone_mode=False)
@@ -45,10 +86,12 @@ def main() -> None:
         sys.exit(getattr(exc, "exit_code", 2))
     except OSError as exc:  # a file or folder the user named or configured cannot be read or written
         if exc.filename is None:
-            raise
+            _fail_internal(exc, debug)
         err_console.print(styled(("error:", "bold red"), f" {exc.filename}: {exc.strerror or exc}"))
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print(styled(("interrupted", "bold red")))
         sys.exit(130)
+    except Exception as exc:  # a bug, not a user mistake: one line and the traceback in a file
+        _fail_internal(exc, debug)
     sys.exit(code if isinstance(code, int) else 0)
