@@ -30,7 +30,7 @@ class Explained:
 
 
 def explain_closure(
-    store: GraphStore,
+    store: GraphStore | None,
     graph: LabelGraph,
     targets: Sequence[str],
     positive: Sequence[str] | None = None,
@@ -39,22 +39,24 @@ def explain_closure(
     """Ψ of ``targets`` given the labels predicted ``positive`` (their ancestors become positive
     too). ``positive=None``: turn-off, the targets with all their ancestors and descendants (the
     largest Ψ); turn-on, nothing. The store is only read: a graph it lacks (or holds another
-    version of) is answered from its file in a temporary in-memory store, and ``note`` says so."""
+    version of) is answered from its file in a temporary in-memory store, and ``note`` says so
+    (``store=None``: no store at all, the temporary one answers and the caller says why)."""
     target_idx = check_targets(graph, targets)
-    stored = store.graphs().get(graph.name)
-    note = ""
-    if stored is None or stored.sha256 != graph.sha256:  # a read command never writes to the store
-        from kg.stores import open_store
+    stored = store.graphs().get(graph.name) if store is not None else None
+    if stored is not None and stored.sha256 == graph.sha256:
+        return _explain(store, graph, targets, target_idx, positive, turn_on, "")
+    from kg.stores import open_store  # a read command never writes to the store: a temporary one answers
 
+    note = ""
+    if store is not None:
         what = "is not in" if stored is None else "differs from its copy in"
         note = (
             f"graph {graph.name!r} {what} {store.location}: answered from its graph file in a temporary "
             f"in-memory store (`bench kg load --dataset {graph.name}` stores it)"
         )
-        with open_store("ladybug", path=":memory:") as temporary:
-            temporary.load(graph)
-            return _explain(temporary, graph, targets, target_idx, positive, turn_on, note)
-    return _explain(store, graph, targets, target_idx, positive, turn_on, note)
+    with open_store("ladybug", path=":memory:") as temporary:
+        temporary.load(graph)
+        return _explain(temporary, graph, targets, target_idx, positive, turn_on, note)
 
 
 def _explain(

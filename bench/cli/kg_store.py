@@ -110,13 +110,14 @@ def closure(
     if store == "ladybug":
         from kg.stores.ladybug_store import default_path
 
-        if not Path(db or default_path()).expanduser().exists():  # no store yet: opening would create it
-            absent, db = Path(db or default_path()).expanduser(), Path(":memory:")
-    with open_graph_store(store, db) as graph_store:
-        explained = explain_closure(
-            graph_store, graph, _split(targets), None if positive is None else _split(positive), turn_on
-        )
-    if absent is not None:
+        path = Path(db or default_path()).expanduser()
+        absent = None if path.exists() else path  # no store yet: opening it would create it
+    question = (graph, _split(targets), None if positive is None else _split(positive), turn_on)
+    if absent is None:
+        with open_graph_store(store, db) as graph_store:
+            explained = explain_closure(graph_store, *question)
+    else:
+        explained = explain_closure(None, *question)
         explained.note = (
             f"no graph store at {absent} yet: answered from the graph file in a temporary in-memory store "
             f"(`bench kg load --dataset {graph.name}` creates it)"
