@@ -23,16 +23,16 @@ import duckdb
 from bench.errors import AmbiguousChoice, BenchError, unknown
 from kg.catalog import load_graph
 from kg.stores.base import GraphStore
+from results.schema import grid_value
 from results.views import fetch_dicts
-
-BANDS = ("Fragile", "Contested", "Robust", "Untargeted")
-"""An outcome's band: FR_N ≥ 2/3, 1/3 ≤ FR_N < 2/3, FR_N < 1/3, or never a target. Also a
-Neo4j node label, which is what Neo4j Browser colours by (``neo4j/style.grass``)."""
 
 NUMBERS = ("pairs", "fr_n", "fr_s", "nt_pairs", "nt_flips", "nt_rate", "nt_share")
 
 
 def band(pairs: int, fr_n: float | None) -> str:
+    """An outcome's band: Fragile (FR_N ≥ 2/3), Contested (1/3 ≤ FR_N < 2/3), Robust (FR_N < 1/3)
+    or Untargeted (never a target). Also a Neo4j node label, which is what Neo4j Browser colours
+    by (``neo4j/style.grass``)."""
     if not pairs or fr_n is None:
         return "Untargeted"
     return "Fragile" if fr_n >= 2 / 3 else "Contested" if fr_n >= 1 / 3 else "Robust"
@@ -51,9 +51,8 @@ class Setting:
 
 def settings(con: duckdb.DuckDBPyConnection, run_id: str) -> list[Setting]:
     rows = con.execute(
-        """SELECT attack, eps, tau, count(*),
-                  CASE WHEN count(*) FILTER (WHERE flipped IS NULL) = 0 THEN coalesce(sum(len(flipped)), 0) END
-           FROM results WHERE run_id = ? GROUP BY attack, eps, tau ORDER BY attack, eps, tau""",
+        """SELECT attack, eps, tau, n_rows, CASE WHEN n_unknown = 0 THEN n_flips END
+           FROM setting_totals WHERE run_id = ? ORDER BY attack, eps, tau""",
         [run_id],
     ).fetchall()
     return [Setting(a, e, t, int(n), None if f is None else int(f)) for a, e, t, n, f in rows]
@@ -148,9 +147,8 @@ def one_setting(
     for axis, wanted, parameter in (("attack", attack, "attack"), ("eps", eps, "eps"), ("tau", tau, "tau")):
         values = sorted({r[axis] for r in rows})
         if wanted is not None:
-            kept = [
-                r for r in rows if (r[axis] == wanted.lower() if axis == "attack" else abs(r[axis] - wanted) < 1e-9)
-            ]
+            key = wanted.lower() if axis == "attack" else grid_value(wanted)  # as the results store keys it
+            kept = [r for r in rows if r[axis] == key]
             if not kept:
                 raise unknown(f"{parameter} of run {run_id!r}:", str(wanted), [str(v) for v in values])
             rows = kept

@@ -29,6 +29,8 @@ GAP = 46  # px between a column's longest name and the next column
 PAD = 16
 TEXT_DX = 11  # px from a node's dot to its name (clear of a run's ring)
 
+BAND_COLOURS = {"Fragile": "#d62728", "Contested": "#ff7f0e", "Robust": "#17becf", "Untargeted": "#9e9e9e"}
+
 STYLE = """
 body{font:13px system-ui,sans-serif;margin:16px;color:#222}
 h1{font-size:18px;margin:0 0 4px} .sub{color:#666;margin-bottom:8px}
@@ -38,10 +40,10 @@ h1{font-size:18px;margin:0 0 4px} .sub{color:#666;margin-bottom:8px}
 svg text{font:12px system-ui,sans-serif;dominant-baseline:middle;cursor:pointer}
 .e{fill:none;stroke:#aaa;stroke-width:1.2} .e.x{stroke-dasharray:4 3;stroke:#c9a}
 .n circle{stroke:#fff;stroke-width:1.5} .n.l circle{fill:#2e9d46} .n.a circle{fill:#2f6fd0}
-.n.Fragile circle{fill:#d62728} .n.Contested circle{fill:#ff7f0e} .n.Robust circle{fill:#17becf}
-.n.Untargeted circle{fill:#9e9e9e} .n circle.ring{fill:none;stroke:#8e24aa;stroke-width:3}
 svg.focus .n,svg.focus .e{opacity:.15} svg.focus .on,svg.focus .hit{opacity:1} .n.hit text{font-weight:bold;fill:#c00}
 """
+STYLE += "".join(f".n.{band} circle{{fill:{colour}}}" for band, colour in BAND_COLOURS.items())
+STYLE += ".n circle.ring{fill:none;stroke:#8e24aa;stroke-width:3}"  # after the bands: a ring stays unfilled
 
 SCRIPT = """
 const D=JSON.parse(document.getElementById('data').textContent);
@@ -99,7 +101,6 @@ def layout(graph: LabelGraph) -> tuple[list[float], list[float], list[int | None
     return x, [v + PAD + ROW / 2 for v in y], tree_parent
 
 
-BAND_COLOURS = {"Fragile": "#d62728", "Contested": "#ff7f0e", "Robust": "#17becf", "Untargeted": "#9e9e9e"}
 BAND_MEANING = {
     "Fragile": "FR_N ≥ 67%",
     "Contested": "33% ≤ FR_N < 67%",

@@ -78,6 +78,17 @@ LEFT JOIN (
 ) AS c USING (run_id)
 LEFT JOIN (SELECT run_id, count(*) AS n_rows FROM results GROUP BY run_id) AS r USING (run_id);
 
+-- One row per (run, attack, ε, τ): its rows, how many predate results.flipped (n_unknown), and
+-- every row's flipped labels together (n_flips). label_rates and `bench kg annotate` read it.
+CREATE OR REPLACE VIEW setting_totals AS
+SELECT
+    run_id, attack, eps, tau,
+    count(*) AS n_rows,
+    count(*) FILTER (WHERE flipped IS NULL) AS n_unknown,
+    coalesce(sum(len(flipped)), 0) AS n_flips
+FROM results
+GROUP BY run_id, attack, eps, tau;
+
 -- One row per (run, attack, ε, τ, label) for every label that was a target or was flipped:
 -- how the label fares as a target and as a bystander. Pooled over rows (image, Ω):
 -- pairs = rows whose Ω holds the label; fr_n / fr_s = the share of those that succeeded /
@@ -91,13 +102,6 @@ WITH pairs AS (
     SELECT r.run_id, r.attack, r.eps, r.tau, c.labels, r.success, r.consistent, r.flipped
     FROM results AS r
     JOIN combinations AS c USING (run_id, combo_id)
-), settings AS (
-    SELECT run_id, attack, eps, tau,
-           count(*) AS n_rows,
-           count(*) FILTER (WHERE flipped IS NULL) AS n_unknown,
-           coalesce(sum(len(flipped)), 0) AS n_flips
-    FROM pairs
-    GROUP BY run_id, attack, eps, tau
 ), as_target AS (
     SELECT run_id, attack, eps, tau, label,
            count(*) AS pairs,
@@ -123,6 +127,6 @@ SELECT
         AS nt_rate,
     CASE WHEN s.n_unknown = 0 THEN coalesce(b.nt_flips, 0) / nullif(s.n_flips, 0) END AS nt_share
 FROM labels AS l
-JOIN settings AS s USING (run_id, attack, eps, tau)
+JOIN setting_totals AS s USING (run_id, attack, eps, tau)
 LEFT JOIN as_target AS t USING (run_id, attack, eps, tau, label)
 LEFT JOIN as_bystander AS b USING (run_id, attack, eps, tau, label);

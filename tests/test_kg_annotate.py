@@ -249,6 +249,7 @@ def test_cli_annotates_and_view_colours_by_band(tmp_path):
     shown = runner.invoke(app, ["kg", "view", "--run", run, "-a", "mla-u", "-o", str(page), *common])
     assert shown.exit_code == 0, shown.output
     html = page.read_text()
+    assert graph.source in html, "the stored graph's source is shown"
     expected = reference(graph, combos, rows)
     for name in ("Fragile", "Contested", "Robust", "Untargeted"):
         drawn = len(re.findall(rf'<g class="n [la] {name}"', html))

@@ -13,6 +13,7 @@ everything else, the Cypher included (``cypher/``), is shared.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from abc import ABC, abstractmethod
@@ -213,11 +214,13 @@ class GraphStore(ABC):
         return StoredContent(len(rows), sum(len(r["parents"]) for r in rows), graph.sha256 if graph else "")
 
     def read_graph(self, name: str) -> LabelGraph:
-        """Stored graph ``name`` as a ``LabelGraph`` (without the graph file's ``source`` and ``meta``)."""
+        """Stored graph ``name`` as a ``LabelGraph``, with its recorded ``source`` (not the graph
+        file's ``meta``)."""
         graph = _rebuilt(name, self._read(self.cypher("graph_content"), {"graph": name}))
-        if graph is None:
+        record = self.graphs().get(name)
+        if graph is None or record is None:
             raise BenchError(f"graph {name!r} in {self.location} is absent or damaged: load it with `bench kg load`")
-        return graph
+        return dataclasses.replace(graph, source=record.source)
 
     def load(self, graph: LabelGraph) -> str:
         """Store ``graph``: ``"unchanged"`` if the same content is there, ``"replaced"`` if
