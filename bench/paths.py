@@ -21,9 +21,17 @@ def data_dir() -> Path:
     return root  # created by the commands that write there, never by those that only read
 
 
+RESULTS_NAME = "results.duckdb"
+
+
+def default_results() -> Path:
+    """The default results database, ``<data_dir>/results.duckdb``."""
+    return data_dir() / RESULTS_NAME
+
+
 def demo_results() -> Path:
     """Where ``bench demo`` keeps its results by default (its own file, not the default one)."""
-    return data_dir() / "demo" / "results.duckdb"
+    return data_dir() / "demo" / RESULTS_NAME
 
 
 def demo_hint(path: Path | str | None) -> str:
@@ -32,10 +40,9 @@ def demo_hint(path: Path | str | None) -> str:
     import shlex
 
     demo = demo_results()
-    default = data_dir() / "results.duckdb"
     if path is None or not demo.exists():
         return ""
-    if Path(path).expanduser().resolve() != default.resolve():
+    if Path(path).expanduser().resolve() != default_results().resolve():
         return ""
     return f"; the demo's results are in {demo}: bench runs --db {shlex.quote(str(demo))}"
 

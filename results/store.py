@@ -27,7 +27,7 @@ import duckdb
 from bench import numerics
 from bench.errors import BenchError, StoreBusy, one_line, unknown
 from bench.numerics import machine_id
-from bench.paths import data_dir, demo_hint
+from bench.paths import RESULTS_NAME, default_results, demo_hint
 from results.schema import (
     DDL,
     MIGRATIONS,
@@ -41,7 +41,7 @@ from results.schema import (
 )
 from results.views import VIEWS_SHA256, install_views
 
-DB_NAME = "results.duckdb"
+DB_NAME = RESULTS_NAME
 _LOCK_HELD = re.compile(r"held in (?P<prog>.+?) \(PID (?P<pid>\d+)\)")
 
 
@@ -55,7 +55,7 @@ def read_results(path: str | Path | None) -> AbstractContextManager[duckdb.DuckD
 
 def default_db_path() -> Path:
     """``<data_dir>/results.duckdb``."""
-    return data_dir() / DB_NAME
+    return default_results()
 
 
 def _now() -> str:

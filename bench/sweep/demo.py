@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.errors import BenchError
-from bench.paths import demo_results
+from bench.paths import RESULTS_NAME, demo_results
 from bench.sweep.progress import RichSweepProgress, StageTimes
 from bench.sweep.runner import SweepOutcome, run_sweep, sweep_config
 
@@ -68,7 +68,7 @@ def _results_file(out: Path, config, console: Console):
     """The demo's results store; a file holding another ``stamps-demo`` (another model) is moved aside."""
     from results.store import ResultStore
 
-    path = out / "results.duckdb"
+    path = out / RESULTS_NAME
     store = ResultStore(path)
     try:
         stored = store.run_config(DEMO_RUN)
