@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -55,19 +56,23 @@ def torch_load(path: Path, what: str = "checkpoint", trust: bool = False) -> Any
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        globals_named = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line]
-        if not globals_named:
-            raise  # a damaged file, not a foreign object: the caller says it does not load
+        named = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if named is None:  # a damaged file, not a foreign object; torch's advice (weights_only=False) is not ours
+            raise BenchError(f"{what} {path} is not a PyTorch file, or is cut or damaged") from None
         if not trust:
-            raise refused(path, what, globals_named[0].rstrip(".")) from None
+            raise refused(path, what, f"it names {named.group(1)}") from None
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+class _Foreign(pickle.UnpicklingError):
+    """The pickle names something beyond numpy's array parts (code it would call)."""
 
 
 class _NumpyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _NUMPY_GLOBALS or (module == "numpy.dtypes" and name.endswith("DType")):
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"global {module}.{name} is not a numpy array part")
+        raise _Foreign(f"global {module}.{name} is not a numpy array part")
 
 
 def load_array_pickle(path: Path, what: str = "pickle", trust: bool = False) -> Any:
@@ -77,5 +82,8 @@ def load_array_pickle(path: Path, what: str = "pickle", trust: bool = False) -> 
         return pickle.loads(data)
     try:
         return _NumpyUnpickler(io.BytesIO(data)).load()
-    except pickle.UnpicklingError as exc:
+    except _Foreign as exc:
         raise refused(path, what, str(exc)) from None
+    except Exception as exc:  # anything else a byte string makes the unpickler raise: not a pickle
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise BenchError(f"{what} {path} is not a pickle, or is cut or damaged ({first})") from None

@@ -99,11 +99,9 @@ class Annotated:
     outcomes: list[dict]
 
 
-def annotate(store: GraphStore, con: duckdb.DuckDBPyConnection, run_id: str) -> Annotated:
-    """Write run ``run_id``'s per-label numbers onto its graph in ``store`` (one transaction).
-
-    The stored graph must be the one the run was computed on (same sha256); a store that lacks
-    it gets the catalog's copy when that is the same graph. A run with no rows is refused."""
+def annotatable(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[str, str, list]:
+    """The run's graph name, its sha256 and its settings; an unknown run, or one with no rows,
+    is refused (before any graph store is opened)."""
     found = con.execute("SELECT graph_name, graph_sha256 FROM runs WHERE run_id = ?", [run_id]).fetchone()
     if found is None:
         raise unknown("run", run_id, [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall()])
@@ -111,6 +109,15 @@ def annotate(store: GraphStore, con: duckdb.DuckDBPyConnection, run_id: str) -> 
     run_settings = settings(con, run_id)
     if not run_settings:
         raise BenchError(f"run {run_id!r} has no result rows yet: nothing to annotate")
+    return graph_name, sha256, run_settings
+
+
+def annotate(store: GraphStore, con: duckdb.DuckDBPyConnection, run_id: str) -> Annotated:
+    """Write run ``run_id``'s per-label numbers onto its graph in ``store`` (one transaction).
+
+    The stored graph must be the one the run was computed on (same sha256); a store that lacks
+    it gets the catalog's copy when that is the same graph. A run with no rows is refused."""
+    graph_name, sha256, run_settings = annotatable(con, run_id)
     status = _ensure_graph(store, graph_name, sha256, run_id)
     rows = outcomes(store.node_names(graph_name), run_settings, label_rates(con, run_id))
     store.annotate(graph_name, run_id, rows)

@@ -18,7 +18,7 @@ from kg.graph import LabelGraph
 
 PACKAGED = Path(__file__).resolve().parent / "graphs"
 LABEL_TABLES = Path(__file__).resolve().parent / "labels"
-GRAPH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+GRAPH_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")  # lower case: names compare ignoring case, as datasets do
 
 
 def user_graph_dir() -> Path:
@@ -33,7 +33,7 @@ def graph_path(name: str) -> Path:
             raise BenchError(f"graph file {as_path} does not exist")
         return as_path
     for folder in (user_graph_dir(), PACKAGED):
-        candidate = folder / f"{name}.json"
+        candidate = folder / f"{name.lower()}.json"
         if candidate.exists():
             return candidate
     raise unknown("graph", name, graph_names())
@@ -77,7 +77,10 @@ def packaged_path(name: str) -> Path:
 def check_user_graph_name(name: str, force: bool = False) -> None:
     """A name a user graph may take: a file name, and no packaged graph's unless ``force``."""
     if not GRAPH_NAME.fullmatch(name):
-        raise BenchError(f"graph name {name!r} must be letters, digits, '-' or '_' (it becomes a file name)")
+        raise BenchError(
+            f"graph name {name!r} must be lower-case letters, digits, '-' or '_' (it becomes a file name, "
+            "and names compare ignoring case)"
+        )
     if packaged_path(name).exists() and not force:
         raise BenchError(
             f"{name!r} is a packaged graph: pick another {{name}}, or pass {{force}} to use yours for {name!r} "
@@ -97,6 +100,7 @@ def save_user_graph(graph: LabelGraph, force: bool = False) -> Path:
 
 def remove_user_graph(name: str) -> Path:
     """Delete the user graph ``name`` (``$BENCH_DATA/graphs/NAME.json``); a packaged one stays."""
+    name = name.lower()
     path = user_graph_dir() / f"{name}.json"
     if not GRAPH_NAME.fullmatch(name) or not path.is_file():
         mine = sorted(p.stem for p in user_graph_dir().glob("*.json")) if user_graph_dir().exists() else []

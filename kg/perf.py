@@ -10,6 +10,7 @@ linear). Both are checked against the graph's own ancestors and descendants.
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 import tempfile
 import time
@@ -24,6 +25,7 @@ from kg.graph import LabelGraph
 from kg.stores import open_store
 
 SAMPLE = 1_000
+MAX_COMBINATIONS = 2_000_000  # sent in one round trip; the masks and the query's parameters grow with it
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,16 @@ def measure_kg(
     if repeats < 1:
         raise InvalidValue("repeats", repeats, "must be at least 1")
     if not 1 <= k <= graph.n_labels:
-        raise InvalidValue("k", k, f"must be between 1 and the {graph.n_labels} labels of {graph.name!r}")
+        raise InvalidValue("size", k, f"must be between 1 and the {graph.n_labels} labels of {graph.name!r}")
+    count = math.comb(graph.n_labels, k)
+    if count > MAX_COMBINATIONS:
+        memory = count * (64 + 8 * k + 4 * graph.n)  # the combinations as tuples, the answer's masks both ways
+        raise InvalidValue(
+            "size",
+            k,
+            f"makes {count:,} combinations of the {graph.n_labels} labels of {graph.name!r} "
+            f"(about {memory / 2**30:,.1f} GiB to hold); at most {MAX_COMBINATIONS:,} are timed",
+        )
     combos = list(itertools.combinations(graph.labels, k))
     sample = combos[:: max(len(combos) // SAMPLE, 1)][:SAMPLE]
     with tempfile.TemporaryDirectory(prefix="bench-perf-kg-") as tmp:

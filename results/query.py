@@ -29,7 +29,11 @@ def check_read_only(query: str) -> None:
         raise BenchError(f"one statement at a time (got {len(statements)})")
     kind = statements[0].type.name
     if kind not in READS:
-        raise BenchError(f"queries are read-only: {kind} statements are refused (the results are written by sweeps)")
+        word = (query.split(None, 1) or [kind])[0].upper()  # INSTALL and LOAD are one DuckDB type: name the one written
+        raise BenchError(
+            f"queries are read-only: {word if word.isalpha() else kind} statements are refused "
+            "(the results are written by sweeps; extensions are neither installed nor loaded)"
+        )
 
 
 def sandbox(con: duckdb.DuckDBPyConnection, allowed: tuple[Path, ...] = (), files: bool = False) -> None:

@@ -500,6 +500,8 @@ def is_damage(error: BaseException) -> bool:
 
 
 def damaged_message(path: Path, error: BaseException) -> str:
+    if path.is_dir():
+        return f"results database {path} is a folder, not a DuckDB file: name the .duckdb file itself"
     return (
         f"results database {path} cannot be read ({one_line(error)}): the file is damaged or not a DuckDB "
         "file; restore it from a copy, or move it aside and re-run the sweep (the same command resumes into a new file)"

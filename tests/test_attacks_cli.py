@@ -82,7 +82,7 @@ def toy_model():
 
 def test_bench_attack_prints_labels_before_and_after(toy_model):
     result = runner.invoke(
-        app, ["attack", "-d", "attack-toy", "-t", "cat", "-a", "gmla", "-n", "3", "--eps", "0.5", "--steps", "5"]
+        app, ["attack", "-d", "attack-toy", "-t", "cat", "-a", "gmla", "-n", "3", "--eps", "0.5", "--iterations", "5"]
     )
     assert result.exit_code == 0, f"bench attack failed: {result.output}{result.exception!r}"
     for text in ("toy/", "before", "after", "FR_N", "FR_S", "NT_R", "GMLA"):
@@ -140,9 +140,9 @@ def test_bench_perf_attack_runs():
         "32",
         "--labels",
         "5",
-        "--batch",
+        "--batch-size",
         "2",
-        "--steps",
+        "--iterations",
         "2",
         "--single-pairs",
         "1",

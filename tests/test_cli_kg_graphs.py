@@ -63,7 +63,7 @@ def test_build_from_a_users_label_table(tmp_path):
     assert "no packaged graph named 'pets'" in out, out
     graph = load_graph("pets")
     assert graph.labels == ("dog", "cat", "hamster", "car") and graph.is_tree, repr(graph)
-    shown = invoke("kg", "show", "dog", "--dataset", "pets")
+    shown = invoke("kg", "show", "dog", "--graph", "pets")
     assert [graph.nodes[a] for a in graph.ancestors("dog")], "dog should have ancestors"
     for a in graph.ancestors("dog"):
         assert graph.nodes[a] in shown, f"ancestor {graph.nodes[a]} missing from show: {shown}"
@@ -71,7 +71,7 @@ def test_build_from_a_users_label_table(tmp_path):
 
 def test_show_prints_ancestors_above_and_descendants_below():
     voc = load_graph("voc")
-    out = invoke("kg", "show", "carnivore", "--dataset", "voc")
+    out = invoke("kg", "show", "carnivore", "--graph", "voc")
     lines = out.splitlines()
     names = ("organism", "vertebrate", "placental", "cat", "dog")
     pos = {name: next(i for i, line in enumerate(lines) if re.search(rf"\b{name}\b", line)) for name in names}
@@ -82,14 +82,14 @@ def test_show_prints_ancestors_above_and_descendants_below():
     assert chain == ["organism", "vertebrate", "placental"], chain
     assert f"{len(voc.ancestors('carnivore'))} ancestors, {len(voc.descendants('carnivore'))} descendants" in out, out
     # A DAG node shows every root-to-node path.
-    oi = invoke("kg", "show", "Tomato", "--dataset", "openimages")
+    oi = invoke("kg", "show", "Tomato", "--graph", "openimages")
     assert oi.count("Tomato") == 3 and "Fruit" in oi and "Vegetable" in oi, f"Tomato has two parents:\n{oi}"
 
 
 def test_view_writes_self_contained_html(tmp_path, tricky_graph):
     for dataset, graph in (("voc", load_graph("voc")), (str(tricky_graph[1]), tricky_graph[0])):
         out_file = tmp_path / f"{graph.name}.html"
-        invoke("kg", "view", "--dataset", dataset, "--out", str(out_file))
+        invoke("kg", "view", "--graph", dataset, "--out", str(out_file))
         text = out_file.read_text(encoding="utf-8")
         assert not re.search(r"https?:|//[a-z]|\bsrc=|<link|@import", text), (
             "the view must not refer to any URL or file"
@@ -124,20 +124,20 @@ def test_view_writes_self_contained_html(tmp_path, tricky_graph):
 
 
 def test_view_default_path(tmp_path):
-    out = invoke("kg", "view", "--dataset", "voc")
+    out = invoke("kg", "view", "--graph", "voc")
     assert (tmp_path / "data" / "views" / "voc.html").exists(), out
 
 
 def test_export_json_and_graphml(tmp_path):
     voc = load_graph("voc")
-    assert LabelGraph.from_dict(json.loads(invoke("kg", "export", "--dataset", "voc"))).sha256 == voc.sha256
-    invoke("kg", "export", "--dataset", "voc", "--format", "graphml", "--out", str(tmp_path / "voc.graphml"))
+    assert LabelGraph.from_dict(json.loads(invoke("kg", "export", "--graph", "voc"))).sha256 == voc.sha256
+    invoke("kg", "export", "--graph", "voc", "--format", "graphml", "--out", str(tmp_path / "voc.graphml"))
     g = nx.read_graphml(tmp_path / "voc.graphml")
     names = {v: d["name"] for v, d in g.nodes(data=True)}
     assert sorted(names.values()) == sorted(voc.nodes), "GraphML node names differ"
     assert {(names[p], names[c]) for p, c in g.edges} == {(voc.nodes[p], voc.nodes[c]) for p, c in voc.edges}
     assert {names[v] for v, d in g.nodes(data=True) if d["label"]} == set(voc.labels), "label flags differ"
-    invoke("kg", "export", "--dataset", "voc", "--out", str(tmp_path / "by-suffix.graphml"))
+    invoke("kg", "export", "--graph", "voc", "--out", str(tmp_path / "by-suffix.graphml"))
     assert nx.utils.graphs_equal(nx.read_graphml(tmp_path / "by-suffix.graphml"), g), "--out's suffix picks GraphML"
 
 
@@ -171,7 +171,7 @@ def run_cypher_in_ladybug(script: str, tmp_path):
 @pytest.mark.parametrize("which", ["voc", "tricky"])
 def test_export_cypher_runs_and_round_trips_names(tmp_path, tricky_graph, which):
     graph, path = (load_graph("voc"), "voc") if which == "voc" else (tricky_graph[0], str(tricky_graph[1]))
-    script = invoke("kg", "export", "--dataset", path, "--format", "cypher")
+    script = invoke("kg", "export", "--graph", path, "--format", "cypher")
     assert "$" not in script.replace("$BENCH", ""), "the script must be parameter-free"
     body = [line for line in script.splitlines() if not line.startswith("//")]
     assert sum(line.startswith("CREATE") for line in body) == 1 and body[-1].endswith(";"), "one CREATE statement"
@@ -192,10 +192,10 @@ def test_export_cypher_runs_and_round_trips_names(tmp_path, tricky_graph, which)
     [
         (("kg", "build", "--dataset", "vocc"), "unknown dataset 'vocc' (did you mean 'voc'"),
         (("kg", "build"), "give exactly one of --dataset NAME or --labels FILE"),
-        (("kg", "show", "kat", "--dataset", "voc"), "unknown label in graph 'voc': 'kat' (did you mean 'cat'"),
-        (("kg", "show", "cat", "--dataset", "nuss"), "unknown graph 'nuss' (did you mean 'nus'"),
+        (("kg", "show", "kat", "--graph", "voc"), "unknown label in graph 'voc': 'kat' (did you mean 'cat'"),
+        (("kg", "show", "cat", "--graph", "nuss"), "unknown graph 'nuss' (did you mean 'nus'"),
         (("kg", "export", "--format", "grapml"), "unknown export format 'grapml' (did you mean 'graphml'"),
-        (("kg", "view", "--dataset", "missing.json"), "graph file missing.json does not exist"),
+        (("kg", "view", "--graph", "missing.json"), "graph file missing.json does not exist"),
     ],
 )
 def test_bad_input_is_one_clear_error(args, message):
@@ -217,7 +217,7 @@ def test_failed_build_leaves_stored_graph_unchanged(tmp_path):
 def test_broken_graph_file_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
     broken = tmp_path / "broken.json"
     broken.write_text('{"format": "semattack-bench/label-graph", "nodes": [')
-    monkeypatch.setattr(sys, "argv", ["bench", "kg", "show", "cat", "--dataset", str(broken)])
+    monkeypatch.setattr(sys, "argv", ["bench", "kg", "show", "cat", "--graph", str(broken)])
     with pytest.raises(SystemExit) as exit_info:
         bench.cli.main()
     err = capsys.readouterr().err

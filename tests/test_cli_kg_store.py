@@ -87,11 +87,11 @@ def printed_psi(output: str) -> set[str]:
 
 # ------------------------------------------------------------------------- load
 def test_load_is_idempotent_and_a_changed_graph_replaces_its_copy(db):
-    assert "loaded" in ok("kg", "load", "--dataset", "toycli", "--graph-db", str(db)), "first load"
-    assert "unchanged" in ok("kg", "load", "--dataset", "toycli", "--graph-db", str(db)), "second load"
+    assert "loaded" in ok("kg", "load", "--graph", "toycli", "--graph-db", str(db)), "first load"
+    assert "unchanged" in ok("kg", "load", "--graph", "toycli", "--graph-db", str(db)), "second load"
     assert stored(db) == {"toycli": toy().sha256}, f"stored graphs {stored(db)}"
     toy(extra_edge=True).save(user_graph_dir() / "toycli.json")
-    assert "replaced" in ok("kg", "load", "--dataset", "toycli", "--graph-db", str(db)), "changed graph"
+    assert "replaced" in ok("kg", "load", "--graph", "toycli", "--graph-db", str(db)), "changed graph"
     assert stored(db) == {"toycli": toy(extra_edge=True).sha256}, f"stored graphs {stored(db)}"
 
 
@@ -102,14 +102,14 @@ def test_load_all_stores_every_catalog_graph_side_by_side(db):
 
 
 def test_bad_input_gives_one_line_and_leaves_the_store_as_it_was(db):
-    ok("kg", "load", "--dataset", "toycli", "--graph-db", str(db))
+    ok("kg", "load", "--graph", "toycli", "--graph-db", str(db))
     before = stored(db)
-    fails(r"unknown graph 'nosuch'", "kg", "load", "--dataset", "toycli,nosuch", "--graph-db", str(db))
+    fails(r"unknown graph 'nosuch'", "kg", "load", "--graph", "toycli,nosuch", "--graph-db", str(db))
     fails(
         r"unknown graph 'toycl' \(did you mean 'toycli'",
         "kg",
         "closure",
-        "--dataset",
+        "--graph",
         "toycl",
         "--targets",
         "cat",
@@ -120,7 +120,7 @@ def test_bad_input_gives_one_line_and_leaves_the_store_as_it_was(db):
         r"unknown label in graph 'toycli': 'cta'",
         "kg",
         "closure",
-        "--dataset",
+        "--graph",
         "toycli",
         "--targets",
         "cta",
@@ -131,7 +131,7 @@ def test_bad_input_gives_one_line_and_leaves_the_store_as_it_was(db):
         r"target 'cat' is not positive",
         "kg",
         "closure",
-        "--dataset",
+        "--graph",
         "toycli",
         "--targets",
         "cat",
@@ -144,7 +144,7 @@ def test_bad_input_gives_one_line_and_leaves_the_store_as_it_was(db):
         r"target 'cat' is already positive",
         "kg",
         "closure",
-        "--dataset",
+        "--graph",
         "toycli",
         "--targets",
         "cat",
@@ -154,7 +154,7 @@ def test_bad_input_gives_one_line_and_leaves_the_store_as_it_was(db):
         "--graph-db",
         str(db),
     )
-    fails(r"--targets is empty", "kg", "closure", "--dataset", "toycli", "--targets", ",", "--graph-db", str(db))
+    fails(r"--targets is empty", "kg", "closure", "--graph", "toycli", "--targets", ",", "--graph-db", str(db))
     fails(r"unknown graph store 'ladybugs' \(did you mean 'ladybug'", "kg", "load", "--graph-store", "ladybugs")
     fails(r"--graph-db names a Ladybug file", "kg", "load", "--graph-store", "neo4j", "--graph-db", str(db))
     fails(
@@ -183,7 +183,7 @@ def test_entry_point_prints_one_line_without_traceback(db, tmp_path):
             "load",
             "--graph-store",
             "neo4j",
-            "--dataset",
+            "--graph",
             "toycli",
         ],
         env=env,
@@ -213,7 +213,7 @@ def test_entry_point_prints_one_line_without_traceback(db, tmp_path):
 )
 def test_closure_prints_the_reference_psi_and_the_cypher(db, targets, positive):
     graph = toy()
-    args = ["kg", "closure", "--dataset", "toycli", "--targets", targets, "--graph-db", str(db)]
+    args = ["kg", "closure", "--graph", "toycli", "--targets", targets, "--graph-db", str(db)]
     output = ok(*args, *(["--positive", positive] if positive else []))
     t = set(graph.indices(targets.split(",")))
     if positive is None:  # the largest Ψ: the targets with all their ancestors and descendants
@@ -232,13 +232,13 @@ def test_closure_only_reads_the_store(tmp_path, monkeypatch):
     """A graph the store lacks is answered from its file in a temporary store, and said; no store
     file is created, and a stored copy is neither loaded nor replaced."""
     monkeypatch.setenv("BENCH_DATA", str(tmp_path / "data"))
-    first = ok("kg", "closure", "--dataset", "voc", "--targets", "cat")
+    first = ok("kg", "closure", "--graph", "voc", "--targets", "cat")
     assert "no graph store at" in first and "answered from the graph file" in first, first
     assert not (tmp_path / "data").exists(), "kg closure created files"
     db = tmp_path / "g.lbug"
     with open_store("ladybug", path=db) as s:
         s.load(toy())
-    second = ok("kg", "closure", "--dataset", "voc", "--targets", "cat", "--graph-db", str(db))
+    second = ok("kg", "closure", "--graph", "voc", "--targets", "cat", "--graph-db", str(db))
     assert "'voc' is not in the Ladybug database" in second, second
     assert printed_psi(second) == printed_psi(first), "the same Ψ either way"
     with open_store("ladybug", path=db) as s:
@@ -248,13 +248,13 @@ def test_closure_only_reads_the_store(tmp_path, monkeypatch):
 def test_closure_turn_on_adds_one_path_up(db):
     # cat is a leaf: switching it on from nothing needs feline, carnivore and animal.
     assert printed_psi(
-        ok("kg", "closure", "--dataset", "toycli", "--targets", "cat", "--turn-on", "--graph-db", str(db))
+        ok("kg", "closure", "--graph", "toycli", "--targets", "cat", "--turn-on", "--graph-db", str(db))
     ) == {"cat", "feline", "carnivore", "animal"}, "turn-on Ψ of cat"
     # with person positive, animal is on already: the path stops below it.
     output = ok(
         "kg",
         "closure",
-        "--dataset",
+        "--graph",
         "toycli",
         "--targets",
         "cat",
@@ -274,7 +274,7 @@ def test_closure_on_voc_matches_the_reference(db):
     output = ok(
         "kg",
         "closure",
-        "--dataset",
+        "--graph",
         "voc",
         "--targets",
         "cat,dog",
@@ -291,7 +291,7 @@ def test_closure_on_voc_matches_the_reference(db):
 
 # ------------------------------------------------------------------ query, perf
 def test_query_prints_rows_with_parameters(db):
-    ok("kg", "load", "--dataset", "toycli", "--graph-db", str(db))
+    ok("kg", "load", "--graph", "toycli", "--graph-db", str(db))
     output = ok(
         "kg",
         "query",
@@ -308,16 +308,16 @@ def test_query_prints_rows_with_parameters(db):
 
 
 def test_perf_kg_times_both_methods_and_checks_they_agree(db):
-    output = ok("perf", "kg", "--dataset", "synthetic", "--k", "2", "--repeats", "1")
+    output = ok("perf", "kg", "--graph", "synthetic", "--size", "2", "--repeats", "1")
     assert "190 combinations of 2 of the 20 labels" in output, f"perf header:\n{output}"
     assert re.search(r"ratio [\d,.]+×", output) and "identical answers" in output, f"perf result:\n{output}"
     fails(
-        r"--k 4: must be between 1 and the 3 labels",
+        r"--size 4: must be between 1 and the 3 labels",
         "perf",
         "kg",
-        "--dataset",
+        "--graph",
         str(user_graph_dir() / "toycli.json"),
-        "--k",
+        "--size",
         "4",
     )
 
@@ -331,7 +331,7 @@ def test_every_command_has_an_example(command):
 def test_query_rows_as_json(db):
     import json
 
-    ok("kg", "load", "--dataset", "toycli", "--graph-db", str(db))
+    ok("kg", "load", "--graph", "toycli", "--graph-db", str(db))
     out = ok(
         "kg",
         "query",
@@ -356,7 +356,7 @@ def test_an_unexpected_error_is_one_line_naming_its_traceback_file(monkeypatch, 
         raise RuntimeError("boom\nsecond line")
 
     monkeypatch.setattr(bench.cli.kg_graphs, "load_graph", broken)
-    monkeypatch.setattr(sys, "argv", ["bench", "kg", "show", "cat", "--dataset", "voc"])
+    monkeypatch.setattr(sys, "argv", ["bench", "kg", "show", "cat", "--graph", "voc"])
     with pytest.raises(SystemExit) as exit_info:
         bench.cli.main()
     err = capsys.readouterr().err
@@ -366,6 +366,6 @@ def test_an_unexpected_error_is_one_line_naming_its_traceback_file(monkeypatch, 
     log = re.search(r"traceback: (\S+\.log);", lines[0]).group(1)
     text = open(log, encoding="utf-8").read()
     assert "bench kg show cat --dataset voc" in text and "Traceback" in text and "second line" in text, text
-    monkeypatch.setattr(sys, "argv", ["bench", "--debug", "kg", "show", "cat", "--dataset", "voc"])
+    monkeypatch.setattr(sys, "argv", ["bench", "--debug", "kg", "show", "cat", "--graph", "voc"])
     with pytest.raises(RuntimeError, match="boom"):
         bench.cli.main()

@@ -31,7 +31,7 @@ SWEEP = [
     "run",
     "-d",
     NAME,
-    "--attacks",
+    "--attack",
     "gmla,ml-dp",
     "--size",
     "1-2",
@@ -150,7 +150,7 @@ def test_sigkill_part_way_then_resume_equals_an_uninterrupted_run(tmp_path):
 
 
 def test_shards_write_their_own_files_and_merge(tmp_path):
-    args = ["run", "-d", NAME, "--attacks", "mla-u", "--size", "1", "--iterations", "3", "--eps", "0.06", "--quiet"]
+    args = ["run", "-d", NAME, "--attack", "mla-u", "--size", "1", "--iterations", "3", "--eps", "0.06", "--quiet"]
     db = tmp_path / "all.duckdb"
     for i in range(2):
         result = invoke(*args, "--db", str(db), "--shard", f"{i}/2")
@@ -195,8 +195,8 @@ def error_of(*args: str) -> str:
 def test_bad_input_gives_one_clear_line(tmp_path):
     base = ["run", "--quiet", "--db", str(tmp_path / "r.duckdb")]
     assert "unknown dataset 'stampz'" in error_of(*base, "-d", "stampz"), "unknown dataset"
-    assert "unknown attack 'gmlaa'" in error_of(*base, "-d", NAME, "--attacks", "gmla,gmlaa"), "unknown attack"
-    assert "did you mean 'gmla'" in error_of(*base, "-d", NAME, "--attacks", "gmlaa"), "close names suggested"
+    assert "unknown attack 'gmlaa'" in error_of(*base, "-d", NAME, "--attack", "gmla,gmlaa"), "unknown attack"
+    assert "did you mean 'gmla'" in error_of(*base, "-d", NAME, "--attack", "gmlaa"), "close names suggested"
     assert "unknown trained model 'nope'" in error_of(*base, "-d", NAME, "-m", "nope"), "unknown model"
     assert "|Ω| = 7 is larger than the 6 labels" in error_of(*base, "-d", NAME, "--size", "7"), "|Ω| too large"
     assert "--shard '2/2'" in error_of(*base, "-d", NAME, "--shard", "2/2"), "bad shard"
@@ -242,7 +242,7 @@ def test_another_configuration_under_a_name_and_a_locked_database(tmp_path):
         "run",
         "-d",
         NAME,
-        "--attacks",
+        "--attack",
         "mla-u",
         "--size",
         "1",
@@ -280,7 +280,7 @@ def test_another_configuration_under_a_name_and_a_locked_database(tmp_path):
 
 
 def test_main_prints_one_line_and_exits_2(tmp_path):
-    proc = bench_process("run", "-d", NAME, "--attacks", "nope", "--db", str(tmp_path / "r.duckdb"))
+    proc = bench_process("run", "-d", NAME, "--attack", "nope", "--db", str(tmp_path / "r.duckdb"))
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 2, f"exit code {proc.returncode}: {err}"
     lines = [line for line in err.splitlines() if line.strip()]

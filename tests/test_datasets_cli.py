@@ -26,7 +26,7 @@ def test_build_then_info_stamps(tmp_path):
     before = invoke("data", "info", "stamps", "--image-size", "48", *args, "--data-root", str(tmp_path))
     assert before.exit_code != 0 and not any(tmp_path.iterdir()), "info builds nothing"
     assert "bench data build stamps --image-size 48 --seed 3 --n-train 12 --n-test 6" in str(before.exception)
-    result = invoke("data", "build", "stamps", "--size", "48", *args, "--data-root", str(tmp_path))
+    result = invoke("data", "build", "stamps", "--image-size", "48", *args, "--data-root", str(tmp_path))
     assert result.exit_code == 0, f"build failed: {result.output}\n{result.exception!r}"
     folder = next(p for p in tmp_path.iterdir() if (p / "manifest.json").is_file())
     assert f"files: {folder}" in result.output.replace("\n", ""), (

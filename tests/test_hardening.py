@@ -87,7 +87,7 @@ def toy_run(capsys, monkeypatch, db: Path, *extra: str) -> tuple[int, str, str]:
         "fast",
         "--size",
         "1",
-        "--attacks",
+        "--attack",
         "mla-u",
         "--iterations",
         "3",
@@ -179,7 +179,7 @@ def test_read_only_commands_reach_no_file(home, capsys, monkeypatch):
     )
     assert code == 0 and "1" in out, "--allow-files joins the user's own files"
     leak = tmp / "leak.csv"
-    assert cli(capsys, monkeypatch, "kg", "load", "-d", "voc")[0] == 0
+    assert cli(capsys, monkeypatch, "kg", "load", "-g", "voc")[0] == 0
     store = tmp / "data" / "graphs.lbug"
     refused(
         capsys,
@@ -240,9 +240,9 @@ def test_an_unwritable_data_folder(home, capsys, monkeypatch):
     blocker.write_text("")
     monkeypatch.setenv("BENCH_DATA", str(blocker / "data"))
     monkeypatch.delenv("BENCH_LADYBUG_DB")
-    code, out, err = cli(capsys, monkeypatch, "kg", "show", "cat", "-d", "voc")
+    code, out, err = cli(capsys, monkeypatch, "kg", "show", "cat", "-g", "voc")
     assert code == 0 and "cat" in out, f"a read-only command works without writing:\n{err}"
-    refused(capsys, monkeypatch, "kg", "load", "-d", "voc", match=str(blocker / "data"))
+    refused(capsys, monkeypatch, "kg", "load", "-g", "voc", match=str(blocker / "data"))
     refused(capsys, monkeypatch, "runs", match="no results database")
 
 
@@ -306,9 +306,9 @@ def test_the_same_run_twice_at_once_is_refused(home, capsys, monkeypatch):
 
 def test_short_options_are_the_same_everywhere(home, capsys, monkeypatch):
     for args in (
-        ["kg", "closure", "-d", "voc", "--targets", "cat"],
-        ["kg", "show", "cat", "-d", "voc"],
-        ["kg", "load", "-d", "voc"],
+        ["kg", "closure", "-g", "voc", "--targets", "cat"],
+        ["kg", "show", "cat", "-g", "voc"],
+        ["kg", "load", "-g", "voc"],
     ):
         code, _, err = cli(capsys, monkeypatch, *args)
         assert code == 0, f"bench {' '.join(args)}: {err}"

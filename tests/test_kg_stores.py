@@ -302,7 +302,7 @@ def test_bench_kg_load_reloads_a_copy_edited_by_hand(kind, tmp_path):
     options = {"path": tmp_path / "g.lbug"} if kind == "ladybug" else {}
 
     def load() -> str:
-        result = CliRunner().invoke(app, ["kg", "load", "-d", str(path), *where], env={"COLUMNS": "200"})
+        result = CliRunner().invoke(app, ["kg", "load", "-g", str(path), *where], env={"COLUMNS": "200"})
         assert result.exit_code == 0, result.output
         return result.output
 

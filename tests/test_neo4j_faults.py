@@ -107,7 +107,7 @@ def test_a_stopped_server_before_kg_load_is_one_line(on):
     """``bench kg load`` with the server stopped (nothing listens on its port): one line, exit 2."""
     (dead,) = free_ports(1)
     gone = f"bolt://127.0.0.1:{dead}"
-    load = bench("kg", "load", "-d", "stamps", "--graph-store", "neo4j", env={**on.env, "NEO4J_URI": gone})
+    load = bench("kg", "load", "-g", "stamps", "--graph-store", "neo4j", env={**on.env, "NEO4J_URI": gone})
     out, err = load.communicate(timeout=120)
     assert load.returncode == 2, f"exit 2: {load.returncode} {out} {err}"
     assert one_error_line(err).startswith(f"error: cannot reach Neo4j at {gone}: "), err
@@ -121,7 +121,7 @@ def test_a_server_killed_during_kg_load_leaves_no_half_loaded_graph(on, tmp_path
     graph = big_graph()
     path = graph.save(tmp_path / f"{BIG}.json")
     with open_store("neo4j") as watcher:
-        load = bench("kg", "load", "-d", str(path), "--graph-store", "neo4j", env=on.env)
+        load = bench("kg", "load", "-g", str(path), "--graph-store", "neo4j", env=on.env)
         deadline = time.monotonic() + 120
         while not any("$nodes" in q or "$edges" in q for q in running_queries(watcher)):
             assert load.poll() is None, f"the load ended before it could be interrupted: {load.communicate()}"
@@ -145,7 +145,7 @@ def test_a_server_killed_during_kg_load_leaves_no_half_loaded_graph(on, tmp_path
             assert content.n_nodes == content.n_edges == 0, f"nothing half-loaded: {content}"
         else:
             assert content.matches(record) and content.sha256 == graph.sha256, f"whole: {content} vs {record}"
-    again = invoke("kg", "load", "-d", str(path), "--graph-store", "neo4j")
+    again = invoke("kg", "load", "-g", str(path), "--graph-store", "neo4j")
     assert again.exit_code == 0, again.output
     with open_store("neo4j") as store:
         content = store.content(BIG)

@@ -191,7 +191,7 @@ def test_merging_shards_of_two_machines_is_refused_unless_accepted(tmp_path):
 
 
 def bench_run(tmp_path, db: str, *flags: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    args = ["run", "-d", NAME, "--attacks", "mla-lp,gmla", "--size", "1", "--eps", "0.06", "--iterations", "10"]
+    args = ["run", "-d", NAME, "--attack", "mla-lp,gmla", "--size", "1", "--eps", "0.06", "--iterations", "10"]
     args += ["--images-per-combo", "2", "--batch-size", "4", "--preset", "fast", "--db", str(tmp_path / db), *flags]
     launch = "import tests.sweep_fixtures; from bench.cli import main; main()"
     return subprocess.run(

@@ -178,7 +178,7 @@ def test_bench_attack_saves_its_examples(tmp_path, monkeypatch):
             "2",
             "--eps",
             "0.06",
-            "--steps",
+            "--iterations",
             "5",
             "--save",
             str(out),

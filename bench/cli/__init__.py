@@ -10,12 +10,15 @@ from pathlib import Path
 import typer
 
 from bench import numerics
-from bench.cli.apps import app, flag
+from bench.cli.apps import app, finish_help, finish_options, flag, rewrite_deprecated
 from bench.cli.console import err_console, styled
 from bench.errors import BenchError
 
 # Importing the command modules registers their commands on the apps.
 from bench.cli import attack, datasets, kg_graphs, kg_store, models, perf, results, run, train  # noqa: F401  isort: skip
+
+finish_options(app)
+finish_help(app)
 
 
 def error_message(exc: BaseException) -> str:
@@ -71,6 +74,10 @@ def main() -> None:
     debug = "--debug" in sys.argv[1:]
     if debug:
         sys.argv = [a for a in sys.argv if a != "--debug"]
+    argv, warnings = rewrite_deprecated(sys.argv[1:])
+    sys.argv[1:] = argv
+    for warning in warnings:
+        err_console.print(styled(("warning:", "yellow"), " ", warning))
     numerics.pin_from_argv(sys.argv[1:])  # before any command runs a torch kernel
     try:
         code = app(standalone_mode=False)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+import os
+import re
+import typing
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from bench.errors import BenchError, unknown
 
 app = typer.Typer(
     name="bench",
@@ -67,6 +73,182 @@ FLAGS = {
 }
 
 
+def unwrap_help(text: str) -> str:
+    """A docstring as help: each paragraph on one line (the terminal wraps it once), with
+    ``Example:`` lines and list items kept on lines of their own."""
+    paragraphs = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            if lines and not line.startswith(("Example:", "- ", "  ", "\b")):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line.rstrip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+# Every number the command line takes has its range at the parser (NaN, ±inf and integers that
+# overflow are refused there, with the range in the message); a flag means the same range in
+# every command. An option's own min or max, where it declares one, wins.
+NUMBER_RANGES: dict[str, tuple[float, float]] = {
+    "--batch-size": (1, 65_536),
+    "--combos-per-size": (1, 10_000_000),
+    "--digits": (0, 6),
+    "--epochs": (1, 10_000),
+    "--eps": (0.0, 1.0),
+    "--image-size": (8, 2048),
+    "--images": (1, 100_000),
+    "--images-per-combo": (1, 1_000_000),
+    "--iterations": (1, 100_000),
+    "--labels": (1, 100_000),
+    "--limit": (1, 1_000_000),
+    "--lr": (0.0, 10.0),
+    "--n-test": (1, 1_000_000),
+    "--n-train": (1, 1_000_000),
+    "--ray-cpus": (1, 1024),
+    "--ray-workers": (1, 4096),
+    "--repeats": (1, 1000),
+    "--rounds": (1, 100),
+    "--rows": (100, 10_000_000),
+    "--save-images": (0, 100_000),
+    "--seed": (0, 2**32 - 1),
+    "--show": (0, 100_000),
+    "--single-pairs": (1, 1000),
+    "--size": (1, 1000),
+    "--tau": (-1.0, 1.0),
+    "--top": (0, 100_000),
+    "--wait": (0.0, 86_400.0),
+    "--workers": (0, 256),
+    "--year": (2007, 2012),
+}
+
+
+def _numeric(annotation: object) -> bool:
+    args = typing.get_args(annotation) or (annotation,)
+    return any(a in (int, float) for a in args) and bool not in args
+
+
+def finish_options(typer_app: typer.Typer) -> None:
+    """Give every int and float option its range from ``NUMBER_RANGES`` (a numeric option with
+    no range is a bug: raised here, so any test that loads the CLI finds it)."""
+    from typer.models import OptionInfo
+
+    for info in typer_app.registered_commands:
+        hints = typing.get_type_hints(info.callback, include_extras=True) if info.callback else {}
+        for name, hint in hints.items():
+            if typing.get_origin(hint) is not Annotated:
+                continue
+            base, *extras = typing.get_args(hint)
+            for option in (e for e in extras if isinstance(e, OptionInfo)):
+                if not _numeric(base):
+                    continue
+                # In ``Annotated``, typer takes Option's first argument (``default``) as the first flag.
+                decls = (option.default, *(option.param_decls or ()))
+                flag_name = next((d for d in decls if isinstance(d, str) and d.startswith("--")), None)
+                flag_name = flag_name or "--" + name.replace("_", "-")
+                if flag_name not in NUMBER_RANGES:
+                    raise RuntimeError(f"numeric option {flag_name} of {info.callback.__name__} has no range")
+                low, high = NUMBER_RANGES[flag_name]
+                option.min = low if option.min is None else option.min
+                option.max = high if option.max is None else option.max
+        if info.callback:  # the evaluated hints, holding the options changed here, replace the strings
+            info.callback.__annotations__.update(hints)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            finish_options(group.typer_instance)
+
+
+def finish_help(typer_app: typer.Typer) -> None:
+    """Unwrap every command's help once all commands are registered; piped help is 160 columns
+    wide so that defaults and paths print whole."""
+    import typer.rich_utils
+
+    from bench.cli.console import piped
+
+    if piped() and not os.environ.get("TERMINAL_WIDTH"):
+        typer.rich_utils.MAX_WIDTH = 160
+    for info in typer_app.registered_commands:
+        text = info.help or (info.callback.__doc__ if info.callback else None)
+        if text:
+            info.help = unwrap_help(text)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            finish_help(group.typer_instance)
+
+
+def canonical_dataset(value: str | None) -> str | None:
+    """A dataset name as the registry holds it (names compare ignoring case, everywhere)."""
+    if value is None:
+        return None
+    from bench.datasets import DATASETS
+
+    if value not in DATASETS:
+        raise unknown("dataset", value, DATASETS.names())
+    return value.lower()
+
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def safe_name(value: str | None) -> str | None:
+    """A run's or trained model's ``--name``: it names a folder and is pasted into commands, so
+    letters, digits, '.', '-' and '_' only (checked before any work)."""
+    if value is not None and not NAME.fullmatch(value):
+        raise BenchError(
+            f"--name {value!r}: use letters, digits, '.', '-' or '_', starting with a letter or digit "
+            "(at most 100; it names a folder and goes into commands)"
+        )
+    return value
+
+
+def graph_name(value: str | None) -> str | None:
+    """A new graph's ``--name``, checked before any graph is built."""
+    from kg.catalog import GRAPH_NAME
+
+    if value is not None and not GRAPH_NAME.fullmatch(value):
+        raise BenchError(
+            f"--name {value!r}: a graph name is lower-case letters, digits, '-' or '_' (it becomes a file name)"
+        )
+    return value
+
+
+def canonical_graph(value: str | None) -> str | None:
+    """A graph name as the catalog compares it (ignoring case, as datasets and attacks); a graph
+    file's path is kept as given."""
+    if value is None or value.endswith(".json") or "/" in value:
+        return value
+    return value.lower()
+
+
+# Old spellings, kept for one release: (command path) -> {old flag: new flag}.
+DEPRECATED_FLAGS: dict[tuple[str, ...], dict[str, str]] = {
+    **{("kg", cmd): {"--dataset": "--graph", "-d": "--graph"} for cmd in ("show", "view", "export", "load", "closure")},
+    ("perf", "kg"): {"--dataset": "--graph", "-d": "--graph", "--k": "--size"},
+    ("data", "build"): {"--size": "--image-size"},
+    ("attack",): {"--steps": "--iterations"},
+    ("perf", "attack"): {"--steps": "--iterations", "--batch": "--batch-size"},
+    **{path: {"--attacks": "--attack"} for path in (("run",), ("perf", "sweep"), ("perf", "numerics"))},
+}
+
+
+def rewrite_deprecated(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``argv`` with old flag spellings replaced by the current ones, and one warning per old
+    flag used (``--k 3`` and ``--k=3`` alike)."""
+    words = [a for a in argv if not a.startswith("-")]
+    path = next((tuple(words[:n]) for n in (2, 1) if tuple(words[:n]) in DEPRECATED_FLAGS), None)
+    if path is None:
+        return argv, []
+    renames, out, warnings = DEPRECATED_FLAGS[path], [], []
+    for arg in argv:
+        old, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if old in renames:
+            warnings.append(f"{old} is deprecated here: use {renames[old]} (the old spelling goes in the next release)")
+            arg = renames[old] + eq + value
+        out.append(arg)
+    return out, warnings
+
+
 def flag(parameter: str) -> str:
     """The flag that sets a library parameter: how the CLI spells an error's ``options``."""
     return FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
@@ -85,6 +267,7 @@ GraphOption = Annotated[
     str | None,
     typer.Option(
         "--graph",
+        callback=canonical_graph,
         help="Label graph of the dataset's extended labels by name (default: the dataset's own; e.g. one from bench "
         "kg import).",
         show_default=False,
@@ -154,6 +337,9 @@ MixedNumericsOption = Annotated[
         help="Add rows computed on a machine whose numerics fingerprint (device, CPU code path, versions, "
         "precision, B) differs from the one that computed the run's stored rows (recorded); refused otherwise.",
     ),
+]
+ModelDatasetOption = Annotated[
+    str, typer.Option("--dataset", "-d", callback=canonical_dataset, help="Dataset of the model.")
 ]
 ModelOption = Annotated[
     str | None,

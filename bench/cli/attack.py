@@ -20,6 +20,7 @@ from bench.cli.apps import (
     PairBatchOption,
     TrustOption,
     app,
+    canonical_dataset,
 )
 from bench.cli.console import console
 from bench.progress import progress_bar
@@ -36,7 +37,10 @@ def attack_command(
         typer.Option("--targets", "-t", help="Target set Ω: comma-separated labels to switch off (on with --turn-on)."),
     ],
     dataset: Annotated[
-        str, typer.Option("--dataset", "-d", help="Dataset name (stamps, voc, nus, openimages).")
+        str,
+        typer.Option(
+            "--dataset", "-d", callback=canonical_dataset, help="Dataset name (stamps, voc, nus, openimages)."
+        ),
     ] = "stamps",
     attack: Annotated[
         str, typer.Option("--attack", "-a", help="Attack: gmla, gmla-alpha, gmla-beta, mla-u, mla-c, mla-lp, ml-dp.")
@@ -55,7 +59,6 @@ def attack_command(
     steps: Annotated[
         int | None,
         typer.Option(
-            "--steps",
             "--iterations",
             help="Iterations (default: the attack's own: 300 APGD, 10 MLA-LP, 100 ML-DP).",
             show_default=False,
@@ -91,7 +94,7 @@ def attack_command(
     share of changed non-targets (NT_R), ℓ∞ and the iteration; then FR_N, FR_S, NT_R, SSIM.
 
     Example: bench attack --dataset stamps --targets dog --attack gmla --images 4 --eps 0.03
-    Example: bench attack -d stamps -t cat,car -a mla-u --steps 100
+    Example: bench attack -d stamps -t cat,car -a mla-u --iterations 100
     """
     from bench.attacks import create_attack
     from bench.datasets import create_dataset

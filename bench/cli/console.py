@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from collections.abc import Sequence
 from enum import Enum
@@ -28,7 +29,15 @@ def styled(*parts: str | tuple[str, str]) -> Text:
     return Text.assemble(*((str(p[0]), p[1]) if isinstance(p, tuple) else str(p) for p in parts))
 
 
-console = make_console()
+def piped(stream=None) -> bool:
+    """Whether output goes to a pipe or file (not a terminal) and no width was asked for (``COLUMNS``)."""
+    stream = stream if stream is not None else sys.stdout
+    return not (getattr(stream, "isatty", lambda: False)() or os.environ.get("COLUMNS"))
+
+
+# Piped output is for other programs and for pasting: whole values, never cut to 80 columns.
+PIPE_WIDTH = 100_000
+console = make_console(width=PIPE_WIDTH if piped() else None)
 err_console = make_console(stderr=True, soft_wrap=True)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bench.cli.apps import DataRootOption, app
+from bench.cli.apps import DataRootOption, app, canonical_dataset
 from bench.cli.console import console
 from bench.errors import BenchError, unknown
 from bench.progress import progress_bar
@@ -27,14 +27,16 @@ app.add_typer(data_app, name="data")
 @data_app.command("build")
 def build(
     name: Annotated[
-        str, typer.Argument(help="Dataset to generate (only 'stamps' is generated; the others are read from disk).")
+        str,
+        typer.Argument(
+            callback=canonical_dataset,
+            help="Dataset to generate (only 'stamps' is generated; the others are read from disk).",
+        ),
     ],
     seed: Annotated[
         int, typer.Option(help="Random seed: the same seed gives byte-identical images.")
     ] = STAMPS_DEFAULTS["seed"],
-    size: Annotated[int, typer.Option("--image-size", "--size", help="Image side in pixels.")] = STAMPS_DEFAULTS[
-        "size"
-    ],
+    size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = STAMPS_DEFAULTS["size"],
     n_train: Annotated[int, typer.Option("--n-train", help="Training images.")] = STAMPS_DEFAULTS["n_train"],
     n_test: Annotated[int, typer.Option("--n-test", help="Test images.")] = STAMPS_DEFAULTS["n_test"],
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when a cached copy exists.")] = False,
@@ -91,7 +93,10 @@ def _check_images(ds) -> int:
 
 @data_app.command("info")
 def info(
-    name: Annotated[str, typer.Argument(help="Dataset: voc, nus, openimages, stamps (or a registered one).")],
+    name: Annotated[
+        str,
+        typer.Argument(callback=canonical_dataset, help="Dataset: voc, nus, openimages, stamps (or a registered one)."),
+    ],
     split: Annotated[
         list[str] | None,
         typer.Option(

@@ -9,7 +9,7 @@ import typer
 from rich.text import Text
 from rich.tree import Tree
 
-from bench.cli.apps import GraphDbOption, GraphStoreOption, TrustOption, kg_app
+from bench.cli.apps import GraphDbOption, GraphStoreOption, TrustOption, canonical_graph, graph_name, kg_app
 from bench.cli.console import console, styled
 from bench.errors import BenchError
 from bench.fileio import write_text
@@ -28,8 +28,9 @@ from kg.graph import LabelGraph
 GraphOption = Annotated[
     str,
     typer.Option(
-        "--dataset",
-        "-d",
+        "--graph",
+        "-g",
+        callback=canonical_graph,
         help="Graph name (voc, nus, openimages, openimages-tree, stamps, one you built) or a graph .json file.",
     ),
 ]
@@ -60,7 +61,12 @@ def build(
     ] = None,
     name: Annotated[
         str | None,
-        typer.Option("--name", help="Graph name for --labels (default: the file's stem).", show_default=False),
+        typer.Option(
+            "--name",
+            callback=graph_name,
+            help="Graph name for --labels (default: the file's stem).",
+            show_default=False,
+        ),
     ] = None,
     out: Annotated[
         Path | None,
@@ -175,7 +181,7 @@ def show(
 
     Dataset labels are green, abstract nodes blue; each node shows its synset or MID.
 
-    Example: bench kg show cat --dataset voc
+    Example: bench kg show cat --graph voc
     """
     graph = load_graph(dataset)
     v = graph.index(label)
@@ -218,7 +224,7 @@ def view(
     With --run, nodes are coloured by how often attacks broke them as targets and ringed by how
     often they were dragged along (after `bench kg annotate --run RUN`).
 
-    Example: bench kg view --dataset voc --out voc.html
+    Example: bench kg view --graph voc --out voc.html
     """
     from kg.view import render_html
 
@@ -244,7 +250,7 @@ def _run_outcomes(
     from kg.annotate import one_setting
     from kg.stores import open_graph_store
 
-    with open_graph_store(store, graph_db) as graph_store:
+    with open_graph_store(store, graph_db, existing=True) as graph_store:
         names = graph_store.annotated_graphs(run)
         if not names:
             raise BenchError(
@@ -278,7 +284,7 @@ def export(
 ) -> None:
     """Export a graph as JSON, GraphML or a Cypher CREATE script.
 
-    Example: bench kg export --dataset voc --format cypher --out voc.cypher
+    Example: bench kg export --graph voc --format cypher --out voc.cypher
     """
     from kg.export import export_graph
 
@@ -300,7 +306,9 @@ def import_command(
         Path,
         typer.Option("--adj", help="ML-GCN's co-occurrence file (voc_adj.pkl: 'adj' and 'nums'), or a .npz with them."),
     ],
-    name: Annotated[str, typer.Option("--name", help="Name of the recovered graph (e.g. voc-authors).")],
+    name: Annotated[
+        str, typer.Option("--name", callback=graph_name, help="Name of the recovered graph (e.g. voc-authors).")
+    ],
     labels: Annotated[
         str | None,
         typer.Option(
@@ -336,7 +344,7 @@ def import_command(
     graph is refused.
 
     The graph is saved as $BENCH_DATA/graphs/NAME.json and works everywhere by
-    name (--graph NAME, bench kg export --dataset NAME, bench kg diff). The
+    name (--graph NAME, bench kg export --graph NAME, bench kg diff). The
     example runs in a clone of github.com/hassan-mahmood/SemanticMLLAttacks.
 
     Example: bench kg import -d voc --adj MLGCN/data/voc/voc_adj.pkl --labels authors --name voc-authors

@@ -13,7 +13,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from bench.cli.apps import DbOption, GraphDbOption, GraphStoreOption, kg_app
+from bench.cli.apps import DbOption, GraphDbOption, GraphStoreOption, canonical_graph, kg_app
 from bench.cli.console import FormatOption, RowFormat, console, write_rows
 from bench.errors import BenchError
 from kg.catalog import graph_names, load_graph
@@ -32,7 +32,7 @@ def load(
     dataset: Annotated[
         str,
         typer.Option(
-            "--dataset", "-d", help="Graph to load: a name (voc, nus, openimages, stamps, ...), a comma list, or 'all'."
+            "--graph", "-g", help="Graph to load: a name (voc, nus, openimages, stamps, ...), a comma list, or 'all'."
         ),
     ] = "all",
     store: GraphStoreOption = "ladybug",
@@ -44,7 +44,7 @@ def load(
     transaction; other graphs are untouched. A stored copy whose nodes and edges no longer
     match its recorded sha256 (edited by hand) is reloaded whole: status "repaired".
 
-    Example: bench kg load --graph-store ladybug --dataset voc
+    Example: bench kg load --graph-store ladybug --graph voc
     """
     names = graph_names() if dataset == "all" else list(dict.fromkeys(_split(dataset)))
     if not names:
@@ -80,7 +80,13 @@ def load(
 @kg_app.command("closure")
 def closure(
     dataset: Annotated[
-        str, typer.Option("--dataset", "-d", help="Graph name (voc, nus, openimages, stamps, ...) or graph file.")
+        str,
+        typer.Option(
+            "--graph",
+            "-g",
+            callback=canonical_graph,
+            help="Graph name (voc, nus, openimages, stamps, ...) or graph file.",
+        ),
     ],
     targets: Annotated[str, typer.Option("--targets", "-t", help="Target labels Ω, comma-separated, e.g. cat,dog.")],
     positive: Annotated[
@@ -102,7 +108,7 @@ def closure(
     The store is only read: a graph it does not hold is answered from its graph file in a
     temporary in-memory store, and the command says so.
 
-    Example: bench kg closure --dataset voc --targets cat,dog --positive cat,dog,person
+    Example: bench kg closure --graph voc --targets cat,dog --positive cat,dog,person
     """
     graph = load_graph(dataset)
     check_targets(graph, _split(targets))
@@ -173,7 +179,7 @@ def query(
     """
     params = dict(_parse_param(p) for p in param or [])
     check_user_query(text)  # before the store is opened: a refused query touches nothing
-    with open_graph_store(store, db) as graph_store:
+    with open_graph_store(store, db, existing=True) as graph_store:
         rows = graph_store.query(text, params)
     if fmt is not RowFormat.table:
         names = list(rows[0]) if rows else []
@@ -217,12 +223,15 @@ def annotate(
 
     Example: bench kg annotate --run demo --graph-store neo4j
     """
+    from kg.annotate import annotatable
     from kg.annotate import annotate as write_annotations
     from results.store import read_results
 
-    with read_results(db) as con, open_graph_store(store, graph_db) as graph_store:
-        done = write_annotations(graph_store, con, run)
-        where = graph_store.location
+    with read_results(db) as con:
+        annotatable(con, run)  # an unknown run is refused before the graph store is opened
+        with open_graph_store(store, graph_db) as graph_store:
+            done = write_annotations(graph_store, con, run)
+            where = graph_store.location
     if done.graph_status == "loaded":
         console.print(f"loaded graph {done.graph_name!r} (the run's) into {where}", style="dim")
     table = Table(title=f"run {run!r} on graph {done.graph_name!r}", show_edge=False)

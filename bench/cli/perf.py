@@ -12,7 +12,15 @@ import typer
 from rich.progress import Progress, track
 from rich.table import Table
 
-from bench.cli.apps import CpuNumericsOption, DeviceOption, ModelOption, PairBatchOption, perf_app
+from bench.cli.apps import (
+    CpuNumericsOption,
+    DeviceOption,
+    ModelOption,
+    PairBatchOption,
+    canonical_dataset,
+    canonical_graph,
+    perf_app,
+)
 from bench.cli.console import console, styled
 from bench.cli.run import parse_attacks, parse_sizes
 from kg.catalog import graph_names, load_graph
@@ -24,12 +32,13 @@ def perf_kg(
     dataset: Annotated[
         str,
         typer.Option(
-            "--dataset",
-            "-d",
+            "--graph",
+            "-g",
+            callback=canonical_graph,
             help="Graph whose labels are combined ('synthetic': a random tree of 20 labels + 15 abstract nodes).",
         ),
     ] = "voc",
-    k: Annotated[int, typer.Option(help="Combination size |Ω|.")] = 3,
+    k: Annotated[int, typer.Option("--size", min=1, help="Combination size |Ω|.")] = 3,
     repeats: Annotated[int, typer.Option(help="Repeats of the single round trip (the median is reported).")] = 5,
     store: Annotated[
         str, typer.Option("--graph-store", help="ladybug (a temporary file) or neo4j (the server of NEO4J_URI).")
@@ -41,7 +50,7 @@ def perf_kg(
     dropped afterwards) and checks that both give the graph's own ancestors and descendants.
     One round trip per combination is timed on a sample of at most 1,000.
 
-    Example: bench perf kg --dataset nus --k 3
+    Example: bench perf kg --graph nus --size 3
     """
     from kg.perf import measure_kg, synthetic_tree
     from kg.stores import check_store
@@ -115,9 +124,9 @@ def perf_attack_command(
     image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.", min=16)] = 64,
     labels: Annotated[int, typer.Option("--labels", help="Model outputs.", min=1)] = 20,
     batch: Annotated[
-        int, typer.Option("--batch-size", "--batch", "-b", help="Pairs per batch B (and the model's batch).", min=1)
+        int, typer.Option("--batch-size", "-b", help="Pairs per batch B (and the model's batch).", min=1)
     ] = 16,
-    steps: Annotated[int, typer.Option("--steps", "--iterations", help="Attack iterations per run.", min=1)] = 10,
+    steps: Annotated[int, typer.Option("--iterations", help="Attack iterations per run.", min=1)] = 10,
     single_pairs: Annotated[
         int, typer.Option("--single-pairs", help="Pairs timed one at a time for the batching ratio.", min=1)
     ] = 4,
@@ -134,8 +143,8 @@ def perf_attack_command(
     call. Prints (b)/(a), (b)/(a′) (GMLA needs two input gradients per step) and (b)/(c).
     Each time is the best of --repeats interleaved rounds.
 
-    Example: bench perf attack --arch resnet18 --image-size 64 --batch 32 --steps 10
-    Example: bench perf attack --attack mla-u --device cuda --batch 128
+    Example: bench perf attack --arch resnet18 --image-size 64 --batch-size 32 --iterations 10
+    Example: bench perf attack --attack mla-u --device cuda --batch-size 128
     """
     from bench.attacks.perf import measure_attack_perf
 
@@ -182,9 +191,11 @@ def perf_attack_command(
 # ---------------------------------------------------------------------- bench perf sweep
 @perf_app.command("sweep")
 def perf_sweep_command(
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset of the model.")] = "stamps",
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", callback=canonical_dataset, help="Dataset of the model.")
+    ] = "stamps",
     model: ModelOption = None,
-    attacks: Annotated[str, typer.Option("--attacks", "--attack", "-a", help="Comma list or all.")] = "gmla,mla-u",
+    attacks: Annotated[str, typer.Option("--attack", "-a", help="Comma list or all.")] = "gmla,mla-u",
     size: Annotated[str, typer.Option("--size", help="|Ω| sizes.")] = "1-2",
     images_per_combo: Annotated[int, typer.Option("--images-per-combo", help="Images per combination.")] = 8,
     combos_per_size: Annotated[int, typer.Option("--combos-per-size", help="Combinations per |Ω|.")] = 4,
@@ -202,7 +213,7 @@ def perf_sweep_command(
     family the engine's batch occupancy and its pair·iterations/s against the model's own
     forward+backward rate at the same B.
 
-    Example: bench perf sweep --dataset stamps --attacks gmla,mla-u --size 1-2
+    Example: bench perf sweep --dataset stamps --attack gmla,mla-u --size 1-2
     """
     from bench.sweep.perf import measure_sweep
     from bench.sweep.presets import SweepOptions
@@ -253,9 +264,11 @@ def perf_sweep_command(
 
 @perf_app.command("numerics")
 def perf_numerics_command(
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset of the model.")] = "stamps",
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", callback=canonical_dataset, help="Dataset of the model.")
+    ] = "stamps",
     model: ModelOption = None,
-    attacks: Annotated[str, typer.Option("--attacks", "--attack", "-a", help="Comma list or all.")] = "all",
+    attacks: Annotated[str, typer.Option("--attack", "-a", help="Comma list or all.")] = "all",
     size: Annotated[str, typer.Option("--size", help="|Ω| sizes.")] = "1-3",
     iterations: Annotated[int, typer.Option("--iterations", help="Auto-PGD iterations.", min=1)] = 50,
     batch_size: PairBatchOption = None,
@@ -286,7 +299,9 @@ def perf_numerics_command(
 @perf_app.command("gpu")
 def perf_gpu_command(
     device: DeviceOption = "cuda",
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset of the model.")] = "stamps",
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", callback=canonical_dataset, help="Dataset of the model.")
+    ] = "stamps",
     model: Annotated[
         str | None,
         typer.Option("--model", "-m", help="Trained run (default: the demo model, trained first if missing)."),

@@ -23,6 +23,8 @@ from bench.cli.apps import (
     PairBatchOption,
     TrustOption,
     app,
+    canonical_dataset,
+    safe_name,
 )
 from bench.cli.console import console, styled
 from bench.errors import BenchError
@@ -93,14 +95,17 @@ def parse_attacks(text: str) -> tuple[str, ...] | None:
 # ---------------------------------------------------------------------- bench run
 @app.command("run", rich_help_panel="Sweeps")
 def run_command(
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset: stamps (offline), voc, nus, openimages.")],
+    dataset: Annotated[
+        str,
+        typer.Option(
+            "--dataset", "-d", callback=canonical_dataset, help="Dataset: stamps (offline), voc, nus, openimages."
+        ),
+    ],
     model: ModelOption = None,
     preset: Annotated[
         str, typer.Option("--preset", help="paper (the paper's settings) or fast (the demo's).")
     ] = "paper",
-    attacks: Annotated[
-        str, typer.Option("--attacks", "--attack", "-a", help="Comma list (gmla,mla-u,...) or all.")
-    ] = "all",
+    attacks: Annotated[str, typer.Option("--attack", "-a", help="Comma list (gmla,mla-u,...) or all.")] = "all",
     eps: Annotated[
         str | None,
         typer.Option(
@@ -166,7 +171,10 @@ def run_command(
     name: Annotated[
         str | None,
         typer.Option(
-            "--name", help="Run id (default: dataset-model-confighash; the same command resumes).", show_default=False
+            "--name",
+            callback=safe_name,
+            help="Run id (default: dataset-model-confighash; the same command resumes).",
+            show_default=False,
         ),
     ] = None,
     shard: Annotated[
@@ -245,7 +253,7 @@ def run_command(
 
     Example: bench run --dataset stamps --preset fast
     Example: bench run --dataset stamps --preset fast --ray local
-    Example: bench run -d voc -m asl-voc --attacks gmla,mla-u,mla-c --size 1-3 --eps 0.005:0.01:0.005
+    Example: bench run -d voc -m asl-voc --attack gmla,mla-u,mla-c --size 1-3 --eps 0.005:0.01:0.005
     Example: bench run -d openimages -m Open_ImagesV6_TRresNet_L_448.pth --combos sampled --size 1-5 --shard 0/4
     """
     from bench.datasets import DATASETS, create_dataset
@@ -486,5 +494,5 @@ def next_steps(db: Path) -> list[str]:
         f"bench table --db {q} --run {DEMO_RUN} --size 1",
         f'bench sql --db {q} "SELECT attack, size, fr_n_mean, fr_s_mean, nt_r_mean FROM rate_summary"',
         f"bench kg annotate --db {q} --run {DEMO_RUN} && bench kg view --run {DEMO_RUN} --attack gmla",
-        "bench run --dataset stamps --preset fast --eps 0.01,0.03,0.05 --attacks gmla,mla-u --db sweep.duckdb",
+        "bench run --dataset stamps --preset fast --eps 0.01,0.03,0.05 --attack gmla,mla-u --db sweep.duckdb",
     ]

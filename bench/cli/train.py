@@ -19,6 +19,8 @@ from bench.cli.apps import (
     ModelOption,
     TrustOption,
     app,
+    canonical_dataset,
+    safe_name,
 )
 from bench.cli.console import console, styled
 from bench.errors import BenchError
@@ -26,7 +28,14 @@ from bench.fileio import write_json
 from bench.progress import progress_bar
 
 DatasetOption = Annotated[
-    str | None, typer.Option("--dataset", "-d", help="Dataset name (stamps, voc, nus, openimages).", show_default=False)
+    str | None,
+    typer.Option(
+        "--dataset",
+        "-d",
+        callback=canonical_dataset,
+        help="Dataset name (stamps, voc, nus, openimages).",
+        show_default=False,
+    ),
 ]
 
 
@@ -96,7 +105,8 @@ def train_command(
     ] = None,
     workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")] = 0,
     name: Annotated[
-        str | None, typer.Option("--name", help="Run name (default MODEL-TIME).", show_default=False)
+        str | None,
+        typer.Option("--name", callback=safe_name, help="Run name (default MODEL-TIME).", show_default=False),
     ] = None,
     resume: Annotated[
         str | None,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import colorsys
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -226,6 +227,20 @@ def _file_record(path: Path) -> dict:
     }
 
 
+def check_room(folder: Path, config: StampsConfig) -> None:
+    """Refuse, before writing anything, a build whose images would not fit on the disk."""
+    need = (config.n_train + config.n_test) * config.size * config.size * 3
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if need > 0.9 * free:
+        raise BenchError(
+            f"stamps with {config.n_train + config.n_test:,} images at {config.size} px needs about "
+            f"{need / 1e9:,.1f} GB in {folder.parent}, and {free / 1e9:,.1f} GB are free: pick fewer images "
+            "({n_train}, {n_test}), a smaller {image_size}, or another {root}",
+            options=["n_train", "n_test", "image_size", "root"],
+        )
+
+
 def build_stamps(
     config: StampsConfig = StampsConfig(),
     root: str | Path | None = None,
@@ -255,6 +270,7 @@ def build_stamps(
         raise BenchError(
             f"stamps is not built yet with these settings in {folder.parent}: bench data build stamps{options}"
         )
+    check_room(folder, config)
     sprites = [[Image.fromarray(a) for a in per_label] for per_label in load_sprites(art, config.size).values()]
     started = time.perf_counter()
     counts: dict[str, dict[str, int]] = {}

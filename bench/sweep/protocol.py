@@ -142,9 +142,17 @@ def check_sizes(sizes: Sequence[int], n_candidates: int, graph: LabelGraph) -> N
             raise BenchError(f"|Ω| = {k} is larger than the {n_candidates} labels of {graph.name!r}")
 
 
-def all_combinations(candidates: Sequence[int], k: int) -> Tensor:
-    """``[C, k]`` every combination of k candidates, in ``itertools.combinations`` order."""
+def all_combinations(candidates: Sequence[int], k: int, sampling: bool = False) -> Tensor:
+    """``[C, k]`` every combination of k candidates, in ``itertools.combinations`` order
+    (``sampling``: they are listed to draw a sample from, which the message says)."""
     count = math.comb(len(candidates), k)
+    if count > MAX_ENUMERATED and sampling:
+        raise BenchError(
+            f"{count:,} combinations of size {k} from {len(candidates)} labels are too many to list before "
+            "drawing {combinations_per_size} of them: use {combos} sampled (it draws without listing) "
+            "or smaller {sizes}",
+            options=["combinations_per_size", "combos", "sizes"],
+        )
     if count > MAX_ENUMERATED:
         raise BenchError(
             f"{count:,} combinations of size {k} from {len(candidates)} labels are too many to attack "
@@ -269,7 +277,7 @@ def plan_combinations(
             drawn = sample_combinations(positive, clean.consistent, graph, k, seed, candidates, rules, per_size)
             combos = torch.tensor(drawn, dtype=torch.long).view(len(drawn), k)
         else:
-            combos = all_combinations(candidates, k)
+            combos = all_combinations(candidates, k, sampling=per_size is not None)
         counts, chosen = eligible_images(positive, clean.consistent, combos, images_per_combination)
         keep = range(len(combos))
         if mode != "sampled" and per_size is not None:

@@ -40,9 +40,19 @@ def check_store(kind: str, graph_db: str | Path | None = None) -> None:
         )
 
 
-def open_graph_store(kind: str = "ladybug", graph_db: str | Path | None = None) -> GraphStore:
-    """``open_store`` for a store picked by name and, for Ladybug, an optional database file."""
+def open_graph_store(kind: str = "ladybug", graph_db: str | Path | None = None, existing: bool = False) -> GraphStore:
+    """``open_store`` for a store picked by name and, for Ladybug, an optional database file
+    (``existing``: a file that is not there is refused instead of created, for read commands)."""
     check_store(kind, graph_db)
+    if existing and kind.lower() == "ladybug":
+        from kg.stores.ladybug_store import default_path
+
+        path = Path(graph_db) if graph_db is not None else default_path()
+        if str(path) != ":memory:" and not path.exists():
+            raise BenchError(
+                f"no graph store at {path}: load a graph first (`bench kg load`) or name one with {{graph_db}}",
+                options=["graph_db"],
+            )
     return open_store(kind, **({"path": graph_db} if graph_db is not None else {}))
 
 
