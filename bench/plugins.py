@@ -34,17 +34,19 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 from bench.attacks import ATTACKS, register_attack
 from bench.datasets.base import DATASETS, register_dataset
 from bench.models import MODELS, register_model
+from bench.registry import Registry
 from bench.sweep.presets import PRESETS
 from kg.catalog import BUILDERS as GRAPHS
 from kg.catalog import register_builder as register_graph
 from kg.export import EXPORTERS, register_format
 from kg.stores import STORES, register_store
 
-REGISTRIES = {
+REGISTRIES: dict[str, Registry[Any]] = {
     "attack": ATTACKS,
     "model": MODELS,
     "dataset": DATASETS,
