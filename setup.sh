@@ -128,9 +128,10 @@ case "${1:-}" in
         ;;
     test)
         shift
-        # one formatter setting and the lint rules (pyproject.toml), checked before the tests
+        # one formatter setting, the lint rules and the library's types (pyproject.toml), checked before the tests
         .venv/bin/ruff check --quiet bench kg results tests
         .venv/bin/ruff format --check --quiet bench kg results tests
+        .venv/bin/mypy
         start_neo4j
         set +e
         emulated=0

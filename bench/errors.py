@@ -40,6 +40,13 @@ class BenchError(Exception):
         error.args = (error.render(keyword),)
         return error
 
+    def suffixed(self, note: str) -> BenchError:
+        """The same error (same type and facts) with ``; note`` after its message."""
+        error = copy.copy(self)
+        error.template = f"{self.template}; {note}"
+        error.args = (error.render(keyword),)
+        return error
+
     def __reduce__(self):  # pickles (Ray sends workers' errors) keep the type and its facts
         return _restore, (type(self), self.args, dict(self.__dict__))
 

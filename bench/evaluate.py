@@ -6,10 +6,10 @@ knowledge graph — the images the attacks may use (the official ``store_gcn_con
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from bench.devices import resolve_device
 from bench.errors import BenchError
@@ -17,11 +17,14 @@ from bench.metrics import average_precision, mean_ap
 from kg.closure import GraphTensors, global_consistency
 from kg.graph import LabelGraph
 
+if TYPE_CHECKING:
+    from bench.datasets.base import MultiLabelDataset
+
 
 @torch.no_grad()
 def predict(
     model: nn.Module,
-    dataset: Dataset,
+    dataset: MultiLabelDataset,
     batch_size: int = 64,
     device: torch.device | str | None = None,
     progress=None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,10 @@ def stem_for(combo_id: int, attack: str, eps: float, tau: float, image_id: str) 
     return f"c{combo_id}-{attack}-e{eps:g}-t{tau:g}-{safe}"
 
 
+def _save_png(picture: np.ndarray, path: Path) -> None:
+    Image.fromarray(picture).save(path, format="PNG")
+
+
 def save_example(
     folder: Path,
     stem: str,
@@ -61,9 +66,7 @@ def save_example(
     delta = (adv.detach().float() - clean.detach().float()).cpu().numpy()
     pictures = {"clean": to_uint8(clean), "adv": to_uint8(adv), "delta": delta_picture(delta, eps)}
     for kind, picture in pictures.items():
-        atomic_write(
-            folder / f"{stem}-{kind}.png", lambda tmp, picture=picture: Image.fromarray(picture).save(tmp, format="PNG")
-        )
+        atomic_write(folder / f"{stem}-{kind}.png", partial(_save_png, picture))
     npz = folder / f"{stem}.npz"
 
     def write(tmp: Path) -> None:

@@ -31,6 +31,7 @@ import math
 import warnings
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -109,13 +110,14 @@ def pair_metrics(
 
         # Every row, on the images' own device and dtype (float32 on a GPU is far faster than
         # float64 on the CPU): a pair's SSIM must not depend on which rows share its batch.
-        every = (
+        # a Tensor: the function returns a tuple only with return_full_image / return_contrast_sensitivity
+        every = cast(
+            Tensor,
             structural_similarity_index_measure(
                 adv_images.detach(), clean_images.detach(), data_range=1.0, reduction="none"
-            )
-            .double()
-            .cpu()
+            ),
         )
+        every = every.double().cpu()
         ssim = torch.where(success, every, nan)
     rmsd = torch.where(success, root_mean_sq, nan)
     return PairMetrics(success, consistent, ntr_share, ssim, rmsd, linf, l2, flipped)

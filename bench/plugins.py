@@ -2,8 +2,7 @@
 
 Every extension point is a ``bench.registry.Registry`` picked by name on the command line
 (``--attack``, ``--model``, ``--dataset``, ``--graph-store``, ``--preset``, ``--format``, graph names);
-a new entry is one module with one decorator, imported before ``bench`` runs (a plugin
-package, or a module your own script imports before calling ``bench.cli.main``)::
+a new entry is one module with one decorator::
 
     from bench.plugins import register_attack
     from bench.attacks.mla_u import MLAU
@@ -11,6 +10,21 @@ package, or a module your own script imports before calling ``bench.cli.main``):
     @register_attack("my-attack")
     class MyAttack(MLAU):
         display_name = "Mine"            # tables, plots and reports show it
+
+``bench`` sees it when the module is imported: either a module your own script imports before
+calling ``bench.cli.main``, or a package you install that names it as an entry point in the group
+``semattack_bench.plugins`` (``PLUGIN_GROUP``), in the package's ``pyproject.toml``::
+
+    [project.entry-points."semattack_bench.plugins"]
+    my-attack = "my_package.attack"              # a module: importing it registers
+    my-models = "my_package.models:register"     # or a function, called with no arguments
+
+Installed plugins load once, at the first lookup or listing of any registry
+(``bench.registry.load_plugins``), so every command sees them. One that fails to import is
+skipped and named in one line (``PluginError``: plugin, target, package, error) where it could
+change the answer: picking a name nothing registered (``--attack typo``), or listing a registry
+(``bench models --available``, a Ray worker's plugin list). Picking a registered name, and the
+commands that pick nothing by name, work as if it were not installed.
 
 Registries (each decorator's docs: the file named last):
 
@@ -34,17 +48,19 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 from bench.attacks import ATTACKS, register_attack
 from bench.datasets.base import DATASETS, register_dataset
-from bench.models import MODELS, register_model
+from bench.models import MODELS, ModelSpec, register_model
+from bench.registry import PLUGIN_GROUP, PluginError, Registry, load_plugins
 from bench.sweep.presets import PRESETS
 from kg.catalog import BUILDERS as GRAPHS
 from kg.catalog import register_builder as register_graph
 from kg.export import EXPORTERS, register_format
 from kg.stores import STORES, register_store
 
-REGISTRIES = {
+REGISTRIES: dict[str, Registry[Any]] = {
     "attack": ATTACKS,
     "model": MODELS,
     "dataset": DATASETS,
@@ -66,7 +82,7 @@ def plugin_modules() -> list[str]:
     imports them to know the same names."""
     own = ("bench.", "kg.", "results.")
     entries = [r.get(name) for r in REGISTRIES.values() for name in r.names()]
-    modules = {getattr(getattr(e, "fn", e), "__module__", "") for e in entries}  # a model's spec: its builder
+    modules = {getattr(e.build if isinstance(e, ModelSpec) else e, "__module__", "") for e in entries}
     return sorted(m for m in modules if m and not m.startswith(own) and m != "__main__")
 
 
@@ -76,10 +92,13 @@ __all__ = [
     "EXPORTERS",
     "GRAPHS",
     "MODELS",
+    "PLUGIN_GROUP",
     "PRESETS",
     "REGISTRIES",
     "STORES",
+    "PluginError",
     "child_process_env",
+    "load_plugins",
     "plugin_modules",
     "register_attack",
     "register_dataset",

@@ -7,16 +7,85 @@ Example::
     @register_attack("my-attack")
     class MyAttack(APGDAttack):
         ...
+
+Plugins installed as packages are found through the entry-point group ``semattack_bench.plugins``
+(``PLUGIN_GROUP``): each entry point names a module, imported (its decorators register), or a
+function ``module:function``, called with no arguments. They load once per process, at the first
+lookup or listing of any registry (``load_plugins``). A plugin that fails to load is skipped; its
+failure is one line (a ``BenchError`` naming the plugin and its error) where it could change the
+answer: a lookup of a name nobody registered (the name may be the broken plugin's) and a listing
+(``names()``, ``PluginError``). Looking up a registered name, testing ``name in registry`` and a
+help text's list (``names(loaded_only=True)``) work as if the plugin were not installed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib import metadata
 from typing import Generic, TypeVar
 
-from bench.errors import BenchError, unknown
+from bench.errors import BenchError, one_line, unknown
 
 T = TypeVar("T")
+
+PLUGIN_GROUP = "semattack_bench.plugins"
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """An entry-point plugin that did not load: its name, target (``module[:function]``),
+    package and the error (one line)."""
+
+    name: str
+    target: str
+    package: str
+    error: str
+
+    def __str__(self) -> str:
+        source = f", package {self.package}" if self.package else ""
+        return f"plugin {self.name!r} ({self.target}{source}) did not load: {self.error}"
+
+
+class PluginError(BenchError):
+    """Installed plugins that did not load; carries their ``failures``."""
+
+    def __init__(self, failures: Sequence[PluginFailure]) -> None:
+        self.failures = tuple(failures)
+        them = "it" if len(self.failures) == 1 else "them"
+        super().__init__(f"{'; '.join(map(str, self.failures))} (fix or uninstall {them})")
+
+
+_lock = threading.RLock()  # re-entrant: a plugin's own lookups while it loads see the registries as they are
+_loaded = False
+_failures: list[PluginFailure] = []
+
+
+def load_plugins(*, again: bool = False) -> list[PluginFailure]:
+    """Load the ``PLUGIN_GROUP`` entry points (once per process; ``again``: forget the earlier
+    load, for tests that install a plugin); returns the plugins that failed."""
+    global _loaded
+    with _lock:
+        if again:
+            _loaded = False
+            _failures.clear()
+        if _loaded:
+            return list(_failures)
+        _loaded = True
+        seen: set[tuple[str, str]] = set()
+        for ep in metadata.entry_points(group=PLUGIN_GROUP):
+            if (ep.name, ep.value) in seen:  # the same distribution found twice on sys.path
+                continue
+            seen.add((ep.name, ep.value))
+            try:
+                loaded = ep.load()
+                if ep.attr:
+                    loaded()
+            except Exception as exc:  # any import or registration error: one line, the other plugins load
+                package = ep.dist.name if ep.dist is not None else ""
+                _failures.append(PluginFailure(ep.name, ep.value, package, f"{type(exc).__name__}: {one_line(exc)}"))
+        return list(_failures)
 
 
 class Registry(Generic[T]):
@@ -38,21 +107,34 @@ class Registry(Generic[T]):
 
         return deco
 
+    def _unknown(self, name: str) -> BenchError:
+        error = unknown(self.kind, name, self._items)
+        failures = load_plugins()
+        return error.suffixed("; ".join(map(str, failures))) if failures else error
+
     def unregister(self, name: str) -> None:
         """Forget ``name`` (a plugin's tests register and remove their own entries)."""
+        load_plugins()
         if self._items.pop(name.lower(), None) is None:
-            raise unknown(self.kind, name, self._items)
+            raise self._unknown(name)
 
     def get(self, name: str) -> T:
+        load_plugins()
         try:
             return self._items[name.lower()]
         except KeyError:
-            raise unknown(self.kind, name, self._items) from None
+            raise self._unknown(name) from None
 
-    def names(self) -> list[str]:
+    def names(self, *, loaded_only: bool = False) -> list[str]:
+        """The registered names; ``PluginError`` when an installed plugin did not load (the list
+        would lack its names), unless ``loaded_only`` (a help text: the names at hand)."""
+        failures = load_plugins()
+        if failures and not loaded_only:
+            raise PluginError(failures)
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        load_plugins()
         return isinstance(name, str) and name.lower() in self._items
 
     def __iter__(self) -> Iterator[str]:

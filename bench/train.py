@@ -64,9 +64,10 @@ class TrainConfig:
         spec = model_spec(self.model)
         check_model_options(spec.name, self.model_kwargs)
         DATASETS.get(self.dataset)
-        cfg = replace(self, model=spec.name, loss=self.loss or spec.loss, image_size=self.image_size or spec.image_size)
-        if cfg.loss not in LOSSES:
-            raise unknown("loss", cfg.loss, LOSSES)
+        loss = self.loss or spec.loss
+        if loss not in LOSSES:
+            raise unknown("loss", loss, LOSSES)
+        cfg = replace(self, model=spec.name, loss=loss, image_size=self.image_size or spec.image_size)
         for name in ("epochs", "batch_size", "image_size"):
             if int(getattr(cfg, name)) < 1:
                 raise InvalidValue(name, getattr(cfg, name), "must be at least 1")
@@ -208,6 +209,8 @@ def train(
                 f"run {run_dir} already exists: resume it ({{resume}}) or pick another {{run_dir}}",
                 options=["resume", "run_dir"],
             )
+    if cfg.loss is None or cfg.image_size is None:  # resolved() fills both, and a saved state holds a resolved config
+        raise BenchError(f"run {run_dir}: the training state names no loss or image size, so it cannot resume")
     train_set, test_set = datasets or _datasets(cfg)
     graph = train_set.graph
     if state is not None and state.get("graph_sha256") != graph.sha256:

@@ -154,7 +154,7 @@ def one_setting(
     for axis, wanted, parameter in (("attack", attack, "attack"), ("eps", eps, "eps"), ("tau", tau, "tau")):
         values = sorted({r[axis] for r in rows})
         if wanted is not None:
-            key = wanted.lower() if axis == "attack" else grid_value(wanted)  # as the results store keys it
+            key = wanted.lower() if isinstance(wanted, str) else grid_value(wanted)  # as the results store keys it
             kept = [r for r in rows if r[axis] == key]
             if not kept:
                 raise unknown(f"{parameter} of run {run_id!r}:", str(wanted), [str(v) for v in values])

@@ -66,7 +66,8 @@ def build_graph(dataset: str) -> LabelGraph:
 
 
 def builder_names() -> list[str]:
-    return BUILDERS.names()
+    """The graph builders' names for help texts: those at hand, even when a plugin did not load."""
+    return BUILDERS.names(loaded_only=True)
 
 
 def packaged_path(name: str) -> Path:

@@ -77,7 +77,7 @@ def _f(x: Tensor) -> Tensor:
     return x.to(torch.float32)
 
 
-def _check(pred: Tensor, g: GraphTensors, *others: Tensor) -> None:
+def _check(pred: Tensor, g: GraphTensors, *others: Tensor | None) -> None:
     if pred.dim() != 2 or pred.shape[1] != g.n:
         raise BenchError(f"predictions of shape {tuple(pred.shape)} do not fit a graph of {g.n} nodes")
     for t in others:

@@ -43,7 +43,7 @@ def explain_closure(
     (``store=None``: no store at all, the temporary one answers and the caller says why)."""
     target_idx = check_targets(graph, targets)
     stored = store.graphs().get(graph.name) if store is not None else None
-    if stored is not None and stored.sha256 == graph.sha256:
+    if store is not None and stored is not None and stored.sha256 == graph.sha256:
         return _explain(store, graph, targets, target_idx, positive, turn_on, "")
     from kg.stores import open_store  # a read command never writes to the store: a temporary one answers
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 from bench.errors import BenchError
 from bench.fileio import read_json
@@ -119,7 +120,8 @@ def single_parent_tree(dag: LabelGraph, edge_order: list[tuple[int, int]] | None
         for c in dag.children(v):
             level[c] = max(level[c], level[v] + 1)
     n_desc = [len(dag.descendants(v)) for v in range(dag.n)]
-    keep, choices = [], {}
+    keep: list[tuple[int, int]] = []
+    choices: dict[str, dict[str, Any]] = {}
     for child in range(dag.n):
         parents = dag.parents(child)
         if len(parents) <= 1:

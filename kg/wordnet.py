@@ -167,7 +167,7 @@ def refine(dag: nx.DiGraph, keep: Iterable, score: Callable[[Any, Any], Any] | N
     With ``score=None`` it stops after step 3: the pruned DAG keeps every parent.
     """
     keep = set(keep)
-    log = {"uninformative": drop_uninformative_roots(dag, keep), "chains": prune_chains(dag, keep)}
+    log: dict[str, Any] = {"uninformative": drop_uninformative_roots(dag, keep), "chains": prune_chains(dag, keep)}
     if score is None:
         return log
     log["parent_choices"] = choose_parents(dag, score)
@@ -188,7 +188,8 @@ def _resolve(table: Sequence[LabelSynset], where: str) -> list:
 
     if not table:
         raise BenchError(f"{where}: the label table is empty")
-    synsets, owner = [], {}
+    synsets: list = []  # nltk Synsets
+    owner: dict[str, str] = {}  # synset name → the label that took it
     for row in table:
         if not row.synset:
             senses = wordnet().synsets(row.label.replace(" ", "_"), "n")

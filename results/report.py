@@ -27,7 +27,7 @@ from bench import numerics
 from bench.errors import BenchError
 from bench.names import ATTACK_NAMES, attack_display
 from results.tables import Layout, ablation_layout, format_cell, paper_layout
-from results.views import Selection, fetch_dicts
+from results.views import Selection, fetch_dicts, scalar
 
 GALLERY_PER_ATTACK = 3  # successes and as many failures, per attack
 DRILL_DOWN = 5  # combinations shown at each end
@@ -187,7 +187,7 @@ def _tables(
 def _plots(con: duckdb.DuckDBPyConnection, run_id: str, run: dict) -> str:
     from results.plots import _iterations_figure, _rmsd_figure, _sweep_figure
 
-    shown = []
+    shown: list[tuple[str, Figure | None]] = []
     fixed = Selection(None, run["eps"][0], run["tau"][0])
     wanted = [
         ("size", len(run["sizes"]) > 1, Selection(None, run["eps"][0], run["tau"][0])),
@@ -328,7 +328,7 @@ def build_report(con: duckdb.DuckDBPyConnection, run_id: str, artifacts: dict) -
         raise BenchError(f"no run {run_id!r} in this database")
     run = runs[0]
     config = json.loads(run["config"])
-    n_rows = con.execute("SELECT count(*) FROM results WHERE run_id = ?", [run_id]).fetchone()[0]
+    n_rows = scalar(con, "SELECT count(*) FROM results WHERE run_id = ?", [run_id])
     title = f"semattack-bench report: {run_id}"
     sections = [f"<h1>{esc(title)}</h1>", "<h2>Provenance</h2>", _provenance(run, config, _machines(con, run_id))]
     if n_rows == 0:

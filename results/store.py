@@ -16,11 +16,12 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -39,7 +40,7 @@ from results.schema import (
     RunConfig,
     grid_value,
 )
-from results.views import VIEWS_SHA256, install_views
+from results.views import VIEWS_SHA256, install_views, scalar
 
 DB_NAME = RESULTS_NAME
 _LOCK_HELD = re.compile(r"held in (?P<prog>.+?) \(PID (?P<pid>\d+)\)")
@@ -274,7 +275,7 @@ class ResultStore:
     def finish_run(self, run_id: str) -> None:
         """Mark the run finished (its time goes in ``runs.finished``)."""
         with self._transaction() as con:
-            if con.execute("UPDATE runs SET finished = ? WHERE run_id = ?", [_now(), run_id]).fetchone()[0] == 0:
+            if scalar(con, "UPDATE runs SET finished = ? WHERE run_id = ?", [_now(), run_id]) == 0:
                 raise unknown("run", run_id, [r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()])
 
     # ------------------------------------------------------------------ machines
@@ -342,21 +343,23 @@ class ResultStore:
         done = sorted({int(c) for c in complete})
         with self._transaction() as con:
             _require_run(con, run_id)
-            missing = con.execute(
+            missing = scalar(
+                con,
                 "SELECT list_sort(list(x)) FROM (SELECT DISTINCT unnest($ids) AS x "
                 "EXCEPT SELECT combo_id FROM combinations WHERE run_id = $run)",
                 {"ids": sorted(set(columns["combo_id"]) | set(done)), "run": run_id},
-            ).fetchone()[0]
+            )
             if missing:
                 raise ValueError(f"run {run_id!r} has no combinations {missing}: write_combinations first")
             added = 0
             if rows:
                 select = ", ".join(f"unnest(${c}{CASTS.get(c, '')})" for c in ROW_COLUMNS)
-                added = con.execute(
+                added = scalar(
+                    con,
                     f"INSERT INTO results (run_id, {', '.join(ROW_COLUMNS)}) "
                     f"SELECT $run_id, * FROM (SELECT {select}) ON CONFLICT DO NOTHING",
                     {"run_id": run_id, **columns},
-                ).fetchone()[0]
+                )
             if artifacts:
                 con.executemany(
                     "INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -511,7 +514,7 @@ def damaged_message(path: Path, error: BaseException) -> str:
 def _check_size(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """Refuse a file shorter than the blocks DuckDB says it uses (a cut copy or a full disk):
     such a file still answers queries on its catalog, with part of its rows missing."""
-    _, _, block_size, _, used, *_ = con.execute("PRAGMA database_size").fetchone()
+    _, _, block_size, _, used, *_ = con.execute("PRAGMA database_size").fetchall()[0]
     size = path.stat().st_size
     if size < DUCKDB_HEADERS + int(used) * int(block_size) or (size - DUCKDB_HEADERS) % int(block_size):
         raise BenchError(
@@ -564,7 +567,7 @@ def _mixing(others: dict[str, dict], fingerprint: dict, what: str, allow: bool, 
 
 
 def _require_run(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
-    if con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0] == 0:
+    if scalar(con, "SELECT count(*) FROM runs WHERE run_id = ?", [run_id]) == 0:
         raise ValueError(f"run {run_id!r} is not in the results database: call begin_run first")
 
 
@@ -581,7 +584,7 @@ CASTS = {"flipped": "::TEXT[][]"}  # a batch of empty lists carries no element t
 
 def _columns(rows: Sequence[ResultRow]) -> dict[str, list]:
     """Rows → one plain Python list per column (numpy/torch scalars converted, ε/τ by ``grid_value``)."""
-    cast = {
+    cast: dict[str, Callable[[Any], Any]] = {
         "combo_id": int,
         "image_id": str,
         "attack": str,
@@ -610,7 +613,7 @@ def _columns(rows: Sequence[ResultRow]) -> dict[str, list]:
 
 def _copy_attached(con: duckdb.DuckDBPyConnection) -> int:
     """Copy the attached ``src`` database's runs, combinations and rows; returns new rows."""
-    before = con.execute("SELECT count(*) FROM results").fetchone()[0]
+    before = scalar(con, "SELECT count(*) FROM results")
     con.execute("INSERT INTO runs SELECT * FROM src.runs ON CONFLICT DO NOTHING")
     con.execute(
         """UPDATE runs SET shards = list_sort(list_distinct(list_concat(runs.shards, s.shards))),
@@ -625,7 +628,7 @@ def _copy_attached(con: duckdb.DuckDBPyConnection) -> int:
     con.execute("INSERT INTO results BY NAME SELECT * FROM src.results ON CONFLICT DO NOTHING")
     con.execute("INSERT INTO machines BY NAME SELECT * FROM src.machines ON CONFLICT DO NOTHING")
     con.execute("INSERT INTO artifacts SELECT * FROM src.artifacts ON CONFLICT DO NOTHING")
-    return int(con.execute("SELECT count(*) FROM results").fetchone()[0] - before)
+    return int(scalar(con, "SELECT count(*) FROM results") - before)
 
 
 def sql_literal(path: str | Path) -> str:

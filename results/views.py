@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,14 @@ def fetch_dicts(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] 
     cur = con.execute(sql, params or [])
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | dict | None = None) -> Any:
+    """The first value of the one row ``sql`` returns (a count, an aggregate, a write's row count)."""
+    row = con.execute(sql, params or []).fetchone()
+    if row is None:
+        raise RuntimeError(f"no row from {sql!r}")
+    return row[0]
 
 
 def run_ids(con: duckdb.DuckDBPyConnection, wanted: Sequence[str] = ()) -> list[str]:
@@ -69,7 +77,7 @@ def _same(a: float, b: float) -> bool:
     return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
 
 
-def _fmt(values: Sequence[float]) -> str:
+def _fmt(values: Iterable[float]) -> str:
     return ", ".join(f"{v:g}" for v in sorted(values))
 
 

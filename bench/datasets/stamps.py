@@ -124,9 +124,9 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> floa
 
 def render_sprite(sprite: Image.Image, w: int, h: int, flip: bool) -> np.ndarray:
     """A clip-art sprite resized to ``w × h`` (and mirrored): RGBA uint8 ``[h, w, 4]``."""
-    im = sprite.resize((w, h), Image.BILINEAR)
+    im = sprite.resize((w, h), Image.Resampling.BILINEAR)
     if flip:
-        im = im.transpose(Image.FLIP_LEFT_RIGHT)
+        im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return np.asarray(im)
 
 

@@ -168,7 +168,9 @@ def load_sprites(root: Path, max_side: int) -> dict[str, tuple[np.ndarray, ...]]
             im = im.crop(box)
             if max(im.size) > max_side:
                 scale = max_side / max(im.size)
-                im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR)
+                im = im.resize(
+                    (max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.BILINEAR
+                )
             sprites.append(np.asarray(im, dtype=np.uint8))
         out[label] = tuple(sprites)
     return out

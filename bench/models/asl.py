@@ -8,6 +8,7 @@ pixels: its normalisation is the identity.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +19,7 @@ from bench.models.net import LinearHead, MultiLabelNet, pooled_width, timm_backb
 
 # TResNet shapes: ASL's M/L/XL are timm's tresnet_m/l/xl; ML-Decoder's L/XL use Bottleneck
 # blocks in the first two stages (timm's ``v2``); timm has no v2 XL, so it is built here.
-TRESNETS = {
+TRESNETS: dict[str, dict[str, Any]] = {
     "tresnet_m": {},
     "tresnet_l": {},
     "tresnet_xl": {},
@@ -38,7 +39,11 @@ def tresnet(
     if variant == "custom":
         if not layers or len(layers) != 4:
             raise BenchError(f"a custom TResNet needs layers=[n1, n2, n3, n4], got {layers!r}")
-        shape = {"layers": [int(n) for n in layers], "width_factor": float(width_factor), "v2": bool(v2)}
+        shape: dict[str, Any] = {
+            "layers": [int(n) for n in layers],
+            "width_factor": float(width_factor),
+            "v2": bool(v2),
+        }
     elif variant not in TRESNETS:
         raise unknown("TResNet variant", variant, [*TRESNETS, "custom"])
     elif not TRESNETS[variant]:
@@ -46,7 +51,8 @@ def tresnet(
     else:
         shape = TRESNETS[variant]
     model = TResNet(num_classes=0, **shape)
-    model.pretrained_cfg = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+    # timm reads the normalisation from this attribute, which nn.Module.__setattr__ types as a tensor or module
+    model.pretrained_cfg = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}  # type: ignore[assignment]
     return model
 
 

@@ -27,13 +27,14 @@ import torch
 from torch import Tensor, nn
 
 from bench.errors import BenchError, one_line, unknown
+from bench.models.net import MultiLabelNet
 from bench.untrusted import torch_load
 
 ARCHS = ("asl", "ml-decoder", "ml-gcn")
 _NAMES = {"asl": "ASL (TResNet)", "ml-decoder": "ML-Decoder", "ml-gcn": "ML-GCN"}
 
 # (stem width, Bottleneck in stages 1-2, blocks per stage) → TResNet variant
-TRESNET_LAYOUTS = {
+TRESNET_LAYOUTS: dict[tuple[int, bool, tuple[int, ...]], str] = {
     (64, False, (3, 4, 11, 3)): "tresnet_m",
     (76, False, (4, 5, 18, 3)): "tresnet_l",
     (83, False, (4, 5, 24, 3)): "tresnet_xl",
@@ -54,7 +55,7 @@ RESNET_LAYOUTS = {
 class Checkpoint:
     """A published model, rebuilt. ``class_names``: the file's output names (``idx_to_class``) if any."""
 
-    model: nn.Module
+    model: MultiLabelNet
     arch: str
     class_names: list[str] | None
     path: Path
@@ -236,7 +237,7 @@ def _load_ml_gcn(
         raise BenchError(f"{path} has no adjacency 'A' (not an ML-GCN checkpoint?)")
     mapped = ml_gcn_to_ours(state)
     num_classes, (in_channel, hidden) = int(state["A"].shape[0]), state["gc1.weight"].shape
-    options = {
+    options: dict[str, Any] = {
         "backbone": resnet_arch(mapped, str(path)),
         "hidden": int(hidden),
         "in_channel": int(in_channel),

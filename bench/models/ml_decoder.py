@@ -9,12 +9,14 @@ one to one (under ``head.``).
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
 from bench.models import register_model
 from bench.models.asl import TRESNETS, tresnet
-from bench.models.net import MultiLabelNet, timm_backbone
+from bench.models.net import MultiLabelNet, TimmBackbone, timm_backbone
 
 
 class DecoderLayer(nn.Module):
@@ -103,5 +105,5 @@ def ml_decoder(
         net = tresnet(backbone, layers, width_factor, v2)
     else:
         net = timm_backbone(backbone, global_pool="")
-    head = MLDecoder(num_classes, int(net.num_features), num_of_groups, decoder_embedding)
+    head = MLDecoder(num_classes, int(cast(TimmBackbone, net).num_features), num_of_groups, decoder_embedding)
     return MultiLabelNet(net, head, pooled=False)

@@ -142,6 +142,9 @@ class GraphConvolution(nn.Module):
 class GCNHead(nn.Module):
     """Pooled image features ``[B, F]`` · GCN label classifiers ``[C, F]``^T → logits."""
 
+    A: Tensor  # buffers: the label graph's adjacency, the label embeddings
+    inp: Tensor
+
     def __init__(
         self, num_classes: int, num_features: int, in_channel: int, hidden: int = 1024, t: float = 0.4, p: float = 0.25
     ) -> None:
@@ -193,8 +196,8 @@ def ml_gcn(
     elif in_channel <= 0:
         raise BenchError("ml-gcn needs the label names (to embed them) or in_channel (to load a saved state)")
     head = GCNHead(num_classes, pooled_width(net), in_channel, hidden, t, p)
-    norm = {} if imagenet_norm else {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
-    model = MultiLabelNet(net, head, **norm)
+    mean, std = (None, None) if imagenet_norm else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    model = MultiLabelNet(net, head, mean=mean, std=std)
     model.resolved_kwargs = {"in_channel": in_channel}
     if vectors is not None:
         head.inp.copy_(torch.from_numpy(vectors))

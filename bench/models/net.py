@@ -7,16 +7,30 @@ inside the model, so attacks perturb raw [0, 1] pixels.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor, nn
 
 
+class TimmBackbone(Protocol):
+    """What this package calls on a timm model beyond ``nn.Module`` (timm types none of it)."""
+
+    num_features: int
+
+    def forward_features(self, x: Tensor) -> Tensor: ...
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor: ...
+
+
 class Normalize(nn.Module):
     """``(x - mean) / std`` per channel; the statistics are fixed buffers, not weights."""
 
-    def __init__(self, mean, std) -> None:
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
@@ -67,7 +81,14 @@ class MultiLabelNet(nn.Module):
     ``{"name", "num_classes", "image_size", "kwargs"}``.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, pooled: bool = True, mean=None, std=None) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        pooled: bool = True,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
         cfg = getattr(backbone, "pretrained_cfg", None) or {}
         self.normalize = Normalize(
@@ -81,16 +102,18 @@ class MultiLabelNet(nn.Module):
         self.resolved_kwargs: dict[str, Any] = {}
 
     def features(self, images: Tensor) -> Tensor:
-        x = self.backbone.forward_features(self.normalize(images))
-        return self.backbone.forward_head(x, pre_logits=True) if self.pooled else x
+        backbone = cast(TimmBackbone, self.backbone)
+        x = backbone.forward_features(self.normalize(images))
+        return backbone.forward_head(x, pre_logits=True) if self.pooled else x
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.features(images))
 
     def prepare(self, train_targets: Tensor) -> None:
         """Fit what the head learns from the training labels alone (ML-GCN's co-occurrence graph)."""
-        if hasattr(self.head, "prepare"):
-            self.head.prepare(train_targets)
+        prepare = getattr(self.head, "prepare", None)
+        if prepare is not None:
+            prepare(train_targets)
 
 
 def timm_backbone(arch: str, **kwargs: Any) -> nn.Module:
@@ -109,4 +132,4 @@ def timm_backbone(arch: str, **kwargs: Any) -> nn.Module:
 
 def pooled_width(backbone: nn.Module) -> int:
     """Width of ``forward_head(pre_logits=True)``: the features a linear head sees."""
-    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
+    return int(getattr(backbone, "head_hidden_size", None) or cast(TimmBackbone, backbone).num_features)

@@ -138,7 +138,8 @@ def on_graph(model: nn.Module, dataset, class_names: Sequence[str] | None = None
     if class_names:
         match = match_outputs(class_names, dataset.graph)
         return SelectOutputs(model, match.outputs), MatchedDataset(dataset, match), match
-    outputs = int(model.config["num_classes"]) if hasattr(model, "config") else None
+    config = getattr(model, "config", None)  # a MultiLabelNet's: what rebuilds it
+    outputs = int(config["num_classes"]) if config is not None else None
     if outputs != dataset.graph.n:
         raise BenchError(
             f"the model has {outputs} outputs, the dataset's graph {dataset.graph.name!r} has {dataset.graph.n} nodes"

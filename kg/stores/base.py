@@ -246,7 +246,7 @@ class GraphStore(ABC):
             )
         stored = self.graphs().get(graph.name)
         same = stored is not None and stored.sha256 == graph.sha256
-        if same and self.content(graph.name).matches(stored):
+        if same and stored is not None and self.content(graph.name).matches(stored):
             return "unchanged"
         steps: list[Step] = self._drop_steps(graph.name) if stored is not None else []
         key = [f"{graph.name}:{name}" for name in graph.nodes]

@@ -12,11 +12,14 @@ import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError
 from kg.stores import register_store
 from kg.stores.base import GraphStore, Row, Step, WriteConflict, check_user_query
+
+if TYPE_CHECKING:
+    import neo4j
 
 DEFAULT_URI = "bolt://localhost:7687"
 SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
@@ -55,7 +58,7 @@ class Neo4jStore(GraphStore):
         password = os.environ.get("NEO4J_PASSWORD")
         if not password:
             raise BenchError(f"set NEO4J_PASSWORD (and NEO4J_URI, NEO4J_USER) to use the Neo4j store at {self.uri}")
-        self._driver = None
+        self._driver: neo4j.Driver | None = None
         try:
             with self._errors():
                 # notifications off: the server's hints (e.g. "property key does not exist" on an
@@ -72,6 +75,13 @@ class Neo4jStore(GraphStore):
     @property
     def location(self) -> str:
         return f"Neo4j at {self.uri}"
+
+    @property
+    def _open(self) -> neo4j.Driver:
+        """The driver of a store not yet closed."""
+        if self._driver is None:
+            raise BenchError(f"the Neo4j store at {self.uri} is closed")
+        return self._driver
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -95,7 +105,7 @@ class Neo4jStore(GraphStore):
 
     def _read(self, text: str, params: Mapping[str, Any]) -> list[Row]:
         with self._errors():
-            records, _, _ = self._driver.execute_query(
+            records, _, _ = self._open.execute_query(
                 text, dict(params), routing_=self._neo4j.RoutingControl.READ, database_=self.database
             )
         return [r.data() for r in records]
@@ -105,7 +115,7 @@ class Neo4jStore(GraphStore):
             for text, params in steps:
                 tx.run(text, dict(params)).consume()
 
-        with self._errors(), self._driver.session(database=self.database) as session:
+        with self._errors(), self._open.session(database=self.database) as session:
             session.execute_write(work)
 
     def query(self, text: str, params: Mapping[str, Any] | None = None) -> list[Row]:
@@ -116,7 +126,7 @@ class Neo4jStore(GraphStore):
             return [r.data() for r in tx.run(text, dict(params or {}))]
 
         access = self._neo4j.READ_ACCESS
-        with self._errors(), self._driver.session(database=self.database, default_access_mode=access) as session:
+        with self._errors(), self._open.session(database=self.database, default_access_mode=access) as session:
             return session.execute_read(work)
 
     def close(self) -> None:
