@@ -140,7 +140,7 @@ def model_seconds(
     images (in channels_last memory layout when asked)."""
     import torch.nn.functional as F
 
-    from bench.attacks.base import frozen
+    from bench.attacks.ops import frozen
 
     x = torch.rand(batch, *image_shape, device=device, dtype=next(model.parameters()).dtype)
     if channels_last:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bench.attacks.base import forward, model_dtype
+from bench.attacks.ops import forward, model_dtype
 from bench.errors import BenchError
 from kg.closure import GraphTensors, global_consistency
 from kg.graph import LabelGraph

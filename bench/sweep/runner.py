@@ -42,9 +42,9 @@ from torch import Tensor, nn
 from bench import numerics
 from bench.attacks import ATTACKS, attack_parameters, create_attack
 from bench.attacks.apgd import APGDAttack
-from bench.attacks.base import Attack, frozen
-from bench.attacks.batching import out_of_memory, pair_batch_size
-from bench.attacks.engine import EngineStats, Outcome, Task, run_tasks
+from bench.attacks.base import Attack
+from bench.attacks.engine import EngineStats, Outcome, Task, running
+from bench.attacks.pairs import pair_batch_size
 from bench.attacks.targets import PairTargets, pair_targets
 from bench.errors import BenchError, StoreBusy
 from bench.metrics import pair_metrics
@@ -463,24 +463,19 @@ def attack_rows(
         family_started = time.perf_counter()
         buffer: list[Outcome] = []
         tasks = work.tasks([work.settings.index(s) for s in family], engines, times)
-        run = run_tasks(
-            attacks, model, tasks, size, n_out=n_out, max_targets=n_out if semantic else max_targets, stats=stats
-        )
-        try:
-            with frozen(model):
-                while True:
-                    with times("attack"):
-                        finished = next(run, None)
-                    if finished is None:
-                        break
-                    buffer.extend(finished)
-                    while len(buffer) >= metric_batch(size):
-                        with times("metrics"):
-                            rows = work.rows(buffer[: metric_batch(size)], metric_batch(size))
-                        del buffer[: metric_batch(size)]
-                        yield rows, work.take_saved()
-        except torch.cuda.OutOfMemoryError:
-            raise out_of_memory(size) from None
+        targets = n_out if semantic else max_targets
+        with running(attacks, model, tasks, size, n_out=n_out, max_targets=targets, stats=stats) as run:
+            while True:
+                with times("attack"):
+                    finished = next(run, None)
+                if finished is None:
+                    break
+                buffer.extend(finished)
+                while len(buffer) >= metric_batch(size):
+                    with times("metrics"):
+                        rows = work.rows(buffer[: metric_batch(size)], metric_batch(size))
+                    del buffer[: metric_batch(size)]
+                    yield rows, work.take_saved()
         if buffer:
             with times("metrics"):
                 rows = work.rows(buffer, metric_batch(size))

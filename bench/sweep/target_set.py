@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from bench.attacks.base import Attack, AttackResult
-from bench.attacks.batching import attack_pairs
+from bench.attacks.pairs import attack_pairs
 from bench.attacks.targets import PairTargets, omega_masks, pair_targets
 from bench.errors import BenchError, InvalidValue
 from bench.metrics import PairMetrics, Summary, combination_rates, pair_metrics, summarize
