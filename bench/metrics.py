@@ -1,4 +1,4 @@
-"""The paper's metrics: FR_N, FR_S, NT_R, SSIM and RMSD (notes §2b, ``cvpr24/compute_asr.py``).
+"""The paper's metrics: FR_N, FR_S, NT_R, SSIM and RMSD (``cvpr24/compute_asr.py``; docs/attacks.md, Metrics).
 
 Per pair (image, Ω), from the clean and adversarial predictions (logit > 0):
 

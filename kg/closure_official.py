@@ -1,4 +1,4 @@
-"""The official code's closures (``scripts/tree_loss.py`` of the GMLA repository, notes §1c–1d),
+"""The official code's closures (``scripts/tree_loss.py`` of the GMLA repository, docs/knowledge-graphs.md, Closures),
 for reproducing its numbers: ``closure="official"`` in ``pair_targets`` and ``bench run``.
 
 Row by row and recursive, as the official code is; ``kg.closure`` is this benchmark's

@@ -13,7 +13,7 @@ A sweep codes against three dataclasses:
   natural key ``(run_id, combo_id, image_id, attack, eps, tau)`` is the table's primary key,
   so writing a row twice stores it once.
 
-Row semantics (notes §2b): ``success`` = every label of Ω predicted 0 after the attack
+Row semantics (docs/attacks.md, Metrics): ``success`` = every label of Ω predicted 0 after the attack
 (FR_N numerator); ``consistent`` = successful *and* locally consistent at every target
 (FR_S numerator, so it implies ``success``); ``ntr_share`` = share of non-Ψ labels that
 changed (0 for failed rows, which count as unperturbed); ``ssim`` only for successful rows;

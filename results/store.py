@@ -406,6 +406,28 @@ class ResultStore:
             rows = con.execute("SELECT combo_id FROM combinations WHERE run_id = ? AND complete", [run_id]).fetchall()
         return {r[0] for r in rows}
 
+    def combination_ids(self, run_id: str) -> set[int]:
+        """The ids of the combinations recorded for the run (complete or not)."""
+        with self._connect(read_only=True) as con:
+            rows = con.execute("SELECT combo_id FROM combinations WHERE run_id = ?", [run_id]).fetchall()
+        return {r[0] for r in rows}
+
+    def check_config(self, config: RunConfig) -> None:
+        """Refuse, before any work, a stored run of ``config``'s id with another configuration
+        (the message of ``begin_run``, naming the fields that differ); nothing is written."""
+        with self._connect(read_only=True) as con:
+            stored = con.execute("SELECT config FROM runs WHERE run_id = ?", [config.run_id]).fetchone()
+        if stored is None:
+            return
+        old = RunConfig.from_json(stored[0])
+        if old.config_hash != config.config_hash:
+            diff = "; ".join(old.differences(config))
+            raise BenchError(
+                f"run {config.run_id!r} in {self.path} has another configuration ({diff}): "
+                "choose another {name} or {db}",
+                options=["name", "db"],
+            )
+
     # ------------------------------------------------------------------ merge
     def merge(self, paths: Iterable[str | Path], *, allow_mixed: bool = False) -> list[MergeReport]:
         """Copy the runs of other results files (e.g. shards) into this one.

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import bench.cli  # noqa: F401  (registers every command)
 from bench import attacks
-from bench.attacks.batching import CPU_BATCH, attack_pairs, pair_batch_size
+from bench.attacks.pairs import CPU_BATCH, attack_pairs, pair_batch_size
 from bench.attacks.targets import omega_masks, pair_targets
 from bench.cli import error_message
 from bench.cli.apps import app, flag

@@ -1,6 +1,6 @@
 """``bench kg load | closure | query`` and ``bench perf kg`` end to end (CliRunner, and the real
 entry point in a subprocess for the one-line errors). Ψ is checked against a recursive
-reference written here from the definition (notes §1b)."""
+reference written here from the definition (docs/knowledge-graphs.md, Closures)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The tensor closures and consistency checks against recursive references written from
-notes §1b–1d (the official ``tree_loss.py`` logic, re-derived here node by node)."""
+docs/knowledge-graphs.md, Closures (the official ``tree_loss.py`` logic, re-derived here node by node)."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def ref_turn_off_rule(pred, targets, g: LabelGraph) -> set[int]:
 
 
 def ref_turn_on_official(pred, targets, g: LabelGraph) -> set[int]:
-    """``compute_tree_on_global_loss`` (notes §1d), minus the nodes that were already ON.
+    """``compute_tree_on_global_loss`` (docs/knowledge-graphs.md, Closures), minus the nodes that were already ON.
 
     All upward passes run before the downward ones, so the result does not depend on the
     order of the targets (the official loop alternates per target)."""

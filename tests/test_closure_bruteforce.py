@@ -1,7 +1,7 @@
 """The closures' definitions proved by brute force on every small graph: every DAG on 4 nodes
 (all 64 edge sets over a fixed topological order, so every shape), every prediction and every
 target set of 1–2 labels; the references below are independent of ``kg.closure`` (per-node
-rules from notes §1b in plain Python, exhaustive search over candidate sets).
+rules of docs/knowledge-graphs.md (Closures) in plain Python, exhaustive search over candidate sets).
 
 Definitions (docs/knowledge-graphs.md, "Closures"):
 

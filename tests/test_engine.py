@@ -15,8 +15,8 @@ from torch import nn
 
 from bench import numerics
 from bench.attacks import create_attack, list_attacks
-from bench.attacks.base import frozen
 from bench.attacks.engine import EngineStats, Task, run_tasks
+from bench.attacks.ops import frozen
 from tests.attacks_fixtures import flip_targets
 
 # compares results bit for bit or near a decision boundary: ./setup.sh test reruns it under emulated CPUs

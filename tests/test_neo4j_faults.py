@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from bench.cli import error_message  # (registers every command)
 from bench.cli.apps import app
 from bench.errors import BenchError
-from bench.sweep import runner as sweep_runner
+from bench.sweep import prepare as sweep_runner
 from kg.graph import LabelGraph
 from kg.stores import open_store
 from tests.neo4j_fixtures import ROOT, ThrowawayServer, free_ports

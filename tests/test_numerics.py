@@ -20,7 +20,7 @@ import pytest
 from bench import numerics
 from bench.errors import BenchError
 from bench.numerics import EMULATED_CPUS, PORTABLE_ENV
-from bench.sweep.runner import shard_db_path
+from bench.sweep.config import shard_db_path
 from results.report import build_report
 from results.store import ResultStore
 from tests.sweep_fixtures import NAME, save_toy_model

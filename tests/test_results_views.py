@@ -16,7 +16,7 @@ ATTACKS = ("mla-u", "gmla", "ml-dp")
 
 
 def reference_summary(sweeps: dict[str, Sweep]) -> dict[tuple, dict]:
-    """notes §2b with numpy: per-combination rates, then np.mean / np.std (ddof 0) in %."""
+    """The metrics of docs/attacks.md with numpy: per-combination rates, then np.mean / np.std (ddof 0) in %."""
     per_combo: dict[tuple, list] = defaultdict(list)
     sizes = {}
     for run, sweep in sweeps.items():

@@ -1,6 +1,6 @@
 """The paper's protocol: combination enumeration, eligible images and the Open Images sampling,
 each checked against a brute-force loop written here (consistency by the per-node rules of
-notes §1b, combinations by nested loops)."""
+docs/knowledge-graphs.md, combinations by nested loops)."""
 
 from __future__ import annotations
 

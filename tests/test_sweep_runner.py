@@ -17,20 +17,15 @@ from bench.attacks import create_attack
 from bench.attacks.targets import omega_masks, pair_targets
 from bench.errors import BenchError
 from bench.metrics import pair_metrics
+from bench.sweep.config import attack_settings, shard_db_path, sweep_config
 from bench.sweep.inputs import SweepModel
 from bench.sweep.presets import FAST, PAPER, SweepOptions
 from bench.sweep.protocol import PlannedCombination, clean_predictions
-from bench.sweep.runner import (
-    attack_settings,
-    closure_masks,
-    run_sweep,
-    shard_db_path,
-    stored_graph_name,
-    sweep_config,
-)
+from bench.sweep.runner import run_sweep
 from kg.catalog import load_graph
 from kg.closure import GraphTensors, turn_off_closure
 from kg.stores import open_store
+from kg.stores.closures import closure_masks, stored_graph_name
 from results.store import ResultStore
 from tests.dags import consistent_prediction
 from tests.sweep_fixtures import NAME, ToyDataset, ToyNet, toy_graph
@@ -168,11 +163,11 @@ def test_rows_equal_each_pair_attacked_alone(reference):
 def test_occupancy_equals_a_brute_force_count_of_the_stored_iterations(reference):
     """Each Auto-PGD pair holds its slot for its iterations + 1 ticks (the clean image's evaluation)."""
     path, outcome = reference
-    stats = outcome.engine["Auto-PGD"]
+    stats = outcome.slot_use["Auto-PGD"]
     held = fetch(path, "SELECT sum(iterations + 1) FROM results WHERE attack IN ('gmla', 'mla-u')")[0][0]
     assert stats.live == held, f"engine counted {stats.live} live slot·ticks, the rows say {held}"
     assert stats.occupancy == pytest.approx(held / (stats.batch * stats.ticks)), "occupancy = live ÷ (B × ticks)"
-    assert set(outcome.engine) == {"Auto-PGD", "ML-DP", "MLA-LP"}, "one engine per attack family"
+    assert set(outcome.slot_use) == {"Auto-PGD", "ML-DP", "MLA-LP"}, "one engine per attack family"
 
 
 def test_combination_records_and_completion(reference):

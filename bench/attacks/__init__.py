@@ -17,20 +17,29 @@ with a ``@register_attack("name")`` class (an Auto-PGD attack writes ``gradient_
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from typing import TypeVar
 
 from bench.attacks.base import Attack, AttackResult  # noqa: F401
 from bench.errors import BenchError
+from bench.names import ATTACK_NAMES
 from bench.registry import Registry
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
+A = TypeVar("A", bound=Attack)
 
 
-def register_attack(name: str):
-    """Class decorator: register an ``Attack`` subclass under ``name`` (sets ``cls.name``)."""
+def register_attack(name: str) -> Callable[[type[A]], type[A]]:
+    """Class decorator: register an ``Attack`` subclass under ``name``, the one place an attack's
+    name is written: it sets ``cls.name`` and, for the paper's attacks, ``cls.display_name``
+    from ``bench.names.ATTACK_NAMES`` (a plugin's class sets its own)."""
 
-    def deco(cls: type[Attack]) -> type[Attack]:
+    def deco(cls: type[A]) -> type[A]:
         cls.name = name
-        return ATTACKS.register(name)(cls)
+        if name in ATTACK_NAMES and "display_name" not in vars(cls):
+            cls.display_name = ATTACK_NAMES[name]
+        ATTACKS.register(name)(cls)
+        return cls
 
     return deco
 

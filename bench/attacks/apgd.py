@@ -20,15 +20,16 @@ unperturbed.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.attacks.base import Attack, forward, input_grad, reached
-from bench.attacks.engine import Stepper, rows
+from bench.attacks.base import Attack
+from bench.attacks.engine import Stepper, per_row
+from bench.attacks.ops import forward, input_grad, reached
 from bench.errors import BenchError
 
 
@@ -59,47 +60,10 @@ def project(x: Tensor, x0: Tensor, eps: float | Tensor) -> Tensor:
     return torch.minimum(torch.maximum(x, x0 - eps), x0 + eps).clamp(0.0, 1.0)
 
 
-class APGDAttack(Attack):
-    """Auto-PGD with an attack-specific ascent direction.
-
-    A subclass says which input gradients it needs (``gradient_masks``: one label mask per
-    gradient of Σ −BCE over the masked labels) and how they make the step
-    (``step_direction``). All Auto-PGD attacks are one family: their pairs share a batch.
-
-    Args:
-        eps: ℓ∞ budget ε.
-        steps: iteration budget N (300 in the paper).
-        eta: step constant η; the initial step is 2·η (Supp. §1: η = 0.006).
-        momentum: α of Supp. Eq. (10) (0.75).
-        rho: ρ of the oscillation condition (0.75).
-    """
-
-    def __init__(
-        self, *, eps: float = 0.01, steps: int = 300, eta: float = 0.006, momentum: float = 0.75, rho: float = 0.75
-    ) -> None:
-        super().__init__(eps=eps, steps=steps)
-        for what, value in (("eta", eta), ("momentum", momentum), ("rho", rho)):
-            if not 0.0 < float(value) <= 1.0:
-                raise BenchError(f"{what} must be in (0, 1]; got {value}")
-        self.eta, self.momentum, self.rho = float(eta), float(momentum), float(rho)
-
-    def family(self) -> Hashable:
-        return APGDAttack
-
-    @abstractmethod
-    def gradient_masks(self, target_mask: Tensor, nontarget_mask: Tensor) -> tuple[Tensor, ...]:
-        """``[B, L]`` label masks, one per input gradient the step needs (at most ``MAX_GRADIENTS``)."""
-
-    @abstractmethod
-    def step_direction(self, grads: tuple[Tensor, ...]) -> Tensor:
-        """The step e (shape of the images, ‖e‖∞ ≤ 1) of each row from its gradients, row by row."""
-
-
-MAX_GRADIENTS = 2
-
-
 class APGDStepper(Stepper):
     """Auto-PGD on B slots; each slot runs its own attack, ε, budget and checkpoint schedule."""
+
+    attacks: Sequence[APGDAttack]
 
     def __init__(self, attacks, batch, image, n_out, max_targets) -> None:
         super().__init__(attacks, batch, image, n_out, max_targets)
@@ -152,7 +116,7 @@ class APGDStepper(Stepper):
         self.gradients = needed
         e = torch.zeros_like(x)
         for s in live_settings:
-            mine = rows(self.setting == s, x)
+            mine = per_row(self.setting == s, x)
             e = torch.where(mine, self.attacks[s].step_direction(grads[: self.n_grads[s]]), e)
         objective = (ell.detach() * (self.tmask | self.ntmask)).sum(dim=1)
         return objective, e.detach(), reached(logits.detach(), self.desired, self.tmask), logits.detach()
@@ -162,14 +126,16 @@ class APGDStepper(Stepper):
         fresh, going = live & (self.it < 0), live & (self.it >= 0)
         i = self.it + 1
         a = torch.where(i == 1, torch.ones_like(self.momentum), self.momentum)
-        eps = rows(self.eps_, x0)
-        z = project(self.x + rows(self.eta, x0) * self.e, x0, eps)
-        stepped = project(self.x + rows(a, x0) * (z - self.x) + rows(1.0 - a, x0) * (self.x - self.x_prev), x0, eps)
-        point = torch.where(rows(going, x0), stepped, x0)
+        eps = per_row(self.eps_, x0)
+        z = project(self.x + per_row(self.eta, x0) * self.e, x0, eps)
+        stepped = project(
+            self.x + per_row(a, x0) * (z - self.x) + per_row(1.0 - a, x0) * (self.x - self.x_prev), x0, eps
+        )
+        point = torch.where(per_row(going, x0), stepped, x0)
         f, e, ok, logits = self.evaluate(model, point)
 
         # slots evaluated at their clean image: Auto-PGD's starting state
-        fr = rows(fresh, x0)
+        fr = per_row(fresh, x0)
         self.x, self.x_prev, self.x_best = (torch.where(fr, x0, t) for t in (self.x, self.x_prev, self.x_best))
         self.e, self.e_best = (torch.where(fr, e, t) for t in (self.e, self.e_best))
         self.f_best, self.f_prev, self.f_best_last = (
@@ -181,7 +147,7 @@ class APGDStepper(Stepper):
         self.reduced = torch.where(fresh, False, self.reduced)
 
         # slots that took step i
-        g = rows(going, x0)
+        g = per_row(going, x0)
         self.x_prev, self.x, self.e = (
             torch.where(g, self.x, self.x_prev),
             torch.where(g, point, self.x),
@@ -190,8 +156,8 @@ class APGDStepper(Stepper):
         self.n_up = self.n_up + (going & (f > self.f_prev)).long()
         self.f_prev = torch.where(going, f, self.f_prev)
         better = going & (f > self.f_best)
-        self.x_best = torch.where(rows(better, x0), point, self.x_best)
-        self.e_best = torch.where(rows(better, x0), e, self.e_best)
+        self.x_best = torch.where(per_row(better, x0), point, self.x_best)
+        self.e_best = torch.where(per_row(better, x0), e, self.e_best)
         self.f_best = torch.where(better, f, self.f_best)
         self.it = torch.where(live, i, self.it)
 
@@ -202,7 +168,7 @@ class APGDStepper(Stepper):
 
         at = going & ~done & (i == self.checkpoint)
         halve = at & ((self.n_up < self.rho * self.window) | (~self.reduced & (self.f_best <= self.f_best_last)))
-        h = rows(halve, x0)
+        h = per_row(halve, x0)
         self.eta = torch.where(halve, self.eta / 2.0, self.eta)
         self.x, self.e = torch.where(h, self.x_best, self.x), torch.where(h, self.e_best, self.e)
         self.f_prev = torch.where(halve, self.f_best, self.f_prev)
@@ -214,4 +180,42 @@ class APGDStepper(Stepper):
         return done
 
 
-APGDAttack.stepper_class = APGDStepper
+class APGDAttack(Attack):
+    """Auto-PGD with an attack-specific ascent direction.
+
+    A subclass says which input gradients it needs (``gradient_masks``: one label mask per
+    gradient of Σ −BCE over the masked labels) and how they make the step
+    (``step_direction``). All Auto-PGD attacks are one family: their pairs share a batch.
+
+    Args:
+        eps: ℓ∞ budget ε.
+        steps: iteration budget N (300 in the paper).
+        eta: step constant η; the initial step is 2·η (Supp. §1: η = 0.006).
+        momentum: α of Supp. Eq. (10) (0.75).
+        rho: ρ of the oscillation condition (0.75).
+    """
+
+    def __init__(
+        self, *, eps: float = 0.01, steps: int = 300, eta: float = 0.006, momentum: float = 0.75, rho: float = 0.75
+    ) -> None:
+        super().__init__(eps=eps, steps=steps)
+        for what, value in (("eta", eta), ("momentum", momentum), ("rho", rho)):
+            if not 0.0 < float(value) <= 1.0:
+                raise BenchError(f"{what} must be in (0, 1]; got {value}")
+        self.eta, self.momentum, self.rho = float(eta), float(momentum), float(rho)
+
+    stepper_class = APGDStepper
+
+    def family(self) -> Hashable:
+        return APGDAttack
+
+    @abstractmethod
+    def gradient_masks(self, target_mask: Tensor, nontarget_mask: Tensor) -> tuple[Tensor, ...]:
+        """``[B, L]`` label masks, one per input gradient the step needs (at most ``MAX_GRADIENTS``)."""
+
+    @abstractmethod
+    def step_direction(self, grads: tuple[Tensor, ...]) -> Tensor:
+        """The step e (shape of the images, ‖e‖∞ ≤ 1) of each row from its gradients, row by row."""
+
+
+MAX_GRADIENTS = 2

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from bench.attacks.engine import Outcome, Stepper, Task, running
+from bench.attacks.ops import model_device, model_dtype
 from bench.errors import BenchError, InvalidValue
-
-if TYPE_CHECKING:
-    from bench.attacks.engine import Stepper
 
 
 @dataclass
@@ -64,100 +62,18 @@ class AttackResult:
         return (self.adv, self.success, self.iterations, self.linf, self.l2, self.logits)
 
 
-# ------------------------------------------------------------------- helpers
-def model_device(model: nn.Module) -> torch.device:
-    for t in _tensors_of(model):
-        return t.device
-    return torch.device("cpu")
-
-
-def model_dtype(model: nn.Module) -> torch.dtype:
-    for t in _tensors_of(model):
-        if t.is_floating_point():
-            return t.dtype
-    return torch.get_default_dtype()
-
-
-def _tensors_of(model: nn.Module) -> Iterator[Tensor]:
-    yield from model.parameters()
-    yield from model.buffers()
-
-
-@contextmanager
-def frozen(model: nn.Module):
-    """Evaluation mode and no parameter gradients (attacks need input gradients only)."""
-    training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(training)
-
-
-def forward(model: nn.Module, x: Tensor) -> Tensor:
-    """The model's logits ``[P, L]``; non-finite logits are a user-facing error."""
-    logits = model(x)
-    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != x.shape[0]:
-        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise BenchError(f"the model must return logits of shape [batch, labels]; it returned {shape}")
-    bad = ~torch.isfinite(logits).all(dim=1)
-    if bool(bad.any()):
-        raise BenchError(f"the model returned NaN or infinite logits for {int(bad.sum())} of {x.shape[0]} images")
-    return logits
-
-
-def reached(logits: Tensor, desired: Tensor, target_mask: Tensor) -> Tensor:
-    """``[P]`` bool: every target-masked label is predicted (logit > 0) as desired."""
-    return (((logits > 0) == desired) | ~target_mask).all(dim=1)
-
-
-def input_grad(loss: Tensor, x: Tensor, retain: bool = False) -> Tensor:
-    """∂ loss / ∂ x (``x`` requires grad; the model's parameters are frozen)."""
-    return torch.autograd.grad(loss, x, retain_graph=retain)[0]
-
-
-def label_jacobian(values: Tensor, x: Tensor, labels: Tensor) -> Tensor:
-    """Jacobian rows ``[B, K, D]``: ``jac[b, k] = ∂ values[b, labels[b, k]] / ∂ x[b]`` flattened.
-
-    ``values`` ``[B, L]`` is attached to ``x`` (which requires grad); ``labels`` ``[B, K]`` holds
-    each row's labels, −1 where a row has fewer than K (those Jacobian rows are zero). One
-    backward pass per k over all B rows: the shapes never depend on which labels a row holds.
-    """
-    safe = labels.clamp_min(0)
-    jac = [
-        input_grad(values.gather(1, safe[:, k : k + 1]).sum(), x, retain=True).flatten(1)
-        for k in range(labels.shape[1])
-    ]
-    if not jac:
-        return x.new_zeros(x.shape[0], 0, x[0].numel())
-    return torch.stack(jac, 1) * (labels >= 0)[..., None]
-
-
-def label_slots(mask: Tensor, width: int) -> Tensor:
-    """``[B, width]`` the labels of each row of ``mask`` ``[B, L]`` in ascending order, padded with −1."""
-    most = int(mask.sum(dim=1).max()) if mask.shape[0] else 0
-    if most > width:
-        raise BenchError(f"a pair constrains {most} labels, more than the {width} planned for the run")
-    order = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-    ranked = torch.where(mask, order, mask.shape[1]).sort(dim=1).values[:, :width]
-    return torch.where(ranked < mask.shape[1], ranked, -1)
-
-
 # ----------------------------------------------------------------- interface
 class Attack(ABC):
     """A multi-label attack on batches of (image, Ω) pairs.
 
-    Subclasses set ``display_name`` (tables) and ``semantic`` (target mask Ψ = h(Ω, G) when
-    True, Ω when False) and a ``Stepper`` (``bench.attacks.engine``) that runs the attack on
-    B slots; their constructor's ``steps`` default is the attack's own budget. ``__call__``
-    checks the inputs, moves them to the model's device and dtype, freezes the model and runs
-    the pairs through the engine in one batch. Constructor parameters are keyword-only and
-    stored under their own names.
+    Subclasses set ``semantic`` (target mask Ψ = h(Ω, G) when True, Ω when False) and, in
+    their class body, ``stepper_class``: the ``Stepper`` (``bench.attacks.engine``) that runs
+    the attack on B slots; their constructor's ``steps`` default is the attack's own budget.
+    ``register_attack`` sets ``name`` and, for the paper's attacks, ``display_name`` (from
+    ``bench.names``; a plugin sets its own). ``__call__`` checks the inputs, moves them to the
+    model's device and dtype and runs the pairs through the engine's driver
+    (``engine.running``). Constructor parameters are keyword-only and stored under their own
+    names.
     """
 
     name: ClassVar[str] = ""
@@ -181,10 +97,6 @@ class Attack(ABC):
     def family(self) -> Hashable:
         """Attacks of one family share a batch of slots (their stepper handles them all)."""
         return (type(self), repr(self))
-
-    def stepper(self, attacks: Sequence[Attack], batch: int, image: Tensor, n_out: int, max_targets: int) -> Stepper:
-        """The slots that run ``attacks`` (this attack's family) B at a time."""
-        return self.stepper_class(attacks, batch, image, n_out, max_targets)
 
     def config(self) -> dict[str, object]:
         """The registered name and every constructor parameter (for run configurations)."""
@@ -212,8 +124,6 @@ class Attack(ABC):
         ``max_targets`` bounds every pair's target mask (default: the largest here; ML-DP takes
         that many Jacobian rows per pair, so pass the same bound to compare runs bitwise).
         """
-        from bench.attacks.engine import Task, run_tasks
-
         _check_images(images)
         p = images.shape[0]
         for what, t in (("desired labels", desired), ("target mask", target_mask), ("non-target mask", nontarget_mask)):
@@ -227,15 +137,11 @@ class Attack(ABC):
         device, dtype = model_device(model), model_dtype(model)
         x = images.to(device=device, dtype=dtype)
         desired, tmask, ntmask = (t.to(device).bool() for t in (desired, target_mask, nontarget_mask))
-        with frozen(model):
-            with torch.no_grad():
-                n_out = forward(model, x[:1]).shape[1]
-            if n_out != desired.shape[1]:
-                raise BenchError(f"the model has {n_out} outputs but the labels have {desired.shape[1]} columns")
-            tasks = (Task(i, 0, x[i], desired[i], tmask[i], ntmask[i]) for i in range(p))
-            done = {}
-            max_targets = max_targets or int(tmask.sum(dim=1).max())
-            for finished in run_tasks([self], model, tasks, batch_size or p, n_out=n_out, max_targets=max_targets):
+        tasks = (Task(i, 0, x[i], desired[i], tmask[i], ntmask[i]) for i in range(p))
+        done: dict[object, Outcome] = {}
+        max_targets = max_targets or int(tmask.sum(dim=1).max())
+        with running([self], model, tasks, batch_size or p, max_targets=max_targets) as finished_per_tick:
+            for finished in finished_per_tick:
                 done.update((o.key, o) for o in finished)
                 if progress is not None and finished:
                     progress(len(finished))

@@ -17,23 +17,37 @@ enters. Resume, shards and workers rely on this (``docs/sweeps.md``).
 Attacks of one *family* (``Attack.family``) share a batch: the five Auto-PGD attacks, with
 their ε, τ and budgets per slot, run in one batch, so a sweep's tail of one setting is filled
 by the next setting's pairs.
+
+``running`` is the one driver around the engine: ``Attack.__call__``, ``bench attack`` and the
+sweeps (one process or Ray workers) all run their tasks through it; it freezes the model and
+turns running out of GPU memory into an error that names a smaller B (B is part of the
+contract above, so it is never changed behind the user's back).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
 
+from bench.attacks.ops import forward, frozen
 from bench.errors import BenchError, InvalidValue
 
-if TYPE_CHECKING:
-    from bench.attacks.base import Attack
+
+class SlotAttack(Protocol):
+    """What the engine needs of an attack (``bench.attacks.base.Attack`` is one): its family and
+    the ``Stepper`` class that runs that family on B slots."""
+
+    stepper_class: ClassVar[type[Stepper]]
+
+    def family(self) -> Hashable: ...
 
 
 @dataclass
@@ -92,8 +106,8 @@ class EngineStats:
             self.gradient_ticks[k] = self.gradient_ticks.get(k, 0) + v
 
 
-def rows(mask: Tensor, like: Tensor) -> Tensor:
-    """A ``[B]`` mask shaped to broadcast over ``like``'s rows."""
+def per_row(mask: Tensor, like: Tensor) -> Tensor:
+    """A ``[B]`` mask (or value per row) shaped to broadcast over ``like``'s rows."""
     return mask.view(-1, *([1] * (like.dim() - 1)))
 
 
@@ -107,7 +121,9 @@ class Stepper(ABC):
     depends on which slots are live.
     """
 
-    def __init__(self, attacks: Sequence[Attack], batch: int, image: Tensor, n_out: int, max_targets: int) -> None:
+    attacks: Sequence[SlotAttack]
+
+    def __init__(self, attacks: Sequence[SlotAttack], batch: int, image: Tensor, n_out: int, max_targets: int) -> None:
         b, device = batch, image.device
         self.attacks, self.batch, self.max_targets = list(attacks), batch, max_targets
         self.x0 = image.new_zeros(b, *image.shape)
@@ -129,9 +145,19 @@ class Stepper(ABC):
         self.live[slot] = True
         self.reset(slot)
 
+    def release(self, slot: int) -> tuple[Tensor, Tensor, bool, int]:
+        """Free a finished slot; its returned image, the logits on it, success and iteration."""
+        self.live[slot] = False
+        return (
+            self.adv[slot].clone(),
+            self.adv_logits[slot].clone(),
+            bool(self.success[slot]),
+            int(self.iterations[slot]),
+        )
+
     def finish(self, done: Tensor, adv: Tensor, logits: Tensor, success: Tensor, iterations: Tensor) -> None:
         """Record the outcome of the slots in ``done`` (failed ones get their clean image back)."""
-        self.adv = torch.where(rows(done, adv), torch.where(rows(success, adv), adv, self.x0), self.adv)
+        self.adv = torch.where(per_row(done, adv), torch.where(per_row(success, adv), adv, self.x0), self.adv)
         self.adv_logits = torch.where(done[:, None], logits, self.adv_logits)
         self.success = torch.where(done, success, self.success)
         self.iterations = torch.where(done, torch.where(success, iterations, -1), self.iterations)
@@ -146,7 +172,7 @@ class Stepper(ABC):
 
 
 def run_tasks(
-    attacks: Sequence[Attack],
+    attacks: Sequence[SlotAttack],
     model: nn.Module,
     tasks: Iterable[Task],
     batch: int,
@@ -159,7 +185,7 @@ def run_tasks(
 
     Args:
         attacks: the engine's attacks, all of one family; ``Task.setting`` indexes them.
-        model: frozen, in evaluation mode, on the tasks' device (see ``Attack.__call__``).
+        model: frozen, in evaluation mode, on the tasks' device (``running`` sees to it).
         tasks: pending tasks, consumed lazily as slots free up.
         batch: B, the rows of every forward/backward.
         n_out: the model's outputs (the masks' width).
@@ -176,7 +202,7 @@ def run_tasks(
     first = next(pending, None)
     if first is None:
         return
-    stepper = attacks[0].stepper(attacks, batch, first.image, n_out, max_targets)
+    stepper = attacks[0].stepper_class(attacks, batch, first.image, n_out, max_targets)
     stats = stats if stats is not None else EngineStats()
     stats.batch = batch
     keys: list[Task | None] = [None] * batch
@@ -202,20 +228,53 @@ def run_tasks(
         for slot in live:
             ticks[slot] += 1
             seconds[slot] += share
-            if done[slot]:
-                task = keys[slot]
+            task = keys[slot]
+            if done[slot] and task is not None:
+                adv, logits, success, iterations = stepper.release(slot)
                 finished.append(
-                    Outcome(
-                        key=task.key,
-                        setting=task.setting,
-                        adv=stepper.adv[slot].clone(),
-                        logits=stepper.adv_logits[slot].clone(),
-                        success=bool(stepper.success[slot]),
-                        iterations=int(stepper.iterations[slot]),
-                        ticks=ticks[slot],
-                        seconds=seconds[slot],
-                    )
+                    Outcome(task.key, task.setting, adv, logits, success, iterations, ticks[slot], seconds[slot])
                 )
                 keys[slot] = None
-                stepper.live[slot] = False
         yield finished
+
+
+@contextmanager
+def running(
+    attacks: Sequence[SlotAttack],
+    model: nn.Module,
+    tasks: Iterable[Task],
+    batch: int,
+    *,
+    max_targets: int,
+    n_out: int | None = None,
+    stats: EngineStats | None = None,
+) -> Iterator[Iterator[list[Outcome]]]:
+    """The one driver around the engine: the model frozen, ``tasks`` through B = ``batch`` slots
+    (``run_tasks``); yields the stream of outcomes finished at each tick.
+
+    ``n_out`` (the model's outputs) is found with one forward pass of the first task's image when
+    not given, and must equal the width of its labels. Running out of GPU memory anywhere inside
+    the ``with`` block is a ``BenchError`` that names a smaller B.
+    """
+    try:
+        with frozen(model):
+            if n_out is None:
+                pending = iter(tasks)
+                first = next(pending, None)
+                if first is not None:
+                    with torch.no_grad():
+                        n_out = forward(model, first.image[None]).shape[1]
+                    if n_out != first.desired.shape[0]:
+                        raise BenchError(
+                            f"the model has {n_out} outputs but the labels have {first.desired.shape[0]} columns"
+                        )
+                    tasks = itertools.chain([first], pending)
+            yield run_tasks(attacks, model, tasks, batch, n_out=n_out or 0, max_targets=max_targets, stats=stats)
+    except torch.cuda.OutOfMemoryError:
+        raise out_of_memory(batch) from None
+
+
+def out_of_memory(batch: int) -> BenchError:
+    """Running out of GPU memory at B = ``batch``: the error names a smaller B."""
+    smaller = f"{{batch_size}} {batch // 2}" if batch > 1 else "a smaller model or smaller images"
+    return BenchError(f"out of GPU memory at batch size {batch}; try {smaller}", options=["batch_size"])

@@ -20,7 +20,6 @@ from torch import Tensor
 from bench.attacks import register_attack
 from bench.attacks.apgd import APGDAttack
 from bench.errors import InvalidValue
-from bench.names import ATTACK_NAMES
 
 NORM_FLOOR = 1e-9  # below it a gradient counts as none, as with the official code's ``+ 1e-9``
 
@@ -67,7 +66,6 @@ class GMLA(APGDAttack):
         tau: cosine threshold τ in [−1, 1] for the orthogonal projection (−0.85).
     """
 
-    display_name = ATTACK_NAMES["gmla"]
     semantic = True
 
     def __init__(
@@ -89,4 +87,4 @@ class GMLA(APGDAttack):
         return target_mask, nontarget_mask
 
     def step_direction(self, grads: tuple[Tensor, ...]) -> Tensor:
-        return gmla_direction(*grads, self.tau)[0]
+        return gmla_direction(grads[0], grads[1], self.tau)[0]

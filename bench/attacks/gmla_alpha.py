@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from bench.attacks import register_attack
 from bench.attacks.mla_u import MLAU
-from bench.names import ATTACK_NAMES
 
 
 @register_attack("gmla-alpha")
 class GMLAAlpha(MLAU):
     """GMLA_α: e = sgn(g_Ψ)."""
 
-    display_name = ATTACK_NAMES["gmla-alpha"]
     semantic = True

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from bench.attacks import register_attack
 from bench.attacks.mla_c import MLAC
-from bench.names import ATTACK_NAMES
 
 
 @register_attack("gmla-beta")
 class GMLABeta(MLAC):
     """GMLA_β: e = sgn(g_Ψ + g_Ψ̄)."""
 
-    display_name = ATTACK_NAMES["gmla-beta"]
     semantic = True

@@ -20,10 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from bench.attacks import register_attack
-from bench.attacks.base import Attack, forward, label_jacobian, label_slots, reached
-from bench.attacks.engine import Stepper, rows
+from bench.attacks.base import Attack
+from bench.attacks.engine import Stepper, per_row
+from bench.attacks.ops import forward, label_jacobian, label_slots, reached
 from bench.errors import BenchError
-from bench.names import ATTACK_NAMES
 
 
 def deepfool_step(logits: Tensor, jac: Tensor, violated: Tensor) -> Tensor:
@@ -40,40 +40,11 @@ def deepfool_step(logits: Tensor, jac: Tensor, violated: Tensor) -> Tensor:
     return -(jv.transpose(1, 2) @ (torch.linalg.pinv(gram, hermitian=True) @ zv)).squeeze(-1)
 
 
-@register_attack("ml-dp")
-class MLDeepFool(Attack):
-    """ML-DP: multi-label DeepFool, the smallest successful iterate of up to ``steps`` iterations.
-
-    Args:
-        eps: not a constraint for ML-DP (kept for a uniform interface; see ``bounded``).
-        steps: iterations (100, Supp. §4).
-        overshoot: DeepFool's overshoot factor (0.02).
-        constrain_nontargets: also hold the non-target labels (MLA-C formulation).
-    """
-
-    display_name = ATTACK_NAMES["ml-dp"]
-    semantic = False
-
-    def __init__(
-        self, *, eps: float = 0.01, steps: int = 100, overshoot: float = 0.02, constrain_nontargets: bool = False
-    ) -> None:
-        super().__init__(eps=eps, steps=steps)
-        if not 0.0 <= float(overshoot) < 1.0:
-            raise BenchError(f"overshoot must be in [0, 1); got {overshoot}")
-        self.overshoot = float(overshoot)
-        self.constrain_nontargets = bool(constrain_nontargets)
-
-    @property
-    def bounded(self) -> bool:
-        return False
-
-    def constrained(self, target_mask: Tensor, nontarget_mask: Tensor) -> Tensor:
-        return target_mask | nontarget_mask if self.constrain_nontargets else target_mask
-
-
 class DeepFoolStepper(Stepper):
     """ML-DP on B slots: each tick linearises K labels of every slot (K fixed for the run:
     the most constrained labels a pair of the run can have) and takes one DeepFool step."""
+
+    attack: MLDeepFool
 
     def __init__(self, attacks, batch, image, n_out, max_targets) -> None:
         super().__init__(attacks, batch, image, n_out, max_targets)
@@ -109,7 +80,7 @@ class DeepFoolStepper(Stepper):
         ok = reached(logits, self.desired, self.tmask)
         l2 = (self.current - x0).flatten(1).norm(dim=1)
         better = live & ok & (l2 < self.best_l2)
-        self.adv = torch.where(rows(better, x0), self.current, self.adv)
+        self.adv = torch.where(per_row(better, x0), self.current, self.adv)
         self.adv_logits = torch.where(better[:, None], logits, self.adv_logits)
         self.best_l2 = torch.where(better, l2, self.best_l2)
         self.found |= better
@@ -122,11 +93,39 @@ class DeepFoolStepper(Stepper):
         going = live & ~done
         self.total = torch.where(going[:, None], self.total + deepfool_step(z, jac, violated), self.total)
         moved = (x0.flatten(1) + (1.0 + attack.overshoot) * self.total).clamp(0.0, 1.0).view_as(x0)
-        self.current = torch.where(rows(going, x0), moved, self.current)
+        self.current = torch.where(per_row(going, x0), moved, self.current)
         self.it = torch.where(going, self.it + 1, self.it)
         adv, adv_logits = self.adv, torch.where(self.found[:, None], self.adv_logits, self.clean_logits)
         self.finish(done, adv, adv_logits, self.found, self.best_it)
         return done
 
 
-MLDeepFool.stepper_class = DeepFoolStepper
+@register_attack("ml-dp")
+class MLDeepFool(Attack):
+    """ML-DP: multi-label DeepFool, the smallest successful iterate of up to ``steps`` iterations.
+
+    Args:
+        eps: not a constraint for ML-DP (kept for a uniform interface; see ``bounded``).
+        steps: iterations (100, Supp. §4).
+        overshoot: DeepFool's overshoot factor (0.02).
+        constrain_nontargets: also hold the non-target labels (MLA-C formulation).
+    """
+
+    semantic = False
+    stepper_class = DeepFoolStepper
+
+    def __init__(
+        self, *, eps: float = 0.01, steps: int = 100, overshoot: float = 0.02, constrain_nontargets: bool = False
+    ) -> None:
+        super().__init__(eps=eps, steps=steps)
+        if not 0.0 <= float(overshoot) < 1.0:
+            raise BenchError(f"overshoot must be in [0, 1); got {overshoot}")
+        self.overshoot = float(overshoot)
+        self.constrain_nontargets = bool(constrain_nontargets)
+
+    @property
+    def bounded(self) -> bool:
+        return False
+
+    def constrained(self, target_mask: Tensor, nontarget_mask: Tensor) -> Tensor:
+        return target_mask | nontarget_mask if self.constrain_nontargets else target_mask

@@ -12,14 +12,12 @@ from torch import Tensor
 
 from bench.attacks import register_attack
 from bench.attacks.apgd import APGDAttack
-from bench.names import ATTACK_NAMES
 
 
 @register_attack("mla-c")
 class MLAC(APGDAttack):
     """MLA-C: e = sgn(g_Ω + g_Ω̄), the raw total-loss gradient (``mlabeta`` in the official code)."""
 
-    display_name = ATTACK_NAMES["mla-c"]
     semantic = False
 
     def gradient_masks(self, target_mask: Tensor, nontarget_mask: Tensor) -> tuple[Tensor, ...]:

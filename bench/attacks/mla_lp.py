@@ -30,9 +30,9 @@ from torch import Tensor, nn
 
 from bench.attacks import register_attack
 from bench.attacks.apgd import project as project_ball
-from bench.attacks.base import Attack, forward, label_jacobian, reached
-from bench.attacks.engine import Stepper, rows
-from bench.names import ATTACK_NAMES
+from bench.attacks.base import Attack
+from bench.attacks.engine import Stepper, per_row
+from bench.attacks.ops import forward, label_jacobian, reached
 
 THRESHOLD_START, THRESHOLD_STEP, THRESHOLD_MIN = 0.5, 0.05, 0.1
 W_MAX = 1e6  # bounds the LP when r = 0 is feasible (‖r‖∞ ≥ 1e-6)
@@ -78,32 +78,12 @@ def threshold_loss(desired: Tensor, threshold: Tensor) -> Tensor:
     return -(desired * torch.log(tau) + (1 - desired) * torch.log1p(-tau))
 
 
-@register_attack("mla-lp")
-class MLALP(Attack):
-    """MLA-LP: iterated ℓ∞-minimal linear programs on the linearised label losses.
-
-    Args:
-        eps: ε; only used with ``project=True`` (the ℓ∞ norm is reported either way).
-        steps: LP iterations (10).
-        project: also project each iterate on the ε-ball (the official driver does not).
-    """
-
-    display_name = ATTACK_NAMES["mla-lp"]
-    semantic = False
-
-    def __init__(self, *, eps: float = 0.01, steps: int = 10, project: bool = False) -> None:
-        super().__init__(eps=eps, steps=steps)
-        self.project = bool(project)
-
-    @property
-    def bounded(self) -> bool:
-        return self.project
-
-
 class LPStepper(Stepper):
     """MLA-LP on B slots: each tick is one LP iteration of every live slot (its first tick also
     takes the clean image's prediction). The Jacobian covers every model output (all labels
     are constrained), the same K for every slot."""
+
+    attack: MLALP
 
     def __init__(self, attacks, batch, image, n_out, max_targets) -> None:
         super().__init__(attacks, batch, image, n_out, max_targets)
@@ -170,7 +150,7 @@ class LPStepper(Stepper):
         matched = (((z > 0) == self.desired) & constrained).sum(dim=1)
         l2 = (candidate - x0).flatten(1).norm(dim=1)
         better = feasible & _lexicographic_better((ok, matched, -l2), (self.best_ok, self.best_matched, -self.best_l2))
-        self.adv = torch.where(rows(better, x0), candidate, self.adv)
+        self.adv = torch.where(per_row(better, x0), candidate, self.adv)
         self.adv_logits = torch.where(better[:, None], z, self.adv_logits)
         self.best_ok, self.best_matched = (
             torch.where(better, ok, self.best_ok),
@@ -178,7 +158,9 @@ class LPStepper(Stepper):
         )
         self.best_l2, self.best_it = torch.where(better, l2, self.best_l2), torch.where(better, self.it, self.best_it)
         worse = matched < self.best_matched
-        self.current = torch.where(rows(going, x0), torch.where(rows(worse, x0), self.adv, candidate), self.current)
+        self.current = torch.where(
+            per_row(going, x0), torch.where(per_row(worse, x0), self.adv, candidate), self.current
+        )
         done = live & ~(feasible & (matched < wanted) & (self.it < attack.steps))
         self.it = torch.where(going, self.it + 1, self.it)
         logits_out = torch.where(self.best_ok[:, None], self.adv_logits, self.clean_logits)
@@ -186,7 +168,26 @@ class LPStepper(Stepper):
         return done
 
 
-MLALP.stepper_class = LPStepper
+@register_attack("mla-lp")
+class MLALP(Attack):
+    """MLA-LP: iterated ℓ∞-minimal linear programs on the linearised label losses.
+
+    Args:
+        eps: ε; only used with ``project=True`` (the ℓ∞ norm is reported either way).
+        steps: LP iterations (10).
+        project: also project each iterate on the ε-ball (the official driver does not).
+    """
+
+    semantic = False
+    stepper_class = LPStepper
+
+    def __init__(self, *, eps: float = 0.01, steps: int = 10, project: bool = False) -> None:
+        super().__init__(eps=eps, steps=steps)
+        self.project = bool(project)
+
+    @property
+    def bounded(self) -> bool:
+        return self.project
 
 
 def _lexicographic_better(new: tuple[Tensor, ...], old: tuple[Tensor, ...]) -> Tensor:

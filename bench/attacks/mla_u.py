@@ -10,14 +10,12 @@ from torch import Tensor
 
 from bench.attacks import register_attack
 from bench.attacks.apgd import APGDAttack
-from bench.names import ATTACK_NAMES
 
 
 @register_attack("mla-u")
 class MLAU(APGDAttack):
     """MLA-U: e = sgn(g_Ω), the target-only gradient (``mlaalpha`` in the official code)."""
 
-    display_name = ATTACK_NAMES["mla-u"]
     semantic = False
 
     def gradient_masks(self, target_mask: Tensor, nontarget_mask: Tensor) -> tuple[Tensor, ...]:

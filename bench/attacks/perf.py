@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from bench.attacks import create_attack
 from bench.attacks.apgd import APGDAttack
-from bench.attacks.base import Attack, frozen
+from bench.attacks.base import Attack
+from bench.attacks.ops import frozen
 from bench.devices import resolve_device
 from bench.errors import BenchError, InvalidValue
 
@@ -98,8 +99,8 @@ def measure_attack_perf(
     except RuntimeError as exc:  # timm: unknown model
         raise BenchError(f"timm has no model {arch!r}: {exc}") from None
     model = model.to(dev).eval()
-    engine: Attack = create_attack(attack, eps=1e-3, steps=steps)
-    if not isinstance(engine, APGDAttack):
+    instance: Attack = create_attack(attack, eps=1e-3, steps=steps)
+    if not isinstance(instance, APGDAttack):
         raise BenchError(f"bench perf attack times the Auto-PGD attacks; {attack!r} is not one")
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, image_size, image_size, generator=gen).to(dev)
@@ -125,17 +126,19 @@ def measure_attack_perf(
     def one_by_one() -> None:
         singles.clear()
         singles.extend(
-            engine(model, x[p : p + 1], desired[p : p + 1], tmask[p : p + 1], ntmask[p : p + 1])
+            instance(model, x[p : p + 1], desired[p : p + 1], tmask[p : p + 1], ntmask[p : p + 1])
             for p in range(n_single)
         )
 
     measurements = {
         "train": train_step,
         "input": input_step,
-        "batched": lambda: batched.append(engine(model, x, desired, tmask, ntmask)),
+        "batched": lambda: batched.append(instance(model, x, desired, tmask, ntmask)),
         "single": one_by_one,
     }
-    train_step(), input_step(), engine(model, x[:1], desired[:1], tmask[:1], ntmask[:1])  # warm-up
+    train_step()  # warm-up
+    input_step()
+    instance(model, x[:1], desired[:1], tmask[:1], ntmask[:1])
     best = dict.fromkeys(measurements, float("inf"))
     for r in range(repeats):  # interleaved rounds: every measurement sees the same machine load
         for key, fn in measurements.items():

@@ -1,4 +1,4 @@
-"""``bench run`` (the paper's sweeps, resumable, shardable), ``bench demo`` and ``bench perf sweep``."""
+"""``bench run`` (the paper's sweeps, resumable, shardable) and ``bench demo``."""
 
 from __future__ import annotations
 
@@ -259,6 +259,7 @@ def run_command(
     from bench.datasets import DATASETS, create_dataset
     from bench.sweep import (
         SweepOptions,
+        SweepRequest,
         fit_dataset,
         get_preset,
         load_sweep_model,
@@ -321,15 +322,21 @@ def run_command(
     path = shard_db_path(db or default_db_path(), shard_index, shard_count)
     results = ResultStore(path, lock_timeout=wait)
     cluster = None if ray is None else {"address": ray, "workers": ray_workers, "cpus_per_worker": ray_cpus}
-    graph_store = {"graph_store": store, "graph_db": graph_db}
-    extra = {"save_images": save_images, "allow_mixed_numerics": allow_mixed_numerics}
-    outcome = _sweep(config, net, data, graph, results, dev, batch_size, graph_store, quiet, cluster, extra)
+    request = SweepRequest(
+        device=dev,
+        batch_size=batch_size,
+        graph_store=store,
+        graph_db=graph_db,
+        save_images=save_images,
+        allow_mixed_numerics=allow_mixed_numerics,
+    )
+    outcome = _sweep(config, net, data, graph, results, request, quiet, cluster)
     _summary(outcome, config, db)
 
 
-def _sweep(config, net, data, graph, results, device, batch_size, graph_store, quiet, cluster, extra):
+def _sweep(config, net, data, graph, results, request, quiet, cluster):
     """Run the sweep (on Ray when ``cluster`` says so) with a progress display (none when
-    quiet); a Ctrl-C says how to resume. ``extra``: ``run_sweep``'s other options."""
+    quiet); a Ctrl-C says how to resume."""
     from contextlib import nullcontext
     from functools import partial
 
@@ -345,18 +352,7 @@ def _sweep(config, net, data, graph, results, device, batch_size, graph_store, q
                 from bench.sweep.cluster import run_sweep_ray
 
                 sweep = partial(run_sweep_ray, **cluster)
-            return sweep(
-                config,
-                net,
-                data,
-                graph,
-                results,
-                device=device,
-                batch_size=batch_size,
-                **graph_store,
-                progress=progress,
-                **extra,
-            )
+            return sweep(config, net, data, graph, results, request, progress=progress)
     except KeyboardInterrupt:
         console.print("stopped: the rows written so far are kept; run the same command again to resume", style="yellow")
         raise
@@ -384,7 +380,7 @@ def _print_config(config, db: Path) -> None:
 
 def occupancy_text(outcome) -> str:
     """Each attack family's batch occupancy (live pair·iterations ÷ (B × iterations run))."""
-    return ", ".join(f"{name} {st.occupancy:.2f}" for name, st in outcome.engine.items() if st.ticks)
+    return ", ".join(f"{name} {st.occupancy:.2f}" for name, st in outcome.slot_use.items() if st.ticks)
 
 
 def _summary(outcome, config, db: Path | None) -> None:
@@ -409,8 +405,11 @@ def _summary(outcome, config, db: Path | None) -> None:
     size = f" --size {config.sizes[-1]}" if len(config.sizes) > 1 else ""
     eps = f" --eps {config.eps[0]:g}" if len(config.eps) > 1 else ""
     if config.shard_count > 1:
-        shards = outcome.db.with_name(outcome.db.name.replace(f"shard-{config.shard_index}-of", "shard-*-of"))
-        target = outcome.db.with_name(outcome.db.name.split(".shard-")[0] + outcome.db.suffix)
+        from bench.sweep import shard_db_path
+        from results.store import default_db_path
+
+        target = outcome.db.with_name(Path(db or default_db_path()).name)
+        shards = shard_db_path(target, "*", config.shard_count)
         console.print(
             f"next, when all {config.shard_count} shards are done: "
             f"bench merge {shards} --db {shlex.quote(str(target))}",

@@ -1,6 +1,7 @@
-"""Sweeps: the paper's protocol (``protocol``), named settings (``presets``), the runner that
-packs (combination, image) pairs into batches and writes result rows (``runner``), and the
-offline demo pipeline (``demo``).
+"""Sweeps: the paper's protocol (``protocol``), named settings (``presets``), the run's
+configuration (``config``), preparing a run (``prepare``), the pair queue (``pairs``), the
+engine's outcomes as result rows (``rows``), one process (``runner``) or a Ray cluster
+(``cluster``), and the offline demo pipeline (``demo``).
 
 Example::
 
@@ -14,7 +15,9 @@ Example::
 from __future__ import annotations
 
 from bench.devices import resolve_device
+from bench.sweep.config import AttackSetting, attack_settings, shard_db_path, sweep_config
 from bench.sweep.inputs import SweepModel, fit_dataset, load_sweep_model
+from bench.sweep.prepare import SweepOutcome, SweepRequest
 from bench.sweep.presets import PRESETS, Preset, SweepOptions, get_preset, preset_names
 from bench.sweep.progress import RichSweepProgress, StageTimes, SweepProgress
 from bench.sweep.protocol import (
@@ -27,15 +30,8 @@ from bench.sweep.protocol import (
     sample_combinations,
     shard_of,
 )
-from bench.sweep.runner import (
-    AttackSetting,
-    SweepOutcome,
-    attack_settings,
-    closure_masks,
-    run_sweep,
-    shard_db_path,
-    sweep_config,
-)
+from bench.sweep.runner import run_sweep
+from kg.stores.closures import closure_masks
 
 __all__ = [
     "PRESETS",
@@ -49,6 +45,7 @@ __all__ = [
     "SweepModel",
     "SweepOutcome",
     "SweepProgress",
+    "SweepRequest",
     "attack_settings",
     "clean_predictions",
     "closure_masks",

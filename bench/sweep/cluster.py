@@ -1,13 +1,15 @@
 """Sweeps on a Ray cluster (``bench run --ray local|auto|ADDRESS``; the optional extra ``ray``).
 
 The driver (the ``bench run`` process) prepares the sweep exactly as a single process does
-(``prepare_sweep``: clean predictions, plan, run records, closures, what is stored), cuts the
-combinations that still have pairs to attack into *work units*, and hands the units to Ray
+(``bench.sweep.prepare``: clean predictions, plan, run records, closures, what is stored), cuts
+the combinations that still have pairs to attack into *work units*, and hands the units to Ray
 actors: one per GPU (``num_gpus=1``), or, on a cluster without GPUs, CPU workers of
 ``cpus_per_worker`` cores each (torch uses that many threads in each). Every actor loads the
-model and the dataset once and runs its units through the same engine and metrics as a single
-process (``attack_rows``); it returns rows, and the driver alone writes them to the one DuckDB
-file with the store's transactional, idempotent ``write_rows`` and marks combinations complete.
+model and the dataset once and runs each unit as a single process runs its shard: a
+``PairQueue`` of the unit's combinations through ``attack_rows`` (the same engine and
+metrics); it streams rows back, and the driver alone writes them to the one DuckDB file
+(``Prepared.write``: the store's transactional, idempotent ``write_rows``, combinations
+marked complete).
 
 What travels: the model's weights and the dataset object go through Ray's object store once
 (``ray.put``); each actor fetches them once. Images are read by the dataset object itself, so
@@ -30,23 +32,29 @@ from __future__ import annotations
 import copy
 import os
 import socket
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from bench import numerics
 from bench.attacks.engine import EngineStats
 from bench.errors import BenchError, InvalidValue, one_line
 from bench.plugins import child_process_env
+from bench.sweep.pairs import PairQueue
+from bench.sweep.prepare import Prepared, SweepOutcome, SweepRequest, prepared_sweep
 from bench.sweep.progress import StageTimes, SweepProgress
-from bench.sweep.runner import Prepared, SweepOutcome, _Work, attack_rows, prepared_sweep
+from bench.sweep.protocol import PlannedCombination
+from bench.sweep.rows import Saved, attack_rows
 from kg.closure import GraphTensors
 from kg.graph import LabelGraph
-from results.schema import RunConfig
+from results.schema import ResultKey, ResultRow, RunConfig
 from results.store import ResultStore
+
+if TYPE_CHECKING:  # the dataset package registers every loader on import
+    from bench.datasets.base import MultiLabelDataset
 
 UNITS_PER_WORKER = 1  # work units per worker: each keeps its slots full over a long queue (rows stream back)
 ACTOR_RESTARTS = 3
@@ -54,7 +62,7 @@ REACH_TIMEOUT = 5.0  # seconds to reach a cluster's address
 RESTART_WAIT = 120.0  # seconds for Ray to restart a worker whose process died
 
 
-def import_ray():
+def import_ray() -> Any:
     try:
         import ray
     except ImportError:
@@ -70,7 +78,7 @@ class Unit:
     positions: list[int]
 
 
-def connect(address: str, *, cpus: int | None = None):
+def connect(address: str, *, cpus: int | None = None) -> Any:
     """Start (``local``) or join (``auto`` / ``ray://…`` / ``host:port``) a Ray cluster."""
     ray = import_ray()
     if address not in ("local", "auto"):
@@ -107,14 +115,17 @@ def check_address(address: str) -> tuple[str, int] | None:
 
 def _check_reachable(address: str) -> None:
     """A quick TCP connect to ``host:port`` (Ray itself waits minutes for a dead address)."""
-    host, port = check_address(address)
+    host_port = check_address(address)
+    if host_port is None:
+        return
+    host, port = host_port
     try:
         socket.create_connection((host, port), timeout=REACH_TIMEOUT).close()
     except OSError as exc:
         raise BenchError(f"cannot reach a Ray cluster at {address!r}: {exc.strerror or exc}") from None
 
 
-def _worker_class(ray):
+def _worker_class(ray: Any) -> Any:
     @ray.remote(max_restarts=ACTOR_RESTARTS)
     class SweepWorker:
         """Loads the model and the dataset once; runs work units through the engine."""
@@ -126,7 +137,7 @@ def _worker_class(ray):
             graph,
             clean,
             settings,
-            engines,
+            attacks,
             device,
             batch_size,
             max_targets,
@@ -139,7 +150,7 @@ def _worker_class(ray):
             self.device = torch.device(device)
             self.model = model_ref.to(self.device).eval()
             self.dataset, self.graph, self.clean = dataset_ref, graph, clean
-            self.settings, self.engines = settings, engines
+            self.settings, self.attacks = settings, attacks
             self.batch_size, self.max_targets, self.closure, self.examples = batch_size, max_targets, closure, examples
             self.g = GraphTensors(graph)
 
@@ -151,17 +162,24 @@ def _worker_class(ray):
             numerics.require(mode)
             return numerics.fingerprint(self.device, precision, self.batch_size, mode)
 
-        def run(self, combos, descendants, done):
+        def run(
+            self, combos: list[PlannedCombination], descendants: Tensor, done: set[ResultKey]
+        ) -> Iterator[tuple[list[ResultRow], Saved, dict[str, EngineStats] | None]]:
             """Streams ``(rows, saved examples, None)`` per metrics batch, then ``([], [], slot use)``."""
-            work = _Work(
-                combos, self.clean, self.settings, done, self.g, descendants, self.dataset, self.closure, self.examples
-            )
-            stats: dict = {}
+            queue = PairQueue(combos, self.clean, self.settings, done, self.g, descendants, self.dataset, self.closure)
+            slot_use: dict[str, EngineStats] = {}
             for rows, saved in attack_rows(
-                work, self.engines, self.model, self.batch_size, self.max_targets, StageTimes(), stats
+                queue,
+                self.attacks,
+                self.model,
+                self.batch_size,
+                self.max_targets,
+                StageTimes(),
+                slot_use,
+                self.examples,
             ):
                 yield rows, saved, None
-            yield [], [], stats
+            yield [], [], slot_use
 
     return SweepWorker
 
@@ -169,74 +187,61 @@ def _worker_class(ray):
 def run_sweep_ray(
     config: RunConfig,
     model: nn.Module,
-    dataset,
+    dataset: MultiLabelDataset,
     graph: LabelGraph,
     store: ResultStore,
+    request: SweepRequest | None = None,
     *,
     address: str = "local",
-    device: torch.device | str = "cpu",
-    batch_size: int | None = None,
-    graph_store: str = "ladybug",
-    graph_db: str | Path | None = None,
-    progress: SweepProgress | None = None,
-    times: StageTimes | None = None,
     workers: int | None = None,
     cpus_per_worker: int = 1,
     units_per_worker: int = UNITS_PER_WORKER,
-    save_images: int = 0,
-    allow_mixed_numerics: bool = False,
+    progress: SweepProgress | None = None,
+    times: StageTimes | None = None,
+    **options: Any,
 ) -> SweepOutcome:
     """``run_sweep`` with the attacks spread over a Ray cluster's workers (see the module docstring).
 
     Args:
+        request: as for ``run_sweep`` (fields also as keywords). Its ``device``: ``cuda`` puts
+            one worker on each GPU of the cluster, ``cpu`` runs CPU workers; its
+            ``allow_mixed_numerics`` lets workers whose numerics fingerprints differ (from each
+            other or from the run's stored rows) add rows (recorded).
         address: ``local`` (start Ray here), ``auto`` (the cluster this machine belongs to) or
             a cluster address.
-        device: ``cuda`` puts one worker on each GPU of the cluster; ``cpu`` runs CPU workers.
         workers: how many workers (default: every GPU, or the cluster's CPUs ÷ ``cpus_per_worker``).
         cpus_per_worker: cores (and torch threads) of each CPU worker.
-        allow_mixed_numerics: let workers whose numerics fingerprints differ (from each other
-            or from the run's stored rows) add rows (recorded); refused by default.
 
     Each worker is started with the run's CPU-numerics environment (``bench.numerics``) and
     records its own fingerprint before its first unit; its rows carry it.
     """
-    device = torch.device(device)
+    request = SweepRequest.of(request, options)
+    device = torch.device(request.device)
+    request = replace(request, device=device)
     ray = connect(address)
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
     if device.type == "cuda":
         if gpus == 0:
             raise InvalidValue("device", "cuda", f"the Ray cluster at {address!r} has no GPU (it has {cpus} CPUs)")
-        n_workers, per_worker, threads = min(workers or gpus, gpus), {"num_gpus": 1}, 0
+        n_workers, placement, threads = min(workers or gpus, gpus), {"num_gpus": 1}, 0
     else:
         if cpus_per_worker < 1:
             raise InvalidValue("cpus_per_worker", cpus_per_worker, "must be at least 1")
-        n_workers, per_worker, threads = (
+        n_workers, placement, threads = (
             workers or max(cpus // cpus_per_worker, 1),
             {"num_cpus": cpus_per_worker},
             cpus_per_worker,
         )
     env = {**child_process_env(), **numerics.mode_env(config.protocol.cpu_numerics)}
-    per_worker["runtime_env"] = {"env_vars": env}
+    per_worker: dict[str, Any] = {**placement, "runtime_env": {"env_vars": env}}
     with prepared_sweep(
-        config,
-        model,
-        dataset,
-        graph,
-        store,
-        device=device,
-        batch_size=batch_size,
-        graph_store=graph_store,
-        graph_db=graph_db,
-        progress=progress,
-        times=times,
-        save_images=save_images,
-        record_machine=False,
+        config, model, dataset, graph, store, request, progress=progress, times=times, record_machine=False
     ) as (prep, model):
-        todo = [i for i, c in enumerate(prep.work.combos) if prep.work.remaining[c.combo_id] > 0]
+        todo = [i for i, c in enumerate(prep.queue.combos) if prep.queue.remaining[c.combo_id] > 0]
         units = _units(todo, n_workers * units_per_worker)
         if units:
-            driver = _Driver(ray, prep, units, config, allow_mixed_numerics)
+            driver = _Driver(ray, prep, units, config, request.allow_mixed_numerics)
             with prep.times("workers start"):
                 driver.start(model, dataset, graph, config, device, per_worker, threads, min(n_workers, len(units)))
             driver.run()
@@ -248,8 +253,8 @@ class _Driver:
     requeue the unit of a worker whose process died."""
 
     def __init__(self, ray, prep: Prepared, units: list[Unit], config: RunConfig, allow_mixed: bool) -> None:
-        self.ray, self.prep, self.work, self.units = ray, prep, prep.work, units
-        self.queue: list[Unit] = list(units)
+        self.ray, self.prep, self.queue, self.units = ray, prep, prep.queue, units
+        self.waiting: list[Unit] = list(units)
         self.pending: dict = {}
         self.done_by_combo: dict[int, set] = {}
         self.numerics = (config.protocol.precision, config.protocol.cpu_numerics)
@@ -268,13 +273,13 @@ class _Driver:
                 graph,
                 prep.clean,
                 prep.settings,
-                prep.engines,
+                prep.attacks,
                 str(device),
                 prep.batch_size,
                 max(config.sizes),
                 threads,
-                self.work.closure,
-                self.work.examples,
+                self.queue.closure,
+                prep.examples,
             )
             for _ in range(n_workers)
         ]
@@ -301,19 +306,19 @@ class _Driver:
 
     def submit(self, actor) -> None:
         self.machine_of(actor)
-        unit = self.queue.pop(0)
-        combos = [self.work.combos[i] for i in unit.positions]
-        for key in self.work.done:  # what is stored by now (a requeued unit skips it)
+        unit = self.waiting.pop(0)
+        combos = [self.queue.combos[i] for i in unit.positions]
+        for key in self.queue.done:  # what is stored by now (a requeued unit skips it)
             self.done_by_combo.setdefault(key.combo_id, set()).add(key)
         done = set().union(*(self.done_by_combo.get(c.combo_id, set()) for c in combos))
-        stream = actor.run.options(num_returns="streaming").remote(combos, self.work.descendants[unit.positions], done)
+        stream = actor.run.options(num_returns="streaming").remote(combos, self.queue.descendants[unit.positions], done)
         self.pending[stream] = (actor, unit)
         self.state[id(actor)] = f"unit {unit.index + 1}/{len(self.units)} ({len(combos)} combinations)"
         self.show()
 
     def run(self) -> None:
         ray = self.ray
-        while self.queue and self.idle:
+        while self.waiting and self.idle:
             self.submit(self.idle.pop(0))
         while self.pending:
             ready, _ = ray.wait(list(self.pending), num_returns=1)
@@ -334,14 +339,14 @@ class _Driver:
                 self.died(actor, unit, exc)
                 continue
             for name, st in (stats or {}).items():
-                self.prep.engine.setdefault(name, EngineStats()).add(st)
+                self.prep.slot_use.setdefault(name, EngineStats()).add(st)
             before = self.prep.written
             self.prep.write(rows, saved, machine=self.machines[id(actor)])
             self.rows_by[id(actor)] += self.prep.written - before
             self.show()
 
     def next_for(self, actor) -> None:
-        if self.queue:
+        if self.waiting:
             self.submit(actor)
         else:
             self.idle.append(actor)
@@ -352,7 +357,7 @@ class _Driver:
         """The worker's process died: Ray restarts it (up to ACTOR_RESTARTS times) and the unit
         goes back to the queue with what is stored by now; past that, the worker is given up and
         another one takes the unit."""
-        self.queue.insert(0, unit)
+        self.waiting.insert(0, unit)
         self.machines.pop(id(actor), None)
         self.state[id(actor)] = "its process died; restarting"
         self.show()

@@ -20,10 +20,23 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from bench.datasets import create_dataset
 from bench.errors import BenchError
+from bench.fileio import write_text
+from bench.models.trained import list_trained
 from bench.paths import RESULTS_NAME, demo_results
+from bench.sweep.config import sweep_config
+from bench.sweep.inputs import fit_dataset, load_sweep_model
+from bench.sweep.prepare import SweepOutcome
+from bench.sweep.presets import FAST
 from bench.sweep.progress import RichSweepProgress, StageTimes
-from bench.sweep.runner import SweepOutcome, run_sweep, sweep_config
+from bench.sweep.runner import run_sweep
+from bench.train import preset_config, run_dir_for, train
+from results.plots import plot
+from results.report import build_report
+from results.store import ResultStore
+from results.tables import ablation_layout, paper_layout, render
+from results.views import Selection
 
 DEMO_EXAMPLES = 1  # adversarial examples saved per combination and attack, for report.html
 DEMO_RUN = "stamps-demo"
@@ -45,9 +58,6 @@ class DemoReport:
 
 def demo_model(device: torch.device, console: Console, retrain: bool = False):
     """``(run_dir, card)`` of the newest model trained with the demo recipe, training one if none."""
-    from bench.models.trained import list_trained
-    from bench.train import preset_config, run_dir_for, train
-
     config = preset_config("demo").resolved()
     wanted = config.to_dict()
     if not retrain:
@@ -66,8 +76,6 @@ def demo_model(device: torch.device, console: Console, retrain: bool = False):
 
 def _results_file(out: Path, config, console: Console):
     """The demo's results store; a file holding another ``stamps-demo`` (another model) is moved aside."""
-    from results.store import ResultStore
-
     path = out / RESULTS_NAME
     store = ResultStore(path)
     try:
@@ -84,11 +92,6 @@ def _results_file(out: Path, config, console: Console):
 
 def run_demo(out: Path | None, device: torch.device, console: Console, retrain: bool = False) -> DemoReport:
     """Run the demo pipeline (module docstring), narrating on ``console``; returns what it made."""
-    from bench.datasets import create_dataset
-    from bench.sweep.inputs import fit_dataset, load_sweep_model
-    from bench.sweep.presets import FAST
-    from bench.train import preset_config
-
     out = Path(out) if out is not None else demo_results().parent
     out.mkdir(parents=True, exist_ok=True)
     times = StageTimes()
@@ -120,8 +123,6 @@ def run_demo(out: Path | None, device: torch.device, console: Console, retrain: 
 
 
 def _print_preset(console: Console) -> None:
-    from bench.sweep.presets import FAST
-
     table = Table(title=f"preset fast: {FAST.summary}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -131,17 +132,11 @@ def _print_preset(console: Console) -> None:
 
 
 def _tables_and_plots(store, config, out: Path, report: DemoReport) -> None:
-    from bench.fileio import write_text
-    from results.plots import plot
-    from results.report import build_report
-    from results.tables import ablation_layout, paper_layout, render
-    from results.views import Selection
-
     eps, tau = config.eps[0], config.tau[0]
     with store.reader() as con:
         report.tables = [paper_layout(con, [DEMO_RUN], Selection(k, eps, tau)) for k in config.sizes]
         report.tables.append(ablation_layout(con, [DEMO_RUN], Selection(None, eps, tau)))
-        markdown = "\n".join(render(t, "markdown") for t in report.tables)
+        markdown = "\n".join(str(render(t, "markdown")) for t in report.tables)
         report.figures.append(write_text(out / "tables.md", markdown))
         report.figures.append(plot(con, "size", out / "size.png", DEMO_RUN, Selection(None, eps, tau)))
         try:

@@ -17,6 +17,7 @@ With ``--device cpu`` the CPU stands in for the GPU (the test suite runs it that
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -27,8 +28,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from rich.console import Console
 
+from bench import numerics
+from bench.attacks.perf import measure_attack_perf
+from bench.datasets import create_dataset
+from bench.sweep.config import sweep_config
+from bench.sweep.demo import DATASET, demo_model
+from bench.sweep.inputs import fit_dataset, load_sweep_model
+from bench.sweep.perf import measure_sweep, model_seconds
 from bench.sweep.presets import FAST, SweepOptions
+from bench.sweep.runner import run_sweep
+from results.store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,9 +68,6 @@ def run_gpu_check(
     check: GpuCheck, device: torch.device, report: Callable[[str], None] = lambda text: None
 ) -> list[tuple[str, str]]:
     """Run every check on ``device``; returns the table's (what, figure) rows."""
-    from bench.attacks.perf import measure_attack_perf
-    from bench.sweep.perf import measure_sweep, model_seconds
-
     rows: list[tuple[str, str]] = [("device", _device_name(device))]
     if check.cuda_tests:
         report("CUDA tests")
@@ -118,11 +126,6 @@ class _SweepFigures:
 
 
 def _model(check: GpuCheck, device: torch.device, report: Callable[[str], None]):
-    from rich.console import Console
-
-    from bench.datasets import create_dataset
-    from bench.sweep.demo import DATASET, demo_model
-    from bench.sweep.inputs import fit_dataset, load_sweep_model
 
     model = check.model
     if model is None and check.dataset == DATASET:
@@ -134,9 +137,6 @@ def _model(check: GpuCheck, device: torch.device, report: Callable[[str], None])
 
 
 def _sweep(check, precision, loaded, net, data, graph, device, tmp: Path, report) -> _SweepFigures:
-    from bench.sweep.runner import run_sweep, sweep_config
-    from results.store import ResultStore
-
     report(f"demo sweep ({precision})")
     options = replace(check.sweep, precision=precision)
     config = sweep_config(check.dataset, loaded, graph, FAST, options, name=f"gpu-{precision}", device=str(device))
@@ -148,7 +148,7 @@ def _sweep(check, precision, loaded, net, data, graph, device, tmp: Path, report
         rates = con.execute(
             "SELECT attack, size, fr_n_mean, fr_s_mean, nt_r_mean FROM rate_summary WHERE run_id = ?", [config.run_id]
         ).fetchall()
-    occupancy = ", ".join(f"{n} {s.occupancy:.2f}" for n, s in outcome.engine.items() if s.ticks)
+    occupancy = ", ".join(f"{n} {s.occupancy:.2f}" for n, s in outcome.slot_use.items() if s.ticks)
     return _SweepFigures(seconds, outcome.written, outcome.batch_size, occupancy, {r[:2]: r[2:] for r in rates})
 
 
@@ -160,14 +160,10 @@ def _agreement(a: dict, b: dict) -> str:
 
 
 def _channels_last(net):
-    import copy
-
     return copy.deepcopy(net).to(memory_format=torch.channels_last)
 
 
 def _device_name(device: torch.device) -> str:
-    from bench import numerics
-
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
     return f"CPU standing in: {numerics.cpu_model()}, {torch.get_num_threads()} threads"

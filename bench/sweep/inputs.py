@@ -12,12 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
+from bench.datasets import DATASETS
 from bench.errors import BenchError, InvalidValue
+from bench.models import MODELS, load_checkpoint, load_trained
+from bench.models.card import ModelCard
+from bench.models.openimages_map import on_graph
+from bench.models.trained import check_card_graph, latest_model, list_trained, models_dir, resolve_run
 from kg.graph import LabelGraph
 
 CHECKPOINT_SUFFIXES = {".pth", ".pt", ".tar", ".ckpt", ".bin", ".pkl"}
@@ -63,10 +68,6 @@ def load_sweep_model(
     vectors) apply to published checkpoints; ``image_size`` is the input side (default: the
     model's), recorded in the model's card.
     """
-    from bench.datasets import DATASETS
-    from bench.models import MODELS
-    from bench.models.trained import latest_model, list_trained
-
     if dataset:
         DATASETS.get(dataset)  # a misspelt name: one line with the closest ones, before any model lookup
     path = Path(model).expanduser() if model is not None else None
@@ -77,11 +78,12 @@ def load_sweep_model(
     for name, value in (("arch", arch), ("embeddings", embeddings)):
         if value is not None:
             raise InvalidValue(name, str(value), "applies to a published checkpoint file, not to a trained model")
+    run: str | Path | None
     if model is None:
         run = latest_model(dataset)
         if run is None:
             raise BenchError(no_model_message(dataset))
-    elif not path.exists() and not _is_run_name(model) and model in MODELS:
+    elif path is not None and not path.exists() and not _is_run_name(model) and model in MODELS:
         runs = [run for run, card in list_trained(dataset) if card.model == model.lower()]
         if not runs:
             raise BenchError(
@@ -94,26 +96,20 @@ def load_sweep_model(
 
 
 def _is_run_name(name: str) -> bool:
-    from bench.models.trained import models_dir
-
     return any((p / "model.pt").exists() for p in models_dir().glob(f"*/{name}"))
 
 
 def _trained(run, device: torch.device, image_size: int | None = None) -> SweepModel:
-    from bench.models import load_trained
-    from bench.models.trained import resolve_run
-
     net, card = load_trained(run, device)
     size = image_size or card.image_size
     return SweepModel(net, card.model, {**card.to_dict(), "image_size": size}, str(resolve_run(run)), size)
 
 
 def _checkpoint(path: Path, device: torch.device, trust: bool = False, **options: Any) -> SweepModel:
-    from bench.models import load_checkpoint
-
     ckpt = load_checkpoint(path, trust=trust, **options)
-    size = int(ckpt.model.config["image_size"])
-    card = {"checkpoint": path.name, "bytes": path.stat().st_size, "arch": ckpt.arch, "config": ckpt.model.config}
+    config = cast(dict[str, Any], ckpt.model.config)
+    size = int(config["image_size"])
+    card = {"checkpoint": path.name, "bytes": path.stat().st_size, "arch": ckpt.arch, "config": config}
     return SweepModel(ckpt.model.to(device).eval(), ckpt.arch, card, str(path.resolve()), size, True, ckpt.class_names)
 
 
@@ -127,10 +123,6 @@ def fit_dataset(
     matched nodes (``bench.models.openimages_map.on_graph``); ``report`` gets one line saying
     how many matched.
     """
-    from bench.models.card import ModelCard
-    from bench.models.openimages_map import on_graph
-    from bench.models.trained import check_card_graph
-
     if not loaded.published:
         check_card_graph(ModelCard.from_dict(loaded.card), dataset.graph)
         return loaded.model, dataset, dataset.graph

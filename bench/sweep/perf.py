@@ -10,18 +10,34 @@ as usual with the model's time inside each stage taken out, so the shares add up
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.sweep.presets import SweepOptions
+from bench.attacks.ops import frozen
+from bench.datasets import create_dataset
+from bench.devices import resolve_device
+from bench.errors import BenchError
+from bench.numerics import PORTABLE_ENV
+from bench.plugins import child_process_env, plugin_modules
+from bench.sweep.config import sweep_config
+from bench.sweep.inputs import fit_dataset, load_sweep_model
+from bench.sweep.presets import FAST, SweepOptions
 from bench.sweep.progress import StageTimes
+from bench.sweep.runner import run_sweep
+from results.store import ResultStore
 
 MODEL_STAGE = "model forward + backward"
 
@@ -138,9 +154,6 @@ def model_seconds(
 ) -> float:
     """Best-of-``repeats`` seconds of one forward and ``gradients`` input gradients on ``batch``
     images (in channels_last memory layout when asked)."""
-    import torch.nn.functional as F
-
-    from bench.attacks.base import frozen
 
     x = torch.rand(batch, *image_shape, device=device, dtype=next(model.parameters()).dtype)
     if channels_last:
@@ -167,13 +180,6 @@ def measure_sweep(
 ) -> SweepPerf:
     """Run a small sweep (``options``, the ``fast`` preset for the rest, every combination)
     into a temporary database and time it."""
-    from bench.datasets import create_dataset
-    from bench.devices import resolve_device
-    from bench.sweep.inputs import fit_dataset, load_sweep_model
-    from bench.sweep.presets import FAST
-    from bench.sweep.runner import run_sweep, sweep_config
-    from results.store import ResultStore
-
     dev = resolve_device(device)
     loaded = load_sweep_model(dataset, model, dev)
     net, data, graph = fit_dataset(loaded, create_dataset(dataset, "test", image_size=loaded.image_size))
@@ -203,7 +209,7 @@ def measure_sweep(
             {k: model_seconds(net, shape, st.batch, k, dev) for k in st.gradient_ticks},
             dict(st.gradient_ticks),
         )
-        for name, st in outcome.engine.items()
+        for name, st in outcome.slot_use.items()
     ]
     return SweepPerf(
         stages=stages,
@@ -261,17 +267,8 @@ def compare_numerics(
     """The same small sweep on the CPU in a fresh process per mode (the modes are fixed when
     torch starts), modes interleaved for ``rounds`` rounds; each keeps its fastest round.
     ``unpinned`` is MKL's own default (not strict), the baseline before ``native`` pinned it."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from dataclasses import asdict
 
-    from bench.errors import BenchError
-    from bench.numerics import PORTABLE_ENV
-    from bench.plugins import child_process_env, plugin_modules
-
-    args = {"dataset": dataset, "model": model, "batch": batch_size, "plugins": plugin_modules()}
+    args: dict[str, Any] = {"dataset": dataset, "model": model, "batch": batch_size, "plugins": plugin_modules()}
     args["options"] = {k: v for k, v in asdict(options).items() if k != "cpu_numerics"}
     env = {k: v for k, v in os.environ.items() if k not in PORTABLE_ENV}  # each child pins its own
     env.update(child_process_env())

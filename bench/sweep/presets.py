@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from bench.errors import BenchError, InvalidValue, unknown
 from bench.numerics import check_mode
@@ -208,7 +209,7 @@ class SweepOptions:
         from bench.attacks import list_attacks
         from bench.names import paper_order
 
-        defaults = {
+        defaults: dict[str, Any] = {
             "attacks": paper_order(list_attacks()),
             "eps": preset.eps,
             "tau": preset.tau,

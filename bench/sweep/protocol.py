@@ -1,4 +1,4 @@
-"""The paper's protocol (notes §4): clean predictions, eligible images, target combinations.
+"""The paper's protocol (docs/sweeps.md, The protocol): clean predictions, eligible images, target combinations.
 
 * **Clean predictions**: the model's logits on the test split, once per run; a prediction is
   ``logit > 0``. Images that do not decode are skipped and counted.
@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bench.attacks.base import forward, model_dtype
+from bench.attacks.ops import forward, model_dtype
+from bench.datasets import batches
 from bench.errors import BenchError
 from kg.closure import GraphTensors, global_consistency
 from kg.graph import LabelGraph
@@ -80,8 +81,6 @@ def clean_predictions(
     pass early (``bench attack`` needs only the first eligible images); rows are the same as a
     full pass's first rows, since consistency is decided row by row.
     """
-    from bench.datasets import batches
-
     model.eval()
     dtype = model_dtype(model)
     g = GraphTensors(graph)
@@ -279,7 +278,7 @@ def plan_combinations(
         else:
             combos = all_combinations(candidates, k, sampling=per_size is not None)
         counts, chosen = eligible_images(positive, clean.consistent, combos, images_per_combination)
-        keep = range(len(combos))
+        keep: Sequence[int] = range(len(combos))
         if mode != "sampled" and per_size is not None:
             keep = _sample_full_first(counts, images_per_combination, per_size, np.random.default_rng([seed, k]))
         for i in keep:

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from bench.attacks.base import Attack, AttackResult
-from bench.attacks.batching import attack_pairs
+from bench.attacks.pairs import attack_pairs
 from bench.attacks.targets import PairTargets, omega_masks, pair_targets
 from bench.errors import BenchError, InvalidValue
+from bench.examples import save_example, stem_for
 from bench.metrics import PairMetrics, Summary, combination_rates, pair_metrics, summarize
 from bench.sweep.protocol import first_eligible
 from kg.closure import GraphTensors
@@ -69,8 +70,6 @@ def attack_target_set(
 
 def save_target_set(folder: Path, run: TargetSetResult, attack: Attack, graph: LabelGraph) -> None:
     """Each pair's adversarial example into ``folder`` (PNGs + .npz, as ``bench run --save-images``)."""
-    from bench.examples import save_example, stem_for
-
     for p, image_id in enumerate(run.image_ids):
         save_example(
             folder,

@@ -1,9 +1,10 @@
-"""Many (image, Ω) pairs through one attack: the batch size B from free GPU memory, and the
-pairs through the engine's B slots (``bench.attacks.engine``).
+"""Many (image, Ω) pairs through one attack: B, the engine's slots, from free GPU memory
+(``pair_batch_size``), and ``attack_pairs`` (``bench attack``).
 
 Pairs share images through ``image_index`` (the same image with several target sets is
 stored once). A pair's result depends on B (the kernels' shapes), never on the other pairs,
-so B is fixed for a whole run: running out of GPU memory is an error that names a smaller B.
+so B is fixed for a whole run: running out of GPU memory is an error that names a smaller B
+(``bench.attacks.engine.running``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.attacks.base import Attack, AttackResult, frozen, model_device, model_dtype
+from bench.attacks.base import Attack, AttackResult
+from bench.attacks.ops import frozen, model_device, model_dtype
 from bench.attacks.targets import PairTargets
 from bench.errors import BenchError, InvalidValue
 
@@ -84,12 +86,4 @@ def attack_pairs(
         raise BenchError(f"image_index must give one image in 0..{images.shape[0] - 1} for each of {n_pairs} pairs")
     desired, tmask, ntmask = targets.attack_inputs(attack.semantic)
     size = pair_batch_size(model, tuple(images.shape[1:]), batch_size)
-    try:
-        return attack(model, images[image_index], desired, tmask, ntmask, batch_size=size, progress=progress).to("cpu")
-    except torch.cuda.OutOfMemoryError:
-        raise out_of_memory(size) from None
-
-
-def out_of_memory(size: int) -> BenchError:
-    smaller = f"{{batch_size}} {size // 2}" if size > 1 else "a smaller model or smaller images"
-    return BenchError(f"out of GPU memory at batch size {size}; try {smaller}", options=["batch_size"])
+    return attack(model, images[image_index], desired, tmask, ntmask, batch_size=size, progress=progress).to("cpu")
