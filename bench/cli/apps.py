@@ -148,7 +148,7 @@ def finish_options(typer_app: typer.Typer) -> None:
                 flag_name = next((d for d in decls if isinstance(d, str) and d.startswith("--")), None)
                 flag_name = flag_name or "--" + name.replace("_", "-")
                 if flag_name not in NUMBER_RANGES:
-                    raise RuntimeError(f"numeric option {flag_name} of {info.callback.__name__} has no range")
+                    raise RuntimeError(f"numeric option {flag_name} of {info.callback!r} has no range")
                 low, high = NUMBER_RANGES[flag_name]
                 option.min = low if option.min is None else option.min
                 option.max = high if option.max is None else option.max

@@ -71,8 +71,10 @@ def _frequency_table(ds, targets, top: int) -> Table:
     graph = ds.graph
     order = sorted(range(graph.n), key=lambda i: (-float(counts[i]), i))
     table = Table(title=f"label frequencies ({ds.split}, {len(ds)} images)", title_justify="left")
-    for col, justify in (("label", "left"), ("kind", "left"), ("images", "right"), ("%", "right")):
-        table.add_column(col, justify=justify)
+    for col in ("label", "kind"):
+        table.add_column(col, justify="left")
+    for col in ("images", "%"):
+        table.add_column(col, justify="right")
     for i in order[: top or None]:
         kind = "label" if i < graph.n_labels else "abstract"
         table.add_row(graph.nodes[i], kind, str(int(counts[i])), f"{100 * float(counts[i]) / max(len(ds), 1):.1f}")
@@ -147,27 +149,28 @@ def info(
     for s in split or (["train", "test"] if name == "stamps" else ["test"]):
         ds = create_dataset(name, s, root=data_root, image_size=image_size, **kwargs)
         targets = ds.targets()
+        root = getattr(ds, "root", data_root)  # the loaders record the folder they read
         console.print(
             f"{name} {ds.split}: {len(ds)} images at {ds.image_size} px, graph {ds.graph.name!r} "
             f"({ds.graph.n_labels} labels + {ds.graph.n - ds.graph.n_labels} abstract nodes)"
         )
-        console.print(f"files: {ds.root}")
+        console.print(f"files: {root}")
         console.print(
             f"positive labels per image: {float(targets[:, : ds.graph.n_labels].sum(1).mean()):.2f} "
             f"(with ancestors: {float(targets.sum(1).mean()):.2f})"
         )
         console.print(_frequency_table(ds, targets, top))
-        if check and name == "stamps":
+        if check and name == "stamps" and root is not None:  # the stamps loader records its cache folder
             from bench.datasets.stamps import verify_stamps
 
-            damaged = verify_stamps(ds.root)
+            damaged = verify_stamps(root)
             if damaged:
                 raise BenchError(
-                    f"the stamps cache in {ds.root} is damaged "
+                    f"the stamps cache in {root} is damaged "
                     f"({', '.join(damaged)} differ from their recorded SHA-256): "
                     f"rebuild it with `bench data build stamps --force`"
                 )
-            console.print(f"cache files match the SHA-256 recorded when they were built ({ds.root})")
+            console.print(f"cache files match the SHA-256 recorded when they were built ({root})")
         if check:
             bad = _check_images(ds)
             console.print(

@@ -107,7 +107,7 @@ def build(
 
             graph = build_wordnet_graph(name or labels.stem, read_label_table(labels))
         else:
-            graph = build_graph(dataset)
+            graph = build_graph(str(dataset))  # one of the two is given, checked above
     console.print(styled("built ", (graph.name, "bold"), f": {_summary(graph)}"))
     path = graph.save(out) if out is not None else save_user_graph(graph, force)
     console.print(f"wrote {path}")
@@ -140,9 +140,10 @@ def _styled(graph: LabelGraph, v: int, target: int) -> Text:
 
 def _add_descendants(graph: LabelGraph, v: int, branch: Tree, target: int, seen: set[int]) -> None:
     for c in sorted(graph.children(v), key=lambda c: graph.nodes[c].lower()):
-        node = branch.add(_styled(graph, c, target))
+        label = _styled(graph, c, target)
+        node = branch.add(label)
         if c in seen:
-            node.label.append("  (repeated above)", style="dim italic")
+            label.append("  (repeated above)", style="dim italic")
         else:
             seen.add(c)
             _add_descendants(graph, c, node, target, seen)
@@ -195,7 +196,7 @@ def show(
 
 @kg_app.command("view")
 def view(
-    dataset: GraphOption = None,
+    dataset: GraphOption = None,  # type: ignore[assignment]  # the shared option's type is str; None: voc or the run's
     out: Annotated[
         Path | None,
         typer.Option(

@@ -29,12 +29,25 @@ class TableLayout(str, Enum):
     ablation = "ablation"
 
 
+def given_runs(value: str | list[str] | None) -> str | list[str] | None:
+    """``--run``: a blank run id is refused (it would read as "no run given")."""
+    for run in [value] if isinstance(value, str) else value or []:
+        if not run.strip():
+            raise BenchError("--run '': name a run (`bench runs` lists them)")
+    return value
+
+
 RunsOption = Annotated[
     list[str] | None,
-    typer.Option("--run", "-r", help="Run id (repeat for several; default: every run).", show_default=False),
+    typer.Option(
+        "--run", "-r", callback=given_runs, help="Run id (repeat for several; default: every run).", show_default=False
+    ),
 ]
 RunOption = Annotated[
-    str | None, typer.Option("--run", "-r", help="Run id (needed when the file holds several).", show_default=False)
+    str | None,
+    typer.Option(
+        "--run", "-r", callback=given_runs, help="Run id (needed when the file holds several).", show_default=False
+    ),
 ]
 SizeOption = Annotated[
     int | None,
@@ -152,7 +165,7 @@ def print_layout(layout, digits: int = 1) -> None:
     print_wide(rendered)
 
 
-def print_wide(rendered: Table, target: Console | None = None) -> Console:
+def print_wide(rendered: Table | str, target: Console | None = None) -> Console:
     """Print a table at its natural width, wider than the terminal if need be (never cropped)."""
     target = target or console
     width = max(target.width, make_console(width=10_000).measure(rendered).maximum)

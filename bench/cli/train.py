@@ -130,13 +130,13 @@ def train_command(
     from bench.models.trained import resolve_run
     from bench.train import TrainConfig, preset_config, run_dir_for, train
 
-    device = resolve_device(device)  # checked before anything prints
+    dev = resolve_device(device)  # checked before anything prints
     if resume:
         run_dir = resolve_run(resume, dataset)
         console.print(styled("resuming ", (str(run_dir), "bold")))
-        result = train(run_dir=run_dir, resume=True, device=device)
+        result = train(run_dir=run_dir, resume=True, device=dev)
     else:
-        overrides = {
+        overrides: dict[str, Any] = {
             "model": model,
             "dataset": dataset,
             "epochs": epochs,
@@ -159,12 +159,12 @@ def train_command(
             config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
         config = config.resolved()
         run_dir = run_dir_for(config, name)
-        epochs = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}"
+        span = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}"
         console.print(
-            f"training {config.model} on {config.dataset} at {config.image_size} px: {epochs}, "
+            f"training {config.model} on {config.dataset} at {config.image_size} px: {span}, "
             f"batch {config.batch_size}, lr {config.lr:g}, loss {config.loss} → {run_dir}"
         )
-        result = train(config, run_dir=run_dir, device=device)
+        result = train(config, run_dir=run_dir, device=dev)
     card = result.card
     console.print(
         f"test mAP {_num(card.test_map)} (labels {_num(result.report.map_labels)}, abstract "
@@ -221,7 +221,7 @@ def eval_command(
     if dataset is None and model is None:
         raise BenchError("give --dataset (its newest trained model is used) or --model")
     dev = resolve_device(device)
-    options = {"image_size": image_size, "arch": arch, "embeddings": embeddings}
+    options: dict[str, Any] = {"image_size": image_size, "arch": arch, "embeddings": embeddings}
     loaded = load_sweep_model(dataset or "", model, dev, trust_checkpoint, **options)
     dataset = dataset or loaded.card.get("dataset")
     if not dataset:

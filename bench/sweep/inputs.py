@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
@@ -107,7 +107,7 @@ def _trained(run, device: torch.device, image_size: int | None = None) -> SweepM
 
 def _checkpoint(path: Path, device: torch.device, trust: bool = False, **options: Any) -> SweepModel:
     ckpt = load_checkpoint(path, trust=trust, **options)
-    config = cast(dict[str, Any], ckpt.model.config)
+    config: dict[str, Any] = ckpt.model.config
     size = int(config["image_size"])
     card = {"checkpoint": path.name, "bytes": path.stat().st_size, "arch": ckpt.arch, "config": config}
     return SweepModel(ckpt.model.to(device).eval(), ckpt.arch, card, str(path.resolve()), size, True, ckpt.class_names)
