@@ -13,6 +13,8 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     """``auto``/``None`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:i``; one line for anything else."""
     if isinstance(spec, torch.device):
         spec = str(spec)
+    if spec is not None and not spec.strip():
+        raise InvalidValue("device", spec, "use auto, cpu, cuda or cuda:INDEX")
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

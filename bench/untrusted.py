@@ -58,7 +58,7 @@ def torch_load(path: Path, what: str = "checkpoint", trust: bool = False) -> Any
     except pickle.UnpicklingError as exc:
         named = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if named is None:  # a damaged file, not a foreign object; torch's advice (weights_only=False) is not ours
-            raise BenchError(f"{what} {path} is not a PyTorch file, or is cut or damaged") from None
+            raise BenchError(f"{what} {path} does not load: not a PyTorch file, or cut or damaged") from None
         if not trust:
             raise refused(path, what, f"it names {named.group(1)}") from None
     return torch.load(path, map_location="cpu", weights_only=False)
@@ -86,4 +86,4 @@ def load_array_pickle(path: Path, what: str = "pickle", trust: bool = False) -> 
         raise refused(path, what, str(exc)) from None
     except Exception as exc:  # anything else a byte string makes the unpickler raise: not a pickle
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise BenchError(f"{what} {path} is not a pickle, or is cut or damaged ({first})") from None
+        raise BenchError(f"{what} {path} does not load: not a pickle, or cut or damaged ({first})") from None

@@ -11,15 +11,19 @@ switch a label off. Importing this module registers both (a subprocess imports i
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from bench.datasets.base import MultiLabelDataset, register_dataset
 from bench.datasets.labels import extended_targets
+from bench.errors import BenchError, unknown
 from bench.models import register_model
 from bench.models.card import ModelCard
 from bench.models.trained import models_dir, save_trained
+from kg.catalog import load_graph
 from kg.graph import LabelGraph
 
 NAME = "sweep-toy"
@@ -96,12 +100,24 @@ class ToyNet(nn.Module):
         pass
 
 
+def toy_dataset(split: str = "test", root=None, image_size=None, graph: str | None = None, **_) -> ToyDataset:
+    """The loader: like the real ones, it refuses an unknown split, a data root that is not a
+    folder and an unknown graph name (the toy's images are made, not read)."""
+    if split not in SPLIT_SIZES:
+        raise unknown("split", split, list(SPLIT_SIZES))
+    if root is not None and not Path(root).is_dir():
+        raise BenchError(f"{NAME} data root {root} is not a folder")
+    if graph is not None and graph != NAME:
+        load_graph(graph)  # an unknown name is one line, as with the real loaders
+    return ToyDataset(split, toy_graph())
+
+
 def _register() -> None:
     from bench.datasets.base import DATASETS
     from bench.models import MODELS
 
     if NAME not in DATASETS:
-        register_dataset(NAME)(lambda split="test", root=None, image_size=None, **kw: ToyDataset(split, toy_graph()))
+        register_dataset(NAME)(toy_dataset)
     if NAME not in MODELS:
         register_model(NAME, loss="bce", image_size=SIDE)(lambda num_classes, image_size: ToyNet(num_classes))
 

@@ -229,7 +229,7 @@ def test_broken_graph_file_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
 def test_an_empty_name_is_refused_before_the_build(tmp_path):
     table = tmp_path / "mine.csv"
     table.write_text("label,synset\ncat,cat.n.01\n")
-    with pytest.raises(BenchError, match="--name is empty"):
+    with pytest.raises(BenchError, match="--name .* a graph name is lower-case letters"):
         invoke("kg", "build", "--labels", str(table), "--name", " ")
     assert not (tmp_path / "data" / "graphs").exists()
 

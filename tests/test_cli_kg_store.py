@@ -365,7 +365,7 @@ def test_an_unexpected_error_is_one_line_naming_its_traceback_file(monkeypatch, 
     assert "internal error, RuntimeError: boom (traceback: " in lines[0] and "--debug prints it" in lines[0], err
     log = re.search(r"traceback: (\S+\.log);", lines[0]).group(1)
     text = open(log, encoding="utf-8").read()
-    assert "bench kg show cat --dataset voc" in text and "Traceback" in text and "second line" in text, text
+    assert "bench kg show cat --graph voc" in text and "Traceback" in text and "second line" in text, text
     monkeypatch.setattr(sys, "argv", ["bench", "--debug", "kg", "show", "cat", "--graph", "voc"])
     with pytest.raises(RuntimeError, match="boom"):
         bench.cli.main()

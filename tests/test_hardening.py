@@ -140,11 +140,11 @@ def test_an_embedding_pickle_is_rebuilt_as_an_array_only(tmp_path):
 def test_data_prints_literally(home, capsys, monkeypatch):
     tmp, _ = home
     db = tmp / "r.duckdb"
-    name = "exp[/]:x:[bold]"
+    name = "exp[/]:x:[bold]"  # not a run name (letters, digits, . - _), and the refusal shows it as typed
     code, out, err = toy_run(capsys, monkeypatch, db, "--name", name)
-    assert code == 0 and name in out, f"the run's summary prints its name literally:\n{out}{err}"
-    code, out, _ = cli(capsys, monkeypatch, "runs", "--db", str(db))
-    assert code == 0 and name.replace("[bold]", "") in out.replace("\n", ""), f"bench runs:\n{out}"
+    assert code == 2 and name in err and not db.exists(), f"the refused name printed literally:\n{out}{err}"
+    code, out, err = toy_run(capsys, monkeypatch, db, "--name", "exp.x")
+    assert code == 0 and "exp.x" in out, f"the run's summary:\n{out}{err}"
     code, out, _ = cli(
         capsys,
         monkeypatch,
@@ -153,7 +153,7 @@ def test_data_prints_literally(home, capsys, monkeypatch):
         str(db),
         "SELECT 'voc[asl]' AS a, 'oi:dog:cat' AS b, '[/]' AS c, run_id FROM runs",
     )
-    assert code == 0 and all(x in out for x in ("voc[asl]", "oi:dog:cat", "[/]", "exp[/]:x:")), f"bench sql:\n{out}"
+    assert code == 0 and all(x in out for x in ("voc[asl]", "oi:dog:cat", "[/]", "exp.x")), f"bench sql:\n{out}"
 
 
 def test_read_only_commands_reach_no_file(home, capsys, monkeypatch):
@@ -251,9 +251,15 @@ def test_an_unwritable_data_folder(home, capsys, monkeypatch):
     [
         (["--eps", "-0.01"], "--eps -0.01: outside (0, 1]"),
         (["--tau", "5"], "--tau 5: outside [-1, 1]"),
-        (["--iterations", "0"], "--iterations 0: must be a positive number"),
-        (["--images-per-combo", "0"], "--images-per-combo 0: must be a positive number"),
-        (["--combos-per-size", "0"], "--combos-per-size 0: must be a positive number"),
+        (["--iterations", "0"], "Invalid value for '--iterations': Input should be greater than or equal to 1"),
+        (
+            ["--images-per-combo", "0"],
+            "Invalid value for '--images-per-combo': Input should be greater than or equal to 1",
+        ),
+        (
+            ["--combos-per-size", "0"],
+            "Invalid value for '--combos-per-size': Input should be greater than or equal to 1",
+        ),
         (["--batch-size", "-2"], "Invalid value for '--batch-size': Input should be greater than or equal to 1"),
     ],
 )
@@ -272,7 +278,7 @@ def test_table_output_names(home, capsys, monkeypatch):
     tmp, _ = home
     db = tmp / "r.duckdb"
     assert toy_run(capsys, monkeypatch, db)[0] == 0
-    refused(capsys, monkeypatch, "table", "--db", str(db), "--out", str(tmp), match="is a directory")
+    refused(capsys, monkeypatch, "table", "--db", str(db), "--out", str(tmp), match="is a folder: name a file")
     refused(capsys, monkeypatch, "table", "--db", str(db), "--out", str(tmp / "t.xlsx"), match="not .xlsx")
     assert not (tmp / "t.xlsx").exists()
     code, _, _ = cli(capsys, monkeypatch, "table", "--db", str(db), "--out", str(tmp / "t.txt"))

@@ -28,7 +28,7 @@ from tests.sweep_fixtures import NAME, save_toy_model
 
 pytestmark = pytest.mark.neo4j
 
-SWEEP = f"run -d {NAME} -m toy-model --attacks mla-u --size 1 --iterations 3 --eps 0.06 --quiet".split()
+SWEEP = f"run -d {NAME} -m toy-model --attack mla-u --size 1 --iterations 3 --eps 0.06 --quiet".split()
 ROW_SQL = "SELECT * EXCLUDE (seconds) FROM results ORDER BY combo_id, image_id, attack, eps, tau"
 BIG = "faults_big"
 runner = CliRunner()

@@ -144,7 +144,7 @@ def test_the_bench_command_sees_an_installed_plugin(tmp_path):
     assert "ep-demo-net" in listed.stdout and "A plugin's model." in listed.stdout, (
         f"the plugin's model is not listed: {listed.stdout}"
     )
-    typo = bench(tmp_path, "run", "--dataset", "stamps", "--attacks", "ep-demo-atack")
+    typo = bench(tmp_path, "run", "--dataset", "stamps", "--attack", "ep-demo-atack")
     assert typo.returncode == 2, f"a misspelt attack is a user error: {typo.returncode} {typo.stderr}"
     assert "did you mean 'ep-demo-attack'" in typo.stderr, f"bench run does not know the plugin's attack: {typo.stderr}"
 

@@ -70,6 +70,7 @@ FLAGS = {
     "run_dir": "--name",
     "runs": "--run",  # bench table, plot, export
     "attacks": "--attack",  # the attacks a table shows
+    "steps": "--iterations",  # an attack's own iteration count (bench attack)
 }
 
 
@@ -213,9 +214,31 @@ def graph_name(value: str | None) -> str | None:
     return value
 
 
+def output_file(value: Path | None) -> Path | None:
+    """``--out FILE``: a file in a folder that exists (nothing is created but the file; ``-``:
+    standard output where a command offers it)."""
+    if value is None or str(value) == "-":
+        return value
+    path = value.expanduser()
+    if path.is_dir():
+        raise BenchError(f"--out {str(value)!r} is a folder: name a file (e.g. {path / 'out'}.EXT)")
+    if not path.parent.is_dir():
+        raise BenchError(f"--out {value}: folder {path.parent} does not exist; create it first")
+    return value
+
+
+def output_folder(value: Path | None) -> Path | None:
+    """An output folder (created when missing): refused when a file of that name is in the way."""
+    if value is not None and value.expanduser().exists() and not value.expanduser().is_dir():
+        raise BenchError(f"{value} is a file, not a folder: name a folder to write into")
+    return value
+
+
 def canonical_graph(value: str | None) -> str | None:
     """A graph name as the catalog compares it (ignoring case, as datasets and attacks); a graph
     file's path is kept as given."""
+    if value is not None and not value.strip():
+        raise BenchError("--graph '': name a graph (`bench kg build` lists how to make one) or a graph .json file")
     if value is None or value.endswith(".json") or "/" in value:
         return value
     return value.lower()

@@ -21,6 +21,7 @@ from bench.cli.apps import (
     TrustOption,
     app,
     canonical_dataset,
+    output_folder,
 )
 from bench.cli.console import console
 from bench.progress import progress_bar
@@ -80,6 +81,7 @@ def attack_command(
         Path | None,
         typer.Option(
             "--save",
+            callback=output_folder,
             help="Write each pair's adversarial example here (PNGs + .npz, as bench run --save-images).",
             show_default=False,
         ),
@@ -107,7 +109,7 @@ def attack_command(
         **({"steps": steps} if steps is not None else {}),
         **({"tau": tau} if tau is not None else {}),
     }
-    engine = create_attack(attack, **params)
+    attacker = create_attack(attack, **params)
     dev = resolve_device(device)
     loaded = load_sweep_model(dataset, model, dev, trust_checkpoint, image_size=image_size, embeddings=embeddings)
     options = {"graph": graph_name} if graph_name else {}
@@ -115,16 +117,16 @@ def attack_command(
     net, data, graph = fit_dataset(loaded, data, report=console.print)
     omega = [t.strip() for t in targets.split(",") if t.strip()]
     console.print(
-        f"{engine.display_name} ({engine!r}) on the first {images} eligible {split} image(s) of {dataset}, "
+        f"{attacker.display_name} ({attacker!r}) on the first {images} eligible {split} image(s) of {dataset}, "
         f"model {Path(loaded.path).name} ({loaded.name}), Ω = {{{', '.join(omega)}}}, turn {'on' if turn_on else 'off'}"
     )
     with progress_bar(console=console, transient=True) as bar:
-        task = bar.add_task(f"attacking with {engine.display_name}", total=images)
+        task = bar.add_task(f"attacking with {attacker.display_name}", total=images)
         run = attack_target_set(
             net,
             data,
             graph,
-            engine,
+            attacker,
             omega,
             images,
             turn_on=turn_on,
@@ -133,14 +135,14 @@ def attack_command(
             progress=lambda n: bar.advance(task, n),
         )
     if save is not None:
-        save_target_set(save, run, engine, graph)
+        save_target_set(save, run, attacker, graph)
         console.print(f"wrote {len(run.image_ids)} adversarial examples to {save}")
     names = graph.nodes
 
     def on(row) -> list[str]:
         return [names[i] for i in row.nonzero().flatten().tolist()]
 
-    table = Table(title=f"{engine.display_name}, ε = {engine.eps:g}")
+    table = Table(title=f"{attacker.display_name}, ε = {attacker.eps:g}")
     for col in ("image", "Ψ", "before", "after", "result", "NT_R", "ℓ∞", "iter"):
         table.add_column(col, overflow="fold")
     pairs, metrics = run.pairs, run.metrics

@@ -9,7 +9,15 @@ import typer
 from rich.text import Text
 from rich.tree import Tree
 
-from bench.cli.apps import GraphDbOption, GraphStoreOption, TrustOption, canonical_graph, graph_name, kg_app
+from bench.cli.apps import (
+    GraphDbOption,
+    GraphStoreOption,
+    TrustOption,
+    canonical_graph,
+    graph_name,
+    kg_app,
+    output_file,
+)
 from bench.cli.console import console, styled
 from bench.errors import BenchError
 from bench.fileio import write_text
@@ -73,6 +81,7 @@ def build(
         typer.Option(
             "--out",
             "-o",
+            callback=output_file,
             help="Write here instead of $BENCH_DATA/graphs/NAME.json (maintainers: kg/graphs/NAME.json).",
             show_default=False,
         ),
@@ -200,7 +209,11 @@ def view(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", "-o", help="HTML file to write (default: $BENCH_DATA/views/NAME.html).", show_default=False
+            "--out",
+            "-o",
+            callback=output_file,
+            help="HTML file to write (default: $BENCH_DATA/views/NAME.html).",
+            show_default=False,
         ),
     ] = None,
     run: Annotated[
@@ -280,7 +293,10 @@ def export(
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="File to write (default: standard output).", show_default=False)
+        Path | None,
+        typer.Option(
+            "--out", "-o", callback=output_file, help="File to write (default: standard output).", show_default=False
+        ),
     ] = None,
 ) -> None:
     """Export a graph as JSON, GraphML or a Cypher CREATE script.

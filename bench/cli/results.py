@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from bench.cli.apps import DbOption, MixedNumericsOption, app
+from bench.cli.apps import DbOption, MixedNumericsOption, app, output_file
 from bench.cli.console import FormatOption, RowFormat, console, make_console, write_rows
 from bench.errors import BenchError
 from bench.fileio import write_text
@@ -113,7 +113,10 @@ def table(
     ] = SSIM_MODES[0],
     digits: Annotated[int, typer.Option("--digits", help="Decimals of the % metrics.", min=0, max=6)] = 1,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Write to this file (.md, .tex, .csv, .txt).", show_default=False)
+        Path | None,
+        typer.Option(
+            "--out", "-o", callback=output_file, help="Write to this file (.md, .tex, .csv, .txt).", show_default=False
+        ),
     ] = None,
 ) -> None:
     """Print the paper's result table: mean ± std over target combinations, in %.
@@ -183,7 +186,11 @@ def sql(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", "-o", help="Write all rows to a .csv or .parquet file ('-': CSV to stdout).", show_default=False
+            "--out",
+            "-o",
+            callback=output_file,
+            help="Write all rows to a .csv or .parquet file ('-': CSV to stdout).",
+            show_default=False,
         ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", help="Rows to print (--out writes all).", min=1)] = 50,
@@ -273,7 +280,9 @@ def runs(db: DbOption = None, fmt: FormatOption = RowFormat.table) -> None:
 
 @app.command("report", rich_help_panel="Results")
 def report_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="The .html file to write.")] = Path("report.html"),
+    out: Annotated[Path, typer.Option("--out", "-o", callback=output_file, help="The .html file to write.")] = Path(
+        "report.html"
+    ),
     db: DbOption = None,
     run: RunOption = None,
 ) -> None:
@@ -320,7 +329,13 @@ def plot_cmd(
     run: RunOption = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="A .png or .pdf file (default: RUN-KIND.png here).", show_default=False),
+        typer.Option(
+            "--out",
+            "-o",
+            callback=output_file,
+            help="A .png or .pdf file (default: RUN-KIND.png here).",
+            show_default=False,
+        ),
     ] = None,
     size: SizeOption = None,
     eps: EpsOption = None,

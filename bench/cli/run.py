@@ -24,6 +24,7 @@ from bench.cli.apps import (
     TrustOption,
     app,
     canonical_dataset,
+    output_folder,
     safe_name,
 )
 from bench.cli.console import console, styled
@@ -435,6 +436,7 @@ def demo_command(
         typer.Option(
             "--out",
             "-o",
+            callback=output_folder,
             help="Folder for the results database, tables and plots (default: $BENCH_DATA/demo).",
             show_default=False,
         ),

@@ -44,6 +44,10 @@ def open_graph_store(kind: str = "ladybug", graph_db: str | Path | None = None, 
     """``open_store`` for a store picked by name and, for Ladybug, an optional database file
     (``existing``: a file that is not there is refused instead of created, for read commands)."""
     check_store(kind, graph_db)
+    if graph_db is not None and str(graph_db) != ":memory:" and not Path(graph_db).expanduser().parent.is_dir():
+        raise BenchError(
+            f"graph store {graph_db}: folder {Path(graph_db).expanduser().parent} does not exist; create it first",
+        )
     if existing and kind.lower() == "ladybug":
         from kg.stores.ladybug_store import default_path
 
