@@ -214,16 +214,16 @@ def graph_name(value: str | None) -> str | None:
     return value
 
 
-def output_file(value: Path | None) -> Path | None:
-    """``--out FILE``: a file in a folder that exists (nothing is created but the file; ``-``:
-    standard output where a command offers it)."""
+def output_file(param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """``--out FILE`` (and a database to write): a file in a folder that exists (nothing is
+    created but the file; ``-``: standard output where a command offers it)."""
     if value is None or str(value) == "-":
         return value
-    path = value.expanduser()
+    path, name = value.expanduser(), param.opts[0]
     if path.is_dir():
-        raise BenchError(f"--out {str(value)!r} is a folder: name a file (e.g. {path / 'out'}.EXT)")
+        raise BenchError(f"{name} {str(value)!r} is a folder: name a file (e.g. {path / 'out'}.EXT)")
     if not path.parent.is_dir():
-        raise BenchError(f"--out {value}: folder {path.parent} does not exist; create it first")
+        raise BenchError(f"{name} {value}: folder {path.parent} does not exist; create it first")
     return value
 
 

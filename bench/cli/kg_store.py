@@ -120,7 +120,7 @@ def closure(
         absent = None if path.exists() else path  # no store yet: opening it would create it
     question = (graph, _split(targets), None if positive is None else _split(positive), turn_on)
     if absent is None:
-        with open_graph_store(store, db) as graph_store:
+        with open_graph_store(store, db, existing=True) as graph_store:
             explained = explain_closure(graph_store, *question)
     else:
         explained = explain_closure(None, *question)

@@ -368,7 +368,15 @@ def merge(
         list[Path],
         typer.Argument(help="Results files to merge (e.g. one per --shard).", exists=True, dir_okay=False),
     ],
-    db: DbOption = None,
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db",
+            callback=output_file,
+            help="Results database to merge into (default: $BENCH_DATA/results.duckdb).",
+            show_default=False,
+        ),
+    ] = None,
     allow_mixed_numerics: MixedNumericsOption = False,
 ) -> None:
     """Merge results files (shards of one sweep) into one database; refuses mismatched runs.
@@ -379,6 +387,9 @@ def merge(
 
     Example: bench merge shard0.duckdb shard1.duckdb --db all.duckdb
     """
+    for path in files:  # each must read as a results database before the target is opened or made
+        with read_results(path):
+            pass
     store = ResultStore(db)
     shown = Table(header_style="bold")
     for name in ("file", "runs", "rows added"):

@@ -42,7 +42,8 @@ def check_store(kind: str, graph_db: str | Path | None = None) -> None:
 
 def open_graph_store(kind: str = "ladybug", graph_db: str | Path | None = None, existing: bool = False) -> GraphStore:
     """``open_store`` for a store picked by name and, for Ladybug, an optional database file
-    (``existing``: a file that is not there is refused instead of created, for read commands)."""
+    (``existing``: for read commands, a file that is not there is refused instead of created,
+    and the file is opened read-only, so that it stays byte for byte as it was)."""
     check_store(kind, graph_db)
     if graph_db is not None and str(graph_db) != ":memory:" and not Path(graph_db).expanduser().parent.is_dir():
         raise BenchError(
@@ -57,7 +58,10 @@ def open_graph_store(kind: str = "ladybug", graph_db: str | Path | None = None, 
                 f"no graph store at {path}: load a graph first (`bench kg load`) or name one with {{graph_db}}",
                 options=["graph_db"],
             )
-    return open_store(kind, **({"path": graph_db} if graph_db is not None else {}))
+    options: dict[str, Any] = {"path": graph_db} if graph_db is not None else {}
+    if existing and kind.lower() == "ladybug":
+        options["read_only"] = True
+    return open_store(kind, **options)
 
 
 def store_names() -> list[str]:

@@ -63,19 +63,24 @@ class LadybugStore(GraphStore):
 
     dialect = "ladybug"
 
-    def __init__(self, path: str | Path | None = None, *, buffer_pool_mb: int = 256) -> None:
+    def __init__(self, path: str | Path | None = None, *, buffer_pool_mb: int = 256, read_only: bool = False) -> None:
         import ladybug
 
         self._path = MEMORY if str(path) == MEMORY else str(Path(path or default_path()).expanduser())
         if self._path != MEMORY:
             if Path(self._path).is_dir():
                 raise BenchError(f"the Ladybug database {self._path} is a folder; give a file path")
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            if not read_only:
+                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = ladybug.Database(self._path, buffer_pool_size=buffer_pool_mb * 2**20)
+            self._db = ladybug.Database(
+                self._path, buffer_pool_size=buffer_pool_mb * 2**20, read_only=read_only and self._path != MEMORY
+            )
             self._conn = ladybug.Connection(self._db)
         except RuntimeError as exc:
             raise _open_error(self._path, exc) from None
+        if read_only:  # a read command's store: its schema is what the writer left (nothing is written)
+            return
         try:
             self._create_schema()
         except BenchError:
