@@ -300,6 +300,31 @@ DbOption = Annotated[
     Path | None,
     typer.Option("--db", help="Results database (default: $BENCH_DATA/results.duckdb).", show_default=False),
 ]
+
+
+def results_to_read(value: Path | None) -> Path | None:
+    """The results database a read command reads: the one named, else the default one; when
+    that does not exist yet but ``bench demo`` has run, the demo's (said in one line), so that
+    the commands the demo and the help suggest work after it."""
+    from bench.paths import default_results, demo_results
+
+    if value is not None or default_results().exists() or not demo_results().exists():
+        return value
+    from bench.cli.console import err_console
+
+    err_console.print(f"note: no results database at {default_results()} yet: reading the demo's, {demo_results()}")
+    return demo_results()
+
+
+ReadDbOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--db",
+        callback=results_to_read,
+        help="Results database (default: $BENCH_DATA/results.duckdb; before any sweep, the demo's).",
+        show_default=False,
+    ),
+]
 GraphStoreOption = Annotated[
     str,
     typer.Option(

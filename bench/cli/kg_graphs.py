@@ -100,7 +100,7 @@ def build(
 
     Example: bench kg build --dataset voc
     Example: bench kg build --labels my_labels.csv --name mine
-    Example: bench kg build --dataset nus --out kg/graphs/nus.json   (maintainers)
+    Example: bench kg build --dataset nus --out kg/graphs/nus.json  # maintainers, in the repository
     """
     if (dataset is None) == (labels is None):
         raise BenchError("give exactly one of --dataset NAME or --labels FILE")

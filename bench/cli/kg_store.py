@@ -13,7 +13,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from bench.cli.apps import DbOption, GraphDbOption, GraphStoreOption, canonical_graph, kg_app
+from bench.cli.apps import GraphDbOption, GraphStoreOption, ReadDbOption, canonical_graph, kg_app
 from bench.cli.console import FormatOption, RowFormat, console, write_rows
 from bench.errors import BenchError
 from kg.catalog import graph_names, load_graph
@@ -209,7 +209,7 @@ def _parse_param(text: str) -> tuple[str, object]:
 @kg_app.command("annotate")
 def annotate(
     run: Annotated[str, typer.Option("--run", "-r", help="Run id whose results go onto its graph's nodes.")],
-    db: DbOption = None,
+    db: ReadDbOption = None,
     store: GraphStoreOption = "ladybug",
     graph_db: GraphDbOption = None,
 ) -> None:
@@ -221,7 +221,8 @@ def annotate(
     A run annotated again replaces its own outcomes; other runs' stay. Colour them with
     `bench kg view --run RUN` or in Neo4j Browser (neo4j/style.grass).
 
-    Example: bench kg annotate --run demo --graph-store neo4j
+    Example: bench kg annotate --run stamps-demo
+    Example: bench kg annotate --run stamps-demo --graph-store neo4j
     """
     from kg.annotate import annotatable
     from kg.annotate import annotate as write_annotations

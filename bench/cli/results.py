@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from bench.cli.apps import DbOption, MixedNumericsOption, app, output_file
+from bench.cli.apps import MixedNumericsOption, ReadDbOption, app, output_file
 from bench.cli.console import FormatOption, RowFormat, console, make_console, write_rows
 from bench.errors import BenchError
 from bench.fileio import write_text
@@ -84,7 +84,7 @@ def _show(value: object) -> str:
 
 @app.command("table", rich_help_panel="Results")
 def table(
-    db: DbOption = None,
+    db: ReadDbOption = None,
     run: RunsOption = None,
     layout: Annotated[
         TableLayout, typer.Option("--layout", "-l", help="paper (models × attacks by dataset) or ablation (|Ω| rows).")
@@ -125,7 +125,7 @@ def table(
     columns (Supp. Table 1); the ablation layout has |Ω| as rows and GMLA_α / GMLA_β / GMLA
     per metric (Supp. Table 2).
 
-    Example: bench table --size 3 --eps 0.01
+    Example: bench table --size 3
     Example: bench table --run stamps-demo --layout ablation --format latex --out ablation.tex
     """
     if out is not None:
@@ -182,7 +182,7 @@ def sql(
     query: Annotated[
         str, typer.Argument(help="One SELECT (views: combination_rates, rate_summary, run_overview).")
     ] = "",
-    db: DbOption = None,
+    db: ReadDbOption = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -248,7 +248,7 @@ def sql(
 
 
 @app.command("runs", rich_help_panel="Results")
-def runs(db: DbOption = None, fmt: FormatOption = RowFormat.table) -> None:
+def runs(db: ReadDbOption = None, fmt: FormatOption = RowFormat.table) -> None:
     """List the runs in a results database with their progress.
 
     Example: bench runs --db shard0.duckdb
@@ -283,7 +283,7 @@ def report_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", callback=output_file, help="The .html file to write.")] = Path(
         "report.html"
     ),
-    db: DbOption = None,
+    db: ReadDbOption = None,
     run: RunOption = None,
 ) -> None:
     """Write one self-contained HTML report of a run: provenance, tables, plots, adversarial examples, drill-down.
@@ -325,7 +325,7 @@ def plot_cmd(
             "or iterations (success rate vs Auto-PGD iterations)."
         ),
     ],
-    db: DbOption = None,
+    db: ReadDbOption = None,
     run: RunOption = None,
     out: Annotated[
         Path | None,
@@ -350,7 +350,7 @@ def plot_cmd(
 ) -> None:
     """Draw FR_S and NT_R against |Ω|, ε or τ per attack, ML-DP RMSD histograms, or success against iterations.
 
-    Example: bench plot size --run stamps-demo --eps 0.03 --out size.pdf
+    Example: bench plot size --run stamps-demo --out size.pdf
     Example: bench plot tau --size 5
     """
     with read_results(db) as con:

@@ -1,0 +1,167 @@
+"""Every ``Example:`` line of every ``--help``, as a user pastes it into bash.
+
+Each is split into words by bash itself (so ``$g`` in double quotes, a stray ``(`` or an
+unbalanced quote fails here as it would there) and parsed by the command it names, with its
+option callbacks (names, ranges, files). The ones a small fixture can serve are then run and
+must exit 0: a toy model's run stored as ``stamps-demo`` in the demo's results file (the run
+``bench demo`` makes), the packaged graphs, a label table. The others need what a test machine
+has not got (a GPU, the authors' checkpoints, VOC on disk, minutes of training) and are
+parsed only; ``PARSE_ONLY`` says why for each."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer.main
+
+import bench.cli
+from kg.stores import open_store
+from tests.sweep_fixtures import NAME, save_toy_model, toy_graph
+
+ROOT_APP = typer.main.get_command(bench.cli.app)
+
+
+def examples() -> list[str]:
+    found = []
+
+    def walk(command):
+        if hasattr(command, "commands"):
+            for sub in command.commands.values():
+                walk(sub)
+        for line in (command.help or "").splitlines():
+            if line.startswith("Example:"):
+                found.append(line.removeprefix("Example:").strip())
+
+    walk(ROOT_APP)
+    return found
+
+
+def bash_words(line: str) -> list[str]:
+    """The words bash makes of ``line`` (expansions, quotes and comments as bash does them)."""
+    done = subprocess.run(
+        ["bash", "-c", f"printf '%s\\0' {line.removeprefix('bench ')}"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/home/user"},
+    )
+    assert done.returncode == 0, f"bash cannot read the example {line!r}: {done.stderr}"
+    return ["bench", *done.stdout.split("\0")[:-1]]
+
+
+# Parsed only, with the reason; every other example runs against the fixture.
+PARSE_ONLY = {
+    "bench attack": "needs a trained stamps model (minutes of training)",
+    "bench train": "trains for minutes",
+    "bench eval": "needs a trained model or a published checkpoint",
+    "bench run": "a sweep (the toy one runs in the fixture)",
+    "bench demo": "trains and sweeps for minutes",
+    "bench kg build --dataset nus": "writes into the repository (maintainers)",
+    "bench kg import": "needs the authors' voc_adj.pkl",
+    "bench kg diff": "needs the graph bench kg import makes",
+    "bench kg annotate --run stamps-demo --graph-store neo4j": "needs a Neo4j server",
+    "bench plot tau": "needs a τ sweep",
+    "bench perf attack": "times attacks (and one example needs CUDA)",
+    "bench perf sweep": "times sweeps",
+    "bench perf numerics": "times sweeps",
+    "bench perf gpu": "needs a GPU (or minutes on the CPU)",
+    "bench perf db": "times writes",
+    "bench data build": "renders 7,000 images",
+    "bench data info": "needs stamps built or VOC on disk",
+}
+
+
+def parse_only(line: str) -> str | None:
+    return next((why for start, why in PARSE_ONLY.items() if line.startswith(start)), None)
+
+
+def command_of(words: list[str]):
+    command, rest = ROOT_APP, words[1:]
+    while hasattr(command, "commands") and rest and rest[0] in command.commands:
+        command, rest = command.commands[rest[0]], rest[1:]
+    return command, rest
+
+
+@pytest.fixture(scope="module")
+def fixture_home(tmp_path_factory):
+    """$BENCH_DATA with the toy model and a toy run stored as the demo's ``stamps-demo``; a
+    working folder with the files the examples name (copies of it as shards, a label table)."""
+    root = tmp_path_factory.mktemp("examples")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENCH_DATA", str(root / "data"))
+        mp.setenv("BENCH_LADYBUG_DB", str(root / "data" / "graphs.lbug"))
+        mp.delenv("NEO4J_URI", raising=False)
+        cwd = root / "cwd"
+        cwd.mkdir()
+        mp.chdir(cwd)
+        from bench.paths import demo_results
+
+        save_toy_model()
+        toy_run = [
+            *("run", "-d", NAME, "-m", "toy-model", "--preset", "fast", "--attack", "all", "--iterations", "2"),
+            *("--images-per-combo", "1", "--combos-per-size", "1", "--name", "stamps-demo"),
+            *("--db", str(demo_results()), "--quiet"),
+        ]
+        assert run(["bench", *toy_run], mp)[0] == 0, "the fixture's toy run"
+        with open_store("ladybug") as store:  # the run's graph, as the demo leaves the stamps graph there
+            store.load(toy_graph())
+        for shard in ("shard0.duckdb", "shard1.duckdb"):
+            shutil.copy(demo_results(), cwd / shard)
+        (cwd / "my_labels.csv").write_text("label,synset\ncat,cat.n.01\ndog,dog.n.01\ncar,car.n.01\n")
+        (cwd / "kg" / "graphs").mkdir(parents=True)
+        yield cwd, mp
+
+
+def run(words: list[str], mp) -> tuple[int, str]:
+    mp.setattr(sys, "argv", list(words))
+    try:
+        bench.cli.main()
+        return 0, ""
+    except SystemExit as exc:
+        return (exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)), ""
+
+
+def test_every_command_has_an_example():
+    def leaves(command, path=()):
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                yield from leaves(sub, (*path, name))
+        else:
+            yield " ".join(path), command
+
+    missing = [path for path, command in leaves(ROOT_APP) if "Example:" not in (command.help or "")]
+    assert not missing, f"commands without an Example: line in --help: {missing}"
+
+
+@pytest.mark.slow
+def test_every_example_pastes_into_bash_parses_and_runs(fixture_home, capsys):
+    cwd, mp = fixture_home
+    problems = []
+    for line in examples():
+        words = bash_words(line)
+        command, rest = command_of(words)
+        if hasattr(command, "commands"):
+            problems.append(f"{line}: names no command")
+            continue
+        try:
+            command.make_context(" ".join(words[: len(words) - len(rest)]), list(rest))
+        except Exception as exc:  # a usage error, or a callback's BenchError
+            problems.append(f"{line}: does not parse: {exc}")
+            continue
+        if parse_only(line) is not None:
+            continue
+        capsys.readouterr()
+        code, _ = run(words, mp)
+        err = capsys.readouterr().err
+        if code != 0:
+            problems.append(f"{line}: exit {code}: {err.strip()}")
+    assert not problems, "\n".join(problems)
+    assert Path(cwd / "report.html").is_file() and Path(cwd / "size.pdf").is_file(), "the examples wrote their files"
+
+
+def test_the_query_example_keeps_its_parameter_for_cypher():
+    (line,) = [e for e in examples() if e.startswith("bench kg query")]
+    assert "$g" in " ".join(bash_words(line)), "bash must leave $g to Cypher (single quotes)"
