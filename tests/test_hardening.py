@@ -260,6 +260,7 @@ def test_an_unwritable_data_folder(home, capsys, monkeypatch):
             ["--combos-per-size", "0"],
             "Invalid value for '--combos-per-size': Input should be greater than or equal to 1",
         ),
+        (["--size", "100"], "|Ω| = 100 is larger than the 6 labels"),
         (["--batch-size", "-2"], "Invalid value for '--batch-size': Input should be greater than or equal to 1"),
     ],
 )
@@ -271,7 +272,7 @@ def test_run_options_are_checked_before_any_work(home, capsys, monkeypatch, opti
     assert code != 0 and len(lines) == 1 and lines[0].startswith(f"error: {message}") and out == "", (
         f"{option}: {out}{err}"
     )
-    assert not db.exists(), "nothing written"
+    assert not db.exists() and not list(db.parent.glob(f".{db.name}*.lock")), "nothing written, no lock"
 
 
 def test_table_output_names(home, capsys, monkeypatch):

@@ -180,3 +180,26 @@ def test_every_registry_is_one_pattern_in_one_place():
     if "plugin-format-test" not in plugins.EXPORTERS:
         plugins.register_format("plugin-format-test")(lambda graph: graph.name)
     assert plugins.EXPORTERS.get("plugin-format-test")(type("G", (), {"name": "g"})()) == "g", "registered by name"
+
+
+def test_models_lists_as_csv_and_json_for_scripts(tmp_path, monkeypatch):
+    """``bench models --format csv|json``: every trained run and every architecture, read back
+    with the standard library and compared with the registry and the runs on disk."""
+    import csv
+    import io
+    import json
+
+    from typer.testing import CliRunner
+
+    import bench.cli  # noqa: F401  registers every command
+    from bench.cli.apps import app
+    from bench.models import MODELS
+    from tests.sweep_fixtures import NAME, save_toy_model
+
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path))
+    run_dir = save_toy_model("listed")
+    runner = CliRunner()
+    trained = json.loads(runner.invoke(app, ["models", "--format", "json"]).output)
+    assert [(r["dataset"], r["run"], r["folder"]) for r in trained] == [(NAME, "listed", run_dir)], trained
+    archs = list(csv.DictReader(io.StringIO(runner.invoke(app, ["models", "--available", "--format", "csv"]).output)))
+    assert [a["model"] for a in archs] == MODELS.names(), archs

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from bench.cli.apps import app
-from bench.cli.console import console
+from bench.cli.console import FormatOption, RowFormat, console, write_rows
 from bench.cli.train import DatasetOption, _num, _pct
 
 
@@ -18,20 +18,26 @@ def models_command(
     available: Annotated[
         bool, typer.Option("--available", help="List the model architectures that can be trained instead.")
     ] = False,
+    fmt: FormatOption = RowFormat.table,
 ) -> None:
     """List trained models per dataset, newest first (or the registered architectures).
 
     Example: bench models
     Example: bench models --dataset stamps
     Example: bench models --available
+    Example: bench models --format json
     """
     from bench.models import MODELS, model_spec
     from bench.models.trained import list_trained
 
     if available:
+        specs = [(name, model_spec(name)) for name in MODELS.names()]
+        if fmt is not RowFormat.table:
+            names = ["model", "loss", "image_size", "options", "what"]
+            write_rows(names, [[n, s.loss, s.image_size, s.options(), s.summary] for n, s in specs], fmt)
+            return
         table = Table("model", "loss", "size", "options", "what", title="registered models")
-        for name in MODELS.names():
-            spec = model_spec(name)
+        for name, spec in specs:
             opts = ", ".join(f"{k}={v!r}" for k, v in spec.options().items())
             table.add_row(name, spec.loss, str(spec.image_size), opts, spec.summary)
         console.print(table)
@@ -40,7 +46,14 @@ def models_command(
         from bench.datasets import DATASETS
 
         DATASETS.get(dataset)  # a misspelt name: one line with the closest ones
-    runs = list_trained(dataset)
+    runs = sorted(list_trained(dataset), key=lambda r: r[1].dataset)
+    if fmt is not RowFormat.table:
+        names = ["dataset", "run", "folder", "model", "epochs", "test_map", "consistent", "created"]
+        rows = [
+            [c.dataset, p.name, str(p), c.model, c.epochs, c.test_map, c.consistency_share, c.created] for p, c in runs
+        ]
+        write_rows(names, rows, fmt)
+        return
     if not runs:
         from bench.sweep.inputs import train_command
 
@@ -51,7 +64,7 @@ def models_command(
     table = Table(
         "dataset", "run", "model", "epochs", "test mAP", "consistent", "created", title="trained models (newest first)"
     )
-    for path, card in sorted(runs, key=lambda r: r[1].dataset):
+    for path, card in runs:
         table.add_row(
             card.dataset,
             path.name,

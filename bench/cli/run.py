@@ -269,6 +269,7 @@ def run_command(
         sweep_config,
     )
     from bench.sweep.cluster import check_address, import_ray
+    from bench.sweep.protocol import check_sizes, label_candidates
     from kg.catalog import graph_path
     from kg.stores import check_store
     from results.store import ResultStore, default_db_path
@@ -305,6 +306,7 @@ def run_command(
         raise BenchError("--ray-workers needs --ray")
     dev = resolve_device(device)
     loaded = load_sweep_model(dataset, model, dev, trust_checkpoint, image_size=image_size, embeddings=embeddings)
+    _check_sizes_early(loaded.card, options.sizes or chosen.sizes, options.include_abstract)  # before any data
     if model is None:
         console.print(
             styled(
@@ -320,6 +322,8 @@ def run_command(
     config = sweep_config(
         dataset, loaded, graph, chosen, options, name=name or "", shard=(shard_index, shard_count), device=str(dev)
     )
+    # every check the sweep makes of its inputs, before the results file (and its lock) exist
+    check_sizes(config.sizes, len(label_candidates(graph, config.protocol.include_abstract)), graph)
     path = shard_db_path(db or default_db_path(), shard_index, shard_count)
     results = ResultStore(path, lock_timeout=wait)
     cluster = None if ray is None else {"address": ray, "workers": ray_workers, "cpus_per_worker": ray_cpus}
@@ -333,6 +337,15 @@ def run_command(
     )
     outcome = _sweep(config, net, data, graph, results, request, quiet, cluster)
     _summary(outcome, config, db)
+
+
+def _check_sizes_early(card: dict, sizes: tuple[int, ...], include_abstract: bool) -> None:
+    """|Ω| against the model's labels, known from its card before any data is read."""
+    labels = card.get("labels") or ()
+    n = len(labels) if include_abstract else card.get("n_labels")
+    if sizes and isinstance(n, int) and max(sizes) > n:
+        graph = card.get("graph")
+        raise BenchError(f"|Ω| = {max(sizes)} is larger than the {n} labels of the model's graph ({graph!r})")
 
 
 def _sweep(config, net, data, graph, results, request, quiet, cluster):
