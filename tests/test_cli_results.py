@@ -193,3 +193,30 @@ def test_rows_as_csv_and_json_for_scripts(db):
         assert got == expected, f"CSV rows with {args}"
     runs = list(csv.DictReader(io.StringIO(invoke("runs", "--db", store.path, "--format", "csv").output)))
     assert [r["run_id"] for r in runs] == ["demo"] and int(runs[0]["rows"]) == len(sweep.rows), runs
+
+
+def test_plot_and_report_take_several_runs(tmp_path, monkeypatch):
+    """``--run`` repeated: one figure and one report per run, each the run's own (the same
+    file as the command gives for that run alone)."""
+    store = ResultStore(tmp_path / "two.duckdb")
+    for name, seed in (("first", 3), ("second", 4)):
+        store_sweep(store, fake_sweep(config("voc", "asl", name=name, attacks=("mla-u", "gmla"), sizes=(2, 3)), seed))
+    with store.reader() as con:
+        ids = [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall()]
+    assert len(ids) == 2, ids
+    folder = tmp_path / "out"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    both = invoke("plot", "size", "--db", store.path, *[a for r in ids for a in ("--run", r)])
+    assert both.exit_code == 0, both.output
+    alone = invoke("plot", "size", "--db", store.path, "--run", ids[0], "--out", tmp_path / "alone.png")
+    assert alone.exit_code == 0, alone.output
+    with Image.open(folder / f"{ids[0]}-size.png") as a, Image.open(tmp_path / "alone.png") as b:
+        assert a.tobytes() == b.tobytes(), "the run's figure among several equals its figure alone"
+    assert (folder / f"{ids[1]}-size.png").is_file(), "one figure per run"
+    refused = invoke("plot", "size", "--db", store.path, "--run", ids[0], "--run", ids[1], "--out", tmp_path / "x.png")
+    assert isinstance(refused.exception, BenchError) and "--out names one file" in error_message(refused.exception)
+    reports = invoke("report", "--db", store.path, "--run", ids[0], "--run", ids[1], "--out", folder / "r.html")
+    assert reports.exit_code == 0, reports.output
+    for run in ids:
+        assert f"{run}" in (folder / f"r-{run}.html").read_text(), f"report-{run} is that run's"

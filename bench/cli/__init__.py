@@ -30,8 +30,24 @@ def usage_message(exc: BaseException) -> str:
     """One line for a command-line usage error (a missing option, a value of the wrong type)."""
     text = getattr(exc, "format_message", lambda: str(exc))()
     text = " ".join(text.replace("Value error, ", "").split())
+    param = getattr(exc, "param", None)
+    value = _given(param)
+    if param is not None and value is not None and value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
+        text = f"Invalid value for '{param.opts[0]}': {value!r} is not a finite number"  # not "less than 1"
     ctx = getattr(exc, "ctx", None)
     return f"{text} (see: {ctx.command_path} --help)" if ctx is not None else text
+
+
+def _given(param) -> str | None:
+    """The text the user gave an option on the command line (its last occurrence), if any."""
+    opts = getattr(param, "opts", None) or []
+    given = None
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if name in opts:
+            given = value if eq else (argv[i + 1] if i + 1 < len(argv) else None)
+    return given
 
 
 def _internal_error(exc: BaseException) -> str:

@@ -29,9 +29,9 @@ class TableLayout(str, Enum):
     ablation = "ablation"
 
 
-def given_runs(value: str | list[str] | None) -> str | list[str] | None:
+def given_runs(value: list[str] | None) -> list[str] | None:
     """``--run``: a blank run id is refused (it would read as "no run given")."""
-    for run in [value] if isinstance(value, str) else value or []:
+    for run in value or []:
         if not run.strip():
             raise BenchError("--run '': name a run (`bench runs` lists them)")
     return value
@@ -40,13 +40,11 @@ def given_runs(value: str | list[str] | None) -> str | list[str] | None:
 RunsOption = Annotated[
     list[str] | None,
     typer.Option(
-        "--run", "-r", callback=given_runs, help="Run id (repeat for several; default: every run).", show_default=False
-    ),
-]
-RunOption = Annotated[
-    str | None,
-    typer.Option(
-        "--run", "-r", callback=given_runs, help="Run id (needed when the file holds several).", show_default=False
+        "--run",
+        "-r",
+        callback=given_runs,
+        help="Run id (repeat for several; default: every run, where one is needed: the only one).",
+        show_default=False,
     ),
 ]
 SizeOption = Annotated[
@@ -284,12 +282,13 @@ def report_cmd(
         "report.html"
     ),
     db: ReadDbOption = None,
-    run: RunOption = None,
+    run: RunsOption = None,
 ) -> None:
     """Write one self-contained HTML report of a run: provenance, tables, plots, adversarial examples, drill-down.
 
     Opens offline in any browser (images and plots embedded, nothing fetched). Adversarial
-    examples appear when the run saved them (bench run --save-images N).
+    examples appear when the run saved them (bench run --save-images N). With --run given
+    several times, one report per run: OUT's name with -RUN added (report-RUN.html).
 
     Example: bench report --run stamps-demo --out report.html
     """
@@ -302,18 +301,17 @@ def report_cmd(
     if out.is_dir():
         raise BenchError(f"--out {out} is a directory: name an .html file")
     store = ResultStore(db, create=False, lock_timeout=READ_LOCK_TIMEOUT)
-    started = time.perf_counter()
     with store.reader() as con:
         stored = run_ids(con)
-        if run is None:
-            if len(stored) != 1:
-                raise BenchError(
-                    f"the database holds {len(stored)} runs: pick one with --run ({', '.join(stored[:5])})"
-                )
-            run = stored[0]
-        page = build_report(con, run, store.artifacts(run))
-    path = write_text(out, page)
-    console.print(f"wrote {path} ({len(page.encode()) / 1e6:.1f} MB in {time.perf_counter() - started:.1f} s)")
+        if not run and len(stored) != 1:
+            raise BenchError(f"the database holds {len(stored)} runs: pick one with --run ({', '.join(stored[:5])})")
+        chosen = list(dict.fromkeys(run or stored))
+        for one in chosen:
+            started = time.perf_counter()
+            page = build_report(con, one, store.artifacts(one))
+            target = out if len(chosen) == 1 else out.with_name(f"{out.stem}-{one}{out.suffix}")
+            path = write_text(target, page)
+            console.print(f"wrote {path} ({len(page.encode()) / 1e6:.1f} MB in {time.perf_counter() - started:.1f} s)")
 
 
 @app.command("plot", rich_help_panel="Results")
@@ -326,14 +324,14 @@ def plot_cmd(
         ),
     ],
     db: ReadDbOption = None,
-    run: RunOption = None,
+    run: RunsOption = None,
     out: Annotated[
         Path | None,
         typer.Option(
             "--out",
             "-o",
             callback=output_file,
-            help="A .png or .pdf file (default: RUN-KIND.png here).",
+            help="A .png or .pdf file (default: RUN-KIND.png here, one per --run).",
             show_default=False,
         ),
     ] = None,
@@ -353,13 +351,18 @@ def plot_cmd(
     Example: bench plot size --run stamps-demo --out size.pdf
     Example: bench plot tau --size 5
     """
+    chosen: list[str | None] = list(dict.fromkeys(run or []))
+    if out is not None and len(chosen) > 1:
+        raise BenchError(f"--out names one file and --run {len(chosen)} runs: leave --out out (RUN-KIND.png each)")
     with read_results(db) as con:
-        if run is None:
+        if not chosen:
             stored = run_ids(con)
-            run = stored[0] if len(stored) == 1 else None  # several: plot() asks for --run
-        target = out or Path(f"{run}-{kind.value}.png")
-        path = plot(con, kind, target, run, Selection(size, eps, tau), metric or ("fr_s", "nt_r"), attack or [])
-    console.print(f"wrote {path}")
+            chosen = [stored[0] if len(stored) == 1 else None]  # several: plot() asks for --run
+        for one in chosen:
+            target = out or Path(f"{one}-{kind.value}.png")
+            selection = Selection(size, eps, tau)
+            path = plot(con, kind, target, one, selection, metric or ("fr_s", "nt_r"), attack or [])
+            console.print(f"wrote {path}")
 
 
 @app.command("merge", rich_help_panel="Results")
