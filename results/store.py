@@ -163,29 +163,42 @@ class ResultStore:
     @contextmanager
     def run_lock(self, run_id: str) -> Iterator[None]:
         """Hold the run ``run_id`` of this file for one process: a second process running the
-        same run at the same time is refused (the lock goes with the process, even on kill -9)."""
+        same run at the same time is refused (the lock goes with the process, even on kill -9).
+        The lock file is removed when the run ends; a process that opened it just before that
+        sees the file gone once it holds the lock, and takes a fresh one."""
         digest = hashlib.sha256(run_id.encode()).hexdigest()[:16]
         path = self.path.with_name(f".{self.path.name}.{digest}.lock")
-        with open(path, "a+", encoding="utf-8") as fh:
+        while True:
+            fh = open(path, "a+", encoding="utf-8")  # closed below, after the unlink
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 fh.seek(0)
                 holder = fh.read().strip() or "another process"
+                fh.close()
                 raise StoreBusy(
                     f"run {run_id!r} is already running on {self.path} ({holder}): wait for it to finish, "
                     "or give this one another {name} or {db}",
                     str(self.path),
                     options=["name", "db"],
                 ) from None
+            try:
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fh.fileno()).st_ino:
+                break
+            fh.close()  # the holder before us removed this file as we opened it: take the new one
+        try:
             fh.seek(0)
             fh.truncate()
             fh.write(f"process {os.getpid()} since {_now()} UTC")
             fh.flush()
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+            yield
+        finally:
+            path.unlink(missing_ok=True)  # while held: nobody can take this file's lock in between
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
 
     def _setup(self) -> None:
         """Create the schema, or upgrade an older one, and refresh the views: one transaction."""

@@ -100,6 +100,7 @@ def fixture_home(tmp_path_factory):
         from bench.paths import demo_results
 
         save_toy_model()
+        demo_results().parent.mkdir(parents=True)  # bench demo makes its folder
         toy_run = [
             *("run", "-d", NAME, "-m", "toy-model", "--preset", "fast", "--attack", "all", "--iterations", "2"),
             *("--images-per-combo", "1", "--combos-per-size", "1", "--name", "stamps-demo"),

@@ -359,6 +359,7 @@ def test_the_demo_next_steps_work_as_printed(private_data, monkeypatch):
 
     save_toy_model()
     demo_db = demo_results()
+    demo_db.parent.mkdir(parents=True)  # bench demo makes its folder
     done = invoke(*SWEEP, "--name", "stamps-demo", "--db", str(demo_db), "--quiet")
     assert done.exit_code == 0, done.output
     with open_store("ladybug") as store:  # the demo's graph is in the default store after a demo
@@ -412,6 +413,7 @@ def test_the_next_hint_is_one_pasteable_line(tmp_path):
 
     save_toy_model()
     db = tmp_path / "a folder" / "r.duckdb"
+    db.parent.mkdir()
     done = runner.invoke(app, [*SWEEP, "--name", "mine.1", "--db", str(db)], env={"COLUMNS": "60"})
     assert done.exit_code == 0, done.output
     (line,) = [x for x in done.output.splitlines() if x.startswith("next: ")]

@@ -125,6 +125,13 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+def not_blank(param: typer.CallbackParam, value: str | None) -> str | None:
+    """A text option given as "" or spaces: refused, rather than taken as not given."""
+    if value is not None and not value.strip():
+        raise BenchError(f"{param.opts[0]} {value!r}: give a value, or leave the option out")
+    return value
+
+
 def _numeric(annotation: object) -> bool:
     args = typing.get_args(annotation) or (annotation,)
     return any(a in (int, float) for a in args) and bool not in args
@@ -142,6 +149,8 @@ def finish_options(typer_app: typer.Typer) -> None:
                 continue
             base, *extras = typing.get_args(hint)
             for option in (e for e in extras if isinstance(e, OptionInfo)):
+                if str in (typing.get_args(base) or (base,)) and option.callback is None:
+                    option.callback = not_blank  # "" would read as "not given" and start default work
                 if not _numeric(base):
                     continue
                 # In ``Annotated``, typer takes Option's first argument (``default``) as the first flag.
@@ -298,7 +307,12 @@ GraphOption = Annotated[
 ]
 DbOption = Annotated[
     Path | None,
-    typer.Option("--db", help="Results database (default: $BENCH_DATA/results.duckdb).", show_default=False),
+    typer.Option(
+        "--db",
+        callback=output_file,
+        help="Results database (default: $BENCH_DATA/results.duckdb).",
+        show_default=False,
+    ),
 ]
 
 

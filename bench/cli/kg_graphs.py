@@ -240,9 +240,17 @@ def view(
 
     Example: bench kg view --graph voc --out voc.html
     """
+    from kg.stores import check_store
     from kg.view import render_html
 
+    check_store(store, graph_db)
     if run is None:
+        given = {"--attack": attack, "--eps": eps, "--tau": tau, "--graph-db": graph_db}
+        given["--graph-store"] = None if store == "ladybug" else store
+        stray = [flag for flag, value in given.items() if value is not None]
+        if stray:
+            verb = "goes" if len(stray) == 1 else "go"
+            raise BenchError(f"{', '.join(stray)} {verb} with --run RUN (they pick the run's results to draw)")
         graph = load_graph(dataset or "voc")
         page, name = render_html(graph), graph.name
     else:

@@ -139,6 +139,7 @@ def table(
     build = paper_layout if layout is TableLayout.paper else ablation_layout
     kwargs = {"metrics": metric} if metric else {}
     with read_results(db) as con:
+        run_ids(con, run or [])  # an unknown run: one line with the closest stored ones
         result = build(con, run or [], Selection(size, eps, tau), attacks=attack or [], ssim=ssim, **kwargs)
     rendered = render(result, fmt, digits)
     if out is None:
@@ -303,6 +304,7 @@ def report_cmd(
     store = ResultStore(db, create=False, lock_timeout=READ_LOCK_TIMEOUT)
     with store.reader() as con:
         stored = run_ids(con)
+        run_ids(con, run or [])
         if not run and len(stored) != 1:
             raise BenchError(f"the database holds {len(stored)} runs: pick one with --run ({', '.join(stored[:5])})")
         chosen = list(dict.fromkeys(run or stored))
@@ -355,6 +357,7 @@ def plot_cmd(
     if out is not None and len(chosen) > 1:
         raise BenchError(f"--out names one file and --run {len(chosen)} runs: leave --out out (RUN-KIND.png each)")
     with read_results(db) as con:
+        run_ids(con, [r for r in chosen if r is not None])
         if not chosen:
             stored = run_ids(con)
             chosen = [stored[0] if len(stored) == 1 else None]  # several: plot() asks for --run

@@ -12,6 +12,7 @@ from rich.table import Table
 from bench.cli.apps import (
     CpuNumericsOption,
     DataRootOption,
+    DbOption,
     DeviceOption,
     EmbeddingsOption,
     GraphDbOption,
@@ -165,10 +166,7 @@ def run_command(
     split: Annotated[str, typer.Option("--split", help="Dataset split whose images are attacked.")] = "test",
     device: DeviceOption = "auto",
     batch_size: PairBatchOption = None,
-    db: Annotated[
-        Path | None,
-        typer.Option("--db", help="Results database (default: $BENCH_DATA/results.duckdb).", show_default=False),
-    ] = None,
+    db: DbOption = None,
     name: Annotated[
         str | None,
         typer.Option(

@@ -20,6 +20,7 @@ from bench.cli.apps import (
     TrustOption,
     app,
     canonical_dataset,
+    output_file,
     safe_name,
 )
 from bench.cli.console import console, styled
@@ -195,6 +196,7 @@ def eval_command(
         Path | None,
         typer.Option(
             "--json",
+            callback=output_file,
             help="Write the report (per-label AP, consistent image ids) to this JSON file.",
             show_default=False,
         ),

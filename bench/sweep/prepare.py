@@ -224,6 +224,9 @@ def prepare_sweep(
     mine = shard_of(planned, config.shard_index, config.shard_count)
     size = pair_batch_size(model, tuple(dataset[int(clean.indices[0])][0].shape), request.batch_size)
     fingerprint = numerics.fingerprint(device, protocol.precision, size, protocol.cpu_numerics)
+    attacked = [c for c in mine if c.images]
+    with times("graph store"):  # before the run's records: a store that fails leaves none
+        _, descendants = closure_masks(graph, attacked, request.graph_store, request.graph_db)
     with times("run records"):
         run_id = store.begin_run(config)
         if record_machine:
@@ -231,9 +234,6 @@ def prepare_sweep(
         else:
             machine = numerics.machine_id(fingerprint)
         _record_combinations(store, run_id, mine)
-    attacked = [c for c in mine if c.images]
-    with times("graph store"):
-        _, descendants = closure_masks(graph, attacked, request.graph_store, request.graph_db)
     with times("resume bookkeeping"):
         queue = PairQueue(
             attacked,

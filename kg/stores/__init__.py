@@ -38,6 +38,12 @@ def check_store(kind: str, graph_db: str | Path | None = None) -> None:
         raise BenchError(
             "{graph_db} names a Ladybug file; the neo4j store reads NEO4J_URI instead", options=["graph_db"]
         )
+    if graph_db is not None and str(graph_db) != ":memory:":
+        path = Path(graph_db).expanduser()
+        if path.is_dir():
+            raise BenchError(f"graph store {graph_db} is a folder: name the Ladybug file", options=["graph_db"])
+        if not path.parent.is_dir():
+            raise BenchError(f"graph store {graph_db}: folder {path.parent} does not exist; create it first")
 
 
 def open_graph_store(kind: str = "ladybug", graph_db: str | Path | None = None, existing: bool = False) -> GraphStore:
@@ -45,10 +51,6 @@ def open_graph_store(kind: str = "ladybug", graph_db: str | Path | None = None, 
     (``existing``: for read commands, a file that is not there is refused instead of created,
     and the file is opened read-only, so that it stays byte for byte as it was)."""
     check_store(kind, graph_db)
-    if graph_db is not None and str(graph_db) != ":memory:" and not Path(graph_db).expanduser().parent.is_dir():
-        raise BenchError(
-            f"graph store {graph_db}: folder {Path(graph_db).expanduser().parent} does not exist; create it first",
-        )
     if existing and kind.lower() == "ladybug":
         from kg.stores.ladybug_store import default_path
 
