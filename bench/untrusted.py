@@ -78,10 +78,8 @@ class _NumpyUnpickler(pickle.Unpickler):
 def load_array_pickle(path: Path, what: str = "pickle", trust: bool = False) -> Any:
     """A pickled numpy array (or list of numbers), rebuilt without calling anything else unless ``trust``."""
     data = path.read_bytes()
-    if trust:
-        return pickle.loads(data)
     try:
-        return _NumpyUnpickler(io.BytesIO(data)).load()
+        return pickle.loads(data) if trust else _NumpyUnpickler(io.BytesIO(data)).load()
     except _Foreign as exc:
         raise refused(path, what, str(exc)) from None
     except Exception as exc:  # anything else a byte string makes the unpickler raise: not a pickle

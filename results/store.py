@@ -232,14 +232,7 @@ class ResultStore:
         with self._transaction() as con:
             stored = con.execute("SELECT config, shard_count FROM runs WHERE run_id = ?", [run_id]).fetchone()
             if stored is not None:
-                old = RunConfig.from_json(stored[0])
-                if old.config_hash != config.config_hash:
-                    diff = "; ".join(old.differences(config))
-                    raise BenchError(
-                        f"run {run_id!r} in {self.path} has another configuration ({diff}): "
-                        "choose another {name} or {db}",
-                        options=["name", "db"],
-                    )
+                self._same_config(RunConfig.from_json(stored[0]), config)
                 _check_shard_count(run_id, stored[1], config.shard_count, self.path)
                 con.execute(
                     "UPDATE runs SET shards = list_sort(list_distinct(list_append(shards, ?))) WHERE run_id = ?",
@@ -430,9 +423,11 @@ class ResultStore:
         (the message of ``begin_run``, naming the fields that differ); nothing is written."""
         with self._connect(read_only=True) as con:
             stored = con.execute("SELECT config FROM runs WHERE run_id = ?", [config.run_id]).fetchone()
-        if stored is None:
-            return
-        old = RunConfig.from_json(stored[0])
+        if stored is not None:
+            self._same_config(RunConfig.from_json(stored[0]), config)
+
+    def _same_config(self, old: RunConfig, config: RunConfig) -> None:
+        """A run id stored with another configuration is refused, naming the fields that differ."""
         if old.config_hash != config.config_hash:
             diff = "; ".join(old.differences(config))
             raise BenchError(

@@ -10,9 +10,10 @@ parsed only; ``PARSE_ONLY`` says why for each."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ import typer.main
 
 import bench.cli
 from kg.stores import open_store
+from tests.cli_main import main_exit
 from tests.sweep_fixtures import NAME, save_toy_model, toy_graph
 
 ROOT_APP = typer.main.get_command(bench.cli.app)
@@ -106,7 +108,7 @@ def fixture_home(tmp_path_factory):
             *("--images-per-combo", "1", "--combos-per-size", "1", "--name", "stamps-demo"),
             *("--db", str(demo_results()), "--quiet"),
         ]
-        assert run(["bench", *toy_run], mp)[0] == 0, "the fixture's toy run"
+        assert main_exit(mp, *toy_run) == 0, "the fixture's toy run"
         with open_store("ladybug") as store:  # the run's graph, as the demo leaves the stamps graph there
             store.load(toy_graph())
         for shard in ("shard0.duckdb", "shard1.duckdb"):
@@ -114,15 +116,6 @@ def fixture_home(tmp_path_factory):
         (cwd / "my_labels.csv").write_text("label,synset\ncat,cat.n.01\ndog,dog.n.01\ncar,car.n.01\n")
         (cwd / "kg" / "graphs").mkdir(parents=True)
         yield cwd, mp
-
-
-def run(words: list[str], mp) -> tuple[int, str]:
-    mp.setattr(sys, "argv", list(words))
-    try:
-        bench.cli.main()
-        return 0, ""
-    except SystemExit as exc:
-        return (exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)), ""
 
 
 def test_every_command_has_an_example():
@@ -155,7 +148,7 @@ def test_every_example_pastes_into_bash_parses_and_runs(fixture_home, capsys):
         if parse_only(line) is not None:
             continue
         capsys.readouterr()
-        code, _ = run(words, mp)
+        code = main_exit(mp, *words[1:])
         err = capsys.readouterr().err
         if code != 0:
             problems.append(f"{line}: exit {code}: {err.strip()}")
@@ -166,3 +159,41 @@ def test_every_example_pastes_into_bash_parses_and_runs(fixture_home, capsys):
 def test_the_query_example_keeps_its_parameter_for_cypher():
     (line,) = [e for e in examples() if e.startswith("bench kg query")]
     assert "$g" in " ".join(bash_words(line)), "bash must leave $g to Cypher (single quotes)"
+
+
+def doc_commands() -> list[str]:
+    """The ``bench`` lines of the bash blocks of the README and docs/ (the ones to paste; inline
+    code in prose names a command or an option, not a whole command)."""
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S):
+            command = ""
+            for line in block.splitlines():
+                command = f"{command}\n{line}" if command else line.strip()
+                try:
+                    shlex.split(command, comments=True)  # a quote or a backslash that goes on
+                except ValueError:
+                    continue
+                if command.startswith("bench ") and " ... " not in command:  # "..." elides options
+                    found.append(command)
+                command = ""
+    return list(dict.fromkeys(found))
+
+
+def test_every_documented_command_pastes_into_bash_and_parses(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    for name in ("shard0.duckdb", "shard1.duckdb", "results.shard-0-of-4.duckdb"):  # files the docs merge
+        (tmp_path / name).touch()
+    commands = doc_commands()
+    assert len(commands) >= 10, commands
+    problems = []
+    for line in commands:
+        words = bash_words(line)
+        command, rest = command_of(words)
+        try:
+            command.make_context(" ".join(words[: len(words) - len(rest)]), list(rest))
+        except Exception as exc:  # a usage error, or a callback's BenchError
+            problems.append(f"{line}: {exc}")
+    assert not problems, "\n".join(problems)

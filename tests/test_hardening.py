@@ -8,16 +8,15 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import bench.cli
 from bench.errors import BenchError
 from results.store import ResultStore
+from tests.cli_main import cli
 from tests.sweep_fixtures import NAME, save_toy_model
 
 MARKER = "payload-ran"
@@ -40,19 +39,6 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_LADYBUG_DB", str(tmp_path / "data" / "graphs.lbug"))
     run_dir = save_toy_model()
     return tmp_path, Path(run_dir)
-
-
-def cli(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
-    """Run ``bench ARGS`` as the console script does; (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["bench", *args])
-    try:
-        bench.cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def digest(*roots: Path) -> dict[str, str]:
@@ -455,3 +441,26 @@ def test_names_compare_ignoring_case_everywhere(home, capsys, monkeypatch):
             assert a[0] == b[0] == 0 and heads[0] == heads[1], (a, b)
             continue
         assert a == b, f"bench {' '.join(variant)} differs from bench {' '.join(name)}:\n{a}\n{b}"
+
+
+def test_a_file_that_is_not_a_pickle_is_named_so_even_when_trusted(home, capsys, monkeypatch):
+    tmp, _ = home
+    junk = tmp / "junk.pkl"
+    junk.write_text("not a pickle")
+    for trust in ([], ["--trust-checkpoint"]):
+        line = refused(
+            capsys,
+            monkeypatch,
+            "kg",
+            "import",
+            "-d",
+            "voc",
+            "--adj",
+            str(junk),
+            "--name",
+            "x",
+            *trust,
+            match="does not load: not a pickle",
+        )
+        assert "--trust-checkpoint" not in line, f"the opt-in is no fix for a file that is not a pickle: {line}"
+    assert "INSTALL statements are refused" in refused(capsys, monkeypatch, "sql", "INSTALL httpfs", match="read-only")

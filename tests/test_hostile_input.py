@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import math
 import shutil
-import sys
 import typing
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 import typer.main
 
 import bench.cli
+from tests.cli_main import cli, main_exit
 from tests.sweep_fixtures import NAME, save_toy_model
 
 ROOT_APP = typer.main.get_command(bench.cli.app)
@@ -142,10 +142,7 @@ def world(tmp_path_factory):
             ["run", "-d", NAME, "--preset", "fast", "--size", "1", "--attack", "mla-u", "--iterations", "2", "-q"],
             ["kg", "load", "-g", "stamps"],
         ):
-            mp.setattr(sys, "argv", ["bench", *args])
-            with pytest.raises(SystemExit) as exit_:
-                bench.cli.main()
-            assert exit_.value.code in (0, None), f"set-up: bench {' '.join(args)} failed"
+            assert main_exit(mp, *args) == 0, f"set-up: bench {' '.join(args)} failed"
         (root / "folder").mkdir()
         (root / "garbage.bin").write_bytes(bytes(range(256)) * 4)
         (root / "cwd").mkdir()
@@ -156,17 +153,6 @@ def world(tmp_path_factory):
             "garbage": str(root / "garbage.bin"),
             "missing": str(root / "missing" / "x.json"),
         }
-
-
-def invoke(capsys, monkeypatch, args: list[str]) -> tuple[int, str]:
-    capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["bench", *args])
-    try:
-        bench.cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return code, capsys.readouterr().err
 
 
 def with_value(base: list[str], param, value: str) -> list[str]:
@@ -208,7 +194,7 @@ def test_hostile_values_are_refused_in_one_line_touching_nothing(world, capsys, 
             continue  # no store there: answered from the graph file, and said so (bench kg closure --help)
         args = [*path, *with_value(base, param, value)]
         before = snapshot(world["root"])
-        code, err = invoke(capsys, monkeypatch, args)
+        code, _, err = cli(capsys, monkeypatch, *args)
         lines = err.strip().splitlines()
         shown = " ".join(repr(a) if not a or " " in a else a for a in args)
         if code == 0:

@@ -18,7 +18,7 @@ from bench.errors import BenchError
 from bench.fileio import write_text
 from bench.paths import demo_hint
 from results.plots import PlotKind, plot
-from results.query import export_query, run_query
+from results.query import check_read_only, export_query, run_query
 from results.store import READ_LOCK_TIMEOUT, ResultStore, default_db_path, read_results
 from results.tables import SSIM_MODES, TableFormat, ablation_layout, paper_layout, render
 from results.views import Selection, fetch_dicts, run_ids
@@ -225,6 +225,7 @@ def sql(
         return
     if not query.strip():
         raise BenchError("give one SELECT statement (or --url for the database's SQLAlchemy URL)")
+    check_read_only(query)  # a writing statement is refused whatever the database
     store = ResultStore(db, create=False, lock_timeout=READ_LOCK_TIMEOUT)
     if out is not None and str(out) == "-":  # every row as CSV on standard output
         out, fmt = None, RowFormat.csv
