@@ -220,3 +220,30 @@ def test_plot_and_report_take_several_runs(tmp_path, monkeypatch):
     assert reports.exit_code == 0, reports.output
     for run in ids:
         assert f"{run}" in (folder / f"r-{run}.html").read_text(), f"report-{run} is that run's"
+
+
+def test_piped_output_prints_whole_values(tmp_path):
+    """Through a pipe (no terminal, no COLUMNS): a long run id prints whole in `bench runs`,
+    and `--help` shows every default whole, with no paragraph broken mid-sentence."""
+    store = ResultStore(tmp_path / "long.duckdb")
+    name = "a-run-whose-name-is-much-longer-than-eighty-columns-of-a-terminal-" + "x" * 40
+    store_sweep(store, fake_sweep(config("voc", "asl", name=name, attacks=("mla-u",), sizes=(2,)), 5))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TERMINAL_WIDTH")}
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
+    launch = "import sys; from bench.cli import main; sys.argv[0] = 'bench'; main()"
+
+    def piped(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-c", launch, *args], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    with store.reader() as con:
+        (run_id,) = con.execute("SELECT run_id FROM runs").fetchone()
+    assert len(run_id) > 100 and run_id in piped("runs", "--db", str(store.path)), "the run id whole"
+    help_text = piped("run", "--help")
+    assert "…" not in help_text and "$BENCH_DATA/results.duckdb" in help_text, "defaults whole"
+    lines = [line.strip(" │") for line in help_text.splitlines()]
+    assert "Example: bench run --dataset stamps --preset fast" in lines, "an example on a line of its own"
+    assert any(line.startswith("Run the paper's sweep:") and line.endswith("every target set Ω.") for line in lines), (
+        "the first paragraph on one line"
+    )
