@@ -437,7 +437,7 @@ def test_names_compare_ignoring_case_everywhere(home, capsys, monkeypatch):
     for name, variant in pairs:
         a, b = cli(capsys, monkeypatch, *name), cli(capsys, monkeypatch, *variant)
         if name[0] == "perf":  # timings differ: the graph measured must not
-            heads = [next(line for line in out.splitlines() if "combinations of" in line) for _, out, _ in (a, b)]
+            heads = [next(x.strip() for x in out.splitlines() if "combinations of" in x) for _, out, _ in (a, b)]
             assert a[0] == b[0] == 0 and heads[0] == heads[1], (a, b)
             continue
         assert a == b, f"bench {' '.join(variant)} differs from bench {' '.join(name)}:\n{a}\n{b}"
