@@ -382,6 +382,7 @@ def test_the_demo_next_steps_work_as_printed(private_data, monkeypatch):
         raise BenchError("stub: the sweep starts here")
 
     monkeypatch.setattr(bench.sweep, "run_sweep", stub)
+    monkeypatch.chdir(private_data)  # the ε sweep names a file here: keep it out of the repository
     for line in next_steps(demo_db):
         for command in line.split(" && "):
             args = shlex.split(command)
