@@ -52,7 +52,7 @@ def explain_closure(
         what = "is not in" if stored is None else "differs from its copy in"
         note = (
             f"graph {graph.name!r} {what} {store.location}: answered from its graph file in a temporary "
-            f"in-memory store (`bench kg load --dataset {graph.name}` stores it)"
+            f"in-memory store (`bench kg load --graph {graph.name}` stores it)"
         )
     with open_store("ladybug", path=":memory:") as temporary:
         temporary.load(graph)

@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+
+import typer.main
 
 import bench.cli
+
+ROOT_APP = typer.main.get_command(bench.cli.app)
+
+
+def leaf_commands(group=ROOT_APP, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], object]]:
+    """Every command of the command line (not its groups), with its path, in the order registered."""
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from leaf_commands(command, (*path, name))
+        else:
+            yield (*path, name), command
 
 
 def main_exit(monkeypatch, *args: str) -> int:

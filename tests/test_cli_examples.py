@@ -17,29 +17,20 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import typer.main
 
-import bench.cli
 from kg.stores import open_store
-from tests.cli_main import main_exit
+from tests.cli_main import ROOT_APP, leaf_commands, main_exit
 from tests.sweep_fixtures import NAME, save_toy_model, toy_graph
-
-ROOT_APP = typer.main.get_command(bench.cli.app)
 
 
 def examples() -> list[str]:
-    found = []
-
-    def walk(command):
-        if hasattr(command, "commands"):
-            for sub in command.commands.values():
-                walk(sub)
-        for line in (command.help or "").splitlines():
-            if line.startswith("Example:"):
-                found.append(line.removeprefix("Example:").strip())
-
-    walk(ROOT_APP)
-    return found
+    """Every ``Example:`` line of every command's help, in the order the commands are registered."""
+    return [
+        line.removeprefix("Example:").strip()
+        for _, command in leaf_commands()
+        for line in (command.help or "").splitlines()
+        if line.startswith("Example:")
+    ]
 
 
 def bash_words(line: str) -> list[str]:
@@ -119,14 +110,7 @@ def fixture_home(tmp_path_factory):
 
 
 def test_every_command_has_an_example():
-    def leaves(command, path=()):
-        if hasattr(command, "commands"):
-            for name, sub in command.commands.items():
-                yield from leaves(sub, (*path, name))
-        else:
-            yield " ".join(path), command
-
-    missing = [path for path, command in leaves(ROOT_APP) if "Example:" not in (command.help or "")]
+    missing = [" ".join(path) for path, command in leaf_commands() if "Example:" not in (command.help or "")]
     assert not missing, f"commands without an Example: line in --help: {missing}"
 
 

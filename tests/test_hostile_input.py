@@ -18,22 +18,9 @@ import typing
 from pathlib import Path
 
 import pytest
-import typer.main
 
-import bench.cli
-from tests.cli_main import cli, main_exit
+from tests.cli_main import cli, leaf_commands, main_exit
 from tests.sweep_fixtures import NAME, save_toy_model
-
-ROOT_APP = typer.main.get_command(bench.cli.app)
-
-
-def commands(group=ROOT_APP, path=()):
-    for name, command in sorted(group.commands.items()):
-        if hasattr(command, "commands"):
-            yield from commands(command, (*path, name))
-        else:
-            yield (*path, name), command
-
 
 # A valid invocation of each command (a hostile value then replaces or joins one option), on the
 # toy dataset and model where one is needed. Commands that would do real work with every value
@@ -107,7 +94,7 @@ def is_number(param) -> bool:
 
 
 def cases():
-    for path, command in commands():
+    for path, command in leaf_commands():
         for param in command.params:
             if getattr(param, "is_flag", False) or getattr(param, "is_bool_flag", False) or param.hidden:
                 continue
@@ -181,7 +168,7 @@ def with_value(base: list[str], param, value: str) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize(("path", "name"), list(cases()))
 def test_hostile_values_are_refused_in_one_line_touching_nothing(world, capsys, monkeypatch, path, name):
-    command = dict(commands())[path]
+    command = dict(leaf_commands())[path]
     param = next(p for p in command.params if p.name == name)
     monkeypatch.setenv("BENCH_DATA", str(world["data"]))
     monkeypatch.setenv("BENCH_LADYBUG_DB", str(world["data"] / "graphs.lbug"))
@@ -215,7 +202,7 @@ def test_every_number_option_has_a_finite_range_at_the_parser():
     """The ranges the hostile values above lean on: every int and float option has both ends."""
     missing = [
         f"{' '.join(path)} {param.opts[0]}"
-        for path, command in commands()
+        for path, command in leaf_commands()
         for param in command.params
         if is_number(param) and not (param.min is not None and param.max is not None and math.isfinite(param.max))
     ]

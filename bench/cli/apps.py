@@ -6,10 +6,12 @@ import inspect
 import os
 import re
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.models import CommandInfo, OptionInfo
 
 from bench.errors import BenchError, unknown
 
@@ -137,12 +139,19 @@ def _numeric(annotation: object) -> bool:
     return any(a in (int, float) for a in args) and bool not in args
 
 
+def registered(typer_app: typer.Typer) -> Iterator[CommandInfo]:
+    """Every command registered on ``typer_app`` and its sub-apps."""
+    yield from typer_app.registered_commands
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            yield from registered(group.typer_instance)
+
+
 def finish_options(typer_app: typer.Typer) -> None:
     """Give every int and float option its range from ``NUMBER_RANGES`` (a numeric option with
     no range is a bug: raised here, so any test that loads the CLI finds it)."""
-    from typer.models import OptionInfo
 
-    for info in typer_app.registered_commands:
+    for info in registered(typer_app):
         hints = typing.get_type_hints(info.callback, include_extras=True) if info.callback else {}
         for name, hint in hints.items():
             if typing.get_origin(hint) is not Annotated:
@@ -164,9 +173,6 @@ def finish_options(typer_app: typer.Typer) -> None:
                 option.max = high if option.max is None else option.max
         if info.callback:  # the evaluated hints, holding the options changed here, replace the strings
             info.callback.__annotations__.update(hints)
-    for group in typer_app.registered_groups:
-        if group.typer_instance is not None:
-            finish_options(group.typer_instance)
 
 
 def finish_help(typer_app: typer.Typer) -> None:
@@ -178,13 +184,10 @@ def finish_help(typer_app: typer.Typer) -> None:
 
     if piped() and not os.environ.get("TERMINAL_WIDTH"):
         typer.rich_utils.MAX_WIDTH = 160
-    for info in typer_app.registered_commands:
+    for info in registered(typer_app):
         text = info.help or (info.callback.__doc__ if info.callback else None)
         if text:
             info.help = unwrap_help(text)
-    for group in typer_app.registered_groups:
-        if group.typer_instance is not None:
-            finish_help(group.typer_instance)
 
 
 def canonical_dataset(value: str | None) -> str | None:

@@ -29,10 +29,9 @@ def styled(*parts: str | tuple[str, str]) -> Text:
     return Text.assemble(*((str(p[0]), p[1]) if isinstance(p, tuple) else str(p) for p in parts))
 
 
-def piped(stream=None) -> bool:
+def piped() -> bool:
     """Whether output goes to a pipe or file (not a terminal) and no width was asked for (``COLUMNS``)."""
-    stream = stream if stream is not None else sys.stdout
-    return not (getattr(stream, "isatty", lambda: False)() or os.environ.get("COLUMNS"))
+    return not (sys.stdout.isatty() or os.environ.get("COLUMNS"))
 
 
 # Piped output is for other programs and for pasting: whole values, never cut to 80 columns.

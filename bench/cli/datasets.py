@@ -10,7 +10,7 @@ from rich.table import Table
 
 from bench.cli.apps import DataRootOption, app, canonical_dataset
 from bench.cli.console import console
-from bench.errors import BenchError, unknown
+from bench.errors import BenchError
 from bench.progress import progress_bar
 
 # The dataset modules import torch and torchvision (seconds): commands import them when they
@@ -46,12 +46,9 @@ def build(
 
     Example: bench data build stamps --seed 0 --image-size 128 --n-train 6000 --n-test 1000
     """
-    from bench.datasets import list_datasets
     from bench.datasets.stamps import StampsConfig, build_stamps
 
     if name != "stamps":
-        if name not in list_datasets():
-            raise unknown("dataset", name, list_datasets())
         raise BenchError(
             f"only 'stamps' is generated; {name!r} is read from its folder "
             f"(see: bench data info {name} --data-root PATH)"
@@ -138,10 +135,8 @@ def info(
     Example: bench data info stamps
     Example: bench data info voc --data-root ~/data/VOCdevkit --year 2012 --split val --check
     """
-    from bench.datasets import create_dataset, list_datasets
+    from bench.datasets import create_dataset
 
-    if name not in list_datasets():
-        raise unknown("dataset", name, list_datasets())
     given = {"year": year, "seed": seed, "n_train": n_train, "n_test": n_test}
     kwargs = {key: value for key, value in given.items() if value is not None}
     if name == "stamps":

@@ -106,8 +106,6 @@ def build(
         raise BenchError("give exactly one of --dataset NAME or --labels FILE")
     if name is not None and labels is None:
         raise BenchError("--name goes with --labels FILE (a dataset's graph keeps the dataset's name)")
-    if name is not None and not name.strip():
-        raise BenchError("--name is empty: name the graph (letters, digits, '-' or '_')")
     if labels is not None and out is None:
         check_user_graph_name(name or labels.stem, force)  # before the build, not after
     with console.status(f"building {dataset or labels} (WordNet loads in a few seconds)"):

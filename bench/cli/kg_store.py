@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import numpy as np
@@ -18,7 +17,7 @@ from bench.cli.console import FormatOption, RowFormat, console, write_rows
 from bench.errors import BenchError
 from kg.catalog import graph_names, load_graph
 from kg.explain import Explained, check_targets, explain_closure
-from kg.stores import open_graph_store
+from kg.stores import missing_store_file, open_graph_store
 from kg.stores.base import check_user_query
 
 
@@ -112,12 +111,7 @@ def closure(
     """
     graph = load_graph(dataset)
     check_targets(graph, _split(targets))
-    absent = None
-    if store == "ladybug":
-        from kg.stores.ladybug_store import default_path
-
-        path = Path(db or default_path()).expanduser()
-        absent = None if path.exists() else path  # no store yet: opening it would create it
+    absent = missing_store_file(store, db)  # no store yet: opening it would create it
     question = (graph, _split(targets), None if positive is None else _split(positive), turn_on)
     if absent is None:
         with open_graph_store(store, db, existing=True) as graph_store:
@@ -126,7 +120,7 @@ def closure(
         explained = explain_closure(None, *question)
         explained.note = (
             f"no graph store at {absent} yet: answered from the graph file in a temporary in-memory store "
-            f"(`bench kg load --dataset {graph.name}` creates it)"
+            f"(`bench kg load --graph {graph.name}` creates it)"
         )
     if explained.note:
         console.print(explained.note, style="yellow", soft_wrap=True, markup=False)

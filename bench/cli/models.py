@@ -42,10 +42,6 @@ def models_command(
             table.add_row(name, spec.loss, str(spec.image_size), opts, spec.summary)
         console.print(table)
         return
-    if dataset is not None:
-        from bench.datasets import DATASETS
-
-        DATASETS.get(dataset)  # a misspelt name: one line with the closest ones
     runs = sorted(list_trained(dataset), key=lambda r: r[1].dataset)
     if fmt is not RowFormat.table:
         names = ["dataset", "run", "folder", "model", "epochs", "test_map", "consistent", "created"]

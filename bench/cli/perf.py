@@ -15,9 +15,9 @@ from rich.table import Table
 from bench.cli.apps import (
     CpuNumericsOption,
     DeviceOption,
+    ModelDatasetOption,
     ModelOption,
     PairBatchOption,
-    canonical_dataset,
     canonical_graph,
     perf_app,
 )
@@ -191,9 +191,7 @@ def perf_attack_command(
 # ---------------------------------------------------------------------- bench perf sweep
 @perf_app.command("sweep")
 def perf_sweep_command(
-    dataset: Annotated[
-        str, typer.Option("--dataset", "-d", callback=canonical_dataset, help="Dataset of the model.")
-    ] = "stamps",
+    dataset: ModelDatasetOption = "stamps",
     model: ModelOption = None,
     attacks: Annotated[str, typer.Option("--attack", "-a", help="Comma list or all.")] = "gmla,mla-u",
     size: Annotated[str, typer.Option("--size", help="|Ω| sizes.")] = "1-2",
@@ -264,9 +262,7 @@ def perf_sweep_command(
 
 @perf_app.command("numerics")
 def perf_numerics_command(
-    dataset: Annotated[
-        str, typer.Option("--dataset", "-d", callback=canonical_dataset, help="Dataset of the model.")
-    ] = "stamps",
+    dataset: ModelDatasetOption = "stamps",
     model: ModelOption = None,
     attacks: Annotated[str, typer.Option("--attack", "-a", help="Comma list or all.")] = "all",
     size: Annotated[str, typer.Option("--size", help="|Ω| sizes.")] = "1-3",
@@ -299,9 +295,7 @@ def perf_numerics_command(
 @perf_app.command("gpu")
 def perf_gpu_command(
     device: DeviceOption = "cuda",
-    dataset: Annotated[
-        str, typer.Option("--dataset", "-d", callback=canonical_dataset, help="Dataset of the model.")
-    ] = "stamps",
+    dataset: ModelDatasetOption = "stamps",
     model: Annotated[
         str | None,
         typer.Option("--model", "-m", help="Trained run (default: the demo model, trained first if missing)."),

@@ -126,9 +126,7 @@ def table(
     Example: bench table --size 3
     Example: bench table --run stamps-demo --layout ablation --format latex --out ablation.tex
     """
-    if out is not None:
-        if out.is_dir():
-            raise BenchError(f"--out {out} is a directory: name a file ({', '.join(sorted(SUFFIX_FORMATS))})")
+    if out is not None:  # a folder, or one that does not exist, is refused by output_file at the parser
         if out.suffix.lower() not in SUFFIX_FORMATS:
             raise BenchError(
                 f"--out {out}: a table is written as {', '.join(sorted(SUFFIX_FORMATS))}, not "
@@ -139,7 +137,6 @@ def table(
     build = paper_layout if layout is TableLayout.paper else ablation_layout
     kwargs = {"metrics": metric} if metric else {}
     with read_results(db) as con:
-        run_ids(con, run or [])  # an unknown run: one line with the closest stored ones
         result = build(con, run or [], Selection(size, eps, tau), attacks=attack or [], ssim=ssim, **kwargs)
     rendered = render(result, fmt, digits)
     if out is None:
@@ -300,15 +297,11 @@ def report_cmd(
 
     if out.suffix.lower() not in (".html", ".htm"):
         raise BenchError(f"--out {out}: a report is an .html file")
-    if out.is_dir():
-        raise BenchError(f"--out {out} is a directory: name an .html file")
     store = ResultStore(db, create=False, lock_timeout=READ_LOCK_TIMEOUT)
     with store.reader() as con:
-        stored = run_ids(con)
-        run_ids(con, run or [])
-        if not run and len(stored) != 1:
-            raise BenchError(f"the database holds {len(stored)} runs: pick one with --run ({', '.join(stored[:5])})")
-        chosen = list(dict.fromkeys(run or stored))
+        chosen = run_ids(con, run or [])  # the runs named (each checked), else every stored one
+        if not run and len(chosen) != 1:
+            raise BenchError(f"the database holds {len(chosen)} runs: pick one with --run ({', '.join(chosen[:5])})")
         for one in chosen:
             started = time.perf_counter()
             page = build_report(con, one, store.artifacts(one))
@@ -354,14 +347,13 @@ def plot_cmd(
     Example: bench plot size --run stamps-demo --out size.pdf
     Example: bench plot tau --size 5
     """
-    chosen: list[str | None] = list(dict.fromkeys(run or []))
-    if out is not None and len(chosen) > 1:
-        raise BenchError(f"--out names one file and --run {len(chosen)} runs: leave --out out (RUN-KIND.png each)")
+    named = len(set(run or []))
+    if out is not None and named > 1:
+        raise BenchError(f"--out names one file and --run {named} runs: leave --out out (RUN-KIND.png each)")
     with read_results(db) as con:
-        run_ids(con, [r for r in chosen if r is not None])
-        if not chosen:
-            stored = run_ids(con)
-            chosen = [stored[0] if len(stored) == 1 else None]  # several: plot() asks for --run
+        chosen: list[str | None] = list(run_ids(con, run or []))  # every named run checked before any figure
+        if not run and len(chosen) != 1:
+            chosen = [None]  # several stored and none named: plot() asks for --run
         for one in chosen:
             target = out or Path(f"{one}-{kind.value}.png")
             selection = Selection(size, eps, tau)

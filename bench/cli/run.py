@@ -255,7 +255,7 @@ def run_command(
     Example: bench run -d voc -m asl-voc --attack gmla,mla-u,mla-c --size 1-3 --eps 0.005:0.01:0.005
     Example: bench run -d openimages -m Open_ImagesV6_TRresNet_L_448.pth --combos sampled --size 1-5 --shard 0/4
     """
-    from bench.datasets import DATASETS, create_dataset
+    from bench.datasets import create_dataset
     from bench.sweep import (
         SweepOptions,
         SweepRequest,
@@ -274,7 +274,6 @@ def run_command(
 
     # every option checked before the model loads, anything prints or any file is written
     chosen = get_preset(preset)
-    DATASETS.get(dataset)
     options = SweepOptions(
         attacks=parse_attacks(attacks),
         eps=parse_floats(eps, "eps"),

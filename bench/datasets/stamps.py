@@ -263,10 +263,12 @@ def build_stamps(
     if not force and _manifest_ok(folder, config):
         return folder
     if not build:
-        options = f" --image-size {config.size}" if config.size != StampsConfig.size else ""
-        options += f" --seed {config.seed}" if config.seed != StampsConfig.seed else ""
-        options += f" --n-train {config.n_train}" if config.n_train != StampsConfig.n_train else ""
-        options += f" --n-test {config.n_test}" if config.n_test != StampsConfig.n_test else ""
+        flags = {"size": "--image-size", "seed": "--seed", "n_train": "--n-train", "n_test": "--n-test"}
+        options = "".join(
+            f" {flag} {getattr(config, field)}"
+            for field, flag in flags.items()
+            if getattr(config, field) != getattr(StampsConfig, field)
+        )
         raise BenchError(
             f"stamps is not built yet with these settings in {folder.parent}: bench data build stamps{options}"
         )

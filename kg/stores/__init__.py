@@ -46,22 +46,30 @@ def check_store(kind: str, graph_db: str | Path | None = None) -> None:
             raise BenchError(f"graph store {graph_db}: folder {path.parent} does not exist; create it first")
 
 
+def missing_store_file(kind: str, graph_db: str | Path | None = None) -> Path | None:
+    """The Ladybug file a store of ``kind`` would open, when it does not exist yet (opening it
+    would create it); ``None`` when it exists, or for a store that is not a file."""
+    if kind.lower() != "ladybug" or str(graph_db) == ":memory:":
+        return None
+    from kg.stores.ladybug_store import default_path
+
+    path = Path(graph_db or default_path()).expanduser()
+    return None if path.exists() else path
+
+
 def open_graph_store(kind: str = "ladybug", graph_db: str | Path | None = None, existing: bool = False) -> GraphStore:
     """``open_store`` for a store picked by name and, for Ladybug, an optional database file
     (``existing``: for read commands, a file that is not there is refused instead of created,
     and the file is opened read-only, so that it stays byte for byte as it was)."""
     check_store(kind, graph_db)
-    if existing and kind.lower() == "ladybug":
-        from kg.stores.ladybug_store import default_path
-
-        path = Path(graph_db) if graph_db is not None else default_path()
-        if str(path) != ":memory:" and not path.exists():
-            raise BenchError(
-                f"no graph store at {path}: load a graph first (`bench kg load`) or name one with {{graph_db}}",
-                options=["graph_db"],
-            )
     options: dict[str, Any] = {"path": graph_db} if graph_db is not None else {}
     if existing and kind.lower() == "ladybug":
+        absent = missing_store_file(kind, graph_db)
+        if absent is not None:
+            raise BenchError(
+                f"no graph store at {absent}: load a graph first (`bench kg load`) or name one with {{graph_db}}",
+                options=["graph_db"],
+            )
         options["read_only"] = True
     return open_store(kind, **options)
 
@@ -81,6 +89,7 @@ __all__ = [
     "StoredGraph",
     "STORES",
     "check_store",
+    "missing_store_file",
     "open_graph_store",
     "open_store",
     "register_store",

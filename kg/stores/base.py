@@ -424,7 +424,7 @@ class GraphStore(ABC):
             return
         if graph_name not in self.graphs():
             raise BenchError(
-                f"graph {graph_name!r} is not loaded in {self.location}; load it with `bench kg load --dataset "
+                f"graph {graph_name!r} is not loaded in {self.location}; load it with `bench kg load --graph "
                 f"{graph_name}`"
             )
         raise unknown(f"label in graph {graph_name!r}:", missing[0], self.node_names(graph_name))
