@@ -232,6 +232,41 @@ def test_two_loads_at_once_store_one_whole_graph(monkeypatch):
             winner.drop(graph.name)
 
 
+@pytest.mark.neo4j
+def test_stores_opened_at_once_on_a_fresh_database_all_open():
+    """Eight processes' worth of stores opened at the same moment on a database without the
+    schema (Ray workers on a new server): ``IF NOT EXISTS`` only sees committed rules, so all but
+    one are told an equivalent rule exists; each must open, and the schema ends whole, once."""
+    import threading
+
+    def schema(store) -> list[str]:
+        rows = store.query("SHOW INDEXES YIELD name, type WHERE type <> 'LOOKUP' RETURN name ORDER BY name")
+        return [r["name"] for r in rows]
+
+    def open_at(start: threading.Barrier, errors: list[str]) -> None:
+        start.wait()
+        try:
+            open_store("neo4j").close()
+        except BenchError as exc:
+            errors.append(str(exc))
+
+    with open_store("neo4j") as admin:
+        expected = schema(admin)
+        for attempt in range(4):  # the race is lost on most attempts; one lost race is a failure
+            for row in admin.query("SHOW CONSTRAINTS YIELD name RETURN name"):
+                admin._write([(f"DROP CONSTRAINT {row['name']}", {})])
+            for name in schema(admin):
+                admin._write([(f"DROP INDEX {name}", {})])
+            start, errors = threading.Barrier(8), []
+            threads = [threading.Thread(target=open_at, args=(start, errors)) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert not errors, f"attempt {attempt}: {len(errors)} of 8 stores failed to open: {errors[0]}"
+            assert schema(admin) == expected, "the schema is whole again, each rule once"
+
+
 # --------------------------------------------------------------------- loading
 def test_loading_twice_leaves_one_copy_and_a_change_replaces_only_that_graph(store):
     a, b = toy("a"), toy("b")

@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 
 DEFAULT_URI = "bolt://localhost:7687"
 SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+# What a schema rule's ``IF NOT EXISTS`` says when another session created the same rule at the
+# same moment: the check only sees committed rules, so stores opened at once race on a fresh database.
+SCHEMA_RACE_CODES = frozenset(
+    f"Neo.ClientError.Schema.{kind}AlreadyExists" for kind in ("EquivalentSchemaRule", "Index", "Constraint")
+)
 
 # While the server is away (stopped, restarting) the driver retries a managed transaction for
 # up to 30 s and logs each retry as a multi-line warning, which Python would print on stderr
@@ -111,12 +116,19 @@ class Neo4jStore(GraphStore):
         return [r.data() for r in records]
 
     def _write(self, steps: Sequence[Step]) -> None:
-        def work(tx: Any) -> None:
-            for text, params in steps:
-                tx.run(text, dict(params)).consume()
-
         with self._errors(), self._open.session(database=self.database) as session:
-            session.execute_write(work)
+            session.execute_write(_run_steps, steps)
+
+    def _create_schema(self) -> None:
+        """As every store, but a rule that another process created at the same moment counts as
+        created (Ray workers or parallel sweeps opening a fresh database)."""
+        with self._errors(), self._open.session(database=self.database) as session:
+            for name in self.schema:
+                try:
+                    session.execute_write(_run_steps, [(self.cypher(name), {})])
+                except self._neo4j.exceptions.ClientError as exc:
+                    if exc.code not in SCHEMA_RACE_CODES:
+                        raise
 
     def query(self, text: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         """Run a user's Cypher in a read transaction (the server refuses writes in it)."""
@@ -133,6 +145,12 @@ class Neo4jStore(GraphStore):
         if self._driver is not None:
             self._driver.close()
             self._driver = None
+
+
+def _run_steps(tx: Any, steps: Sequence[Step]) -> None:
+    """Run Cypher statements in one transaction."""
+    for text, params in steps:
+        tx.run(text, dict(params)).consume()
 
 
 def _without_userinfo(uri: str) -> str:
