@@ -9,9 +9,10 @@ import torch
 from scipy.optimize import linprog
 
 from bench import attacks
+from bench.attacks import mla_lp
 from bench.attacks.ml_dp import deepfool_step
-from bench.attacks.mla_lp import solve_linf_lp
-from tests.attacks_fixtures import LinearNet
+from bench.attacks.mla_lp import solve_linf_lp, solve_linf_lps
+from tests.attacks_fixtures import LinearNet, flip_targets
 
 # compares results bit for bit or near a decision boundary: ./setup.sh test reruns it under emulated CPUs
 pytestmark = pytest.mark.bitwise
@@ -115,6 +116,39 @@ def test_mla_lp_flips_a_linear_models_target():
     assert torch.equal(pred, desired), "target off, the other labels (constrained too) as they were"
     t_min = 0.3 / float(weight[0].abs().sum())  # least ℓ∞ norm that moves logit 0 from 0.3 to 0
     assert float(result.linf[0]) >= t_min - 1e-12, "no attack beats the closed-form minimum"
+
+
+def same_step(a, b) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+
+
+def test_a_ticks_lps_on_several_threads_equal_each_solved_alone(monkeypatch):
+    """``solve_linf_lps`` (a tick's LPs at once on torch's threads) gives each problem, in order,
+    bitwise the step it gets alone, infeasible ones included; MLA-LP's results do not depend on
+    the number of threads."""
+    rng = np.random.default_rng(4)
+    problems = [(rng.standard_normal((5, 40)), rng.standard_normal(5) * s) for s in (0.1, 0.5, 3.0, 30.0) * 3]
+    alone = [solve_linf_lp(j, d) for j, d in problems]
+    assert any(r is None for r in alone) and any(r is not None for r in alone), "feasible and infeasible LPs"
+    for workers in (1, 2, 5):
+        steps = solve_linf_lps(iter(problems), workers)
+        assert len(steps) == len(problems), f"{workers} workers: one step per problem"
+        for i, (a, b) in enumerate(zip(alone, steps)):
+            assert same_step(a, b), f"{workers} workers: problem {i} differs from its solution alone"
+
+    weight, bias, _ = linear_scenario(seed=2)
+    x = torch.rand(6, 3, 2, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    model = LinearNet(weight, bias)
+    with torch.no_grad():
+        desired, tmask, ntmask = flip_targets(model(x), 1, seed=2)
+    results = {}
+    for threads in (1, 4):
+        monkeypatch.setattr(mla_lp.torch, "get_num_threads", lambda threads=threads: threads)
+        results[threads] = attacks.create_attack("mla-lp")(model, x, desired, tmask, ntmask, batch_size=4)
+    one, four = results[1], results[4]
+    assert bool(one.success.any()), "the scenario has successes"
+    for field in ("adv", "logits", "iterations", "success"):
+        assert torch.equal(getattr(one, field), getattr(four, field)), f"MLA-LP's {field} depends on the threads"
 
 
 # ------------------------------------------------------------------- ML-DP

@@ -15,12 +15,17 @@ desired, smaller l2 norm); an iterate worse than the best restarts from the best
 
 Formulation: substituting r = s / w with s ∈ [−1, 1]ᴰ, w = 1/‖r‖∞ ≥ 1 turns the problem into
 ``max w s.t. J s − Δ w ≤ 0``: one row per label and the pixel range as plain variable
-bounds, instead of 2D rows for −t ≤ rᵢ ≤ t. Solved with SciPy's HiGHS, one LP per sample.
+bounds, instead of 2D rows for −t ≤ rᵢ ≤ t. Solved with SciPy's HiGHS, one LP per sample;
+a tick's LPs run on torch's CPU threads at once (``solve_linf_lps``: HiGHS releases the GIL and
+solves each LP on one thread, so a sample's step is the same whatever the number of threads).
 Pixels are clipped to [0, 1] afterwards; no ε projection (none in the official driver)
 unless ``project=True``; the ℓ∞ norm is reported either way.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -66,6 +71,22 @@ def solve_linf_lp(jac: np.ndarray, delta: np.ndarray) -> np.ndarray | None:
     if res.status != 0:
         return None
     return res.x[:d] / res.x[d]
+
+
+def solve_linf_lps(problems: Iterable[tuple[np.ndarray, np.ndarray]], workers: int) -> list[np.ndarray | None]:
+    """``solve_linf_lp`` of each ``(jac, delta)`` in order, up to ``workers`` at once; at most
+    ``workers`` problems are held in memory (they are built lazily, each a dense Jacobian)."""
+    if workers <= 1:
+        return [solve_linf_lp(jac, delta) for jac, delta in problems]
+    out: list[np.ndarray | None] = []
+    with ThreadPoolExecutor(workers) as pool:
+        running: list[Future[np.ndarray | None]] = []
+        for problem in problems:
+            running.append(pool.submit(solve_linf_lp, *problem))
+            if len(running) == workers:
+                out.append(running.pop(0).result())
+        out.extend(f.result() for f in running)
+    return out
 
 
 def _bce(logits: Tensor, target: Tensor) -> Tensor:
@@ -131,9 +152,10 @@ class LPStepper(Stepper):
         delta = threshold_loss(y, self.threshold) - loss
         step = torch.zeros_like(x0)
         feasible = going.clone()
-        for p in going.nonzero().flatten().tolist():
-            keep = constrained[p].cpu().numpy()
-            r = solve_linf_lp(jac[p].cpu().numpy()[keep], delta[p].cpu().numpy()[keep])
+        rows = going.nonzero().flatten().tolist()
+        keep = constrained.cpu().numpy()
+        problems = ((jac[p].cpu().numpy()[keep[p]], delta[p].cpu().numpy()[keep[p]]) for p in rows)
+        for p, r in zip(rows, solve_linf_lps(problems, torch.get_num_threads())):
             if r is None:
                 feasible[p] = False  # no feasible step: the official code gives up on the sample
             else:
