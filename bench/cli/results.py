@@ -354,10 +354,10 @@ def plot_cmd(
         chosen: list[str | None] = list(run_ids(con, run or []))  # every named run checked before any figure
         if not run and len(chosen) != 1:
             chosen = [None]  # several stored and none named: plot() asks for --run
+        selection, metrics = Selection(size, eps, tau), metric or ("fr_s", "nt_r")
         for one in chosen:
             target = out or Path(f"{one}-{kind.value}.png")
-            selection = Selection(size, eps, tau)
-            path = plot(con, kind, target, one, selection, metric or ("fr_s", "nt_r"), attack or [])
+            path = plot(con, kind, target, one, selection, metrics, attack or [])
             console.print(f"wrote {path}")
 
 
