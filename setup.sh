@@ -86,16 +86,20 @@ print(*(x.getsockname()[1] for x in s))')
 }
 
 # The tests that compare results bit for bit (marker `bitwise`), again under settings that make
-# this CPU compute the way other CPUs do (bench/numerics.py, EMULATED_CPUS): MKL's code paths,
-# and ATen's and oneDNN's AVX2 kernels. A test that holds only on this CPU's path fails here.
-# Two settings at a time, one thread each (BENCH_TEST_THREADS): the toy models keep one core
-# busy, so two lanes take about half the time of one.
+# this CPU compute the way other CPUs do (bench/numerics.py, EMULATED_CPUS): only those that take
+# effect here, read back in a fresh process (MKL ignores its branch names on AMD CPUs), each on
+# code paths of its own; `python -m bench.numerics` prints which are used and which not, and why.
+# A test that holds only on this CPU's path fails here. Two settings at a time, one thread each
+# (BENCH_TEST_THREADS): the toy models keep one core busy, so two lanes take about half the time.
 rerun_bitwise_tests() {
     local files rc=0 started=$SECONDS i
     files=$(grep -l "pytest.mark.bitwise" tests/test_*.py | grep -v test_sweep_ray)
     local -a settings logs
-    mapfile -t settings < <(.venv/bin/python -c 'from bench.numerics import EMULATED_CPUS as e
-for s in e.values(): print(" ".join(f"{k}={v}" for k, v in s.items()))')
+    mapfile -t settings < <(.venv/bin/python -m bench.numerics)
+    if ((${#settings[@]} < 2)); then
+        echo "setup: fewer than two emulated CPUs take effect on this CPU (above)" >&2
+        return 1
+    fi
     for ((i = 0; i < ${#settings[@]}; i++)); do
         logs[i]=$(mktemp)
         # shellcheck disable=SC2086

@@ -27,6 +27,7 @@ from kg.catalog import load_graph
 from kg.graph import LabelGraph
 
 NAME = "sweep-toy"
+CONV = "sweep-toy-conv"  # the toy model with a convolution beside its filters (oneDNN's kernels)
 SIDE = 8
 STRENGTH = 0.12
 GAIN = 8.0
@@ -78,10 +79,20 @@ class ToyDataset(MultiLabelDataset):
 
 
 class ToyNet(nn.Module):
-    """Linear matched filters summed over each node's leaves (see the module docstring)."""
+    """Linear matched filters summed over each node's leaves (see the module docstring); with
+    ``conv``, plus a small fixed convolution → tanh → linear path, so that a sweep on it runs
+    oneDNN's and ATen's kernels as well as MKL's."""
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, conv: bool = False) -> None:
         super().__init__()
+        self.conv: nn.Module | None = None
+        if conv:
+            g = torch.Generator().manual_seed(5)
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.mix = nn.Linear(4 * SIDE * SIDE, num_classes)
+            with torch.no_grad():
+                for p in (*self.conv.parameters(), *self.mix.parameters()):
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.1)
         graph = toy_graph()
         p = patterns()
         scale = STRENGTH / 2 * p.shape[1]  # response of a present label
@@ -94,7 +105,10 @@ class ToyNet(nn.Module):
         self.resolved_kwargs: dict = {}
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.linear(images.flatten(1))
+        out = self.linear(images.flatten(1))
+        if self.conv is not None:
+            out = out + self.mix(torch.tanh(self.conv(images)).flatten(1))
+        return out
 
     def prepare(self, train_targets: Tensor) -> None:
         pass
@@ -120,16 +134,18 @@ def _register() -> None:
         register_dataset(NAME)(toy_dataset)
     if NAME not in MODELS:
         register_model(NAME, loss="bce", image_size=SIDE)(lambda num_classes, image_size: ToyNet(num_classes))
+    if CONV not in MODELS:
+        register_model(CONV, loss="bce", image_size=SIDE)(lambda num_classes, image_size: ToyNet(num_classes, True))
 
 
-def save_toy_model(name: str = "toy-model") -> str:
-    """Save the toy model as a trained run of ``sweep-toy``; returns the run directory."""
+def save_toy_model(name: str = "toy-model", model_name: str = NAME) -> str:
+    """Save the toy model (or ``CONV``) as a trained run of ``sweep-toy``; returns the run directory."""
     from bench.models import create_model
 
     graph = toy_graph()
-    model = create_model(NAME, graph.n, SIDE)
+    model = create_model(model_name, graph.n, SIDE)
     card = ModelCard(
-        model=NAME,
+        model=model_name,
         model_kwargs={},
         dataset=NAME,
         labels=list(graph.nodes),
@@ -146,4 +162,4 @@ def save_toy_model(name: str = "toy-model") -> str:
 
 
 _register()
-__all__ = ["NAME", "ToyDataset", "ToyNet", "save_toy_model", "toy_graph"]
+__all__ = ["CONV", "NAME", "ToyDataset", "ToyNet", "save_toy_model", "toy_graph"]

@@ -406,7 +406,12 @@ def test_version_names_the_package_torch_and_the_cpu_numerics():
     lines = result.output.splitlines()
     assert lines[0] == f"semattack-bench {version}", lines
     assert lines[1].startswith(f"torch {torch.__version__} "), lines
-    assert f"MKL {numerics.mkl_branch()}" in lines[2] and "cpu-numerics native" in lines[2], lines
+    assert lines[2] == f"CPU: {numerics.cpu_model()}, {numerics.cpu_vendor()}, {numerics.cpu_isa()} (flags: " + (
+        f"{numerics.cpu_flags() or 'none'})"
+    ), lines
+    read_back = f"runs {numerics.mkl_branch()}, oneDNN {numerics.library_versions()['onednn']} runs "
+    assert read_back + f"{numerics.onednn_isa()}, ATen runs {numerics.aten_capability()};" in lines[3], lines
+    assert "cpu-numerics native" in lines[3], lines
 
 
 def test_the_next_hint_is_one_pasteable_line(tmp_path):

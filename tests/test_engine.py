@@ -82,8 +82,9 @@ def test_a_pair_alone_in_a_padded_batch_equals_it_among_others(scenario, name):
 
 @pytest.mark.xfail(
     condition=numerics.aten_capability() == "AVX2",
-    reason="known: on ATen's AVX2 kernels (an AVX2-only CPU, or --cpu-numerics portable) two GMLA τ = 0 pairs of "
-    "this mixed batch end with other bits (same iterations); not found yet which kernel (docs/sweeps.md)",
+    reason="known: on ATen's AVX2 kernels (an AVX2-only CPU in native mode) two GMLA τ = 0 pairs of this mixed "
+    "batch end with other bits (same iterations); not found yet which kernel (docs/sweeps.md); portable mode runs "
+    "ATen's unvectorised kernels, where they do not",
     strict=True,
 )
 def test_mixed_auto_pgd_settings_share_a_batch_without_changing_any_pair(scenario):

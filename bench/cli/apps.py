@@ -39,9 +39,11 @@ def _version(value: bool) -> None:
     fp = numerics.fingerprint("cpu", "fp32", 0, numerics.effective_mode())
     typer.echo(f"semattack-bench {__version__}")
     typer.echo(f"torch {torch.__version__} (CUDA {'available' if torch.cuda.is_available() else 'not available'})")
+    typer.echo(f"CPU: {fp['cpu']}, {fp['cpu_vendor']}, {fp['cpu_isa']} (flags: {fp['cpu_flags'] or 'none'})")
     typer.echo(
-        f"CPU numerics: {fp['cpu']}; MKL {fp['mkl_path']} (MKL {fp['mkl']}), oneDNN {fp['onednn_path']}, "
-        f"ATen {fp['aten_path']}; cpu-numerics {fp['cpu_numerics']} (a run's machine adds its device, precision and B)"
+        f"CPU numerics, read back: MKL {fp['mkl']} runs {fp['mkl_path']}, oneDNN {fp['onednn']} runs "
+        f"{fp['onednn_path']}, ATen runs {fp['aten_path']}; cpu-numerics {fp['cpu_numerics']} (a run's machine adds "
+        "its device, precision and B)"
     )
     raise typer.Exit()
 
@@ -390,9 +392,11 @@ CpuNumericsOption = Annotated[
     str,
     typer.Option(
         "--cpu-numerics",
-        help="native (each CPU's widest code path), or portable: MKL, oneDNN and ATen pinned to AVX2 with MKL's "
-        "strict reproducibility, so that Intel and AMD machines give the same rows (part of the run's "
-        "configuration; overrides MKL_CBWR, ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY).",
+        help="native (each CPU's widest code path), or portable: code paths every x86-64 vendor honours (MKL's "
+        "compatible path, strict; oneDNN AVX2; ATen unvectorised), for one set of rows on Intel and AMD alike (the "
+        "test suite compares each machine's rows with a digest committed from another; docs/sweeps.md). Part of "
+        "the run's configuration; overrides MKL_CBWR, ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY; refused, with the "
+        "reason, where a library does not take its path.",
     ),
 ]
 MixedNumericsOption = Annotated[

@@ -271,25 +271,39 @@ def perf_numerics_command(
     rounds: Annotated[int, typer.Option("--rounds", help="Interleaved rounds; each mode keeps its best.", min=1)] = 2,
 ) -> None:
     """What the CPU-numerics modes cost: the same sweep (the demo's settings by default) on the
-    CPU in a fresh process per mode, interleaved; pair·iterations/s and the ratio to native.
+    CPU in a fresh process per mode, interleaved; pair·iterations/s and the ratio to native, and
+    the same for a model-bound probe (resnet18 at 64 px, forward + input gradient).
 
     unpinned is MKL's own default (not strict), the baseline before native turned strict mode on.
 
     Example: bench perf numerics --dataset stamps
     """
-    from bench.sweep.perf import compare_numerics
+    from bench.numerics import cpu_name
+    from bench.sweep.perf import PROBE_BATCH, compare_numerics
     from bench.sweep.presets import SweepOptions
 
     options = SweepOptions(attacks=parse_attacks(attacks), sizes=parse_sizes(size), iterations=iterations)
     with console.status(f"running the sweep {3 * rounds} times"):
         perfs = compare_numerics(dataset, model, options, batch_size, rounds)
-    native = perfs[0].rate
-    table = Table(title=f"CPU numerics on this CPU (best of {rounds} rounds each)")
-    for column in ("mode", "MKL path", "ATen path", "seconds", "pair·it/s", "÷ native"):
-        table.add_column(column, justify="left" if column in ("mode", "MKL path", "ATen path") else "right")
+    native = perfs[0]
+    table = Table(title=f"CPU numerics on {cpu_name()} (best of {rounds} rounds each)")
+    paths = ("mode", "MKL", "oneDNN", "ATen")
+    for column in (*paths, "sweep s", "pair·it/s", "÷ native", f"model-bound images/s (B = {PROBE_BATCH})", "÷ native"):
+        table.add_column(column, justify="left" if column in paths else "right")
     for p in perfs:
-        table.add_row(p.mode, p.mkl, p.aten, f"{p.seconds:.1f}", f"{p.rate:,.0f}", f"{p.rate / native:.3f}")
+        table.add_row(
+            p.mode,
+            p.mkl,
+            p.onednn,
+            p.aten,
+            f"{p.seconds:.1f}",
+            f"{p.rate:,.0f}",
+            f"{p.rate / native.rate:.3f}",
+            f"{p.probe_rate:,.0f}",
+            f"{p.probe_rate / native.probe_rate:.3f}",
+        )
     console.print(table)
+    console.print("model-bound: resnet18 at 64 px, random weights, one forward and one input gradient")
 
 
 @perf_app.command("gpu")

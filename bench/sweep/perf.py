@@ -224,6 +224,7 @@ def measure_sweep(
 
 
 # ---------------------------------------------------------------------- bench perf numerics
+PROBE_BATCH = 32  # the model-bound probe: resnet18 at 64 px, forward + one input gradient at B = 32
 _NUMERICS_CHILD = """
 import json, sys
 from bench import numerics
@@ -239,33 +240,45 @@ from bench.sweep.perf import measure_sweep
 from bench.sweep.presets import SweepOptions
 options = SweepOptions(**args["options"], cpu_numerics="native" if mode == "unpinned" else mode)
 r = measure_sweep(args["dataset"], args["model"], options, args["batch"], "cpu")
-paths = {"mkl": numerics.mkl_branch(), "aten": numerics.aten_capability()}
-print(json.dumps({"seconds": r.seconds, "work": sum(f.live for f in r.families), **paths}))
-"""
+import timm, torch
+from bench.sweep.perf import model_seconds
+net = timm.create_model("resnet18", pretrained=False, num_classes=20).eval()  # model-bound: random weights
+probe = model_seconds(net, (3, 64, 64), PROBE_BATCH, 1, torch.device("cpu"))
+paths = {"mkl": numerics.mkl_branch(), "onednn": numerics.onednn_isa(), "aten": numerics.aten_capability()}
+print(json.dumps({"seconds": r.seconds, "work": sum(f.live for f in r.families), "probe": probe, **paths}))
+""".replace("PROBE_BATCH", str(PROBE_BATCH))
 
 NUMERICS_MODES = ("native", "portable", "unpinned")
 
 
 @dataclass
 class NumericsPerf:
-    """One CPU-numerics mode's best round: pair·iterations per second of the whole sweep."""
+    """One CPU-numerics mode's best round: pair·iterations per second of the whole sweep, and
+    images per second of the model-bound probe (resnet18 at 64 px, forward + input gradient)."""
 
     mode: str
     mkl: str
+    onednn: str
     aten: str
     seconds: float
     work: int
+    probe_seconds: float
 
     @property
     def rate(self) -> float:
         return self.work / self.seconds if self.seconds else 0.0
+
+    @property
+    def probe_rate(self) -> float:
+        return PROBE_BATCH / self.probe_seconds if self.probe_seconds else 0.0
 
 
 def compare_numerics(
     dataset: str, model: str | None, options: SweepOptions, batch_size: int | None = None, rounds: int = 2
 ) -> list[NumericsPerf]:
     """The same small sweep on the CPU in a fresh process per mode (the modes are fixed when
-    torch starts), modes interleaved for ``rounds`` rounds; each keeps its fastest round.
+    torch starts), modes interleaved for ``rounds`` rounds; each keeps its fastest round, and
+    the fastest of the model-bound probe.
     ``unpinned`` is MKL's own default (not strict), the baseline before ``native`` pinned it."""
 
     args: dict[str, Any] = {"dataset": dataset, "model": model, "batch": batch_size, "plugins": plugin_modules()}
@@ -281,7 +294,9 @@ def compare_numerics(
             if done.returncode != 0:
                 raise BenchError(f"the {mode} sweep failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
             r = json.loads(done.stdout.strip().splitlines()[-1])
-            perf = NumericsPerf(mode, r["mkl"], r["aten"], r["seconds"], r["work"])
-            if mode not in best or perf.rate > best[mode].rate:
-                best[mode] = perf
+            perf = NumericsPerf(mode, r["mkl"], r["onednn"], r["aten"], r["seconds"], r["work"], r["probe"])
+            kept = best.setdefault(mode, perf)  # each figure its best round
+            if perf.rate > kept.rate:
+                kept.seconds, kept.work = perf.seconds, perf.work
+            kept.probe_seconds = min(kept.probe_seconds, perf.probe_seconds)
     return [best[m] for m in NUMERICS_MODES]
