@@ -8,7 +8,7 @@ label table in ``kg/labels/`` (``voc``, ``nus``, ``stamps``, ...) and ``openimag
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench.errors import BenchError, unknown
@@ -37,6 +37,29 @@ def graph_path(name: str) -> Path:
         if candidate.exists():
             return candidate
     raise unknown("graph", name, graph_names())
+
+
+def read_edges_csv(path: str | Path, labels: Sequence[str], name: str | None = None) -> LabelGraph:
+    """A user's hierarchy from a CSV of ``parent,child`` name pairs (a header line naming them
+    first, ``#`` comments and blank lines allowed) over the model's ``labels``: every other
+    name becomes an abstract node (``LabelGraph.from_edges``). The graph is named ``name`` or
+    the file's stem."""
+    import csv
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"graph file {path} does not read: {exc}") from None
+    rows = [r for r in csv.reader(line for line in text.splitlines() if line.strip() and not line.startswith("#"))]
+    if rows and [c.strip().lower() for c in rows[0]] == ["parent", "child"]:
+        rows = rows[1:]
+    edges = []
+    for number, row in enumerate(rows, 1):
+        if len(row) != 2 or not all(c.strip() for c in row):
+            raise BenchError(f"graph file {path}: row {number} is not 'parent,child': {','.join(row)!r}")
+        edges.append((row[0].strip(), row[1].strip()))
+    return LabelGraph.from_edges(name or path.stem.lower(), labels, edges, source=f"edges {path.name}")
 
 
 def load_graph(name: str) -> LabelGraph:

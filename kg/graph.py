@@ -266,6 +266,23 @@ class LabelGraph:
         return write_json(path, self.to_dict())
 
     @classmethod
+    def from_edges(
+        cls, name: str, labels: Sequence[str], edges: Iterable[tuple[str, str]], source: str = "edges"
+    ) -> LabelGraph:
+        """A graph from its dataset labels and ``(parent, child)`` name pairs: a name that is not
+        one of ``labels`` becomes an abstract node, after the labels, in the order first seen."""
+        nodes = list(labels)
+        index = {n: i for i, n in enumerate(nodes)}
+        pairs = []
+        for parent, child in edges:
+            for node in (parent, child):
+                if node not in index:
+                    index[node] = len(nodes)
+                    nodes.append(node)
+            pairs.append((index[parent], index[child]))
+        return cls(name, tuple(nodes), tuple(pairs), len(labels), source=source)
+
+    @classmethod
     def load(cls, path: str | Path) -> LabelGraph:
         path = Path(path)
         data = read_json(path, "graph file")
