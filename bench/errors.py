@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from collections.abc import Callable, Iterable, Sequence
 
 
@@ -120,5 +121,5 @@ def unknown(kind: str, name: str, choices: Iterable[str]) -> UnknownName:
 
 def one_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type when it has none)."""
-    text = str(exc).strip()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # a library's terminal colours
     return text.splitlines()[0] if text else type(exc).__name__

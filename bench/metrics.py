@@ -136,15 +136,17 @@ class CombinationRates:
     rmsd: float  # NaN when no image succeeded
 
 
-def combination_rates(m: PairMetrics, combination: Sequence[Hashable]) -> list[CombinationRates]:
+def combination_rates(m: PairMetrics, combination: Sequence[Hashable] | Tensor | np.ndarray) -> list[CombinationRates]:
     """Per-combination FR_N, FR_S, NT_R (over all attacked images), SSIM and RMSD (successful ones).
 
-    ``combination[p]`` names pair p's target combination; the result follows first appearance.
+    ``combination[p]`` names pair p's target combination (a list, a tensor or an array of ids:
+    tensor and array elements are compared by value); the result follows first appearance.
     """
-    if len(combination) != len(m):
-        raise BenchError(f"{len(combination)} combination ids for {len(m)} pairs")
+    keys = combination.tolist() if isinstance(combination, (Tensor, np.ndarray)) else list(combination)
+    if len(keys) != len(m):
+        raise BenchError(f"{len(keys)} combination ids for {len(m)} pairs")
     groups: dict[Hashable, list[int]] = {}
-    for p, key in enumerate(combination):
+    for p, key in enumerate(keys):
         groups.setdefault(key, []).append(p)
     success, consistent, ntr = (t.numpy().astype(np.float64) for t in (m.success, m.consistent, m.ntr_share))
     ssim, rmsd = m.ssim.numpy(), m.rmsd.numpy()

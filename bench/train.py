@@ -57,6 +57,10 @@ class TrainConfig:
     data_root: str | None = None
     preset: str = ""
 
+    def __post_init__(self) -> None:
+        if self.data_root is not None:  # a Path from the command line: the card and checkpoint hold text
+            object.__setattr__(self, "data_root", str(Path(self.data_root).expanduser()))
+
     def resolved(self) -> TrainConfig:
         """Fill the model's defaults and check the values (before any data loads)."""
         from bench.datasets import DATASETS

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from bench.errors import AmbiguousChoice, BenchError, unknown
 from bench.names import ATTACK_NAMES, attack_display
-from results.views import ANY, Selection, only_attacks, run_ids, summary
+from results.views import ANY, Selection, only_attacks, run_ids, summary, unfinished_notes
 
 
 class TableFormat(str, Enum):
@@ -170,7 +170,8 @@ def paper_layout(
         for attack in ordered({r["attack"] for r in rows if r["model_name"] == model}, list(ATTACK_NAMES)):
             cells = tuple(_cell(by_cell.get((model, attack, d)), m, ssim) for d in datasets for m in metrics)
             out.append(Row((model, attack), (display(MODEL_NAMES, model), attack_display(attack)), cells))
-    notes = (UNBOUNDED_NOTE,) if any(r["attack"] == "ml-dp" for r in rows) else ()
+    notes: tuple[str, ...] = (UNBOUNDED_NOTE,) if any(r["attack"] == "ml-dp" for r in rows) else ()
+    notes += unfinished_notes(con, list(dict.fromkeys(r["run_id"] for r in rows)))
     return Layout(_title(rows, selection), ("Model", "Attack"), groups, tuple(out), notes)
 
 
@@ -210,7 +211,7 @@ def ablation_layout(
     first = rows[0]
     title = f"{display(MODEL_NAMES, first['model_name'])} on {display(DATASET_NAMES, first['dataset'])}; "
     title += _title(rows, selection)
-    return Layout(title, ("|Ω|",), groups, out)
+    return Layout(title, ("|Ω|",), groups, out, unfinished_notes(con, stored))
 
 
 # ---------------------------------------------------------------------- renderers

@@ -61,6 +61,28 @@ def run_ids(con: duckdb.DuckDBPyConnection, wanted: Sequence[str] = ()) -> list[
     return list(dict.fromkeys(wanted)) if wanted else stored
 
 
+def unfinished_notes(con: duckdb.DuckDBPyConnection, runs: Sequence[str]) -> tuple[str, ...]:
+    """One note per run that is not finished: how many of its combinations are complete, and the
+    attacks it names that have no row yet (a table must never show a partial run as a whole)."""
+    notes = []
+    for run in runs:
+        found = con.execute(
+            """SELECT r.finished IS NULL, r.attacks,
+                      (SELECT count(*) FROM combinations c WHERE c.run_id = r.run_id AND c.complete),
+                      (SELECT count(*) FROM combinations c WHERE c.run_id = r.run_id),
+                      (SELECT list(DISTINCT attack) FROM results x WHERE x.run_id = r.run_id)
+               FROM runs r WHERE r.run_id = ?""",
+            [run],
+        ).fetchone()
+        if found is None or not found[0]:
+            continue
+        _, attacks, complete, total, stored = found
+        missing = [a for a in attacks if a not in set(stored or ())]
+        note = f"run {run} is not finished: {complete} of {total} combinations complete"
+        notes.append(note + (f"; no rows yet for {', '.join(missing)}" if missing else "") + ".")
+    return tuple(notes)
+
+
 @dataclass(frozen=True)
 class Selection:
     """The |Ω|, ε and τ a user asked for (``None``: the only one stored)."""

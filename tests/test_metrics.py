@@ -94,6 +94,16 @@ def test_per_combination_rates_and_summary():
         assert r.fr_s <= r.fr_n, "FR_S ≤ FR_N by construction"
 
 
+def test_combination_ids_as_a_tensor_an_array_or_a_list_give_the_same_rates():
+    """Tensor and array elements hash by identity: each must group by value, like a list."""
+    m = metrics()
+    ids = [0, 0, 1, 0, 2, 2]
+    by_list = combination_rates(m, ids)
+    assert [r.combination for r in by_list] == [0, 1, 2], "three combinations, in first appearance"
+    for other in (torch.tensor(ids), np.array(ids)):
+        assert repr(combination_rates(m, other)) == repr(by_list), type(other).__name__  # NaN SSIM: by text
+
+
 def test_combination_without_success_has_nan_ssim_and_is_skipped_in_its_mean():
     m = metrics()
     rates = combination_rates(m, ["a", "a", "never", "a", "b", "b"])

@@ -225,3 +225,29 @@ def test_wide_tables_print_one_group_at_a_time_and_ml_dp_is_marked(db, tmp_path,
         without = paper_layout(con, [paper_runs[0]], Selection(size=3))
     assert with_dp.notes == (UNBOUNDED_NOTE,) and not without.notes, "the note only where ML-DP is a row"
     assert UNBOUNDED_NOTE in to_markdown(with_dp) and "unbounded" in to_latex(with_dp)
+
+
+def test_an_unfinished_run_is_marked_with_what_it_lacks(tmp_path):
+    """A table never shows a partial run as a whole: the interrupted run's note says how many
+    combinations are complete and which of its attacks have no row; a finished run has none."""
+    import duckdb
+
+    from tests.test_sweep_runner import sweep, toy_config
+
+    path = tmp_path / "r.duckdb"
+    config = toy_config(attacks=("mla-u", "gmla"), sizes=(1,), iterations=3)
+    sweep(path, config)
+    with ResultStore(path).reader() as con:
+        assert not any("not finished" in n for n in paper_layout(con, [config.run_id], Selection(1)).notes)
+    with duckdb.connect(str(path)) as con:  # as a run stopped before its GMLA pairs and two combinations
+        con.execute("UPDATE runs SET finished = NULL")
+        con.execute("DELETE FROM results WHERE attack = 'gmla'")
+        con.execute("UPDATE combinations SET complete = false WHERE combo_id < 2")
+        total = con.execute("SELECT count(*) FROM combinations").fetchone()[0]
+    with ResultStore(path).reader() as con:
+        notes = paper_layout(con, [], Selection(1)).notes
+        ablation = ablation_layout(con, [], Selection(1), attacks=["mla-u"]).notes
+    expected = (
+        f"run {config.run_id} is not finished: {total - 2} of {total} combinations complete; no rows yet for gmla."
+    )
+    assert expected in notes and expected in ablation, notes

@@ -106,6 +106,8 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "--images": (1, 100_000),
     "--images-per-combo": (1, 1_000_000),
     "--iterations": (1, 100_000),
+    "--lp-iterations": (1, 100_000),
+    "--dp-iterations": (1, 100_000),
     "--labels": (1, 100_000),
     "--limit": (1, 1_000_000),
     "--lr": (0.0, 10.0),

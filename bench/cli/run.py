@@ -162,6 +162,16 @@ def run_command(
             "--iterations", help="Auto-PGD iterations N (default: the preset's; 300 in the paper).", show_default=False
         ),
     ] = None,
+    lp_iterations: Annotated[
+        int | None,
+        typer.Option(
+            "--lp-iterations", help="MLA-LP's linear programs per pair (default: the preset's).", show_default=False
+        ),
+    ] = None,
+    dp_iterations: Annotated[
+        int | None,
+        typer.Option("--dp-iterations", help="ML-DP's steps per pair (default: the preset's).", show_default=False),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the combination sampling.")] = 0,
     split: Annotated[str, typer.Option("--split", help="Dataset split whose images are attacked.")] = "test",
     device: DeviceOption = "auto",
@@ -283,6 +293,7 @@ def run_command(
         combos=combos,
         combinations_per_size=combos_per_size,
         iterations=iterations,
+        steps={a: n for a, n in (("mla-lp", lp_iterations), ("ml-dp", dp_iterations)) if n is not None} or None,
         include_abstract=include_abstract,
         seed=seed,
         split=split,

@@ -82,7 +82,7 @@ def sweep_config(
     """
     o = (options or SweepOptions()).filled(preset, dataset)
     attacks, iterations, images = _filled(o.attacks), _filled(o.iterations), _filled(o.images_per_combination)
-    steps = {a: attack_steps(a, iterations, dict(preset.attack_steps)) for a in attacks}
+    steps = {a: attack_steps(a, iterations, {**preset.attack_steps, **(o.steps or {})}) for a in attacks}
     fewer = {a: min(n, images) for a, n in preset.attack_images.items() if a in attacks}
     return RunConfig(
         dataset=dataset,

@@ -148,6 +148,8 @@ class SweepOptions:
         combos: ``all`` or ``sampled`` (the Open Images rules).
         combinations_per_size: a seeded sample of this many combinations per |Ω|.
         iterations: Auto-PGD iterations N.
+        steps: iterations of the attacks that do not use N, by attack (``{"mla-lp": 2}``: MLA-LP's
+            linear programs, ML-DP's steps), over the preset's.
         include_abstract: draw targets from abstract graph nodes too.
         seed: seed of the combination sampling.
         split: the dataset split whose images are attacked.
@@ -164,6 +166,7 @@ class SweepOptions:
     combos: str | None = None
     combinations_per_size: int | None = None
     iterations: int | None = None
+    steps: Mapping[str, int] | None = None
     include_abstract: bool = False
     seed: int = 0
     split: str = "test"
@@ -198,6 +201,10 @@ class SweepOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InvalidValue(name, value, "must be a positive number")
+        for attack, value in (self.steps or {}).items():
+            ATTACKS.get(attack)
+            if int(value) < 1:
+                raise InvalidValue("steps", value, f"{attack}'s iterations must be a positive number")
         if self.combos is not None:
             check_combo_mode(self.combos)
         check_closure(self.closure)
@@ -218,6 +225,7 @@ class SweepOptions:
             "combos": preset.combos_for(dataset),
             "combinations_per_size": preset.combinations_per_size,
             "iterations": preset.iterations,
+            "steps": {},
         }
         missing = {f.name for f in fields(self) if getattr(self, f.name) is None}
         return replace(self, **{name: defaults[name] for name in missing})
