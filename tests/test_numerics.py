@@ -59,10 +59,19 @@ def python(code: str, env: dict[str, str] | None = None) -> subprocess.Completed
 
 @pytest.fixture
 def own_environment(monkeypatch):
-    """``pin`` writes the process environment: give every pinned variable back afterwards."""
+    """``pin`` writes the process environment: give every pinned variable back afterwards, the
+    ones that were unset included (a leaked ONEDNN_MAX_CPU_ISA reached the Ray tests' workers,
+    which then ran oneDNN on AVX2 while this process runs its own path)."""
+    saved = {key: os.environ.get(key) for key in PORTABLE_ENV}
     for key in PORTABLE_ENV:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(numerics, "_replaced", {})
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def test_argv_and_pin(own_environment, monkeypatch):
