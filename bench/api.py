@@ -24,7 +24,6 @@ images' sha256 are part of it, so the same call resumes (or finds done) the same
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from bench import numerics
 from bench.datasets.base import MultiLabelDataset
 from bench.devices import resolve_device
 from bench.errors import BenchError, InvalidValue
-from bench.models.adapters import ADAPTER_RULE, ExtendedLogits, OutputOrder
+from bench.models.adapters import fit_model, parameters_sha256
 from bench.sweep.config import sweep_config
 from bench.sweep.inputs import SweepModel
 from bench.sweep.prepare import SweepOutcome
@@ -96,37 +95,6 @@ def resolve_graph(graph: str | Path | LabelGraph | None, labels: Sequence[str] |
             raise BenchError(f"graph {graph} is a CSV of edges: pass labels=[...] (the model's outputs, in order)")
         return read_edges_csv(graph, labels)
     return load_graph(str(graph))
-
-
-def fit_model(
-    model: nn.Module, graph: LabelGraph, labels: Sequence[str] | None, image: Tensor
-) -> tuple[nn.Module, str]:
-    """``model`` with outputs over ``graph``'s nodes in its order, and how it was fitted: as it
-    is, its outputs reordered by ``labels``, or extended from the labels by ``ExtendedLogits``."""
-    with torch.no_grad():
-        outputs = int(model(image.unsqueeze(0)).shape[-1])
-    names = list(labels) if labels is not None else None
-    if names is not None and len(names) != outputs:
-        raise BenchError(f"the model has {outputs} outputs but {len(names)} labels were named")
-    if outputs == graph.n:
-        if names is None or names == list(graph.nodes):
-            return model, "extended labels"
-        return OutputOrder(model, names, graph.nodes), "extended labels, reordered"
-    if outputs == graph.n_labels:
-        if names is not None and names != list(graph.labels):
-            model = OutputOrder(model, names, graph.labels)
-        return ExtendedLogits(model, graph), f"dataset labels; abstract nodes: {ADAPTER_RULE}"
-    raise BenchError(
-        f"the model has {outputs} outputs, but graph {graph.name!r} has {graph.n_labels} labels and {graph.n} nodes "
-        "(the model's outputs must be the labels or all the nodes)"
-    )
-
-
-def _sha256(tensors: Sequence[Tensor]) -> str:
-    digest = hashlib.sha256()
-    for t in tensors:
-        digest.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 @dataclass
@@ -225,8 +193,8 @@ def benchmark(
     net, fitted = fit_model(model, graph, labels, data[0][0].to(dev))
     fingerprint = {
         "model": type(model).__name__,
-        "parameters_sha256": _sha256(list(model.state_dict().values())),
-        "images_sha256": _sha256([data[i][0] for i in range(len(data))]),
+        "parameters_sha256": parameters_sha256(model.state_dict().values()),
+        "images_sha256": parameters_sha256(data[i][0] for i in range(len(data))),
         "outputs": fitted,
         "labels": list(labels) if labels is not None else list(graph.labels),
     }

@@ -221,7 +221,8 @@ def train(
         raise BenchError(f"run {run_dir} was trained on another version of graph {graph.name!r}: it cannot resume")
     seed_everything(cfg.seed)
     model = create_model(cfg.model, graph.n, cfg.image_size, labels=graph.nodes, **cfg.model_kwargs)
-    model.prepare(train_set.targets())
+    if callable(getattr(model, "prepare", None)):  # MultiLabelNet's (ML-GCN's co-occurrence); a plain module has none
+        model.prepare(train_set.targets())
     model.to(device)
     steps_per_epoch = len(train_set) // cfg.batch_size
     optimizer = torch.optim.AdamW(

@@ -28,6 +28,7 @@ from tests.dags import dags
 from tests.sweep_fixtures import LABELS, ToyDataset, ToyNet, toy_graph
 from tests.test_sweep_runner import TOY, fetch, sweep, toy_config
 
+ROOT = Path(__file__).resolve().parents[1]
 ROWS = "SELECT * EXCLUDE (run_id, seconds, machine) FROM results ORDER BY combo_id, image_id, attack, eps, tau"
 
 
@@ -45,19 +46,15 @@ class LabelsOnly(nn.Module):
 def test_the_call_gives_run_sweeps_rows(tmp_path):
     graph = toy_graph()
     options = {"attacks": ("gmla", "mla-u", "ml-dp"), "sizes": (1, 2), "iterations": 10, "images_per_combination": 2}
-    sweep(tmp_path / "sweep.duckdb", toy_config(**{**options, "eps": (0.06,)}), batch_size=8)
-    result = bench.benchmark(
-        ToyNet(graph.n),
-        ToyDataset("test", graph),
-        preset=TOY,
-        eps=0.06,
-        db=tmp_path / "call.duckdb",
-        batch_size=8,
-        progress=False,
-        device="cpu",
-        **{k: v for k, v in options.items() if k != "sizes"},
-        sizes=[1, 2],
-    )
+    sweep(tmp_path / "sweep.duckdb", toy_config(**options, eps=(0.06,)), batch_size=8)
+
+    def call():
+        return bench.benchmark(
+            ToyNet(graph.n), ToyDataset("test", graph), preset=TOY, eps=0.06, db=tmp_path / "call.duckdb",
+            batch_size=8, progress=False, device="cpu", **options,
+        )  # fmt: skip
+
+    result = call()
     assert result.fitted == "extended labels"
     expected = fetch(tmp_path / "sweep.duckdb", ROWS)
     assert expected and fetch(result.db, ROWS) == expected, "the call's rows are bench run's"
@@ -67,18 +64,7 @@ def test_the_call_gives_run_sweeps_rows(tmp_path):
     assert set(summary["size"]) == {1, 2} and (summary["run_id"] == result.run_id).all()
     table = result.table(size=1)
     assert "= 1; ε = 0.06" in table and "| GMLA |" in table and "| MLA-U |" in table, table
-    again = bench.benchmark(
-        ToyNet(graph.n),
-        ToyDataset("test", graph),
-        preset=TOY,
-        eps=0.06,
-        db=tmp_path / "call.duckdb",
-        batch_size=8,
-        progress=False,
-        device="cpu",
-        **{k: v for k, v in options.items() if k != "sizes"},
-        sizes=[1, 2],
-    )
+    again = call()
     assert again.run_id == result.run_id and again.outcome.written == 0, "the same call finds its run done"
 
 
@@ -193,3 +179,38 @@ def test_the_readme_quick_start_runs_as_printed(tmp_path, monkeypatch):
     assert done.returncode == 0, done.stderr
     assert "| GMLA |" in done.stdout and "| MLA-C |" in done.stdout, done.stdout
     assert (tmp_path / "mine.csv").exists()
+
+
+def test_the_cli_takes_your_model_as_module_factory(tmp_path):
+    """``bench run -m mine:make`` imports your module from the current folder, fits a label-only
+    model to the graph, and refuses a bad factory in one line."""
+    (tmp_path / "mine.py").write_text(
+        "from tests.test_api import LabelsOnly\n"
+        "def make():\n    return LabelsOnly()\n"
+        "def text():\n    return 'a model'\n"
+    )
+    launch = "import tests.sweep_fixtures; from bench.cli import main; main()"
+
+    def bench_run(model, *more):
+        args = ["run", "-d", "sweep-toy", "-m", model, "--image-size", "8", "--attack", "gmla,mla-u", "--size", "1"]
+        args += ["--eps", "0.06", "--iterations", "5", "--images-per-combo", "2", "--preset", "fast", *more]
+        return subprocess.run(
+            [sys.executable, "-c", launch, *args, "--db", str(tmp_path / "r.duckdb")],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    done = bench_run("mine:make")
+    assert done.returncode == 0, done.stderr
+    assert "mine:make: outputs fitted to graph 'sweep-toy' as dataset labels; abstract nodes: max over" in done.stdout
+    assert fetch(tmp_path / "r.duckdb", "SELECT count(*) FROM results")[0][0] > 0
+    for model, message in (
+        ("nosuch:make", "error: nosuch:make: module nosuch does not import: No module named 'nosuch'"),
+        ("mine:absent", "error: mine:absent: mine has no callable absent"),
+        ("mine:text", "error: mine:text: text() returned a str, not a torch.nn.Module"),
+    ):
+        refused = bench_run(model)
+        assert refused.returncode == 2 and refused.stderr.strip() == message, refused.stderr

@@ -237,3 +237,26 @@ def test_cli_train_models_eval(tmp_path):
     assert isinstance(result.exception, BenchError) and "has no option width" in error_message(result.exception), (
         f"{result.exception!r}"
     )
+
+
+def test_a_plugin_model_that_is_a_plain_module_trains_and_loads(tmp_path):
+    """A model plugin as documented, a builder ``(num_classes, image_size) -> nn.Module`` that
+    returns a plain module (no MultiLabelNet), trains, saves and loads back to the same logits."""
+    from torch import nn
+
+    from bench.models import MODELS, register_model
+    from bench.models.trained import load_trained
+
+    if "plain-test" not in MODELS:
+
+        @register_model("plain-test", loss="bce", image_size=32)
+        def _plain(num_classes: int, image_size: int) -> nn.Module:
+            return nn.Sequential(nn.AvgPool2d(4), nn.Flatten(), nn.Linear(3 * (image_size // 4) ** 2, num_classes))
+
+    config = TrainConfig(model="plain-test", dataset="synthetic-test", image_size=32, epochs=1, batch_size=16)
+    result = train(config, run_dir=tmp_path / "run", progress=False, datasets=(Synthetic("train"), Synthetic("test")))
+    assert result.card.model == "plain-test" and result.card.test_map is not None
+    loaded, card = load_trained(tmp_path / "run", "cpu")
+    x = Synthetic("test").x[:4]
+    with torch.no_grad():
+        assert torch.equal(loaded(x), result.model(x)), "the saved weights load back to the same logits"

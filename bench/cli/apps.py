@@ -417,8 +417,9 @@ ModelOption = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Trained run (name or folder), architecture (its newest run) or published checkpoint file; "
-        "default: the dataset's newest trained model.",
+        help="Trained run (name or folder), architecture (its newest run), published checkpoint file, or your "
+        "own model as module:factory (a callable returning an nn.Module, importable from this folder); default: the "
+        "dataset's newest trained model.",
         show_default=False,
     ),
 ]

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from torch import nn
+
 from bench.errors import BenchError
 from bench.models.net import MultiLabelNet
 from bench.registry import Registry
@@ -100,11 +102,15 @@ def create_model(
         {"labels": tuple(labels)} if labels is not None and "labels" in inspect.signature(spec.build).parameters else {}
     )
     model = spec.build(num_classes=int(num_classes), image_size=size, **kwargs, **extra)
+    if not isinstance(model, nn.Module):
+        raise BenchError(f"model {spec.name!r}: its builder returned a {type(model).__name__}, not a torch.nn.Module")
+    # A plugin's plain nn.Module is welcome: what a MultiLabelNet adds (resolved options, a
+    # prepare step before training) is optional.
     model.config = {
         "name": spec.name,
         "num_classes": int(num_classes),
         "image_size": size,
-        "kwargs": {**spec.options(), **kwargs, **model.resolved_kwargs},
+        "kwargs": {**spec.options(), **kwargs, **getattr(model, "resolved_kwargs", {})},
     }
     return model
 

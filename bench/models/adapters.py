@@ -20,12 +20,14 @@ among the dataset labels (where one is the graph's parent of another), never bet
 and the abstract nodes above it. Tables of adapted models are therefore compared with each
 other, not with the paper's.
 
-``OutputOrder`` puts a model's outputs in the graph's node order when they come in another.
+``OutputOrder`` puts a model's outputs in the graph's node order when they come in another;
+``fit_model`` picks what a model needs by its number of outputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -78,3 +80,35 @@ class OutputOrder(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images).index_select(-1, self.index)
+
+
+def fit_model(
+    model: nn.Module, graph: LabelGraph, labels: Sequence[str] | None, image: Tensor
+) -> tuple[nn.Module, str]:
+    """``model`` with outputs over ``graph``'s nodes in its order, and how it was fitted: as it
+    is, its outputs reordered by ``labels``, or extended from the labels by ``ExtendedLogits``."""
+    with torch.no_grad():
+        outputs = int(model(image.unsqueeze(0)).shape[-1])
+    names = list(labels) if labels is not None else None
+    if names is not None and len(names) != outputs:
+        raise BenchError(f"the model has {outputs} outputs but {len(names)} labels were named")
+    if outputs == graph.n:
+        if names is None or names == list(graph.nodes):
+            return model, "extended labels"
+        return OutputOrder(model, names, graph.nodes), "extended labels, reordered"
+    if outputs == graph.n_labels:
+        if names is not None and names != list(graph.labels):
+            model = OutputOrder(model, names, graph.labels)
+        return ExtendedLogits(model, graph), f"dataset labels; abstract nodes: {ADAPTER_RULE}"
+    raise BenchError(
+        f"the model has {outputs} outputs, but graph {graph.name!r} has {graph.n_labels} labels and {graph.n} nodes "
+        "(the model's outputs must be the labels or all the nodes)"
+    )
+
+
+def parameters_sha256(tensors: Iterable[Tensor]) -> str:
+    """The sha256 of tensors' float32 bytes, in order (a model's weights, a set of images)."""
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -2,13 +2,20 @@
 the dataset split seen in the model's label order.
 
 ``--model`` may be a trained run (name, folder or its ``model.pt``), a registered
-architecture (its newest run trained on the dataset) or a published ASL / ML-Decoder /
-ML-GCN checkpoint file, whose outputs are matched to the graph by name. Without it the
+architecture (its newest run trained on the dataset), a published ASL / ML-Decoder /
+ML-GCN checkpoint file, whose outputs are matched to the graph by name, or your own model as
+``module:factory`` (an importable callable, from the current folder too, that returns an
+``nn.Module`` with logits over the graph's nodes or its labels: ``fit_model``). Without it the
 newest model trained on the dataset is used.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import os
+import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +25,9 @@ import torch
 from torch import nn
 
 from bench.datasets import DATASETS
-from bench.errors import BenchError, InvalidValue
+from bench.errors import BenchError, InvalidValue, one_line
 from bench.models import MODELS, load_checkpoint, load_trained
+from bench.models.adapters import fit_model, parameters_sha256
 from bench.models.card import ModelCard
 from bench.models.openimages_map import on_graph
 from bench.models.trained import check_card_graph, latest_model, list_trained, models_dir, resolve_run
@@ -39,6 +47,7 @@ class SweepModel:
     image_size: int
     published: bool = False  # a published checkpoint rather than a run of ``bench train``
     class_names: list[str] | None = None  # its output names, when the file has them
+    own: bool = False  # a user's ``module:factory``: fitted to the graph by its number of outputs
 
 
 def train_command(dataset: str) -> str:
@@ -71,6 +80,11 @@ def load_sweep_model(
     if dataset:
         DATASETS.get(dataset)  # a misspelt name: one line with the closest ones, before any model lookup
     path = Path(model).expanduser() if model is not None else None
+    if model is not None and path is not None and not path.exists() and FACTORY.fullmatch(model):
+        for name, value in (("arch", arch), ("embeddings", embeddings)):
+            if value is not None:
+                raise InvalidValue(name, str(value), "applies to a published checkpoint file, not to module:factory")
+        return _factory(model, device, image_size)
     if path is not None and not path.exists() and (path.suffix in CHECKPOINT_SUFFIXES or len(path.parts) > 1):
         raise BenchError(f"{model} does not exist (give a trained run's name or folder, or a checkpoint file)")
     if path is not None and path.is_file() and path.name != "model.pt":
@@ -113,6 +127,38 @@ def _checkpoint(path: Path, device: torch.device, trust: bool = False, **options
     return SweepModel(ckpt.model.to(device).eval(), ckpt.arch, card, str(path.resolve()), size, True, ckpt.class_names)
 
 
+FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+DEFAULT_OWN_SIZE = 224  # a factory's model declares no input size: --image-size, else this
+
+
+def _factory(spec: str, device: torch.device, image_size: int | None) -> SweepModel:
+    """The model ``module:factory`` returns, imported with the current folder on the path."""
+    module_name, attr = spec.split(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # the user's own module: any error of its import is theirs to read
+        raise BenchError(f"{spec}: module {module_name} does not import: {one_line(exc)}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise BenchError(f"{spec}: {module_name} has no callable {attr}")
+    try:
+        net = factory()
+    except Exception as exc:
+        raise BenchError(f"{spec}: {attr}() failed: {one_line(exc)}") from None
+    if not isinstance(net, nn.Module):
+        raise BenchError(f"{spec}: {attr}() returned a {type(net).__name__}, not a torch.nn.Module")
+    source = getattr(module, "__file__", None)
+    card = {
+        "factory": spec,
+        "parameters_sha256": parameters_sha256(net.state_dict().values()),
+        "source_sha256": hashlib.sha256(Path(source).read_bytes()).hexdigest() if source else "",
+    }
+    size = int(image_size or DEFAULT_OWN_SIZE)
+    return SweepModel(net.to(device).eval(), spec, {**card, "image_size": size}, spec, size, own=True)
+
+
 def fit_dataset(
     loaded: SweepModel, dataset, report: Callable[[str], None] | None = None
 ) -> tuple[nn.Module, Any, LabelGraph]:
@@ -123,6 +169,12 @@ def fit_dataset(
     matched nodes (``bench.models.openimages_map.on_graph``); ``report`` gets one line saying
     how many matched.
     """
+    if loaded.own:
+        device = next(iter(loaded.model.parameters()), torch.zeros(0)).device
+        net, how = fit_model(loaded.model, dataset.graph, None, dataset[0][0].to(device))
+        if report is not None:
+            report(f"{loaded.name}: outputs fitted to graph {dataset.graph.name!r} as {how}")
+        return net, dataset, dataset.graph
     if not loaded.published:
         check_card_graph(ModelCard.from_dict(loaded.card), dataset.graph)
         return loaded.model, dataset, dataset.graph
