@@ -15,6 +15,7 @@ from pathlib import Path
 import networkx as nx
 import pytest
 import torch
+import torchvision
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
@@ -181,7 +182,7 @@ def test_the_readme_quick_start_runs_as_printed(tmp_path, monkeypatch):
     assert (tmp_path / "mine.csv").exists()
 
 
-def test_the_cli_takes_your_model_as_module_factory(tmp_path):
+def test_the_cli_takes_your_model_as_a_factory_torchscript_or_state_dict(tmp_path):
     """``bench run -m mine:make`` imports your module from the current folder, fits a label-only
     model to the graph, and refuses a bad factory in one line."""
     (tmp_path / "mine.py").write_text(
@@ -205,6 +206,7 @@ def test_the_cli_takes_your_model_as_module_factory(tmp_path):
 
     done = bench_run("mine:make")
     assert done.returncode == 0, done.stderr
+    factory_rows = fetch(tmp_path / "r.duckdb", ROWS)
     assert "mine:make: outputs fitted to graph 'sweep-toy' as dataset labels; abstract nodes: max over" in done.stdout
     assert fetch(tmp_path / "r.duckdb", "SELECT count(*) FROM results")[0][0] > 0
     for model, message in (
@@ -214,3 +216,22 @@ def test_the_cli_takes_your_model_as_module_factory(tmp_path):
     ):
         refused = bench_run(model)
         assert refused.returncode == 2 and refused.stderr.strip() == message, refused.stderr
+
+    # the same model as a TorchScript file: refused without the opt-in, then the same rows
+    torch.jit.trace(LabelsOnly(), torch.rand(1, 3, 8, 8)).save(str(tmp_path / "mine.pt"))
+    (tmp_path / "r.duckdb").unlink()
+    refused = bench_run("mine.pt")
+    assert refused.returncode == 2 and "TorchScript archive, which runs its own code when loaded" in refused.stderr
+    assert "pass --trust-checkpoint if you trust it" in refused.stderr, refused.stderr
+    done = bench_run("mine.pt", "--trust-checkpoint")
+    assert done.returncode == 0, done.stderr
+    assert fetch(tmp_path / "r.duckdb", ROWS) == factory_rows, "TorchScript and module:factory give the same rows"
+    # a plain state dict of a torchvision ResNet-18 over the six labels, with --arch
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(num_classes=len(LABELS)).state_dict(), tmp_path / "r18.pth")
+    done = bench_run("r18.pth", "--arch", "resnet18")
+    assert done.returncode == 0 and "resnet18:r18.pth: outputs fitted to graph 'sweep-toy' as dataset labels" in (
+        done.stdout
+    ), done.stderr + done.stdout
+    wrong = bench_run("r18.pth", "--arch", "resnet34")
+    assert wrong.returncode == 2 and "r18.pth does not fit resnet34" in wrong.stderr, wrong.stderr

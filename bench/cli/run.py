@@ -104,6 +104,15 @@ def run_command(
         ),
     ],
     model: ModelOption = None,
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            "--arch",
+            help="With a weights file: the timm architecture of a plain state dict (resnet18, ...; torchvision's "
+            "ResNets share timm's names), or asl, ml-decoder, ml-gcn to refuse other published checkpoints.",
+            show_default=False,
+        ),
+    ] = None,
     preset: Annotated[
         str, typer.Option("--preset", help="paper (the paper's settings) or fast (the demo's).")
     ] = "paper",
@@ -313,7 +322,9 @@ def run_command(
     elif ray_workers is not None:
         raise BenchError("--ray-workers needs --ray")
     dev = resolve_device(device)
-    loaded = load_sweep_model(dataset, model, dev, trust_checkpoint, image_size=image_size, embeddings=embeddings)
+    loaded = load_sweep_model(
+        dataset, model, dev, trust_checkpoint, image_size=image_size, arch=arch, embeddings=embeddings
+    )
     _check_sizes_early(loaded.card, options.sizes or chosen.sizes, options.include_abstract)  # before any data
     if model is None:
         console.print(

@@ -263,6 +263,7 @@ def _load_ml_gcn(
 
 
 _LOADERS = {"asl": _load_asl, "ml-decoder": _load_ml_decoder, "ml-gcn": _load_ml_gcn}
+PUBLISHED_ARCHS = tuple(_LOADERS)
 
 
 def load_checkpoint(

@@ -16,6 +16,7 @@ import importlib
 import os
 import re
 import sys
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +26,11 @@ import torch
 from torch import nn
 
 from bench.datasets import DATASETS
-from bench.errors import BenchError, InvalidValue, one_line
+from bench.errors import BenchError, InvalidValue, one_line, unknown
 from bench.models import MODELS, load_checkpoint, load_trained
 from bench.models.adapters import fit_model, parameters_sha256
 from bench.models.card import ModelCard
+from bench.models.checkpoints import PUBLISHED_ARCHS, read_file, state_of
 from bench.models.openimages_map import on_graph
 from bench.models.trained import check_card_graph, latest_model, list_trained, models_dir, resolve_run
 from kg.graph import LabelGraph
@@ -87,6 +89,10 @@ def load_sweep_model(
         return _factory(model, device, image_size)
     if path is not None and not path.exists() and (path.suffix in CHECKPOINT_SUFFIXES or len(path.parts) > 1):
         raise BenchError(f"{model} does not exist (give a trained run's name or folder, or a checkpoint file)")
+    if path is not None and path.is_file() and _is_torchscript(path):
+        return _torchscript(path, device, trust, image_size)
+    if path is not None and path.is_file() and arch is not None and arch not in PUBLISHED_ARCHS:
+        return _state_dict(path, arch, device, trust, image_size)
     if path is not None and path.is_file() and path.name != "model.pt":
         return _checkpoint(path, device, trust, image_size=image_size, arch=arch, embeddings=embeddings)
     for name, value in (("arch", arch), ("embeddings", embeddings)):
@@ -150,13 +156,63 @@ def _factory(spec: str, device: torch.device, image_size: int | None) -> SweepMo
     if not isinstance(net, nn.Module):
         raise BenchError(f"{spec}: {attr}() returned a {type(net).__name__}, not a torch.nn.Module")
     source = getattr(module, "__file__", None)
-    card = {
-        "factory": spec,
-        "parameters_sha256": parameters_sha256(net.state_dict().values()),
-        "source_sha256": hashlib.sha256(Path(source).read_bytes()).hexdigest() if source else "",
-    }
+    card = {"factory": spec, "source_sha256": hashlib.sha256(Path(source).read_bytes()).hexdigest() if source else ""}
+    return _own(net, spec, card, device, image_size)
+
+
+def _own(net: nn.Module, name: str, card: dict[str, Any], device: torch.device, image_size: int | None) -> SweepModel:
     size = int(image_size or DEFAULT_OWN_SIZE)
-    return SweepModel(net.to(device).eval(), spec, {**card, "image_size": size}, spec, size, own=True)
+    card = {**card, "parameters_sha256": parameters_sha256(net.state_dict().values()), "image_size": size}
+    return SweepModel(net.to(device).eval(), name, card, name, size, own=True)
+
+
+def _file_card(path: Path) -> dict[str, Any]:
+    return {"file": path.name, "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive (``torch.jit.save``): a zip holding ``code/`` and ``constants.pkl``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def _torchscript(path: Path, device: torch.device, trust: bool, image_size: int | None) -> SweepModel:
+    """A TorchScript model file: it runs its own code, so only with ``trust``."""
+    if not trust:
+        raise BenchError(
+            f"{path} is a TorchScript archive, which runs its own code when loaded: pass {{trust}} if you trust it",
+            options=["trust"],
+        )
+    try:
+        net = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise BenchError(f"TorchScript file {path} does not load: {one_line(exc)}") from None
+    return _own(net, path.name, {"torchscript": True, **_file_card(path)}, device, image_size)
+
+
+def _state_dict(path: Path, arch: str, device: torch.device, trust: bool, image_size: int | None) -> SweepModel:
+    """A plain state dict of a timm architecture (torchvision's ResNets share timm's names):
+    the classifier's size is read from the file, the weights load strictly."""
+    import timm
+
+    if not timm.is_model(arch):
+        raise unknown("timm architecture (--arch with a state-dict file)", arch, timm.list_models()[:2000])
+    state = state_of(read_file(path, trust), str(path))
+    probe = timm.create_model(arch, pretrained=False)
+    cfg: dict[str, Any] = dict(getattr(probe, "pretrained_cfg", {}) or {})
+    classifier = f"{cfg.get('classifier', 'fc')}.weight"
+    if classifier not in state:
+        raise BenchError(f"{path} has no {classifier}: not a state dict of {arch}")
+    net = timm.create_model(arch, pretrained=False, num_classes=int(state[classifier].shape[0]))
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise BenchError(f"{path} does not fit {arch}: {one_line(exc)}") from None
+    return _own(net, f"{arch}:{path.name}", {"arch": arch, **_file_card(path)}, device, image_size)
 
 
 def fit_dataset(
