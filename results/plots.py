@@ -132,7 +132,9 @@ def _sweep_figure(
                 y = np.array([r[f"{metric}_mean"] for r in points], dtype=float)
                 std = np.array([r[f"{metric}_std"] for r in points], dtype=float)
                 err = np.vstack([np.minimum(std, y), np.minimum(std, 100.0 - y)])  # a rate stays in [0, 100] %
-                top = max(top, float(np.nanmax(y + err[1])) if len(y) else 0.0)
+                # to 9 digits: DuckDB's parallel avg() may differ in the last bit from one query to the
+                # next, and a top of 83.33333333333333 or ...34 gave the axis other ticks (90 or not)
+                top = max(top, round(float(np.nanmax(y + err[1])), 9) if len(y) else 0.0)
             name_shown = UNBOUNDED.get(attack, attack_display(attack)) if axis == "eps" else attack_display(attack)
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label(name_shown))
         ax.set_xlabel(AXIS_LABELS[axis])
