@@ -359,6 +359,7 @@ def test_options_take_the_preset_only_where_not_given():
         combos="sampled",
         combinations_per_size=7,
         iterations=9,
+        steps={"mla-lp": 2},
     )
     for preset, dataset in ((PAPER, "nus"), (PAPER, "voc"), (FAST, "stamps")):
         defaults = SweepOptions().filled(preset, dataset)
@@ -378,6 +379,8 @@ def test_options_take_the_preset_only_where_not_given():
                 want = getattr(one if other.name == field.name else defaults, other.name)
                 assert getattr(filled, other.name) == want, f"given {field.name}: {other.name} is {want!r}"
     assert given.sizes == (1, 2), "sizes are sorted and unique"
+    steps = dict(toy_config(attacks=("mla-lp", "ml-dp", "gmla"), steps={"mla-lp": 1}, iterations=7).protocol.steps)
+    assert steps == {"mla-lp": 1, "ml-dp": TOY.attack_steps["ml-dp"], "gmla": 7}, "steps over the preset's"
     for bad, message in (
         ({"tau": (1.5,)}, r"`tau` 1.5: outside \[-1, 1\]"),
         ({"sizes": (0,)}, r"`sizes` 0: sizes start at 1"),
@@ -385,6 +388,8 @@ def test_options_take_the_preset_only_where_not_given():
         ({"attacks": ("gmal",)}, r"unknown attack 'gmal'"),
         ({"eps": ()}, r"`eps` is empty"),
         ({"closure": "mine"}, r"unknown closure 'mine'"),
+        ({"steps": {"ml-dp": 0}}, r"`steps` 0: ml-dp's iterations must be a positive number"),
+        ({"steps": {"mla-lpp": 2}}, r"unknown attack 'mla-lpp'"),
     ):
         with pytest.raises(BenchError, match=message):
             SweepOptions(**bad)
