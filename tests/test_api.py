@@ -209,20 +209,9 @@ def test_the_cli_takes_your_model_as_a_factory_torchscript_or_state_dict(tmp_pat
     factory_rows = fetch(tmp_path / "r.duckdb", ROWS)
     assert "mine:make: outputs fitted to graph 'sweep-toy' as dataset labels; abstract nodes: max over" in done.stdout
     assert fetch(tmp_path / "r.duckdb", "SELECT count(*) FROM results")[0][0] > 0
-    for model, message in (
-        ("nosuch:make", "error: nosuch:make: module nosuch does not import: No module named 'nosuch'"),
-        ("mine:absent", "error: mine:absent: mine has no callable absent"),
-        ("mine:text", "error: mine:text: text() returned a str, not a torch.nn.Module"),
-    ):
-        refused = bench_run(model)
-        assert refused.returncode == 2 and refused.stderr.strip() == message, refused.stderr
-
-    # the same model as a TorchScript file: refused without the opt-in, then the same rows
+    # the same model as a TorchScript file (with the opt-in: it runs its own code), then the same rows
     torch.jit.trace(LabelsOnly(), torch.rand(1, 3, 8, 8)).save(str(tmp_path / "mine.pt"))
     (tmp_path / "r.duckdb").unlink()
-    refused = bench_run("mine.pt")
-    assert refused.returncode == 2 and "TorchScript archive, which runs its own code when loaded" in refused.stderr
-    assert "pass --trust-checkpoint if you trust it" in refused.stderr, refused.stderr
     done = bench_run("mine.pt", "--trust-checkpoint")
     assert done.returncode == 0, done.stderr
     assert fetch(tmp_path / "r.duckdb", ROWS) == factory_rows, "TorchScript and module:factory give the same rows"
@@ -233,5 +222,34 @@ def test_the_cli_takes_your_model_as_a_factory_torchscript_or_state_dict(tmp_pat
     assert done.returncode == 0 and "resnet18:r18.pth: outputs fitted to graph 'sweep-toy' as dataset labels" in (
         done.stdout
     ), done.stderr + done.stdout
-    wrong = bench_run("r18.pth", "--arch", "resnet34")
-    assert wrong.returncode == 2 and "r18.pth does not fit resnet34" in wrong.stderr, wrong.stderr
+
+
+def test_your_model_files_and_factories_refused_in_one_line(tmp_path, monkeypatch):
+    """What ``bench run -m`` refuses (a BenchError: one line, exit 2), each with its reason."""
+    from bench.cli import error_message
+    from bench.sweep.inputs import load_sweep_model
+
+    (tmp_path / "mine2.py").write_text(
+        "def text():\n    return 'a model'\ndef boom():\n    raise ValueError('no GPU')\n"
+    )
+    torch.jit.trace(LabelsOnly(), torch.rand(1, 3, 8, 8)).save(str(tmp_path / "mine.pt"))
+    torch.save(torchvision.models.resnet18(num_classes=len(LABELS)).state_dict(), tmp_path / "r18.pth")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cases = (
+        ("nosuch:make", {}, "nosuch:make: module nosuch does not import: No module named 'nosuch'"),
+        ("mine2:absent", {}, "mine2:absent: mine2 has no callable absent"),
+        ("mine2:text", {}, "mine2:text: text() returned a str, not a torch.nn.Module"),
+        ("mine2:boom", {}, "mine2:boom: boom() failed: no GPU"),
+        (
+            "mine.pt",
+            {},
+            "mine.pt is a TorchScript archive, which runs its own code when loaded: pass --trust-checkpoint",
+        ),
+        ("r18.pth", {"arch": "resnet34"}, "r18.pth does not fit resnet34: "),
+        ("r18.pth", {"arch": "resnet-18"}, "unknown timm architecture (--arch with a state-dict file) 'resnet-18'"),
+    )
+    for model, options, message in cases:
+        with pytest.raises(BenchError) as refused:
+            load_sweep_model("sweep-toy", model, torch.device("cpu"), **options)
+        assert error_message(refused.value).startswith(message), (model, error_message(refused.value))
