@@ -371,7 +371,7 @@ def test_perf_numerics_runs_each_mode_in_its_own_process():
 
     save_toy_model()
     options = SweepOptions(attacks=("gmla",), sizes=(1,), iterations=3, images_per_combination=2)
-    perfs = compare_numerics(NAME, "toy-model", options, batch_size=4, rounds=1)
+    perfs = compare_numerics(NAME, "toy-model", options, batch_size=4, rounds=1, probe_batch=2)
     assert [p.mode for p in perfs] == ["native", "portable", "unpinned"]
     paths = {p.mode: (p.mkl, p.onednn, p.aten) for p in perfs}
     assert paths["portable"] == tuple(PORTABLE_PATHS.values()), "portable pinned in its process"

@@ -243,10 +243,10 @@ r = measure_sweep(args["dataset"], args["model"], options, args["batch"], "cpu")
 import timm, torch
 from bench.sweep.perf import model_seconds
 net = timm.create_model("resnet18", pretrained=False, num_classes=20).eval()  # model-bound: random weights
-probe = model_seconds(net, (3, 64, 64), PROBE_BATCH, 1, torch.device("cpu"))
+probe = model_seconds(net, (3, 64, 64), args["probe_batch"], 1, torch.device("cpu"))
 paths = {"mkl": numerics.mkl_branch(), "onednn": numerics.onednn_isa(), "aten": numerics.aten_capability()}
 print(json.dumps({"seconds": r.seconds, "work": sum(f.live for f in r.families), "probe": probe, **paths}))
-""".replace("PROBE_BATCH", str(PROBE_BATCH))
+"""
 
 NUMERICS_MODES = ("native", "portable", "unpinned")
 
@@ -263,6 +263,7 @@ class NumericsPerf:
     seconds: float
     work: int
     probe_seconds: float
+    probe_batch: int = PROBE_BATCH
 
     @property
     def rate(self) -> float:
@@ -270,11 +271,16 @@ class NumericsPerf:
 
     @property
     def probe_rate(self) -> float:
-        return PROBE_BATCH / self.probe_seconds if self.probe_seconds else 0.0
+        return self.probe_batch / self.probe_seconds if self.probe_seconds else 0.0
 
 
 def compare_numerics(
-    dataset: str, model: str | None, options: SweepOptions, batch_size: int | None = None, rounds: int = 2
+    dataset: str,
+    model: str | None,
+    options: SweepOptions,
+    batch_size: int | None = None,
+    rounds: int = 2,
+    probe_batch: int = PROBE_BATCH,
 ) -> list[NumericsPerf]:
     """The same small sweep on the CPU in a fresh process per mode (the modes are fixed when
     torch starts), modes interleaved for ``rounds`` rounds; each keeps its fastest round, and
@@ -282,6 +288,7 @@ def compare_numerics(
     ``unpinned`` is MKL's own default (not strict), the baseline before ``native`` pinned it."""
 
     args: dict[str, Any] = {"dataset": dataset, "model": model, "batch": batch_size, "plugins": plugin_modules()}
+    args["probe_batch"] = probe_batch
     args["options"] = {k: v for k, v in asdict(options).items() if k != "cpu_numerics"}
     env = {k: v for k, v in os.environ.items() if k not in PORTABLE_ENV}  # each child pins its own
     env.update(child_process_env())
@@ -294,7 +301,8 @@ def compare_numerics(
             if done.returncode != 0:
                 raise BenchError(f"the {mode} sweep failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
             r = json.loads(done.stdout.strip().splitlines()[-1])
-            perf = NumericsPerf(mode, r["mkl"], r["onednn"], r["aten"], r["seconds"], r["work"], r["probe"])
+            paths = (r["mkl"], r["onednn"], r["aten"])
+            perf = NumericsPerf(mode, *paths, r["seconds"], r["work"], r["probe"], probe_batch)
             kept = best.setdefault(mode, perf)  # each figure its best round
             if perf.rate > kept.rate:
                 kept.seconds, kept.work = perf.seconds, perf.work
