@@ -213,9 +213,9 @@ def sql(
     database only: no other file (unless --allow-files) and no extension installed from the
     network.
 
-    Example: bench sql "SELECT attack, size, fr_s_mean, fr_s_std FROM rate_summary ORDER BY size"
-    Example: bench sql "SELECT * FROM results" --out results.parquet
-    Example: bench sql "SELECT attack, size, fr_n_mean FROM rate_summary" --format json
+    Example: bench sql "SELECT attack, size, fr_s_mean FROM rate_summary WHERE run_id = 'stamps-demo' ORDER BY size"
+    Example: bench sql "SELECT * FROM results WHERE run_id = 'stamps-demo'" --out results.parquet
+    Example: bench sql "SELECT attack, size, fr_n_mean FROM rate_summary WHERE run_id = 'stamps-demo'" --format json
     """
     if url:
         typer.echo(ResultStore(db, create=False, lock_timeout=READ_LOCK_TIMEOUT).url)
