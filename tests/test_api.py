@@ -44,6 +44,16 @@ class LabelsOnly(nn.Module):
         return self.net(images)[:, : len(LABELS)]
 
 
+def save_torchscript(model: nn.Module, path: Path) -> None:
+    """A TorchScript archive of ``model`` (torch.jit is deprecated in favour of torch.export, but
+    users still hold such files)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.trace(model, torch.rand(1, 3, 8, 8)).save(str(path))
+
+
 def test_the_call_gives_run_sweeps_rows(tmp_path):
     graph = toy_graph()
     options = {"attacks": ("gmla", "mla-u", "ml-dp"), "sizes": (1, 2), "iterations": 10, "images_per_combination": 2}
@@ -210,7 +220,7 @@ def test_the_cli_takes_your_model_as_a_factory_torchscript_or_state_dict(tmp_pat
     assert "mine:make: outputs fitted to graph 'sweep-toy' as dataset labels; abstract nodes: max over" in done.stdout
     assert fetch(tmp_path / "r.duckdb", "SELECT count(*) FROM results")[0][0] > 0
     # the same model as a TorchScript file (with the opt-in: it runs its own code), then the same rows
-    torch.jit.trace(LabelsOnly(), torch.rand(1, 3, 8, 8)).save(str(tmp_path / "mine.pt"))
+    save_torchscript(LabelsOnly(), tmp_path / "mine.pt")
     (tmp_path / "r.duckdb").unlink()
     done = bench_run("mine.pt", "--trust-checkpoint")
     assert done.returncode == 0, done.stderr
@@ -232,7 +242,7 @@ def test_your_model_files_and_factories_refused_in_one_line(tmp_path, monkeypatc
     (tmp_path / "mine2.py").write_text(
         "def text():\n    return 'a model'\ndef boom():\n    raise ValueError('no GPU')\n"
     )
-    torch.jit.trace(LabelsOnly(), torch.rand(1, 3, 8, 8)).save(str(tmp_path / "mine.pt"))
+    save_torchscript(LabelsOnly(), tmp_path / "mine.pt")
     torch.save(torchvision.models.resnet18(num_classes=len(LABELS)).state_dict(), tmp_path / "r18.pth")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -247,7 +257,7 @@ def test_your_model_files_and_factories_refused_in_one_line(tmp_path, monkeypatc
             "mine.pt is a TorchScript archive, which runs its own code when loaded: pass --trust-checkpoint",
         ),
         ("r18.pth", {"arch": "resnet34"}, "r18.pth does not fit resnet34: "),
-        ("r18.pth", {"arch": "resnet-18"}, "unknown timm architecture (--arch with a state-dict file) 'resnet-18'"),
+        ("r18.pth", {"arch": "resnet-18"}, "unknown timm architecture 'resnet-18'"),
     )
     for model, options, message in cases:
         with pytest.raises(BenchError) as refused:

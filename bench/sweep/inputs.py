@@ -200,7 +200,7 @@ def _state_dict(path: Path, arch: str, device: torch.device, trust: bool, image_
     import timm
 
     if not timm.is_model(arch):
-        raise unknown("timm architecture (--arch with a state-dict file)", arch, timm.list_models()[:2000])
+        raise unknown("timm architecture", arch, timm.list_models())
     state = state_of(read_file(path, trust), str(path))
     probe = timm.create_model(arch, pretrained=False)
     cfg: dict[str, Any] = dict(getattr(probe, "pretrained_cfg", {}) or {})
