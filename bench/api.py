@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,8 +39,9 @@ from bench.datasets.base import MultiLabelDataset
 from bench.devices import resolve_device
 from bench.errors import BenchError, InvalidValue
 from bench.models.adapters import fit_model, parameters_sha256
+from bench.names import parse_attacks
 from bench.sweep.config import sweep_config
-from bench.sweep.inputs import SweepModel
+from bench.sweep.inputs import own_model
 from bench.sweep.prepare import SweepOutcome
 from bench.sweep.presets import Preset, SweepOptions, get_preset
 from bench.sweep.progress import RichSweepProgress, SweepProgress
@@ -189,18 +191,16 @@ def benchmark(
     if len(data) == 0:
         raise BenchError("no images to attack")
     dev = resolve_device(str(device))
-    model = model.to(dev).eval()
-    net, fitted = fit_model(model, graph, labels, data[0][0].to(dev))
-    fingerprint = {
+    card = {
         "model": type(model).__name__,
-        "parameters_sha256": parameters_sha256(model.state_dict().values()),
         "images_sha256": parameters_sha256(data[i][0] for i in range(len(data))),
-        "outputs": fitted,
         "labels": list(labels) if labels is not None else list(graph.labels),
     }
-    loaded = SweepModel(net, type(model).__name__.lower(), fingerprint, "", int(data.image_size))
+    model = model.to(dev).eval()
+    net, fitted = fit_model(model, graph, labels, data[0][0].to(dev))
+    loaded = own_model(model, type(model).__name__.lower(), {**card, "outputs": fitted}, dev, int(data.image_size))
     options = SweepOptions(
-        attacks=_names(attacks),
+        attacks=parse_attacks(attacks) if isinstance(attacks, str) else tuple(attacks),
         sizes=(sizes,) if isinstance(sizes, int) else tuple(sizes),
         eps=None if eps is None else ((eps,) if isinstance(eps, (int, float)) else tuple(eps)),
         iterations=iterations,
@@ -210,22 +210,14 @@ def benchmark(
     chosen = get_preset(preset) if isinstance(preset, str) else preset
     config = sweep_config(dataset_name, loaded, graph, chosen, options, name=name, device=str(dev))
     path = Path(db) if db is not None else Path(tempfile.mkdtemp(prefix="semattack-")) / "results.duckdb"
-    store = ResultStore(path)
-    if isinstance(progress, SweepProgress):
-        outcome = run_sweep(config, net, data, graph, store, device=dev, batch_size=batch_size, progress=progress)
-    elif progress:
+    if progress is True:
         from rich.console import Console
 
-        with RichSweepProgress(Console()) as bar:
-            outcome = run_sweep(config, net, data, graph, store, device=dev, batch_size=batch_size, progress=bar)
+        display: AbstractContextManager[SweepProgress | None] = RichSweepProgress(Console())
     else:
-        outcome = run_sweep(config, net, data, graph, store, device=dev, batch_size=batch_size)
+        display = nullcontext(progress or None)
+    with display as bar:
+        outcome = run_sweep(
+            config, net, data, graph, ResultStore(path), device=dev, batch_size=batch_size, progress=bar
+        )
     return Benchmark(outcome.run_id, path, outcome, graph, fitted)
-
-
-def _names(attacks: str | Sequence[str]) -> tuple[str, ...]:
-    from bench.attacks import list_attacks
-
-    if isinstance(attacks, str):
-        return tuple(list_attacks()) if attacks == "all" else tuple(a.strip() for a in attacks.split(",") if a.strip())
-    return tuple(attacks)

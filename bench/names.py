@@ -29,3 +29,11 @@ def attack_display(name: str) -> str:
     from bench.attacks import ATTACKS  # only for names the paper does not have: plugins
 
     return (ATTACKS.get(name).display_name or name) if name in ATTACKS else name
+
+
+def parse_attacks(text: str) -> tuple[str, ...] | None:
+    """``all`` (``None``: every registered attack, in the paper's order) or a comma list of attack
+    names, lower-cased and each once, as ``bench run --attack`` and ``bench.benchmark`` take them."""
+    if text.strip().lower() == "all":
+        return None
+    return tuple(dict.fromkeys(p.strip().lower() for p in text.split(",") if p.strip()))

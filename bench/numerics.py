@@ -284,20 +284,12 @@ def effective_mode() -> str:
     return "portable" if library_paths() == dict(PORTABLE_PATHS) else "native"
 
 
-_PROBE = """
-import json
-from bench import numerics
-import torch
-torch.ones(4) @ torch.ones(4)
-print(json.dumps(numerics.library_paths()))
-"""
-
-
 def probe_paths(env: Mapping[str, str]) -> dict[str, str]:
     """The code paths a fresh process started with ``env`` reads back (``{}`` where it fails)."""
-    done = subprocess.run([sys.executable, "-c", _PROBE], env=dict(env), capture_output=True, text=True, timeout=300)
-    lines = done.stdout.strip().splitlines()
-    return json.loads(lines[-1]) if done.returncode == 0 and lines else {}
+    try:
+        return dict(run_probe(env)["paths"])
+    except BenchError:
+        return {}
 
 
 def cpu_name() -> str:
@@ -474,11 +466,14 @@ def describe(fp: Mapping[str, Any]) -> str:
     )
 
 
-# --------------------------------------------------------------------------- emulated CPUs
-_EMULATION_PROBE = """
+# --------------------------------------------------------------------------- probe processes
+# A fresh process under the native pin (as the tests run; it keeps a branch the environment
+# names, strict): the code paths it reads back, and the digest of a small conv + linear +
+# element-wise computation, forward and backward.
+_PROBE = """
 import hashlib, json
 from bench import numerics
-numerics.pin("native")  # as the tests run
+numerics.pin("native")
 import torch
 torch.set_num_threads(1)
 g = torch.Generator().manual_seed(0)
@@ -492,6 +487,15 @@ print(json.dumps({"paths": numerics.library_paths(), "digest": digest}))
 """
 
 
+def run_probe(env: Mapping[str, str]) -> dict[str, Any]:
+    """``{"paths": ..., "digest": ...}`` of ``_PROBE`` run in a fresh process started with ``env``."""
+    done = subprocess.run([sys.executable, "-c", _PROBE], env=dict(env), capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise BenchError(f"the CPU-numerics probe failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- emulated CPUs
 @dataclass(frozen=True)
 class Emulation:
     """One of ``EMULATED_CPUS`` as this machine takes it: the code paths a fresh process reads
@@ -517,15 +521,6 @@ class Emulation:
         )
 
 
-def _probe_emulation(env: Mapping[str, str]) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-c", _EMULATION_PROBE], env=dict(env), capture_output=True, text=True, timeout=300
-    )
-    if done.returncode != 0:
-        raise BenchError(f"the CPU-numerics probe failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def emulations() -> list[Emulation]:
     """Which of ``EMULATED_CPUS`` take effect on this CPU, each read back in a fresh process: not
     one a library ignores here (MKL's branch names on AMD), nor one that runs this CPU's own
@@ -535,7 +530,7 @@ def emulations() -> list[Emulation]:
     base = {k: v for k, v in os.environ.items() if k not in PORTABLE_ENV}
     envs = [base, *({**base, **settings} for settings in EMULATED_CPUS.values())]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        own, *probes = pool.map(_probe_emulation, envs)
+        own, *probes = pool.map(run_probe, envs)
     found: list[Emulation] = []
     seen = {json.dumps(own["paths"], sort_keys=True): "this CPU's own paths"}
     for (name, settings), probe in zip(EMULATED_CPUS.items(), probes, strict=True):

@@ -323,7 +323,8 @@ def test_demo_reuses_a_model_trained_with_the_demo_recipe(monkeypatch, private_d
 
 
 def test_grid_options_parse_to_the_values_they_name():
-    from bench.cli.run import parse_attacks, parse_floats, parse_shard, parse_sizes
+    from bench.cli.run import parse_floats, parse_shard, parse_sizes
+    from bench.names import parse_attacks
     from bench.sweep.presets import FAST, SweepOptions
 
     assert parse_floats("0.005:0.02:0.005", "eps") == (0.005, 0.01, 0.015, 0.02), "an inclusive START:STOP:STEP sweep"

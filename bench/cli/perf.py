@@ -22,7 +22,8 @@ from bench.cli.apps import (
     perf_app,
 )
 from bench.cli.console import console, styled
-from bench.cli.run import parse_attacks, parse_sizes
+from bench.cli.run import parse_sizes
+from bench.names import parse_attacks
 from kg.catalog import graph_names, load_graph
 
 

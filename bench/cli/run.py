@@ -30,6 +30,7 @@ from bench.cli.apps import (
 )
 from bench.cli.console import console, styled
 from bench.errors import BenchError
+from bench.names import parse_attacks
 
 
 # ---------------------------------------------------------------------- option parsing
@@ -85,13 +86,6 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     if not (n >= 1 and 0 <= i < n):
         raise BenchError(f"--shard {text!r}: need 0 <= i < n")
     return i, n
-
-
-def parse_attacks(text: str) -> tuple[str, ...] | None:
-    """``all`` (``None``: every registered attack) or a comma list of attack names."""
-    if text.strip().lower() == "all":
-        return None
-    return tuple(dict.fromkeys(p.strip().lower() for p in text.split(",") if p.strip()))
 
 
 # ---------------------------------------------------------------------- bench run

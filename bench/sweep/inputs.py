@@ -11,7 +11,6 @@ newest model trained on the dataset is used.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import re
@@ -27,6 +26,7 @@ from torch import nn
 
 from bench.datasets import DATASETS
 from bench.errors import BenchError, InvalidValue, one_line, unknown
+from bench.fileio import sha256_file
 from bench.models import MODELS, load_checkpoint, load_trained
 from bench.models.adapters import fit_model, parameters_sha256
 from bench.models.card import ModelCard
@@ -156,18 +156,23 @@ def _factory(spec: str, device: torch.device, image_size: int | None) -> SweepMo
     if not isinstance(net, nn.Module):
         raise BenchError(f"{spec}: {attr}() returned a {type(net).__name__}, not a torch.nn.Module")
     source = getattr(module, "__file__", None)
-    card = {"factory": spec, "source_sha256": hashlib.sha256(Path(source).read_bytes()).hexdigest() if source else ""}
-    return _own(net, spec, card, device, image_size)
+    return own_model(
+        net, spec, {"factory": spec, "source_sha256": sha256_file(source) if source else ""}, device, image_size
+    )
 
 
-def _own(net: nn.Module, name: str, card: dict[str, Any], device: torch.device, image_size: int | None) -> SweepModel:
+def own_model(
+    net: nn.Module, name: str, card: dict[str, Any], device: torch.device, image_size: int | None
+) -> SweepModel:
+    """A user's own model as a sweep's model: ``card`` (what identifies it) with the sha256 of
+    its weights and the input side added, so that other weights are another run."""
     size = int(image_size or DEFAULT_OWN_SIZE)
     card = {**card, "parameters_sha256": parameters_sha256(net.state_dict().values()), "image_size": size}
     return SweepModel(net.to(device).eval(), name, card, name, size, own=True)
 
 
 def _file_card(path: Path) -> dict[str, Any]:
-    return {"file": path.name, "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {"file": path.name, "file_sha256": sha256_file(path)}
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -191,20 +196,19 @@ def _torchscript(path: Path, device: torch.device, trust: bool, image_size: int 
         net = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise BenchError(f"TorchScript file {path} does not load: {one_line(exc)}") from None
-    return _own(net, path.name, {"torchscript": True, **_file_card(path)}, device, image_size)
+    return own_model(net, path.name, {"torchscript": True, **_file_card(path)}, device, image_size)
 
 
 def _state_dict(path: Path, arch: str, device: torch.device, trust: bool, image_size: int | None) -> SweepModel:
     """A plain state dict of a timm architecture (torchvision's ResNets share timm's names):
     the classifier's size is read from the file, the weights load strictly."""
     import timm
+    from timm.models import get_pretrained_cfg_value
 
     if not timm.is_model(arch):
         raise unknown("timm architecture", arch, timm.list_models())
     state = state_of(read_file(path, trust), str(path))
-    probe = timm.create_model(arch, pretrained=False)
-    cfg: dict[str, Any] = dict(getattr(probe, "pretrained_cfg", {}) or {})
-    classifier = f"{cfg.get('classifier', 'fc')}.weight"
+    classifier = f"{get_pretrained_cfg_value(arch, 'classifier') or 'fc'}.weight"
     if classifier not in state:
         raise BenchError(f"{path} has no {classifier}: not a state dict of {arch}")
     net = timm.create_model(arch, pretrained=False, num_classes=int(state[classifier].shape[0]))
@@ -212,7 +216,7 @@ def _state_dict(path: Path, arch: str, device: torch.device, trust: bool, image_
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise BenchError(f"{path} does not fit {arch}: {one_line(exc)}") from None
-    return _own(net, f"{arch}:{path.name}", {"arch": arch, **_file_card(path)}, device, image_size)
+    return own_model(net, f"{arch}:{path.name}", {"arch": arch, **_file_card(path)}, device, image_size)
 
 
 def fit_dataset(
