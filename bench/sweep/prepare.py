@@ -171,12 +171,15 @@ class Prepared:
         )
 
 
-def no_eligible(config: RunConfig, clean: CleanPredictions) -> BenchError:
+def no_eligible(config: RunConfig, clean: CleanPredictions, candidates: int) -> BenchError:
     sizes = ", ".join(str(k) for k in config.sizes)
+    usable = clean.positive[clean.consistent][:, :candidates]
+    most = int(usable.sum(1).max()) if len(usable) else 0
     return BenchError(
         f"no {config.protocol.split} image of {config.dataset} is eligible for any target set of size {sizes}: "
-        f"{int(clean.consistent.sum())} of {len(clean)} clean predictions are consistent with the graph, and an image "
-        "needs every target predicted positive; try smaller {sizes} or a better-trained model",
+        f"{int(clean.consistent.sum())} of {len(clean)} clean predictions are consistent with the graph, "
+        f"the most labels one of them predicts positive is {most}, and an image needs every target predicted "
+        "positive; try smaller {sizes} or a better-trained model",
         options=["sizes"],
     )
 
@@ -203,7 +206,8 @@ def prepare_sweep(
     numerics.require(protocol.cpu_numerics)
     # Every input check before any work or any write: bad ε, τ or steps, or a size too large.
     attacks = {s: s.create() for s in settings}
-    check_sizes(config.sizes, len(label_candidates(graph, protocol.include_abstract)), graph)
+    candidates = len(label_candidates(graph, protocol.include_abstract))
+    check_sizes(config.sizes, candidates, graph)
     store.check_config(config)
     device = request.device
     with times("clean predictions"):
@@ -220,7 +224,7 @@ def prepare_sweep(
             per_size=protocol.combinations_per_size,
         )
     if not any(c.images for c in planned):
-        raise no_eligible(config, clean)
+        raise no_eligible(config, clean, candidates)
     mine = shard_of(planned, config.shard_index, config.shard_count)
     size = pair_batch_size(model, tuple(dataset[int(clean.indices[0])][0].shape), request.batch_size)
     fingerprint = numerics.fingerprint(device, protocol.precision, size, protocol.cpu_numerics)
