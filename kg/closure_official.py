@@ -28,9 +28,10 @@ def check_closure(name: str) -> str:
 def official_turn_off(pred: np.ndarray, targets: list[int], g: LabelGraph) -> set[int]:
     """``compute_tree_off_loss``: switch each target off, then recursively its parents
     (``process_parent``) and children (``process_child``), on a copy of the prediction."""
+    targets = g.indices(targets)
     x = np.array(pred, dtype=bool)
     out: set[int] = set()
-    x[list(targets)] = False
+    x[targets] = False
 
     def turn_off(i: int) -> None:
         out.add(i)
@@ -81,7 +82,7 @@ def official_turn_on(pred: np.ndarray, targets: list[int], g: LabelGraph) -> set
         for u in on or [min(following)]:
             walk(u, nexts)
 
-    for t in targets:
+    for t in g.indices(targets):
         walk(t, g.parents)
         walk(t, g.children)
     return {v for v in out if not pred[v]}

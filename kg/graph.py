@@ -84,7 +84,10 @@ class LabelGraph:
         return {name: i for i, name in enumerate(self.nodes)}
 
     def index(self, name: str | int) -> int:
-        """Index of a node by name (or pass an index through); unknown names suggest close ones."""
+        """Index of a node by name (or pass an index through: an int, or a 0-d tensor or array
+        of one); unknown names suggest close ones."""
+        if getattr(name, "ndim", None) == 0:  # a 0-d tensor or array: its value, not its identity
+            name = name.item()  # type: ignore[union-attr]
         if isinstance(name, (int, np.integer)):
             if not 0 <= int(name) < self.n:
                 raise BenchError(f"node index {name} outside 0..{self.n - 1} in graph {self.name!r}")
@@ -95,6 +98,9 @@ class LabelGraph:
             raise unknown(f"label in graph {self.name!r}:", name, self.nodes) from None
 
     def indices(self, names: Iterable[str | int]) -> list[int]:
+        """Indices of nodes by name or index: a list, a tuple, a tensor or an array of them."""
+        if hasattr(names, "tolist"):  # a tensor or an array: compare values, never element objects
+            names = names.tolist()
         return [self.index(x) for x in names]
 
     @cached_property

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -259,3 +260,38 @@ def test_closed_form_example_from_a_small_tree():
     assert bool(consistent_at(broken, gt.mask(["car"]), gt)[0]), "car's part of the graph is fine"
     on = turn_on_closure(gt.mask([]), gt.mask(["mammal"]), gt)
     assert sorted(g.nodes[i] for i in np.flatnonzero(on[0].numpy())) == ["animal", "cat", "mammal"]
+
+
+ID_FORMS = {
+    "list": list,
+    "tuple": tuple,
+    "tensor": torch.tensor,
+    "array": np.array,
+    "numpy ints": lambda ids: [np.int64(i) for i in ids],
+    "0-d tensors": lambda ids: [torch.tensor(i) for i in ids],
+}
+
+
+@pytest.mark.parametrize("form", list(ID_FORMS))
+def test_every_function_taking_node_ids_takes_lists_tensors_and_arrays_alike(form):
+    """A tensor's elements hash by identity (``{t[0]} != {t[0].clone()}``): each public function
+    that takes node ids must read them by value, as the same ids in a plain list."""
+    from bench.attacks.targets import omega_masks
+    from kg.catalog import load_graph
+    from kg.closure_official import official_turn_on
+
+    g = load_graph("voc")
+    ids = [g.index("cat"), g.index("dog"), g.index("car")]
+    given_ids = ID_FORMS[form](ids)
+    assert g.indices(given_ids) == ids
+    assert [g.index(v) for v in given_ids] == ids
+    assert [sorted(g.ancestors(v)) for v in given_ids] == [sorted(g.ancestors(v)) for v in ids]
+    assert [g.parents(v) for v in given_ids] == [g.parents(v) for v in ids]
+    assert torch.equal(GraphTensors(g).mask(given_ids), GraphTensors(g).mask(ids))
+    pred = np.zeros(g.n, dtype=bool)
+    pred[[*ids, *g.ancestors(ids[0])]] = True
+    assert official_turn_off(pred, given_ids, g) == official_turn_off(pred, ids, g)
+    assert official_turn_on(pred, given_ids, g) == official_turn_on(pred, ids, g)
+    assert all(type(v) is int for v in official_turn_off(pred, given_ids, g)), "plain ints out"
+    two = ID_FORMS[form]([ids[:2], ids[1:]]) if form in ("tensor", "array") else [given_ids[:2], given_ids[1:]]
+    assert torch.equal(omega_masks(g, two), omega_masks(g, [ids[:2], ids[1:]]))

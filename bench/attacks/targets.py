@@ -67,12 +67,15 @@ class PairTargets:
 
 
 def omega_masks(graph: LabelGraph, target_sets: Sequence[Sequence[str | int]]) -> Tensor:
-    """``[P, n]`` bool masks over the graph's nodes, one row per target set (names or indices)."""
+    """``[P, n]`` bool masks over the graph's nodes, one row per target set (names or indices;
+    lists, or a ``[P, k]`` tensor or array of indices)."""
+    if hasattr(target_sets, "tolist"):
+        target_sets = target_sets.tolist()
     out = torch.zeros(len(target_sets), graph.n, dtype=torch.bool)
     for row, targets in enumerate(target_sets):
         if isinstance(targets, (str, int)):
             raise BenchError(f"target set {row} must be a list of labels, got {targets!r}")
-        if not targets:
+        if len(targets) == 0:
             raise BenchError(f"target set {row} is empty")
         out[row, graph.indices(targets)] = True
     return out
