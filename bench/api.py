@@ -24,6 +24,7 @@ images' sha256 are part of it, so the same call resumes (or finds done) the same
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 import torch
 from torch import Tensor, nn
 
@@ -48,7 +50,7 @@ from bench.sweep.progress import RichSweepProgress, SweepProgress
 from bench.sweep.runner import run_sweep
 from kg.catalog import load_graph, read_edges_csv
 from kg.graph import LabelGraph
-from results.store import ResultStore
+from results.store import ResultStore, load_into_memory
 from results.tables import paper_layout, render
 from results.views import Selection
 
@@ -84,6 +86,9 @@ class ImageTensors(MultiLabelDataset):
     def targets(self) -> Tensor:
         return self._targets.clone()
 
+    def fingerprint(self) -> dict[str, object]:
+        return {"images": len(self), "sha256": parameters_sha256(self.images)}
+
 
 def resolve_graph(graph: str | Path | LabelGraph | None, labels: Sequence[str] | None) -> LabelGraph:
     """The graph a call names: a ``LabelGraph``, a CSV of ``parent,child`` pairs over ``labels``,
@@ -101,18 +106,26 @@ def resolve_graph(graph: str | Path | LabelGraph | None, labels: Sequence[str] |
 
 @dataclass
 class Benchmark:
-    """What ``benchmark`` returns: the run's id and results file, the sweep's outcome, and the
-    tables and DataFrames of this run (never pooled with other runs of the file)."""
+    """What ``benchmark`` returns: the run's id and results file (``None`` in memory: then
+    ``connection`` holds the results), the sweep's outcome, and the tables and DataFrames of
+    this run (never pooled with other runs of the file)."""
 
     run_id: str
-    db: Path
+    db: Path | None
     outcome: SweepOutcome
     graph: LabelGraph
     fitted: str
+    connection: duckdb.DuckDBPyConnection | None = None
+
+    def reader(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        """A connection to the results, with the views (the in-memory one, or the file read-only)."""
+        if self.connection is not None:
+            return nullcontext(self.connection)
+        return ResultStore(self.db, create=False).reader()
 
     def sql(self, query: str, *params: Any) -> pandas.DataFrame:
-        """A query on the results file as a DataFrame (filter by ``run_id = ?`` yourself)."""
-        with ResultStore(self.db, create=False).reader() as con:
+        """A query on the results as a DataFrame (filter by ``run_id = ?`` yourself)."""
+        with self.reader() as con:
             return con.execute(query, list(params)).df()
 
     def rows(self) -> pandas.DataFrame:
@@ -126,7 +139,7 @@ class Benchmark:
     def table(self, size: int | None = None, fmt: str = "markdown") -> Any:
         """The paper's layout of this run for one |Ω| (default: the largest), in ``fmt``
         (markdown, latex, csv, or rich for a rich ``Table``)."""
-        with ResultStore(self.db, create=False).reader() as con:
+        with self.reader() as con:
             sizes = [
                 r[0]
                 for r in con.execute(
@@ -170,7 +183,8 @@ def benchmark(
         attacks, sizes, eps, iterations, images_per_combination: the sweep (``bench run``'s
             options); what is not given comes from ``preset`` (``paper``, ``fast``).
         targets: optional ground truth (not used by the protocol, stored with the dataset).
-        db: the results file (default: a new one in a temporary folder, named in the result).
+        db: the results file (default: a new one in a temporary folder, named in the result), or
+            ``":memory:"``: the results in an in-memory DuckDB (``result.connection``), no file kept.
         name: the run's name (default: the model's class and the configuration's hash).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``; ``batch_size``: B.
         progress: a rich progress bar (terminal and Jupyter), or your own ``SweepProgress``.
@@ -191,11 +205,7 @@ def benchmark(
     if len(data) == 0:
         raise BenchError("no images to attack")
     dev = resolve_device(str(device))
-    card = {
-        "model": type(model).__name__,
-        "images_sha256": parameters_sha256(data[i][0] for i in range(len(data))),
-        "labels": list(labels) if labels is not None else list(graph.labels),
-    }
+    card = {"model": type(model).__name__, "labels": list(labels) if labels is not None else list(graph.labels)}
     model = model.to(dev).eval()
     net, fitted = fit_model(model, graph, labels, data[0][0].to(dev))
     loaded = own_model(model, type(model).__name__.lower(), {**card, "outputs": fitted}, dev, int(data.image_size))
@@ -208,16 +218,26 @@ def benchmark(
         seed=seed,
     )
     chosen = get_preset(preset) if isinstance(preset, str) else preset
-    config = sweep_config(dataset_name, loaded, graph, chosen, options, name=name, device=str(dev))
-    path = Path(db) if db is not None else Path(tempfile.mkdtemp(prefix="semattack-")) / "results.duckdb"
+    fingerprint = data.fingerprint()
+    if fingerprint is None:  # a dataset of the user's own without one: its images identify it
+        fingerprint = {"images": len(data), "sha256": parameters_sha256(data[i][0] for i in range(len(data)))}
+    config = sweep_config(dataset_name, loaded, graph, chosen, options, name=name, device=str(dev), data=fingerprint)
+    in_memory = str(db) == ":memory:"
+    path = Path(tempfile.mkdtemp(prefix="semattack-")) / "results.duckdb" if db is None or in_memory else Path(db)
     if progress is True:
         from rich.console import Console
 
         display: AbstractContextManager[SweepProgress | None] = RichSweepProgress(Console())
     else:
         display = nullcontext(progress or None)
-    with display as bar:
-        outcome = run_sweep(
-            config, net, data, graph, ResultStore(path), device=dev, batch_size=batch_size, progress=bar
-        )
-    return Benchmark(outcome.run_id, path, outcome, graph, fitted)
+    try:
+        with display as bar:
+            outcome = run_sweep(
+                config, net, data, graph, ResultStore(path), device=dev, batch_size=batch_size, progress=bar
+            )
+        if not in_memory:
+            return Benchmark(outcome.run_id, path, outcome, graph, fitted)
+        return Benchmark(outcome.run_id, None, outcome, graph, fitted, load_into_memory(path))
+    finally:
+        if in_memory:
+            shutil.rmtree(path.parent, ignore_errors=True)

@@ -152,7 +152,8 @@ class Protocol:
 
     ``to_extra`` writes the dict the configuration hash covers: ``target`` is always written
     (runs stored before it was a field keep their ids), ``closure``, ``precision`` and
-    ``cpu_numerics`` only when they are not the default (likewise). ``from_extra`` reads any
+    ``cpu_numerics`` only when they are not the default (likewise), ``data`` (a user's images'
+    sha256s, ``MultiLabelDataset.fingerprint``) only when the dataset gives one. ``from_extra`` reads any
     stored version back.
     """
 
@@ -166,6 +167,7 @@ class Protocol:
     closure: str = "bench"
     precision: str = "fp32"
     cpu_numerics: str = "native"
+    data: Mapping[str, Any] | None = None  # the dataset's fingerprint, for a user's images
 
     def to_extra(self) -> dict[str, Any]:
         extra = {
@@ -183,6 +185,8 @@ class Protocol:
             extra["precision"] = self.precision
         if self.cpu_numerics != "native":
             extra["cpu_numerics"] = self.cpu_numerics
+        if self.data is not None:
+            extra["data"] = dict(self.data)
         return extra
 
     @classmethod

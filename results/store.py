@@ -661,9 +661,21 @@ def _copy_attached(con: duckdb.DuckDBPyConnection) -> int:
     return int(scalar(con, "SELECT count(*) FROM results") - before)
 
 
+def load_into_memory(path: str | Path) -> duckdb.DuckDBPyConnection:
+    """A new in-memory database holding a copy of the results file ``path``, with the views."""
+    con = duckdb.connect(":memory:")
+    for statement in DDL:
+        con.execute(statement)
+    con.execute(f"ATTACH {sql_literal(path)} AS src (READ_ONLY)")
+    _copy_attached(con)
+    con.execute("DETACH src")
+    install_views(con)
+    return con
+
+
 def sql_literal(path: str | Path) -> str:
     """A file path as a quoted SQL string."""
     return "'" + str(path).replace("'", "''") + "'"
 
 
-__all__ = ["DB_NAME", "MergeReport", "ResultStore", "default_db_path", "locked", "sql_literal"]
+__all__ = ["DB_NAME", "MergeReport", "ResultStore", "default_db_path", "load_into_memory", "locked", "sql_literal"]

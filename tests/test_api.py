@@ -10,9 +10,11 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import networkx as nx
+import pandas
 import pytest
 import torch
 import torchvision
@@ -77,6 +79,24 @@ def test_the_call_gives_run_sweeps_rows(tmp_path):
     assert "= 1; ε = 0.06" in table and "| GMLA |" in table and "| MLA-U |" in table, table
     again = call()
     assert again.run_id == result.run_id and again.outcome.written == 0, "the same call finds its run done"
+
+
+def test_in_memory_results_are_the_files_and_leave_nothing_on_disk(tmp_path, monkeypatch):
+    graph = toy_graph()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    options = {"attacks": "gmla,mla-u", "sizes": (1, 2), "iterations": 5, "images_per_combination": 2, "eps": 0.06}
+    common = {"preset": TOY, "batch_size": 8, "progress": False, "device": "cpu", **options}
+    on_disk = bench.benchmark(ToyNet(graph.n), ToyDataset("test", graph), db=tmp_path / "r.duckdb", **common)
+    in_memory = bench.benchmark(ToyNet(graph.n), ToyDataset("test", graph), db=":memory:", **common)
+    assert in_memory.db is None and list((tmp_path / "tmp").iterdir()) == [], "no file is kept"
+    assert in_memory.run_id == on_disk.run_id
+    rows = [
+        tuple(tuple(v) if isinstance(v, list) else v for v in r) for r in in_memory.connection.execute(ROWS).fetchall()
+    ]
+    assert rows == fetch(on_disk.db, ROWS)
+    assert in_memory.table(size=2) == on_disk.table(size=2)
+    pandas.testing.assert_frame_equal(in_memory.summary(), on_disk.summary(), rtol=1e-12)  # avg's summing order
 
 
 def test_a_label_only_model_on_images_and_a_csv_graph(tmp_path):

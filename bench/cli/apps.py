@@ -252,10 +252,10 @@ def output_folder(value: Path | None) -> Path | None:
 
 def canonical_graph(value: str | None) -> str | None:
     """A graph name as the catalog compares it (ignoring case, as datasets and attacks); a graph
-    file's path is kept as given."""
+    file's path (.json, or a .csv of edges for dataset folder) is kept as given."""
     if value is not None and not value.strip():
         raise BenchError("--graph '': name a graph (`bench kg build` lists how to make one) or a graph .json file")
-    if value is None or value.endswith(".json") or "/" in value:
+    if value is None or value.lower().endswith((".json", ".csv")) or "/" in value:
         return value
     return value.lower()
 
@@ -308,7 +308,7 @@ GraphOption = Annotated[
         "--graph",
         callback=canonical_graph,
         help="Label graph of the dataset's extended labels by name (default: the dataset's own; e.g. one from bench "
-        "kg import).",
+        "kg import); for -d folder also a CSV of parent,child pairs.",
         show_default=False,
     ),
 ]

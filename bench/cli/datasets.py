@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bench.cli.apps import DataRootOption, app, canonical_dataset
+from bench.cli.apps import DataRootOption, GraphOption, app, canonical_dataset
 from bench.cli.console import console
 from bench.errors import BenchError
 from bench.progress import progress_bar
@@ -94,7 +94,10 @@ def _check_images(ds) -> int:
 def info(
     name: Annotated[
         str,
-        typer.Argument(callback=canonical_dataset, help="Dataset: voc, nus, openimages, stamps (or a registered one)."),
+        typer.Argument(
+            callback=canonical_dataset,
+            help="Dataset: voc, nus, openimages, stamps, folder (your images), or a registered one.",
+        ),
     ],
     split: Annotated[
         list[str] | None,
@@ -106,6 +109,7 @@ def info(
         ),
     ] = None,
     data_root: DataRootOption = None,
+    graph_name: GraphOption = None,
     image_size: Annotated[
         int | None,
         typer.Option("--image-size", help="Image side (default: the dataset's).", min=1, show_default=False),
@@ -134,10 +138,11 @@ def info(
 
     Example: bench data info stamps
     Example: bench data info voc --data-root ~/data/VOCdevkit --year 2012 --split val --check
+    Example: bench data info folder --data-root ~/photos --graph voc
     """
     from bench.datasets import create_dataset
 
-    given = {"year": year, "seed": seed, "n_train": n_train, "n_test": n_test}
+    given = {"year": year, "seed": seed, "n_train": n_train, "n_test": n_test, "graph": graph_name}
     kwargs = {key: value for key, value in given.items() if value is not None}
     if name == "stamps":
         kwargs["build"] = False  # an informational command builds nothing: `bench data build stamps` does

@@ -94,7 +94,10 @@ def run_command(
     dataset: Annotated[
         str,
         typer.Option(
-            "--dataset", "-d", callback=canonical_dataset, help="Dataset: stamps (offline), voc, nus, openimages."
+            "--dataset",
+            "-d",
+            callback=canonical_dataset,
+            help="Dataset: stamps (offline), voc, nus, openimages, folder (your images: --data-root, --graph).",
         ),
     ],
     model: ModelOption = None,
@@ -306,7 +309,7 @@ def run_command(
     )
     shard_index, shard_count = parse_shard(shard)
     check_store(store, graph_db)
-    if graph_name:
+    if graph_name and not graph_name.lower().endswith(".csv"):  # a CSV of edges is read with the folder's labels
         graph_path(graph_name)  # an unknown graph: one line with the closest names
     if ray is not None:
         import_ray()
@@ -333,7 +336,15 @@ def run_command(
     )
     net, data, graph = fit_dataset(loaded, data, report=console.print)
     config = sweep_config(
-        dataset, loaded, graph, chosen, options, name=name or "", shard=(shard_index, shard_count), device=str(dev)
+        dataset,
+        loaded,
+        graph,
+        chosen,
+        options,
+        name=name or "",
+        shard=(shard_index, shard_count),
+        device=str(dev),
+        data=data.fingerprint(),
     )
     # every check the sweep makes of its inputs, before the results file (and its lock) exist
     check_sizes(config.sizes, len(label_candidates(graph, config.protocol.include_abstract)), graph)

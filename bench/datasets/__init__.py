@@ -10,4 +10,4 @@ from bench.datasets.base import (  # noqa: F401
 from bench.datasets.imagefiles import UndecodableImage, batches  # noqa: F401
 
 # Importing the loader modules registers them.
-from bench.datasets import nus, openimages, stamps, voc  # noqa: F401  isort: skip
+from bench.datasets import folder, nus, openimages, stamps, voc  # noqa: F401  isort: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -46,6 +47,12 @@ class MultiLabelDataset(Dataset, ABC):
     def targets(self) -> torch.Tensor:
         """All targets ``[len, n]`` without decoding images (override when cheap)."""
         return torch.stack([self[i][1] for i in range(len(self))])
+
+    def fingerprint(self) -> dict[str, Any] | None:
+        """What identifies the data in a run's configuration beyond the dataset's name: sha256s
+        of a user's images (``folder``, ``bench.benchmark``'s tensors); ``None`` for a public
+        dataset, which its name and split identify."""
+        return None
 
 
 def register_dataset(name: str):

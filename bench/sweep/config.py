@@ -4,9 +4,10 @@ hash is the run id's suffix) and where each shard writes (``shard_db_path``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from bench.attacks import ATTACKS, attack_parameters, create_attack
 from bench.attacks.apgd import APGDAttack
@@ -73,12 +74,14 @@ def sweep_config(
     name: str = "",
     shard: tuple[int, int] = (0, 1),
     device: str = "",
+    data: Mapping[str, Any] | None = None,
 ) -> RunConfig:
     """The ``RunConfig`` of a sweep: ``options`` with what they leave out taken from ``preset``.
 
     ``protocol`` records the settings that change the numbers beyond the grid: the split, how
     combinations are chosen, each attack's iterations and images per combination, the closure
-    rule, the model's precision and the CPU numerics mode.
+    rule, the model's precision and the CPU numerics mode; ``data`` what identifies a user's
+    images (the dataset's ``fingerprint()``).
     """
     o = (options or SweepOptions()).filled(preset, dataset)
     attacks, iterations, images = _filled(o.attacks), _filled(o.iterations), _filled(o.images_per_combination)
@@ -113,6 +116,7 @@ def sweep_config(
             closure=o.closure,
             precision=o.precision,
             cpu_numerics=o.cpu_numerics,
+            data=data,
         ).to_extra(),
     )
 
