@@ -132,6 +132,10 @@ class Benchmark:
         """This run's result rows, one per (combination, image, attack, ε, τ)."""
         return self.sql("SELECT * FROM results WHERE run_id = ? ORDER BY ALL", self.run_id)
 
+    def checks(self) -> pandas.DataFrame:
+        """The run's reliability checks (``bench.sweep.checks``): name, status, value, detail."""
+        return self.sql("SELECT name, status, value, detail FROM checks WHERE run_id = ? ORDER BY name", self.run_id)
+
     def summary(self) -> pandas.DataFrame:
         """FR_N, FR_S, NT_R (mean and std over the combinations) per attack, |Ω|, ε and τ."""
         return self.sql("SELECT * FROM rate_summary WHERE run_id = ? ORDER BY size, attack", self.run_id)

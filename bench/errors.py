@@ -72,6 +72,16 @@ class InvalidValue(BenchError):
         super().__init__(f"{{{parameter}}} {_shown(value)}: {reason}", options=[parameter])
 
 
+class InvalidParameter(BenchError):
+    """An attack's or a defense's own parameter out of range: a keyword no command has as an
+    option (given in Python, or inside a spec such as ``smoothing:sigma=2``), so always spelled
+    in backticks."""
+
+    def __init__(self, parameter: str, value: object, reason: str) -> None:
+        self.parameter, self.value, self.reason = parameter, value, reason
+        super().__init__(f"{keyword(parameter)} {_shown(value)}: {reason}")
+
+
 class AmbiguousChoice(BenchError):
     """Several things match where one is needed; ``parameter`` picks one of ``choices``."""
 

@@ -3,10 +3,12 @@
 Sections: the run's provenance (configuration, model card, graph and its hash, versions, git
 commit, device, the numerics fingerprint of each machine that computed rows, wall time); the
 paper's table and the ablation table per |Ω| and ε (the same numbers as ``bench table``: the
-same layouts and rounding); plots (FR_S and NT_R against |Ω|, ε and τ where they vary, success
-rate against iterations, the ML-DP RMSD histogram) embedded as PNG; a gallery of saved
-adversarial examples (``bench run --save-images N``: clean, adversarial, perturbation
-magnified, labels before → after with Ω and Ψ marked); and a drill-down of the combinations
+same layouts and rounding; the paper's table ends with the worst case over the run's attacks,
+``worst_case`` in results/views.sql, when the run has two or more); plots (FR_S and NT_R
+against |Ω|, ε and τ where they vary, success rate against iterations, the ML-DP RMSD
+histogram) embedded as PNG; a gallery of saved adversarial examples (``bench run
+--save-images N``: clean, adversarial, perturbation magnified, labels before → after with Ω
+and Ψ marked); and a drill-down of the combinations
 where GMLA gains or loses most against each baseline. Every value from data is HTML-escaped.
 """
 
@@ -26,7 +28,7 @@ from matplotlib.figure import Figure
 from bench import numerics
 from bench.errors import BenchError
 from bench.names import ATTACK_NAMES, attack_display
-from results.tables import Layout, ablation_layout, format_cell, paper_layout
+from results.tables import WORST_CASE_NOTE, Layout, ablation_layout, format_cell, paper_layout, transfer_layout
 from results.views import Selection, fetch_dicts, scalar
 
 GALLERY_PER_ATTACK = 3  # successes and as many failures, per attack
@@ -170,10 +172,13 @@ def _provenance(run: dict, config: dict, machines: list[tuple[str, str]]) -> str
 def _tables(
     con: duckdb.DuckDBPyConnection, run_id: str, sizes: list[int], eps: list[float], tau: float, attacks: list[str]
 ) -> str:
-    parts = []
+    parts: list[str] = []
+    notes: set[str] = set()
     for e in eps:
         for k in sizes:
-            parts.append(layout_html(paper_layout(con, [run_id], Selection(k, e, tau))))
+            layout = paper_layout(con, [run_id], Selection(k, e, tau))
+            notes.update(layout.notes)
+            parts.append(layout_html(layout))
         if {"gmla", "gmla-alpha", "gmla-beta"} & set(attacks):
             try:
                 parts.append(layout_html(ablation_layout(con, [run_id], Selection(None, e, tau))))
@@ -181,6 +186,8 @@ def _tables(
                 parts.append(f'<p class="note">ablation table: {esc(exc)}</p>')
     if "ml-dp" in attacks:
         parts.append('<p class="note">ML-DP is not held to ε (its perturbation is measured by RMSD, below).</p>')
+    if WORST_CASE_NOTE in notes:
+        parts.append(f'<p class="note">{esc(WORST_CASE_NOTE)}</p>')
     return "".join(parts)
 
 
@@ -321,6 +328,39 @@ def _drill_down(con: duckdb.DuckDBPyConnection, run_id: str, attacks: list[str])
     return "".join(parts)
 
 
+def _checks(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
+    """The run's reliability checks (``bench.sweep.checks``): each one's outcome and what it means."""
+    found = con.execute(
+        "SELECT name, status, value, detail FROM checks WHERE run_id = ? ORDER BY status = 'flag' DESC, name", [run_id]
+    ).fetchall()
+    if not found:
+        return '<p class="note">No checks stored (a run made before schema version 5, or one without pairs).</p>'
+    lines = "".join(
+        f'<tr><td class="l">{esc(name)}</td><td class="l{" warn" if status == "flag" else ""}">'
+        f"{'⚠ flagged' if status == 'flag' else esc(status)}</td>"
+        f'<td>{"" if value is None else f"{value:.3g}"}</td><td class="l">{esc(detail)}</td></tr>'
+        for name, status, value, detail in found
+    )
+    return (
+        "<table><caption>Signs that a number cannot be trusted (AutoAttack-style checks; docs/attacks.md)</caption>"
+        f'<tr><th class="l">check</th><th class="l">status</th><th>value</th><th class="l">what was measured</th></tr>'
+        f"{lines}</table>"
+    )
+
+
+def _transfer(con: duckdb.DuckDBPyConnection, run_id: str, eps: list[float], tau: float) -> list[str]:
+    """The section "Transfer" (``bench run --transfer-to``): one table per ε, as ``bench table
+    --layout transfer`` prints it; nothing when the run has no transfer rows."""
+    if not scalar(con, "SELECT count(*) FROM transfer WHERE run_id = ?", [run_id]):
+        return []
+    parts = ["<h2>Transfer</h2>"]
+    for e in eps:
+        layout = transfer_layout(con, [run_id], Selection(None, e, tau))
+        parts.append(layout_html(layout))
+        parts += [f'<p class="note">{esc(note)}</p>' for note in layout.notes]
+    return parts
+
+
 def build_report(con: duckdb.DuckDBPyConnection, run_id: str, artifacts: dict) -> str:
     """The whole page for one run (see the module docstring)."""
     runs = fetch_dicts(con, "SELECT * FROM runs WHERE run_id = $run", {"run": run_id})
@@ -331,6 +371,7 @@ def build_report(con: duckdb.DuckDBPyConnection, run_id: str, artifacts: dict) -
     n_rows = scalar(con, "SELECT count(*) FROM results WHERE run_id = ?", [run_id])
     title = f"semattack-bench report: {run_id}"
     sections = [f"<h1>{esc(title)}</h1>", "<h2>Provenance</h2>", _provenance(run, config, _machines(con, run_id))]
+    sections += ["<h2>Reliability checks</h2>", _checks(con, run_id)]
     if n_rows == 0:
         sections.append(
             '<p class="warn">This run has no result rows yet: nothing to tabulate or plot. Run (or resume) it with '
@@ -361,6 +402,7 @@ def build_report(con: duckdb.DuckDBPyConnection, run_id: str, artifacts: dict) -
             '<p class="note">Mean ± std over target combinations, in % (SSIM pooled over the successful images), as '
             "<code>bench table</code> prints them.</p>",
             _tables(con, run_id, sizes, eps, run["tau"][0], attacks),
+            *_transfer(con, run_id, eps, run["tau"][0]),
             "<h2>Plots</h2>",
             _plots(con, run_id, run),
             "<h2>Adversarial examples</h2>",

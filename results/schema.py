@@ -31,6 +31,18 @@ before version 3 have no machine.
 changed: the numerator of ``ntr_share``, so empty for failed rows. The ``label_rates`` view and
 ``bench kg annotate`` count them per label. Rows stored before version 4 hold NULL there.
 
+``checks`` (schema version 5) holds each run's reliability checks (``bench.sweep.checks``): one
+row per check, ``pass``, ``flag`` or ``skip``, the measured value and one line saying what was
+measured and, when flagged, what it means and what to do. ``transfer`` (version 5) holds the
+run's adversarial images evaluated on other models (``target``), one row per result key and
+target: ``source_success`` (the row's own success), ``eligible`` (the target's clean prediction
+has every label of Ω positive), and success, consistent and ntr_share on the target, with Ψ
+recomputed from the target's clean prediction.
+
+``results.detected`` (version 5) says, for a run against a defended model with a detector
+(``bench.defenses``), whether the detector rejected the row's adversarial image (NULL without
+one): a pair is fooled after detection when it succeeds and is not detected.
+
 ``artifacts`` (schema version 2) references the adversarial examples a run saved
 (``bench run --save-images N``): one ``.npz`` per row key, its path relative to the database's
 folder, with PNGs beside it under the same stem.
@@ -50,7 +62,7 @@ from typing import Any, NamedTuple
 import bench
 from bench.errors import BenchError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 ARTIFACTS_DDL = """CREATE TABLE artifacts (
         run_id TEXT NOT NULL,
@@ -72,6 +84,32 @@ MACHINES_DDL = """CREATE TABLE machines (
         PRIMARY KEY (run_id, machine)
     )"""
 
+CHECKS_DDL = """CREATE TABLE checks (
+        run_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pass', 'flag', 'skip')),
+        value DOUBLE,
+        detail TEXT NOT NULL,
+        checked TIMESTAMP NOT NULL,
+        PRIMARY KEY (run_id, name)
+    )"""
+
+TRANSFER_DDL = """CREATE TABLE transfer (
+        run_id TEXT NOT NULL,
+        target TEXT NOT NULL,
+        combo_id INTEGER NOT NULL,
+        image_id TEXT NOT NULL,
+        attack TEXT NOT NULL,
+        eps DOUBLE NOT NULL,
+        tau DOUBLE NOT NULL,
+        source_success BOOLEAN NOT NULL,
+        eligible BOOLEAN NOT NULL,
+        success BOOLEAN NOT NULL CHECK (eligible OR NOT success),
+        consistent BOOLEAN NOT NULL CHECK (success OR NOT consistent),
+        ntr_share DOUBLE NOT NULL CHECK (ntr_share BETWEEN 0 AND 1),
+        PRIMARY KEY (run_id, target, combo_id, image_id, attack, eps, tau)
+    )"""
+
 #: SQL statements that upgrade schema version ``v`` to ``v + 1``.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (ARTIFACTS_DDL,),  # version 2: the adversarial examples saved with `bench run --save-images`
@@ -79,6 +117,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE results ADD COLUMN machine TEXT", MACHINES_DDL),
     # version 4: which labels outside Ψ each row's attack flipped (the label_rates view)
     3: ("ALTER TABLE results ADD COLUMN flipped TEXT[]",),
+    # version 5: the reliability checks of each run, and its rows' transfer to other models
+    4: (CHECKS_DDL, TRANSFER_DDL, "ALTER TABLE results ADD COLUMN detected BOOLEAN"),
 }
 
 DDL = (
@@ -136,10 +176,13 @@ DDL = (
         seconds DOUBLE NOT NULL CHECK (seconds >= 0),
         machine TEXT,
         flipped TEXT[],
+        detected BOOLEAN,
         PRIMARY KEY (run_id, combo_id, image_id, attack, eps, tau)
     )""",
     ARTIFACTS_DDL,
     MACHINES_DDL,
+    CHECKS_DDL,
+    TRANSFER_DDL,
 )
 
 #: Fields of ``RunConfig`` that do not change the numbers, left out of ``config_hash``.
@@ -153,7 +196,8 @@ class Protocol:
     ``to_extra`` writes the dict the configuration hash covers: ``target`` is always written
     (runs stored before it was a field keep their ids), ``closure``, ``precision`` and
     ``cpu_numerics`` only when they are not the default (likewise), ``data`` (a user's images'
-    sha256s, ``MultiLabelDataset.fingerprint``) only when the dataset gives one. ``from_extra`` reads any
+    sha256s, ``MultiLabelDataset.fingerprint``) only when the dataset gives one, ``defense`` and
+    ``eot`` only for a defended run. ``from_extra`` reads any
     stored version back.
     """
 
@@ -168,6 +212,8 @@ class Protocol:
     precision: str = "fp32"
     cpu_numerics: str = "native"
     data: Mapping[str, Any] | None = None  # the dataset's fingerprint, for a user's images
+    defense: Mapping[str, Any] | None = None  # the defended model's defense (``Defense.config()``)
+    eot: int = 1  # the attacks average this many draws of a randomised defense
 
     def to_extra(self) -> dict[str, Any]:
         extra = {
@@ -187,6 +233,10 @@ class Protocol:
             extra["cpu_numerics"] = self.cpu_numerics
         if self.data is not None:
             extra["data"] = dict(self.data)
+        if self.defense is not None:
+            extra["defense"] = dict(self.defense)
+        if self.eot != 1:
+            extra["eot"] = self.eot
         return extra
 
     @classmethod
@@ -313,6 +363,7 @@ class ResultRow:
     rmsd: float | None = None
     machine: str | None = None  # the numerics fingerprint's id (``machines``); set by the writer
     flipped: tuple[str, ...] | None = None  # labels outside Ψ the attack changed (success only)
+    detected: bool | None = None  # a defense's detector rejected the adversarial image (None: no detector)
 
     @property
     def key(self) -> ResultKey:
@@ -335,6 +386,31 @@ class ResultKey(NamedTuple):
 
 
 ROW_COLUMNS = tuple(f.name for f in fields(ResultRow))
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRow:
+    """One result row's adversarial image evaluated on another model (``target``): a row of
+    ``transfer`` (``bench.sweep.transfer``)."""
+
+    target: str
+    combo_id: int
+    image_id: str
+    attack: str
+    eps: float
+    tau: float
+    source_success: bool
+    eligible: bool
+    success: bool
+    consistent: bool
+    ntr_share: float
+
+    @property
+    def key(self) -> ResultKey:
+        return ResultKey.of(self.combo_id, self.image_id, self.attack, self.eps, self.tau)
+
+
+TRANSFER_COLUMNS = tuple(f.name for f in fields(TransferRow))
 
 
 def grid_value(x: float) -> float:
@@ -365,5 +441,7 @@ __all__ = [
     "ResultKey",
     "ResultRow",
     "RunConfig",
+    "TRANSFER_COLUMNS",
+    "TransferRow",
     "grid_value",
 ]

@@ -34,10 +34,12 @@ from results.schema import (
     MIGRATIONS,
     ROW_COLUMNS,
     SCHEMA_VERSION,
+    TRANSFER_COLUMNS,
     Combination,
     ResultKey,
     ResultRow,
     RunConfig,
+    TransferRow,
     grid_value,
 )
 from results.views import VIEWS_SHA256, install_views, scalar
@@ -338,12 +340,20 @@ class ResultStore:
         rows: Sequence[ResultRow],
         complete: Iterable[int] = (),
         artifacts: Sequence[tuple[ResultKey, str]] = (),
+        *,
+        transfer: Sequence[TransferRow] = (),
+        verify: bool = False,
     ) -> int:
         """Store a batch of rows in one transaction and mark the ``complete`` combinations done.
 
         Rows whose key is already stored are skipped (the first write wins), so writing a
         batch twice stores it once. ``artifacts`` pairs a row key with its saved adversarial
-        example (a path relative to this file's folder). Returns how many rows were new.
+        example (a path relative to this file's folder). ``transfer``: the rows' adversarial
+        images evaluated on other models (``bench.sweep.transfer``), stored in the same
+        transaction (likewise first write wins). ``verify``: a row, or transfer row, whose key
+        is stored already must equal the stored one in every number (all but ``seconds`` and
+        ``machine``), else the first that differs is refused in one line and nothing of the
+        batch is stored (a run recomputed to add transfer targets). Returns how many rows were new.
         """
         columns = _columns(rows)
         done = sorted({int(c) for c in complete})
@@ -357,6 +367,8 @@ class ResultStore:
             )
             if missing:
                 raise ValueError(f"run {run_id!r} has no combinations {missing}: write_combinations first")
+            if verify:
+                _verify_stored(con, run_id, rows, columns, transfer)
             added = 0
             if rows:
                 select = ", ".join(f"unnest(${c}{CASTS.get(c, '')})" for c in ROW_COLUMNS)
@@ -365,6 +377,13 @@ class ResultStore:
                     f"INSERT INTO results (run_id, {', '.join(ROW_COLUMNS)}) "
                     f"SELECT $run_id, * FROM (SELECT {select}) ON CONFLICT DO NOTHING",
                     {"run_id": run_id, **columns},
+                )
+            if transfer:
+                select = ", ".join(f"unnest(${c})" for c in TRANSFER_COLUMNS)
+                con.execute(
+                    f"INSERT INTO transfer (run_id, {', '.join(TRANSFER_COLUMNS)}) "
+                    f"SELECT $run_id, * FROM (SELECT {select}) ON CONFLICT DO NOTHING",
+                    {"run_id": run_id, **_transfer_columns(transfer)},
                 )
             if artifacts:
                 con.executemany(
@@ -398,12 +417,51 @@ class ResultStore:
             ).fetchall()
         return {ResultKey(*r[:5]): self.path.parent / r[5] for r in rows}
 
-    def done_keys(self, run_id: str) -> set[ResultKey]:
-        """The natural keys of the run's stored rows (what a resumed sweep skips)."""
+    def write_checks(self, run_id: str, checks: Iterable[Any]) -> None:
+        """Store a run's reliability checks (``bench.sweep.checks.Check``), replacing earlier outcomes."""
+        rows = [[run_id, c.name, c.status, c.value, c.detail, _now()] for c in checks]
+        if not rows:
+            return
+        with self._transaction() as con:
+            _require_run(con, run_id)
+            con.executemany("INSERT OR REPLACE INTO checks VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def checks(self, run_id: str) -> list[tuple[str, str, float | None, str]]:
+        """The run's stored checks: ``(name, status, value, detail)`` in name order."""
         with self._connect(read_only=True) as con:
-            rows = con.execute(
-                "SELECT combo_id, image_id, attack, eps, tau FROM results WHERE run_id = ?", [run_id]
+            found = con.execute(
+                "SELECT name, status, value, detail FROM checks WHERE run_id = ? ORDER BY name", [run_id]
             ).fetchall()
+        return [(str(n), str(s), v, str(d)) for n, s, v, d in found]
+
+    def setting_rates(self, run_id: str) -> list[tuple[float, str, float]]:
+        """``(ε, attack, FR_N)`` of the run's rows inside their ε-ball (an unbounded row that left it
+        counts as not fooled), per ε and attack: what the ``black-box`` check compares."""
+        with self._connect(read_only=True) as con:
+            found = con.execute(
+                """SELECT eps, attack, avg((success AND linf <= eps + 1e-6)::DOUBLE)
+                   FROM results WHERE run_id = ? GROUP BY eps, attack ORDER BY eps, attack""",
+                [run_id],
+            ).fetchall()
+        return [(float(e), str(a), float(f)) for e, a, f in found]
+
+    def done_keys(self, run_id: str, targets: Sequence[str] = ()) -> set[ResultKey]:
+        """The natural keys of the run's stored rows (what a resumed sweep skips); with
+        ``targets`` (transfer targets), only those that have a transfer row for each of them."""
+        with self._connect(read_only=True) as con:
+            if not targets:
+                rows = con.execute(
+                    "SELECT combo_id, image_id, attack, eps, tau FROM results WHERE run_id = ?", [run_id]
+                ).fetchall()
+            else:
+                rows = con.execute(
+                    """SELECT r.combo_id, r.image_id, r.attack, r.eps, r.tau FROM results AS r
+                       LEFT JOIN transfer AS t ON t.run_id = r.run_id AND t.combo_id = r.combo_id
+                            AND t.image_id = r.image_id AND t.attack = r.attack AND t.eps = r.eps
+                            AND t.tau = r.tau AND list_contains($targets, t.target)
+                       WHERE r.run_id = $run GROUP BY ALL HAVING count(DISTINCT t.target) = $n""",
+                    {"run": run_id, "targets": list(targets), "n": len(set(targets))},
+                ).fetchall()
         return {ResultKey(*r) for r in rows}
 
     def done_combinations(self, run_id: str) -> set[int]:
@@ -629,6 +687,7 @@ def _columns(rows: Sequence[ResultRow]) -> dict[str, list]:
         "seconds": float,
         "machine": lambda v: None if v is None else str(v),
         "flipped": lambda v: None if v is None else [str(x) for x in v],
+        "detected": lambda v: None if v is None else bool(v),
     }
     out: dict[str, list] = {}
     for name in ROW_COLUMNS:
@@ -639,6 +698,74 @@ def _columns(rows: Sequence[ResultRow]) -> dict[str, list]:
             out[name] = [None if v is None else float(v) for v in values]
     out["attack"] = [a.lower() for a in out["attack"]]  # registered names are lower case
     return out
+
+
+def _transfer_columns(rows: Sequence[TransferRow]) -> dict[str, list]:
+    """Transfer rows → one plain Python list per column (keys as ``ResultKey.of`` writes them)."""
+    keys = [r.key for r in rows]
+    return {
+        "target": [str(r.target) for r in rows],
+        **{name: [k[i] for k in keys] for i, name in enumerate(ResultKey._fields)},
+        **{name: [bool(getattr(r, name)) for r in rows] for name in ("source_success", "eligible", "success")},
+        "consistent": [bool(r.consistent) for r in rows],
+        "ntr_share": [float(r.ntr_share) for r in rows],
+    }
+
+
+#: what a recomputed row must reproduce of the stored one (``write_rows(verify=True)``)
+VERIFIED = tuple(c for c in ROW_COLUMNS if c not in (*ResultKey._fields, "seconds", "machine"))
+TRANSFER_VERIFIED = ("source_success", "eligible", "success", "consistent", "ntr_share")
+
+
+def _verify_stored(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    rows: Sequence[ResultRow],
+    columns: dict[str, list],
+    transfer: Sequence[TransferRow],
+) -> None:
+    """Refuse, in one line, the first row (or transfer row) of a batch whose key is stored with
+    other numbers (``write_rows(verify=True)``)."""
+    ids = sorted({int(c) for c in columns["combo_id"]} | {int(t.combo_id) for t in transfer})
+    keys = ", ".join(ResultKey._fields)
+    if rows:
+        stored = {
+            ResultKey(*r[:5]): r[5:]
+            for r in con.execute(
+                f"SELECT {keys}, {', '.join(VERIFIED)} FROM results WHERE run_id = ? AND list_contains(?, combo_id)",
+                [run_id, ids],
+            ).fetchall()
+        }
+        for i, row in enumerate(rows):
+            old = stored.get(row.key)
+            new = tuple(columns[c][i] for c in VERIFIED)
+            if old is not None and tuple(old) != new:
+                name, was, now = next((c, a, b) for c, a, b in zip(VERIFIED, old, new) if a != b)
+                raise BenchError(
+                    f"run {run_id!r}: the recomputed row {_key_text(row.key)} differs from the stored one in "
+                    f"{name} (stored {was!r}, recomputed {now!r}); a run's rows are reproducible only on the "
+                    "machine, device and batch size that computed them; nothing of this batch was stored"
+                )
+    if transfer:
+        found = con.execute(
+            f"SELECT target, {keys}, {', '.join(TRANSFER_VERIFIED)} FROM transfer "
+            "WHERE run_id = ? AND list_contains(?, combo_id)",
+            [run_id, ids],
+        ).fetchall()
+        stored_t = {(r[0], ResultKey(*r[1:6])): r[6:] for r in found}
+        for t in transfer:
+            old = stored_t.get((t.target, t.key))
+            new = (bool(t.source_success), bool(t.eligible), bool(t.success), bool(t.consistent), float(t.ntr_share))
+            if old is not None and tuple(old) != new:
+                name, was, now = next((c, a, b) for c, a, b in zip(TRANSFER_VERIFIED, old, new) if a != b)
+                raise BenchError(
+                    f"run {run_id!r}: the recomputed transfer row {_key_text(t.key)} on {t.target!r} differs from "
+                    f"the stored one in {name} (stored {was!r}, recomputed {now!r}); nothing of this batch was stored"
+                )
+
+
+def _key_text(key: ResultKey) -> str:
+    return f"(combination {key.combo_id}, image {key.image_id}, {key.attack}, ε {key.eps:g}, τ {key.tau:g})"
 
 
 def _copy_attached(con: duckdb.DuckDBPyConnection) -> int:
@@ -658,6 +785,8 @@ def _copy_attached(con: duckdb.DuckDBPyConnection) -> int:
     con.execute("INSERT INTO results BY NAME SELECT * FROM src.results ON CONFLICT DO NOTHING")
     con.execute("INSERT INTO machines BY NAME SELECT * FROM src.machines ON CONFLICT DO NOTHING")
     con.execute("INSERT INTO artifacts SELECT * FROM src.artifacts ON CONFLICT DO NOTHING")
+    con.execute("INSERT INTO checks BY NAME SELECT * FROM src.checks ON CONFLICT DO NOTHING")
+    con.execute("INSERT INTO transfer BY NAME SELECT * FROM src.transfer ON CONFLICT DO NOTHING")
     return int(scalar(con, "SELECT count(*) FROM results") - before)
 
 

@@ -24,8 +24,18 @@ from rich import box
 from rich.table import Table
 
 from bench.errors import AmbiguousChoice, BenchError, unknown
-from bench.names import ATTACK_NAMES, attack_display
-from results.views import ANY, Selection, only_attacks, run_ids, summary, unfinished_notes
+from bench.names import ATTACK_NAMES, WORST_CASE, attack_display
+from results.views import (
+    ANY,
+    Selection,
+    check_notes,
+    fetch_dicts,
+    only_attacks,
+    pick,
+    run_ids,
+    summary,
+    unfinished_notes,
+)
 
 
 class TableFormat(str, Enum):
@@ -55,9 +65,10 @@ def display(names: dict[str, str], key: str) -> str:
 
 
 def ordered(keys: set[str], known: Sequence[str]) -> list[str]:
-    """The paper's order for known names, then the others alphabetically."""
+    """The paper's order for known names, then the others alphabetically; the worst case over
+    attacks last (as ``bench.names.paper_order``)."""
     rank = {k: i for i, k in enumerate(known)}
-    return sorted(keys, key=lambda k: (rank.get(k, len(rank)), k))
+    return sorted(keys, key=lambda k: (k == WORST_CASE, rank.get(k, len(rank)), k))
 
 
 def check_metrics(metrics: Sequence[str], ssim: str = SSIM_MODES[0]) -> list[str]:
@@ -114,6 +125,11 @@ class Layout:
 
 
 UNBOUNDED_NOTE = "ML-DP is not held to ε: its perturbation is unbounded (measured by RMSD)."
+WORST_CASE_NOTE = (
+    "Worst case: an image and Ω count as fooled if any attack of the run fooled them within ε, over every τ "
+    "(a perturbation larger than ε does not count); FR_S, NT_R and SSIM are those of the attack that did "
+    "(a consistent one first, then the lowest NT_R)."
+)
 
 
 def _cell(summary_row: dict | None, metric: str, ssim: str) -> Cell:
@@ -170,8 +186,10 @@ def paper_layout(
         for attack in ordered({r["attack"] for r in rows if r["model_name"] == model}, list(ATTACK_NAMES)):
             cells = tuple(_cell(by_cell.get((model, attack, d)), m, ssim) for d in datasets for m in metrics)
             out.append(Row((model, attack), (display(MODEL_NAMES, model), attack_display(attack)), cells))
-    notes: tuple[str, ...] = (UNBOUNDED_NOTE,) if any(r["attack"] == "ml-dp" for r in rows) else ()
-    notes += unfinished_notes(con, list(dict.fromkeys(r["run_id"] for r in rows)))
+    in_table = {r["attack"] for r in rows}
+    notes = (UNBOUNDED_NOTE,) * ("ml-dp" in in_table) + (WORST_CASE_NOTE,) * (WORST_CASE in in_table)
+    shown = list(dict.fromkeys(r["run_id"] for r in rows))
+    notes += unfinished_notes(con, shown) + check_notes(con, shown)
     return Layout(_title(rows, selection), ("Model", "Attack"), groups, tuple(out), notes)
 
 
@@ -211,7 +229,82 @@ def ablation_layout(
     first = rows[0]
     title = f"{display(MODEL_NAMES, first['model_name'])} on {display(DATASET_NAMES, first['dataset'])}; "
     title += _title(rows, selection)
-    return Layout(title, ("|Ω|",), groups, out, unfinished_notes(con, stored))
+    notes = (WORST_CASE_NOTE,) * (WORST_CASE in names) + unfinished_notes(con, stored) + check_notes(con, stored)
+    return Layout(title, ("|Ω|",), groups, out, notes)
+
+
+TRANSFER_METRICS = ("fr_n", "fr_s", "nt_r")
+TRANSFER_NOTE = (
+    "Transfer: the run's adversarial images on other models, pooled over |Ω|, over the pairs that fooled the run's "
+    "model and whose clean prediction on the target is consistent with the graph with every label of Ω positive "
+    "(Ψ from that prediction)."
+)
+
+
+def transfer_layout(
+    con: duckdb.DuckDBPyConnection,
+    runs: Sequence[str] = (),
+    selection: Selection = ANY,
+    metrics: Sequence[str] = TRANSFER_METRICS,
+    attacks: Sequence[str] = (),
+    ssim: str = "pooled",
+) -> Layout:
+    """Attacks as rows, transfer targets × (FR_N, FR_S, NT_R) as columns, for one run: the
+    ``transfer_rates`` view (``bench run --transfer-to``), in %; one value per cell (pooled)."""
+    metrics = check_metrics(metrics, ssim)
+    if "ssim" in metrics:
+        raise BenchError("the transfer layout shows fr_n, fr_s and nt_r: the transfer table holds no SSIM")
+    if selection.size is not None:
+        raise BenchError(
+            "the transfer layout pools every |Ω| (the transfer_rates view): leave out {size}, or read one |Ω| "
+            "from the transfer table with SQL",
+            options=["size"],
+        )
+    stored = run_ids(con, runs)
+    rows = fetch_dicts(
+        con,
+        "SELECT * FROM transfer_rates WHERE list_contains($runs, run_id) ORDER BY run_id, target, attack, eps, tau",
+        {"runs": stored},
+    )
+    holding = sorted({r["run_id"] for r in rows}, key=stored.index)
+    if not holding:
+        raise BenchError(
+            f"run(s) {', '.join(stored)} have no transfer rows: add targets with `bench run … --transfer-to MODEL`"
+        )
+    if len(holding) > 1:
+        raise AmbiguousChoice("the transfer layout shows one run", "runs", holding)
+    rows = only_attacks(pick(rows, selection, vary="size"), attacks)
+    run = holding[0]
+    model = fetch_dicts(con, "SELECT model_name FROM runs WHERE run_id = ?", [run])[0]["model_name"]
+    by_cell = {(r["attack"], r["target"]): r for r in rows}
+    targets = sorted({r["target"] for r in rows})
+    names = ordered({r["attack"] for r in rows}, list(ATTACK_NAMES))
+    groups = tuple(Group(t, t, tuple((m, _metric_label(m)) for m in metrics)) for t in targets)
+    out = tuple(
+        Row(
+            (a,),
+            (attack_display(a),),
+            tuple(_transfer_cell(by_cell.get((a, t)), m) for t in targets for m in metrics),
+        )
+        for a in names
+    )
+    parts = []
+    for axis, label in (("eps", "ε"), ("tau", "τ")):
+        wanted = getattr(selection, axis)
+        values = [wanted] if wanted is not None else sorted({r[axis] for r in rows})
+        parts.append(f"{label} = " + ", ".join(f"{v:g}" for v in values))
+    title = f"Transfer from {display(MODEL_NAMES, model)} (run {run}); " + "; ".join(parts)
+    counts = []
+    for t in targets:
+        mine = [r for r in rows if r["target"] == t]
+        fooled, eligible = sum(r["source_successes"] for r in mine), sum(r["pairs"] for r in mine)
+        counts.append(f"{t}: {eligible} of the {fooled} pairs that fooled the run's model are eligible on it.")
+    notes = (TRANSFER_NOTE, *counts) + (UNBOUNDED_NOTE,) * ("ml-dp" in names) + unfinished_notes(con, [run])
+    return Layout(title, ("Attack",), groups, out, notes)
+
+
+def _transfer_cell(row: dict | None, metric: str) -> Cell:
+    return Cell(None if row is None else row[metric], None, True)
 
 
 # ---------------------------------------------------------------------- renderers

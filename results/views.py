@@ -83,6 +83,17 @@ def unfinished_notes(con: duckdb.DuckDBPyConnection, runs: Sequence[str]) -> tup
     return tuple(notes)
 
 
+def check_notes(con: duckdb.DuckDBPyConnection, runs: Sequence[str]) -> tuple[str, ...]:
+    """One note per flagged reliability check of the runs (``bench.sweep.checks``): the check,
+    what it measured and what to do; a table shows them under its rows."""
+    found = con.execute(
+        "SELECT run_id, name, detail FROM checks WHERE status = 'flag' AND list_contains(?, run_id) "
+        "ORDER BY run_id, name",
+        [list(runs)],
+    ).fetchall()
+    return tuple(f"⚠ run {run}, check {name}: {detail}." for run, name, detail in found)
+
+
 @dataclass(frozen=True)
 class Selection:
     """The |Ω|, ε and τ a user asked for (``None``: the only one stored)."""

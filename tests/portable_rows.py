@@ -32,7 +32,10 @@ MODEL = "toy-conv"
 SWEEP = ["--attack", "all", "--size", "1,2", "--eps", "0.06", "--iterations", "10", "--images-per-combo", "2"]
 SWEEP += ["--batch-size", "4", "--preset", "fast", "--seed", "3", "--cpu-numerics", "portable"]
 # The columns a row's bits decide: not its wall time, machine or run id (the configuration's hash).
-ROWS_SQL = "SELECT * EXCLUDE (run_id, seconds, machine) FROM results ORDER BY combo_id, image_id, attack, eps, tau"
+# ``detected`` is NULL without a defense (the record predates the column).
+ROWS_SQL = (
+    "SELECT * EXCLUDE (run_id, seconds, machine, detected) FROM results ORDER BY combo_id, image_id, attack, eps, tau"
+)
 # What the record keeps of the machine (the fingerprint's fields).
 VERSIONS = ("torch", "mkl", "onednn")
 MACHINE = ("cpu", "cpu_vendor", "cpu_isa", "cpu_flags", "mkl_path", "onednn_path", "aten_path", *VERSIONS)

@@ -77,6 +77,10 @@ def test_the_call_gives_run_sweeps_rows(tmp_path):
     assert set(summary["size"]) == {1, 2} and (summary["run_id"] == result.run_id).all()
     table = result.table(size=1)
     assert "= 1; ε = 0.06" in table and "| GMLA |" in table and "| MLA-U |" in table, table
+    assert dict(zip(result.checks()["name"], result.checks()["status"])) == {
+        **dict.fromkeys(("gradients", "loss-progress", "probabilities", "randomness", "unbounded-eps"), "pass"),
+        "black-box": "skip",
+    }
     again = call()
     assert again.run_id == result.run_id and again.outcome.written == 0, "the same call finds its run done"
 

@@ -90,8 +90,11 @@ def test_declared_target_sets_and_names():
         "mla-c": ("MLA-C", False),
         "mla-lp": ("MLA-LP", False),
         "ml-dp": ("ML-DP", False),
+        "square": ("Square", False),
+        "square-g": ("Square-G", True),
+        "mla-kg": ("MLA-KG", False),
     }
-    assert attacks.list_attacks() == sorted(expected), "the seven registered attacks"
+    assert attacks.list_attacks() == sorted(expected), "the paper's seven attacks, the black-box Square pair and MLA-KG"
     for name, (display, semantic) in expected.items():
         attack = attacks.create_attack(name)
         assert (attack.display_name, attack.semantic, attack.name) == (display, semantic, name), f"{name}: declaration"

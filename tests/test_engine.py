@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from bench import numerics
-from bench.attacks import create_attack, list_attacks
+from bench.attacks import bind_graph, create_attack, list_attacks
 from bench.attacks.engine import EngineStats, Task, run_tasks
 from bench.attacks.ops import frozen
+from kg.graph import LabelGraph
 from tests.attacks_fixtures import flip_targets
 
 # compares results bit for bit or near a decision boundary: ./setup.sh test reruns it under emulated CPUs
@@ -65,6 +66,7 @@ def same(a, b) -> bool:
 def test_a_pair_alone_in_a_padded_batch_equals_it_among_others(scenario, name):
     model, x, desired, tmask, ntmask = scenario
     attack = create_attack(name, eps=0.2, steps=steps_for(name))
+    bind_graph([attack], LabelGraph("six", tuple("abcdef"), ((0, 1), (0, 2), (1, 3), (4, 5)), LABELS))  # MLA-KG's
     full = attack(model, x, desired, tmask, ntmask, batch_size=B, max_targets=1)
     perm = torch.randperm(PAIRS, generator=torch.Generator().manual_seed(9))
     shuffled = attack(model, x[perm], desired[perm], tmask[perm], ntmask[perm], batch_size=B, max_targets=1)

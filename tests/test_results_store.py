@@ -321,19 +321,22 @@ def test_merge_refuses_mismatched_runs(tmp_path):
     assert stored_rows(merged) == before, "a refused merge changed the target"
 
 
-def test_version_one_files_gain_the_artifacts_machines_and_flipped(tmp_path):
+def test_version_one_files_gain_the_artifacts_machines_flipped_checks_and_transfer(tmp_path):
     path = tmp_path / "v1.duckdb"
     store_sweep(ResultStore(path), fake_sweep(config(), seed=4))
     before = stored_rows(ResultStore(path))
     with duckdb.connect(str(path)) as con:  # back to what version 1 wrote
         con.execute("DROP TABLE artifacts")
         con.execute("DROP TABLE machines")
+        con.execute("DROP TABLE checks")
+        con.execute("DROP TABLE transfer")
         con.execute("ALTER TABLE results DROP COLUMN machine")
         con.execute("ALTER TABLE results DROP COLUMN flipped")
+        con.execute("ALTER TABLE results DROP COLUMN detected")
         con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     upgraded = ResultStore(path)
     with duckdb.connect(str(path), read_only=True) as con:
-        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "4"
+        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "5"
         assert con.execute("SELECT count(*) FROM results WHERE flipped IS NULL").fetchone()[0] == len(before), (
             "rows stored before version 4 have no flipped labels"
         )
@@ -342,6 +345,8 @@ def test_version_one_files_gain_the_artifacts_machines_and_flipped(tmp_path):
         )
         assert con.execute("SELECT count(*) FROM artifacts").fetchone()[0] == 0, "the artifacts table exists"
         assert con.execute("SELECT count(*) FROM machines").fetchone()[0] == 0, "the machines table exists"
+        assert con.execute("SELECT count(*) FROM checks").fetchone()[0] == 0, "the checks table exists"
+        assert con.execute("SELECT count(*) FROM transfer").fetchone()[0] == 0, "the transfer table exists"
         assert con.execute("SELECT count(*) FROM results WHERE machine IS NULL").fetchone()[0] == len(before), (
             "rows stored before version 3 have no machine"
         )

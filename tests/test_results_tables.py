@@ -55,11 +55,13 @@ def test_paper_layout_cells_match_numpy(db):
     with store.reader() as con:
         layout = paper_layout(con, runs, Selection(size=3))
     assert [g.key for g in layout.groups] == ["voc", "nus"], "datasets not in the paper's order (VOC, NUS-WIDE)"
-    assert [r.keys for r in layout.rows] == [(m, a) for m in ("asl", "ml-gcn") for a in PAPER_ATTACKS], (
-        f"rows should be models × attacks in the paper's order, got {[r.keys for r in layout.rows]}"
-    )
+    assert [r.keys for r in layout.rows] == [
+        (m, a) for m in ("asl", "ml-gcn") for a in (*PAPER_ATTACKS, "worst-case")
+    ], f"rows should be models × attacks in the paper's order, then the worst case, got {[r.keys for r in layout.rows]}"
     for row in layout.rows:
         model, attack = row.keys
+        if attack == "worst-case":
+            continue  # its numbers: tests/test_results_worst_case.py
         cells = iter(row.cells)
         for group in layout.groups:
             expected = ref[run_of(sweeps, group.key, model), 3, attack, 0.01, -0.85]
@@ -203,7 +205,7 @@ def test_a_plugin_attacks_display_name_reaches_the_tables():
 
 def test_wide_tables_print_one_group_at_a_time_and_ml_dp_is_marked(db, tmp_path, capsys):
     from bench.cli.results import WRAP_AT, print_layout
-    from results.tables import UNBOUNDED_NOTE, to_latex, to_markdown
+    from results.tables import UNBOUNDED_NOTE, WORST_CASE_NOTE, to_latex, to_markdown
 
     store, _, paper_runs, _ = db
     with store.reader() as con:
@@ -223,7 +225,8 @@ def test_wide_tables_print_one_group_at_a_time_and_ml_dp_is_marked(db, tmp_path,
         with_dp = paper_layout(con, [], Selection(size=3))
     with store.reader() as con:
         without = paper_layout(con, [paper_runs[0]], Selection(size=3))
-    assert with_dp.notes == (UNBOUNDED_NOTE,) and not without.notes, "the note only where ML-DP is a row"
+    assert with_dp.notes == (UNBOUNDED_NOTE, WORST_CASE_NOTE), "ML-DP's note, then the worst case's (two attacks)"
+    assert without.notes == (WORST_CASE_NOTE,), "the ML-DP note only where ML-DP is a row"
     assert UNBOUNDED_NOTE in to_markdown(with_dp) and "unbounded" in to_latex(with_dp)
 
 

@@ -1,4 +1,4 @@
-"""Attacks by name: GMLA and the six baselines of the paper.
+"""Attacks by name: GMLA, the six baselines of the paper and the black-box Square (``square``, ``square-g``).
 
 Every attack takes ``(model, images, desired, target_mask, nontarget_mask)`` for a batch of
 (image, Ω) pairs and returns an ``AttackResult`` (see ``bench.attacks.base``); the pairs run
@@ -17,13 +17,18 @@ with a ``@register_attack("name")`` class (an Auto-PGD attack writes ``gradient_
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, TypeVar
 
 from bench.attacks.base import Attack, AttackResult  # noqa: F401
 from bench.errors import BenchError
 from bench.names import ATTACK_NAMES
 from bench.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from kg.graph import LabelGraph
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 A = TypeVar("A", bound=Attack)
@@ -63,5 +68,13 @@ def list_attacks() -> list[str]:
     return ATTACKS.names()
 
 
+def bind_graph(attacks: Iterable[Attack], graph: LabelGraph, output_index: Tensor | None = None) -> None:
+    """Give the label graph (node i = output ``output_index[i]``, i by default) to every attack
+    that uses one (``Attack.uses_graph``: MLA-KG); the others are left as they are."""
+    for attack in attacks:
+        if attack.uses_graph:
+            attack.set_graph(graph, output_index)
+
+
 # Importing the attack modules registers them.
-from bench.attacks import gmla, gmla_alpha, gmla_beta, ml_dp, mla_c, mla_lp, mla_u  # noqa: E402,F401  isort: skip
+from bench.attacks import gmla, gmla_alpha, gmla_beta, ml_dp, mla_c, mla_kg, mla_lp, mla_u, square  # noqa: E402,F401  isort: skip

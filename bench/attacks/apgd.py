@@ -1,11 +1,12 @@
-"""Auto-PGD (Croce & Hein, ICML 2020), ℓ∞, shared by GMLA, GMLA_α/β and MLA-U/MLA-C.
+"""Auto-PGD (Croce & Hein, ICML 2020), ℓ∞, shared by GMLA, GMLA_α/β, MLA-U/MLA-C and MLA-KG.
 
 Supp. Eq. (9)–(10): ``z = Π(x⁽ᵏ⁾ + η⁽ᵏ⁾ e⁽ᵏ⁾)``, ``x⁽ᵏ⁺¹⁾ = Π(x⁽ᵏ⁾ + α(z − x⁽ᵏ⁾) + (1 − α)(x⁽ᵏ⁾ − x⁽ᵏ⁻¹⁾))``
 with Π the projection on the ε-ball around the clean image and on [0, 1], α = 0.75 (1 at
 the first step), no random start, initial step 2·η with η = 0.006 (the official code's
-constant, not 2ε). The objective f = −Σ BCE(logits, desired) over the masked labels drives
-the step-size control: at checkpoints w₁ = ⌊0.22 N⌋, then windows shrinking by ⌊0.03 N⌋ down
-to ⌊0.06 N⌋, a sample's step is halved and it restarts from its best point x_max when
+constant, not 2ε). The objective f = −Σ BCE(logits, desired) over the masked labels (plus an
+attack's ``extra_objective``, MLA-KG's penalty) drives the step-size control: at checkpoints
+w₁ = ⌊0.22 N⌋, then windows shrinking by ⌊0.03 N⌋ down to ⌊0.06 N⌋, a sample's step is
+halved and it restarts from its best point x_max when
 
 1. f increased in fewer than ρ·(w_j − w_{j−1}) of the window's steps (ρ = 0.75), or
 2. its step was not halved at w_{j−1} and f_max did not grow since then.
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from bench.attacks.base import Attack
 from bench.attacks.engine import Stepper, per_row
@@ -112,14 +114,44 @@ class APGDStepper(Stepper):
                 mine = (self.setting == s)[:, None]
                 for j, m in enumerate(self.attacks[s].gradient_masks(self.tmask, self.ntmask)):
                     masks[j] = torch.where(mine, m, masks[j])
-            grads = tuple(input_grad((ell * m).sum(), x, retain=j < needed - 1) for j, m in enumerate(masks))
+            extra, hook = self.extra_terms(logits, live_settings)
+            grads = []
+            for j, m in enumerate(masks):
+                grads.append(input_grad((ell * m).sum(), x, retain=j < needed - 1))
+                if hook is not None:  # only the first gradient's loss takes the extra terms
+                    hook.remove()
+                    hook = None
         self.gradients = needed
         e = torch.zeros_like(x)
         for s in live_settings:
             mine = per_row(self.setting == s, x)
-            e = torch.where(mine, self.attacks[s].step_direction(grads[: self.n_grads[s]]), e)
+            e = torch.where(mine, self.attacks[s].step_direction(tuple(grads[: self.n_grads[s]])), e)
         objective = (ell.detach() * (self.tmask | self.ntmask)).sum(dim=1)
+        if extra is not None:
+            objective = torch.where(extra[0], objective + extra[1], objective)
         return objective, e.detach(), reached(logits.detach(), self.desired, self.tmask), logits.detach()
+
+    def extra_terms(
+        self, logits: Tensor, live_settings: list[int]
+    ) -> tuple[tuple[Tensor, Tensor] | None, RemovableHandle | None]:
+        """The live attacks' ``extra_objective`` terms: ``(rows, values [B])`` to add to the
+        objective and a hook that adds their gradient to those rows' gradient at ``logits``;
+        ``(None, None)`` when no live attack has one (the step is then computed exactly as
+        without the hook, and so is every row outside ``rows`` with it)."""
+        z = logits.detach().requires_grad_(True)
+        rows, total = None, None
+        for s in live_settings:
+            term = self.attacks[s].extra_objective(z, self.desired, self.tmask)
+            if term is not None:
+                mine = self.setting == s
+                rows = mine if rows is None else rows | mine
+                total = torch.where(mine, term, torch.zeros_like(term) if total is None else total)
+        if rows is None or total is None:
+            return None, None
+        g_extra = torch.autograd.grad(total.sum(), z)[0] if total.requires_grad else torch.zeros_like(z)
+        g_extra, picked = g_extra.detach(), rows[:, None]
+        hook = logits.register_hook(lambda g: torch.where(picked, g + g_extra, g))
+        return (rows, total.detach()), hook
 
     def tick(self, model: nn.Module) -> Tensor:
         live, x0 = self.live, self.x0
@@ -216,6 +248,14 @@ class APGDAttack(Attack):
     @abstractmethod
     def step_direction(self, grads: tuple[Tensor, ...]) -> Tensor:
         """The step e (shape of the images, ‖e‖∞ ≤ 1) of each row from its gradients, row by row."""
+
+    def extra_objective(self, logits: Tensor, desired: Tensor, target_mask: Tensor) -> Tensor | None:
+        """An optional term ``[B]`` of each row, differentiable in ``logits`` ``[B, L]`` and row by
+        row, added to the objective f (so the step-size control sees it) and, through its gradient
+        at the logits, to the loss of the first input gradient (``gradient_masks``' first mask).
+        ``None`` (the default): no term, and the attack's steps are computed exactly as without it.
+        """
+        return None
 
 
 MAX_GRADIENTS = 2

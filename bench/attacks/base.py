@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from bench.attacks.engine import Outcome, Stepper, Task, running
 from bench.attacks.ops import model_device, model_dtype
 from bench.errors import BenchError, InvalidValue
+from kg.graph import LabelGraph
 
 
 @dataclass
@@ -79,7 +80,10 @@ class Attack(ABC):
     name: ClassVar[str] = ""
     display_name: ClassVar[str] = ""
     semantic: ClassVar[bool] = False
+    black_box: ClassVar[bool] = False  # queries the model's outputs only (the ``black-box`` check)
+    uses_graph: ClassVar[bool] = False  # needs the label graph (``set_graph``) before it runs, e.g. MLA-KG
     stepper_class: ClassVar[type[Stepper]]
+    graph_edges: Tensor | None = None  # [E, 2] (parent, child) in the model's output space, from ``set_graph``
 
     def __init__(self, *, eps: float = 0.01, steps: int = 300) -> None:
         if not 0.0 < float(eps) <= 1.0:
@@ -102,6 +106,21 @@ class Attack(ABC):
         """The registered name and every constructor parameter (for run configurations)."""
         params = inspect.signature(type(self)).parameters
         return {"attack": self.name, **{p: getattr(self, p) for p in params}}
+
+    def set_graph(self, graph: LabelGraph, output_index: Tensor | None = None) -> None:
+        """Give the attack the label graph's edges, in the model's output space: graph node i is
+        output ``output_index[i]`` (output i when omitted). Only attacks with ``uses_graph`` read
+        them; not part of ``config()`` (a run's configuration records the graph's sha256)."""
+        if output_index is None:
+            index = torch.arange(graph.n)
+        else:
+            index = torch.as_tensor(output_index, dtype=torch.long).flatten().cpu()
+            if index.numel() != graph.n:
+                raise BenchError(f"the node → output map has {index.numel()} entries for {graph.n} graph nodes")
+            if bool((index < 0).any()) or index.unique().numel() != index.numel():
+                raise BenchError("the node → output map must send each graph node to its own output (no negatives)")
+        edges = torch.tensor(graph.edges, dtype=torch.long).view(-1, 2)
+        self.graph_edges = index[edges]
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "attack")

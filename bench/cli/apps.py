@@ -97,6 +97,10 @@ def unwrap_help(text: str) -> str:
 # overflow are refused there, with the range in the message); a flag means the same range in
 # every command. An option's own min or max, where it declares one, wins.
 NUMBER_RANGES: dict[str, tuple[float, float]] = {
+    "--adv-eps": (0.0, 1.0),
+    "--adv-ratio": (0.0, 1.0),
+    "--adv-steps": (1, 100_000),
+    "--adv-targets": (1, 1000),
     "--batch-size": (1, 65_536),
     "--combos-per-size": (1, 10_000_000),
     "--digits": (0, 6),
@@ -107,6 +111,7 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "--images-per-combo": (1, 1_000_000),
     "--iterations": (1, 100_000),
     "--lp-iterations": (1, 100_000),
+    "--queries": (1, 1_000_000),
     "--dp-iterations": (1, 100_000),
     "--labels": (1, 100_000),
     "--limit": (1, 1_000_000),

@@ -20,13 +20,14 @@ from bench.paths import demo_hint
 from results.plots import PlotKind, plot
 from results.query import check_read_only, export_query, run_query
 from results.store import READ_LOCK_TIMEOUT, ResultStore, default_db_path, read_results
-from results.tables import SSIM_MODES, TableFormat, ablation_layout, paper_layout, render
+from results.tables import SSIM_MODES, TableFormat, ablation_layout, paper_layout, render, transfer_layout
 from results.views import Selection, fetch_dicts, run_ids
 
 
 class TableLayout(str, Enum):
     paper = "paper"
     ablation = "ablation"
+    transfer = "transfer"
 
 
 def given_runs(value: list[str] | None) -> list[str] | None:
@@ -85,7 +86,13 @@ def table(
     db: ReadDbOption = None,
     run: RunsOption = None,
     layout: Annotated[
-        TableLayout, typer.Option("--layout", "-l", help="paper (models × attacks by dataset) or ablation (|Ω| rows).")
+        TableLayout,
+        typer.Option(
+            "--layout",
+            "-l",
+            help="paper (models × attacks by dataset), ablation (|Ω| rows) or transfer (attacks × the models of "
+            "bench run --transfer-to).",
+        ),
     ] = TableLayout.paper,
     fmt: Annotated[
         TableFormat | None,
@@ -121,7 +128,9 @@ def table(
 
     The paper layout has models × attacks as rows and datasets × (FR_N, FR_S, NT_R, SSIM) as
     columns (Supp. Table 1); the ablation layout has |Ω| as rows and GMLA_α / GMLA_β / GMLA
-    per metric (Supp. Table 2).
+    per metric (Supp. Table 2); the transfer layout has attacks as rows and the models a run's
+    adversarial images were fed to (bench run --transfer-to) × (FR_N, FR_S, NT_R) as columns,
+    pooled over |Ω| and over the pairs that fooled the run's model.
 
     Example: bench table --size 3
     Example: bench table --run stamps-demo --layout ablation --format latex --out ablation.tex
@@ -134,7 +143,11 @@ def table(
             )
     if fmt is None:
         fmt = SUFFIX_FORMATS.get(out.suffix.lower() if out else "", TableFormat.rich)
-    build = paper_layout if layout is TableLayout.paper else ablation_layout
+    build = {
+        TableLayout.paper: paper_layout,
+        TableLayout.ablation: ablation_layout,
+        TableLayout.transfer: transfer_layout,
+    }[layout]
     kwargs = {"metrics": metric} if metric else {}
     with read_results(db) as con:
         result = build(con, run or [], Selection(size, eps, tau), attacks=attack or [], ssim=ssim, **kwargs)
@@ -176,7 +189,8 @@ def print_wide(rendered: Table | str, target: Console | None = None) -> Console:
 @app.command("sql", rich_help_panel="Results")
 def sql(
     query: Annotated[
-        str, typer.Argument(help="One SELECT (views: combination_rates, rate_summary, run_overview).")
+        str,
+        typer.Argument(help="One SELECT (views: combination_rates, rate_summary, worst_case, run_overview, ...)."),
     ] = "",
     db: ReadDbOption = None,
     out: Annotated[
@@ -208,14 +222,17 @@ def sql(
 ) -> None:
     """Run read-only SQL on the results and print a table.
 
-    Tables: runs, combinations, results. Views: combination_rates (per combination),
-    rate_summary (mean ± std over combinations), run_overview. The query sees the results
+    Tables: runs, combinations, results, checks (each run's reliability checks), transfer.
+    Views: combination_rates (per combination), rate_summary (mean ± std over combinations),
+    worst_case (per pair, the worst over the run's attacks), label_rates, run_overview,
+    transfer_rates. The query sees the results
     database only: no other file (unless --allow-files) and no extension installed from the
     network.
 
     Example: bench sql "SELECT attack, size, fr_s_mean FROM rate_summary WHERE run_id = 'stamps-demo' ORDER BY size"
     Example: bench sql "SELECT * FROM results WHERE run_id = 'stamps-demo'" --out results.parquet
     Example: bench sql "SELECT attack, size, fr_n_mean FROM rate_summary WHERE run_id = 'stamps-demo'" --format json
+    Example: bench sql "SELECT name, status, detail FROM checks WHERE run_id = 'stamps-demo'"
     """
     if url:
         typer.echo(ResultStore(db, create=False, lock_timeout=READ_LOCK_TIMEOUT).url)

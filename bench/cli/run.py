@@ -113,7 +113,14 @@ def run_command(
     preset: Annotated[
         str, typer.Option("--preset", help="paper (the paper's settings) or fast (the demo's).")
     ] = "paper",
-    attacks: Annotated[str, typer.Option("--attack", "-a", help="Comma list (gmla,mla-u,...) or all.")] = "all",
+    attacks: Annotated[
+        str,
+        typer.Option(
+            "--attack",
+            "-a",
+            help="Comma list (gmla,mla-u,square,...) or all (the paper's seven; square, mla-kg: named).",
+        ),
+    ] = "all",
     eps: Annotated[
         str | None,
         typer.Option(
@@ -178,6 +185,12 @@ def run_command(
         int | None,
         typer.Option("--dp-iterations", help="ML-DP's steps per pair (default: the preset's).", show_default=False),
     ] = None,
+    queries: Annotated[
+        int | None,
+        typer.Option(
+            "--queries", help="Square's and Square-G's query budget per pair (default 1000).", show_default=False
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the combination sampling.")] = 0,
     split: Annotated[str, typer.Option("--split", help="Dataset split whose images are attacked.")] = "test",
     device: DeviceOption = "auto",
@@ -240,6 +253,16 @@ def run_command(
             min=0,
         ),
     ] = 0,
+    transfer_to: Annotated[
+        str | None,
+        typer.Option(
+            "--transfer-to",
+            help="Also feed each pair's adversarial image to these models (comma list, each as --model takes it; "
+            "same graph): table transfer, bench table --layout transfer. Not part of the run's configuration: a "
+            "finished run given a new target recomputes its pairs, which must reproduce their rows.",
+            show_default=False,
+        ),
+    ] = None,
     precision: Annotated[
         str,
         typer.Option(
@@ -268,6 +291,7 @@ def run_command(
 
     Example: bench run --dataset stamps --preset fast
     Example: bench run --dataset stamps --preset fast --ray local
+    Example: bench run --dataset stamps --preset fast --transfer-to demo-seed1
     Example: bench run -d voc -m asl-voc --attack gmla,mla-u,mla-c --size 1-3 --eps 0.005:0.01:0.005
     Example: bench run -d openimages -m Open_ImagesV6_TRresNet_L_448.pth --combos sampled --size 1-5 --shard 0/4
     """
@@ -299,7 +323,17 @@ def run_command(
         combos=combos,
         combinations_per_size=combos_per_size,
         iterations=iterations,
-        steps={a: n for a, n in (("mla-lp", lp_iterations), ("ml-dp", dp_iterations)) if n is not None} or None,
+        steps={
+            a: n
+            for a, n in (
+                ("mla-lp", lp_iterations),
+                ("ml-dp", dp_iterations),
+                ("square", queries),
+                ("square-g", queries),
+            )
+            if n is not None
+        }
+        or None,
         include_abstract=include_abstract,
         seed=seed,
         split=split,
@@ -318,6 +352,9 @@ def run_command(
             raise BenchError("--ray and --shard do not combine: Ray spreads the whole sweep over its workers")
     elif ray_workers is not None:
         raise BenchError("--ray-workers needs --ray")
+    targets = parse_models(transfer_to)
+    if ray is not None and targets:
+        raise BenchError("--transfer-to and --ray do not combine: transfer runs in one process (leave out --ray)")
     dev = resolve_device(device)
     loaded = load_sweep_model(
         dataset, model, dev, trust_checkpoint, image_size=image_size, arch=arch, embeddings=embeddings
@@ -335,6 +372,7 @@ def run_command(
         dataset, split, root=data_root, image_size=loaded.image_size, **({"graph": graph_name} if graph_name else {})
     )
     net, data, graph = fit_dataset(loaded, data, report=console.print)
+    transfer = _transfer_targets(targets, dataset, dev, trust_checkpoint, image_size, loaded, data, graph)
     config = sweep_config(
         dataset,
         loaded,
@@ -358,9 +396,43 @@ def run_command(
         graph_db=graph_db,
         save_images=save_images,
         allow_mixed_numerics=allow_mixed_numerics,
+        transfer=transfer,
     )
     outcome = _sweep(config, net, data, graph, results, request, quiet, cluster)
     _summary(outcome, config, db)
+
+
+def parse_models(text: str | None) -> list[str]:
+    """``--transfer-to A,B`` → ``["A", "B"]``; ``[]`` when not given."""
+    if text is None:
+        return []
+    models = [p.strip() for p in text.split(",") if p.strip()]
+    if not models:
+        raise BenchError(f"--transfer-to {text!r}: name one or more models, comma separated")
+    return models
+
+
+def _transfer_targets(specs, dataset, dev, trust, image_size, loaded, data, graph):
+    """The ``--transfer-to`` models, loaded as ``-m`` loads a model and fitted to the run's graph;
+    any that does not load or fit is one line, before the results file is touched."""
+    from bench.sweep import load_sweep_model
+    from bench.sweep.transfer import check_names, fit_target, target_name
+
+    targets = []
+    for spec in specs:
+        try:
+            model = load_sweep_model(dataset, spec, dev, trust, image_size=image_size)
+        except BenchError as exc:
+            raise exc.prefixed(f"--transfer-to {spec}") from None
+        targets.append(fit_target(model, data, graph))
+        if model.image_size != loaded.image_size and not model.own:
+            console.print(
+                f"transfer target {target_name(model)} takes {model.image_size} px images; it is given the run's "
+                f"{loaded.image_size} px images as they are",
+                style="yellow",
+            )
+    check_names(targets)
+    return tuple(targets)
 
 
 def _check_sizes_early(card: dict, sizes: tuple[int, ...], include_abstract: bool) -> None:
@@ -382,6 +454,8 @@ def _sweep(config, net, data, graph, results, request, quiet, cluster):
 
     if not quiet:
         _print_config(config, results.path)
+        if request.transfer:
+            console.print(f"  transfer to: {', '.join(t.name for t in request.transfer)}")
     display = nullcontext(SweepProgress()) if quiet else RichSweepProgress(console)
     try:
         with display as progress:
@@ -421,6 +495,17 @@ def occupancy_text(outcome) -> str:
     return ", ".join(f"{name} {st.occupancy:.2f}" for name, st in outcome.slot_use.items() if st.ticks)
 
 
+def print_checks(checks) -> None:
+    """The run's reliability checks in one line (yellow when one is flagged)."""
+    if checks:
+        from bench.sweep.checks import summary_line
+
+        flagged = any(c.flagged for c in checks)
+        console.print(
+            summary_line(checks), soft_wrap=True, markup=False, highlight=False, style="yellow" if flagged else None
+        )
+
+
 def _summary(outcome, config, db: Path | None) -> None:
     t = Table(title=f"run {outcome.run_id}", show_header=False)
     t.add_column(style="bold")
@@ -431,15 +516,24 @@ def _summary(outcome, config, db: Path | None) -> None:
         + (f", {outcome.skipped_images} did not decode" if outcome.skipped_images else ""),
     )
     t.add_row("combinations", f"{outcome.combinations} ({outcome.empty} without eligible images)")
-    t.add_row("rows", f"{outcome.written} written now, {outcome.resumed} stored before, {outcome.pairs} planned")
+    recomputed = f", {outcome.recomputed} stored before and recomputed for the transfer targets" * bool(
+        outcome.recomputed
+    )
+    t.add_row(
+        "rows",
+        f"{outcome.written} written now, {outcome.resumed} stored before{recomputed}, {outcome.pairs} planned",
+    )
     t.add_row(
         "batch",
         f"{outcome.batch_size} slots" + (f"; occupancy {occupancy_text(outcome)}" if occupancy_text(outcome) else ""),
     )
+    if outcome.targets:
+        t.add_row("transfer", f"{outcome.transferred} pairs evaluated now on {', '.join(outcome.targets)}")
     t.add_row("time", f"{outcome.seconds:.1f} s")
     t.add_row("status", "finished" if outcome.finished else "unfinished")
     t.add_row("database", str(outcome.db))
     console.print(t)
+    print_checks(outcome.checks)
     size = f" --size {config.sizes[-1]}" if len(config.sizes) > 1 else ""
     eps = f" --eps {config.eps[0]:g}" if len(config.eps) > 1 else ""
     if config.shard_count > 1:
@@ -463,6 +557,13 @@ def _summary(outcome, config, db: Path | None) -> None:
         markup=False,
         highlight=False,
     )
+    if outcome.targets:
+        console.print(
+            f"transfer: bench table --run {shlex.quote(outcome.run_id)}{where}{eps} --layout transfer",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
 
 
 # ---------------------------------------------------------------------- bench demo
@@ -510,6 +611,7 @@ def demo_command(
     console.print(times)
     if occupancy_text(report.outcome):
         console.print(f"batch occupancy ({report.outcome.batch_size} slots): {occupancy_text(report.outcome)}")
+    print_checks(report.outcome.checks)
     db = report.outcome.db
     console.print(
         styled(f"wrote {', '.join(p.name for p in report.figures)} and {db.name} to ", (str(report.folder), "bold"))

@@ -168,7 +168,7 @@ def _worker_class(ray: Any) -> Any:
             """Streams ``(rows, saved examples, None)`` per metrics batch, then ``([], [], slot use)``."""
             queue = PairQueue(combos, self.clean, self.settings, done, self.g, descendants, self.dataset, self.closure)
             slot_use: dict[str, EngineStats] = {}
-            for rows, saved in attack_rows(
+            for rows, saved, _ in attack_rows(
                 queue,
                 self.attacks,
                 self.model,
@@ -216,6 +216,11 @@ def run_sweep_ray(
     records its own fingerprint before its first unit; its rows carry it.
     """
     request = SweepRequest.of(request, options)
+    if request.transfer:
+        raise BenchError(
+            "the transfer of adversarial images to other models runs in one process, not on a Ray cluster: "
+            "run the sweep without Ray to add transfer targets"
+        )
     device = torch.device(request.device)
     request = replace(request, device=device)
     ray = connect(address)

@@ -75,13 +75,16 @@ def sweep_config(
     shard: tuple[int, int] = (0, 1),
     device: str = "",
     data: Mapping[str, Any] | None = None,
+    defense: Mapping[str, Any] | None = None,
+    eot: int = 1,
 ) -> RunConfig:
     """The ``RunConfig`` of a sweep: ``options`` with what they leave out taken from ``preset``.
 
     ``protocol`` records the settings that change the numbers beyond the grid: the split, how
     combinations are chosen, each attack's iterations and images per combination, the closure
     rule, the model's precision and the CPU numerics mode; ``data`` what identifies a user's
-    images (the dataset's ``fingerprint()``).
+    images (the dataset's ``fingerprint()``); ``defense`` the defended model's defense
+    (``Defense.config()``, fitted parameters included) and ``eot`` the draws the attacks average.
     """
     o = (options or SweepOptions()).filled(preset, dataset)
     attacks, iterations, images = _filled(o.attacks), _filled(o.iterations), _filled(o.images_per_combination)
@@ -117,6 +120,8 @@ def sweep_config(
             precision=o.precision,
             cpu_numerics=o.cpu_numerics,
             data=data,
+            defense=defense,
+            eot=eot,
         ).to_extra(),
     )
 

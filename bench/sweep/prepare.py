@@ -24,11 +24,13 @@ import torch
 from torch import nn
 
 from bench import numerics
+from bench.attacks import bind_graph
 from bench.attacks.base import Attack
 from bench.attacks.engine import EngineStats
 from bench.attacks.pairs import pair_batch_size
 from bench.errors import BenchError
 from bench.precision import with_precision
+from bench.sweep.checks import SAMPLE, Check, Probe, black_box_check, run_probes
 from bench.sweep.config import AttackSetting, attack_settings
 from bench.sweep.pairs import PairQueue
 from bench.sweep.progress import RunningRates, StageTimes, SweepProgress
@@ -42,10 +44,11 @@ from bench.sweep.protocol import (
     shard_of,
 )
 from bench.sweep.rows import ExampleSpec
+from bench.sweep.transfer import TransferTarget, check_names
 from kg.closure import GraphTensors
 from kg.graph import LabelGraph
 from kg.stores.closures import closure_masks
-from results.schema import ResultKey, ResultRow, RunConfig
+from results.schema import ResultKey, ResultRow, RunConfig, TransferRow
 from results.store import ResultStore
 
 if TYPE_CHECKING:  # the dataset package registers every loader on import
@@ -68,6 +71,9 @@ class SweepRequest:
             and setting beside the database (``bench.examples``; listed in ``artifacts``).
         allow_mixed_numerics: let rows of another numerics fingerprint (another machine, or a
             cluster's other workers) join the run's (recorded); refused by default.
+        transfer: models the adversarial images are also evaluated on (``bench.sweep.transfer``;
+            one process only, not Ray). A pair is done when it has its row and a transfer row
+            for each of them: a stored pair without is recomputed, and must reproduce its row.
     """
 
     device: torch.device | str = "cpu"
@@ -76,6 +82,7 @@ class SweepRequest:
     graph_db: str | Path | None = None
     save_images: int = 0
     allow_mixed_numerics: bool = False
+    transfer: tuple[TransferTarget, ...] = ()
 
     @classmethod
     def of(cls, request: SweepRequest | None, options: dict[str, Any]) -> SweepRequest:
@@ -102,6 +109,10 @@ class SweepOutcome:
     finished: bool
     times: StageTimes = field(default_factory=StageTimes)
     slot_use: dict[str, EngineStats] = field(default_factory=dict)  # the engine's slots per attack family
+    checks: list[Check] = field(default_factory=list)  # the run's reliability checks, as stored
+    targets: tuple[str, ...] = ()  # the transfer targets
+    transferred: int = 0  # pairs evaluated on the transfer targets by this process
+    recomputed: int = 0  # rows stored at the start but queued again, for a transfer target they lacked
 
 
 @dataclass
@@ -125,31 +136,49 @@ class Prepared:
     machine: str  # this process's numerics fingerprint id (``ResultStore.use_machine``)
     written: int = 0  # rows this process wrote
     slot_use: dict[str, EngineStats] = field(default_factory=dict)  # the engine's slots per attack family
+    transfer: tuple[TransferTarget, ...] = ()  # in the run's precision
+    stored_complete: frozenset[int] = frozenset()  # combinations complete in the store when the sweep began
+    recomputed: int = 0  # rows stored at the start queued again, for a transfer target they lacked
+    transferred: int = 0  # pairs this process evaluated on the transfer targets
     rates: RunningRates = field(init=False)
 
     def __post_init__(self) -> None:
         self.rates = RunningRates(self.settings)
 
     def write(
-        self, rows: Sequence[ResultRow], saved: Sequence[tuple[ResultKey, str]] = (), machine: str | None = None
+        self,
+        rows: Sequence[ResultRow],
+        saved: Sequence[tuple[ResultKey, str]] = (),
+        machine: str | None = None,
+        transfer: Sequence[TransferRow] = (),
     ) -> None:
-        """Store new rows (and their saved examples) in one transaction, mark the combinations
-        they complete, and advance the progress display: the one writer's step. ``machine``:
-        the fingerprint id of the process that computed them (default: this one's)."""
+        """Store new rows (and their saved examples and transfer rows) in one transaction, mark
+        the combinations they complete, and advance the progress display: the one writer's step.
+        ``machine``: the fingerprint id of the process that computed them (default: this one's).
+        With transfer targets, rows recomputed for them must equal the stored ones (checked in
+        the transaction: ``ResultStore.write_rows(verify=True)``)."""
         machine = machine or self.machine
         rows = [replace(r, machine=machine) for r in rows if r.key not in self.queue.done]
         if not rows:
             return
+        keys = {r.key for r in rows}
+        transfer = [t for t in transfer if t.key in keys]
         finished = self.queue.finish(rows)
         self.rates.add(rows)
+        extra: dict[str, Any] = {"transfer": transfer, "verify": True} if self.transfer else {}
         with self.times("writing rows"):
-            self.written += self.store.write_rows(self.run_id, rows, complete=finished, artifacts=saved)
-        self.complete += len(finished)
+            self.written += self.store.write_rows(self.run_id, rows, complete=finished, artifacts=saved, **extra)
+        self.transferred += len(transfer) // max(len(self.transfer), 1)
+        # a combination complete before, recomputed for transfer targets, is not counted twice
+        self.complete += sum(1 for c in finished if c not in self.stored_complete)
         self.progress.advance(len(rows), self.complete, self.rates.text_for(rows[-1]))
 
     def outcome(self) -> SweepOutcome:
-        """Mark the run finished when every combination is complete; what this process did."""
+        """Mark the run finished when every combination is complete (and make the checks that
+        need its rows); what this process did."""
         if self.complete == len(self.mine):
+            with self.times("checks"):
+                self.store.write_checks(self.run_id, [black_box_check(self.store.setting_rates(self.run_id))])
             with self.times("run records"):
                 self.store.finish_run(self.run_id)
         return SweepOutcome(
@@ -168,6 +197,10 @@ class Prepared:
             finished=self.complete == len(self.mine),
             times=self.times,
             slot_use=self.slot_use,
+            checks=[Check(*c) for c in self.store.checks(self.run_id)],
+            targets=tuple(t.name for t in self.transfer),
+            transferred=self.transferred,
+            recomputed=self.recomputed,
         )
 
 
@@ -206,8 +239,10 @@ def prepare_sweep(
     numerics.require(protocol.cpu_numerics)
     # Every input check before any work or any write: bad ε, τ or steps, or a size too large.
     attacks = {s: s.create() for s in settings}
+    bind_graph(attacks.values(), graph)  # MLA-KG's edges (Attack.uses_graph); the sweep's outputs are the nodes
     candidates = len(label_candidates(graph, protocol.include_abstract))
     check_sizes(config.sizes, candidates, graph)
+    check_names(request.transfer)
     store.check_config(config)
     device = request.device
     with times("clean predictions"):
@@ -239,11 +274,13 @@ def prepare_sweep(
             machine = numerics.machine_id(fingerprint)
         _record_combinations(store, run_id, mine)
     with times("resume bookkeeping"):
+        stored = store.done_keys(run_id)
+        done = store.done_keys(run_id, [t.name for t in request.transfer]) if request.transfer else stored
         queue = PairQueue(
             attacked,
             clean,
             settings,
-            store.done_keys(run_id),
+            done,
             GraphTensors(graph),
             descendants,
             dataset,
@@ -253,6 +290,9 @@ def prepare_sweep(
         newly = sorted({c.combo_id for c in mine if queue.remaining[c.combo_id] == 0} - complete_stored)
         if newly:
             store.write_rows(run_id, [], complete=newly)
+    if queue.n_pairs and not store.checks(run_id):  # a resumed run keeps the checks it made
+        with times("checks"):
+            store.write_checks(run_id, run_probes(sample_probe(model, queue, config)))
     complete = len(complete_stored) + len(newly)
     progress.start(queue.todo, len(mine), complete)
     examples = ExampleSpec.beside(store, run_id, request.save_images)
@@ -271,6 +311,9 @@ def prepare_sweep(
         progress,
         times,
         machine,
+        transfer=tuple(t.with_precision(protocol.precision) for t in request.transfer),
+        stored_complete=frozenset(complete_stored),
+        recomputed=len(stored - done),
     )
 
 
@@ -306,6 +349,15 @@ def prepared_sweep(
             record_machine=record_machine,
         )
         yield prep, model
+
+
+def sample_probe(model: nn.Module, queue: PairQueue, config: RunConfig) -> Probe:
+    """The checks' sample: the queue's first ``SAMPLE`` pairs (whatever is stored), the run's
+    largest ε and its iterations."""
+    pairs = list(range(min(SAMPLE, queue.n_pairs)))
+    device = next(iter(model.parameters()), torch.zeros(0)).device
+    images = torch.stack([queue.image(p) for p in pairs]).to(device)
+    return Probe(model, images, queue.targets(pairs), max(config.eps), config.iterations)
 
 
 def _record_combinations(store: ResultStore, run_id: str, combos: Sequence[PlannedCombination]) -> None:

@@ -213,11 +213,12 @@ class SweepOptions:
 
     def filled(self, preset: Preset, dataset: str) -> SweepOptions:
         """Every option that was not given (``None``) from ``preset`` for ``dataset``."""
-        from bench.attacks import list_attacks
+        from bench.attacks import ATTACKS, list_attacks
         from bench.names import paper_order
 
-        defaults: dict[str, Any] = {
-            "attacks": paper_order(list_attacks()),
+        get = ATTACKS.get
+        defaults: dict[str, Any] = {  # black-box (Square) and graph-adaptive (MLA-KG) attacks run when named
+            "attacks": paper_order(a for a in list_attacks() if not (get(a).black_box or get(a).uses_graph)),
             "eps": preset.eps,
             "tau": preset.tau,
             "sizes": preset.sizes,

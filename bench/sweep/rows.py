@@ -6,7 +6,8 @@ its slot takes the next pair in the queue, of the same combination, the next com
 the next setting, so the batch stays full until the family's queue runs dry. Finished pairs
 are measured in fixed batches of ``metric_batch(B)`` (``make_rows``: ``bench.metrics`` on the
 engine's own logits) and come out as ``ResultRow``s, with the adversarial examples the run
-saves (``ExampleSpec``, ``bench.examples``).
+saves (``ExampleSpec``, ``bench.examples``) and, with transfer targets, each row's adversarial
+image evaluated on them in the same batch (``bench.sweep.transfer``).
 
 **Reproducibility.** Every forward/backward of the attacks and of the metrics has a fixed
 number of rows, and each row is computed from its own pair alone, so a pair's row depends on
@@ -20,6 +21,7 @@ import math
 import re
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -36,7 +38,8 @@ from bench.metrics import pair_metrics
 from bench.sweep.config import AttackSetting
 from bench.sweep.pairs import InFlight, PairQueue, TaskKey
 from bench.sweep.progress import StageTimes
-from results.schema import ResultKey, ResultRow
+from bench.sweep.transfer import TransferTarget, transfer_rows
+from results.schema import ResultKey, ResultRow, TransferRow
 from results.store import ResultStore
 
 RMSD_ATTACKS = ("ml-dp",)  # the results contract: RMSD on successful ML-DP rows (Supp. Fig. 2)
@@ -77,10 +80,11 @@ def attack_rows(
     times: StageTimes,
     slot_use: dict[str, EngineStats],
     examples: ExampleSpec | None = None,
-) -> Iterator[tuple[list[ResultRow], Saved]]:
+    transfer: Sequence[TransferTarget] = (),
+) -> Iterator[tuple[list[ResultRow], Saved, list[TransferRow]]]:
     """Every pair of ``queue`` not stored yet through the engine, family by family: yields each
-    metrics batch's rows and the examples saved with them; ``slot_use`` collects the engine's
-    slot use per attack family."""
+    metrics batch's rows, the examples saved with them and their transfer rows (on the
+    ``transfer`` targets); ``slot_use`` collects the engine's slot use per attack family."""
     n_out = queue.clean.logits.shape[1]
     for family in families(queue.settings, attacks):
         members = [attacks[s] for s in family]
@@ -99,12 +103,14 @@ def attack_rows(
                 buffer.extend(finished)
                 while len(buffer) >= metric_batch(size):
                     with times("metrics"):
-                        made = make_rows(queue, buffer[: metric_batch(size)], metric_batch(size), examples)
+                        made = make_rows(
+                            queue, buffer[: metric_batch(size)], metric_batch(size), examples, transfer, times
+                        )
                     del buffer[: metric_batch(size)]
                     yield made
         if buffer:
             with times("metrics"):
-                made = make_rows(queue, buffer, metric_batch(size), examples)
+                made = make_rows(queue, buffer, metric_batch(size), examples, transfer, times)
             yield made
         stats.seconds += time.perf_counter() - family_started
 
@@ -122,10 +128,17 @@ def family_name(attacks: Sequence[Attack]) -> str:
 
 
 def make_rows(
-    queue: PairQueue, outcomes: Sequence[Outcome], batch: int, examples: ExampleSpec | None = None
-) -> tuple[list[ResultRow], Saved]:
-    """The finished pairs' rows, metrics over ``batch`` rows (the last ones padded), and the
-    examples saved (the pairs ``examples`` asks for)."""
+    queue: PairQueue,
+    outcomes: Sequence[Outcome],
+    batch: int,
+    examples: ExampleSpec | None = None,
+    transfer: Sequence[TransferTarget] = (),
+    times: StageTimes | None = None,
+) -> tuple[list[ResultRow], Saved, list[TransferRow]]:
+    """The finished pairs' rows, metrics over ``batch`` rows (the last ones padded), the
+    examples saved (the pairs ``examples`` asks for) and the rows' transfer rows on the
+    ``transfer`` targets (their forwards over the same ``batch`` rows; timed as the stage
+    ``transfer`` of ``times``, within ``metrics``)."""
     keys = [_task_key(o) for o in outcomes]
     entries = [queue.in_flight.pop(k) for k in keys]
     pad = batch - len(outcomes)
@@ -167,7 +180,16 @@ def make_rows(
         )
         if examples is not None and int(queue.rank[p]) < examples.per_combination:
             saved.append((out[-1].key, _save(queue, examples, o, p, entries[j], s)))
-    return out, saved
+    moved: list[TransferRow] = []
+    if transfer:
+        timer: AbstractContextManager[None] = times("transfer") if times is not None else nullcontext()
+        pairs = [k[0] for k in keys] + [keys[0][0]] * pad
+        descendants = queue.descendants[queue.combo[torch.tensor(pairs, dtype=torch.long)]]
+        omega = targets.graph_view(targets.omega)
+        images = clean_images.to(adv)
+        with timer:
+            moved = transfer_rows(transfer, out, queue.g, omega, descendants, images, adv, queue.closure)
+    return out, saved, moved
 
 
 def output_names(queue: PairQueue, targets: PairTargets) -> list[str]:

@@ -46,7 +46,7 @@ def run_sweep(
         model: the model under attack, on the request's device; outputs in ``graph``'s node order.
         dataset: the split to attack (``MultiLabelDataset``), labelled in ``graph``'s order.
         request: how to run it (``SweepRequest``: device, B, graph store, saved examples, mixed
-            numerics); its fields may also be given as keywords (``batch_size=8``).
+            numerics, transfer targets); its fields may also be given as keywords (``batch_size=8``).
 
     With ``cpu_numerics`` = ``portable`` (``config.protocol``), ``bench.numerics.pin("portable")``
     must have run before torch's first kernel in this process.
@@ -56,7 +56,7 @@ def run_sweep(
         prep,
         model,
     ):
-        for rows, saved in attack_rows(
+        for rows, saved, transfer in attack_rows(
             prep.queue,
             prep.attacks,
             model,
@@ -65,6 +65,7 @@ def run_sweep(
             prep.times,
             prep.slot_use,
             prep.examples,
+            prep.transfer,
         ):
-            prep.write(rows, saved)
+            prep.write(rows, saved, transfer=transfer)
         return prep.outcome()

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench.attacks import bind_graph
 from bench.attacks.base import Attack, AttackResult
 from bench.attacks.pairs import attack_pairs
 from bench.attacks.targets import PairTargets, omega_masks, pair_targets
@@ -62,6 +63,7 @@ def attack_target_set(
     x = torch.stack([data[i][0] for i in chosen])
     g = GraphTensors(graph, device)
     pairs = pair_targets(clean, omega_row.expand(len(chosen), -1), g, turn_on=turn_on)
+    bind_graph([attack], graph)  # MLA-KG's edges (Attack.uses_graph)
     result = attack_pairs(attack, model, x, pairs, batch_size=batch_size, progress=progress)
     metrics = pair_metrics(pairs, result.logits, g, x, result.adv)  # the engine's own forward on the images
     summary = summarize(combination_rates(metrics, [tuple(targets)] * len(chosen)), metrics)
