@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from bench import numerics
 from bench.datasets.base import MultiLabelDataset
+from bench.defenses import Defense, create_defense
 from bench.devices import resolve_device
 from bench.errors import BenchError, InvalidValue
 from bench.models.adapters import fit_model, parameters_sha256
@@ -175,6 +176,8 @@ def benchmark(
     batch_size: int | None = None,
     progress: bool | SweepProgress = True,
     seed: int = 0,
+    defense: str | Defense | None = None,
+    eot: int = 1,
 ) -> Benchmark:
     """Attack ``model`` on ``images`` under the paper's protocol (module docstring).
 
@@ -192,6 +195,10 @@ def benchmark(
         name: the run's name (default: the model's class and the configuration's hash).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``; ``batch_size``: B.
         progress: a rich progress bar (terminal and Jupyter), or your own ``SweepProgress``.
+        defense: attack the model under a defense (``bench.defenses``: ``"kg-detector"``,
+            ``"smoothing:sigma=0.25"``, or a ``Defense``); a detector without ``max_violations``
+            is fitted on ``images`` themselves. ``eot``: draws of a randomised defense the
+            attacks average.
     """
     if not isinstance(model, nn.Module):
         raise InvalidValue("model", type(model).__name__, "give a torch.nn.Module")
@@ -222,10 +229,26 @@ def benchmark(
         seed=seed,
     )
     chosen = get_preset(preset) if isinstance(preset, str) else preset
+    chosen_defense = create_defense(defense) if isinstance(defense, str) else defense
+    if chosen_defense is not None:
+        chosen_defense.prepare(net, graph, lambda split: data)
+    elif eot != 1:
+        raise BenchError("eot averages the draws of a randomised defense: give one with defense=")
     fingerprint = data.fingerprint()
     if fingerprint is None:  # a dataset of the user's own without one: its images identify it
         fingerprint = {"images": len(data), "sha256": parameters_sha256(data[i][0] for i in range(len(data)))}
-    config = sweep_config(dataset_name, loaded, graph, chosen, options, name=name, device=str(dev), data=fingerprint)
+    config = sweep_config(
+        dataset_name,
+        loaded,
+        graph,
+        chosen,
+        options,
+        name=name,
+        device=str(dev),
+        data=fingerprint,
+        defense=chosen_defense.config() if chosen_defense is not None else None,
+        eot=eot,
+    )
     in_memory = str(db) == ":memory:"
     path = Path(tempfile.mkdtemp(prefix="semattack-")) / "results.duckdb" if db is None or in_memory else Path(db)
     if progress is True:

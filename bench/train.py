@@ -6,16 +6,23 @@ epoch ends with an atomic checkpoint (``train-state.pt``) so ``resume=True`` con
 interrupted run; each epoch's shuffling, augmentation and dropout draw from generators
 seeded by ``(seed, epoch)``, so a resumed run equals an uninterrupted one. At the end the
 model is evaluated on the test split and saved with its card (``bench.models.trained``).
+
+Adversarial training (``TrainConfig.adversarial``, docs/models.md "Adversarial training"): in
+every step the first ⌈ratio·B⌉ rows of the (shuffled, augmented) batch are replaced by a
+registered attack's output on the current model, frozen in evaluation mode, for random target
+sets Ω among the labels it predicts on each image (turned off, Ψ = h(Ω, G) for the semantic
+attacks); the step then trains on that batch with the true labels (``adversarial_batch``).
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,6 +40,10 @@ from bench.models.card import ModelCard, now_iso
 from bench.models.trained import TRAIN_STATE as STATE
 from bench.models.trained import WEIGHTS, models_dir, save_trained
 from bench.progress import progress_bar
+from kg.closure import GraphTensors
+
+if TYPE_CHECKING:  # the attacks load when a run is adversarial, not for every `bench train`
+    from bench.attacks.base import Attack
 
 STATE_FORMAT = "semattack-bench/train-state"
 
@@ -56,6 +67,15 @@ class TrainConfig:
     dataset_kwargs: Mapping[str, Any] = field(default_factory=dict)
     data_root: str | None = None
     preset: str = ""
+    # adversarial training (``None``: standard training; the adv_* values then stay None)
+    adversarial: str | None = None
+    adv_eps: float | None = None
+    adv_steps: int | None = None
+    adv_ratio: float | None = None
+    adv_targets: int | None = None
+    # Gaussian noise of this standard deviation on every training image (MultiGuard-style
+    # training for the ``smoothing`` defense); ``None``: none
+    noise: float | None = None
 
     def __post_init__(self) -> None:
         if self.data_root is not None:  # a Path from the command line: the card and checkpoint hold text
@@ -77,10 +97,44 @@ class TrainConfig:
                 raise InvalidValue(name, getattr(cfg, name), "must be at least 1")
         if cfg.lr <= 0:
             raise InvalidValue("lr", cfg.lr, "the learning rate must be positive")
-        return cfg
+        if cfg.noise is not None and not 0.0 < cfg.noise <= 1.0:
+            raise InvalidValue("noise", cfg.noise, "the noise's standard deviation must be in (0, 1]")
+        return cfg._resolved_adversarial()
+
+    def _resolved_adversarial(self) -> TrainConfig:
+        """The adversarial recipe checked, its defaults filled (``ADV_DEFAULTS``), the attack's name canonical."""
+        given = [name for name in ADV_DEFAULTS if getattr(self, name) is not None]
+        if self.adversarial is None:
+            if given:
+                raise BenchError(
+                    f"{{{given[0]}}} is an adversarial-training setting: it needs an attack ({{adversarial}} NAME)",
+                    options=[given[0], "adversarial"],
+                )
+            return self
+        cfg = replace(self, **{k: v for k, v in ADV_DEFAULTS.items() if getattr(self, k) is None})
+        eps, steps, ratio, k = cfg.adv_eps, cfg.adv_steps, cfg.adv_ratio, cfg.adv_targets
+        if eps is None or steps is None or ratio is None or k is None:  # filled just above
+            raise BenchError("the adversarial recipe is incomplete")
+        if not 0.0 < float(eps) <= 1.0:
+            raise InvalidValue("adv_eps", eps, "must be in (0, 1] for images in [0, 1]")
+        if int(steps) != steps or steps < 1:
+            raise InvalidValue("adv_steps", steps, "must be a positive integer")
+        if not 0.0 < float(ratio) <= 1.0:
+            raise InvalidValue("adv_ratio", ratio, "the share of each batch replaced must be in (0, 1]")
+        if int(k) != k or k < 1:
+            raise InvalidValue("adv_targets", k, "the largest target set |Ω| must be a positive integer")
+        attack = training_attack(str(cfg.adversarial), float(eps), int(steps))
+        values: dict[str, Any] = {"adv_eps": float(eps), "adv_steps": int(steps), "adv_ratio": float(ratio)}
+        return replace(cfg, adversarial=attack.name, adv_targets=int(k), **values)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in asdict(self).items()}
+        """The recipe as plain values; a standard run's leaves out the (unset) adversarial keys,
+        so its recipe reads as before adversarial training existed (``bench demo`` matches it)."""
+        out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in asdict(self).items()}
+        if self.adversarial is None:
+            for key in ("adversarial", *ADV_DEFAULTS):
+                out.pop(key)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
@@ -111,6 +165,131 @@ PRESETS: dict[str, dict[str, Any]] = {
         "augment": True,
     },
 }
+
+
+# Adversarial training's defaults (docs/models.md, "Adversarial training"). ε 0.01: the paper's
+# protocol ε (the ``paper`` sweep preset, every attack's default), the middle of its 0.005–0.05
+# grid; a model is trained at the ε it is to resist, as Madry et al. do. 5 steps: Auto-PGD's first
+# step is 2η = 0.012 ≥ ε, so one step reaches the ball's surface and 5 leave room for the
+# step-size control, at ~5-7× the cost of a standard step (measured on the demo model; Madry
+# et al.: 7 steps on CIFAR-10). Ratio 1: every row adversarial, as Madry et al. and ART's
+# AdversarialTrainerMadryPGD. |Ω| ≤ 3: the sizes of the paper's tables.
+ADV_DEFAULTS: dict[str, Any] = {"adv_eps": 0.01, "adv_steps": 5, "adv_ratio": 1.0, "adv_targets": 3}
+
+
+def training_attack(name: str, eps: float, steps: int) -> Attack:
+    """The attack adversarial training runs: a registered one, bounded by ε (ML-DP and MLA-LP
+    without projection are not, so their examples would not be ε-close to the clean images)."""
+    from bench.attacks import ATTACKS, create_attack
+
+    attack = create_attack(name, eps=eps, steps=steps)
+    if not attack.bounded:
+        bounded = [n for n in ATTACKS.names(loaded_only=True) if _bounded(n)]
+        raise BenchError(
+            f"attack {attack.name!r} is not bounded by ε, so it cannot make ε-close training examples; "
+            f"pick one of {', '.join(bounded)}"
+        )
+    return attack
+
+
+def _bounded(name: str) -> bool:
+    from bench.attacks import create_attack
+
+    try:
+        return create_attack(name).bounded
+    except (BenchError, TypeError):  # a plugin's attack that needs arguments: not listed
+        return False
+
+
+def adversarial_label(recipe: Mapping[str, Any]) -> str:
+    """How a card's recipe was trained, in a few words: ``standard`` or ``adv. mla-u ε 0.01, 5 steps``
+    (``, ratio 0.5`` when not every row is adversarial)."""
+    if not recipe.get("adversarial"):
+        return "standard"
+    ratio = recipe.get("adv_ratio", 1.0)
+    mixed = f", ratio {ratio:g}" if ratio != 1.0 else ""
+    return f"adv. {recipe['adversarial']} ε {recipe.get('adv_eps', 0):g}, {recipe.get('adv_steps')} steps{mixed}"
+
+
+def adversarial_rows(ratio: float, batch: int) -> int:
+    """Rows of a batch of ``batch`` that adversarial training replaces: ⌈ratio·batch⌉, as ART's
+    ``AdversarialTrainer`` (rounded first, so that 0.3 × 10 is 3, not 4)."""
+    return min(batch, max(1, math.ceil(round(ratio * batch, 9))))
+
+
+def step_rng(seed: int, epoch: int, step: int) -> np.random.Generator:
+    """The target sets' generator of one training step, seeded by ``(seed, epoch, step)`` (resume-safe)."""
+    return np.random.default_rng([seed, epoch, step])
+
+
+def draw_target_sets(positive: Tensor, n_nodes: int, max_size: int, rng: np.random.Generator) -> Tensor:
+    """``[R, n_nodes]`` bool Ω per row: a size uniform in 1..min(max_size, its positives), then
+    that many of the row's positive labels (``positive``: ``[R, n_labels]`` bool) uniformly;
+    an empty row where the model predicts no label positive."""
+    omega = torch.zeros(positive.shape[0], n_nodes, dtype=torch.bool)
+    for row, on in enumerate(positive.cpu().numpy()):
+        labels = np.flatnonzero(on)
+        if len(labels) == 0:
+            continue
+        size = int(rng.integers(1, min(max_size, len(labels)) + 1))
+        omega[row, torch.from_numpy(rng.choice(labels, size=size, replace=False))] = True
+    return omega
+
+
+@dataclass
+class AdversarialStep:
+    """One step's adversarial batch: the images to train on, the rows designated (the first
+    ``designated``), the rows the attack ran on (``rows``: the designated ones with a positive
+    label; the others keep their clean image) and how many it flipped (a failed pair comes back
+    unperturbed, as every attack returns it)."""
+
+    images: Tensor
+    designated: int
+    rows: Tensor
+    succeeded: int
+
+    @property
+    def attacked(self) -> int:
+        return len(self.rows)
+
+
+def adversarial_batch(
+    model: nn.Module,
+    attack: Attack,
+    images: Tensor,
+    g: GraphTensors,
+    n_labels: int,
+    ratio: float,
+    max_targets: int,
+    rng: np.random.Generator,
+) -> AdversarialStep:
+    """Replace the first ⌈ratio·B⌉ rows of ``images`` by ``attack``'s output on the current ``model``.
+
+    The model is frozen in evaluation mode (for the clean prediction and the attack) and left in
+    the mode it was in. Per designated row, Ω is drawn among the labels (the first ``n_labels``
+    outputs) predicted positive on the clean image (``draw_target_sets``) and turned off: the
+    attack's target mask is Ψ = h(Ω, G) from that prediction when it is semantic, Ω otherwise
+    (``PairTargets.attack_inputs``). The attack runs all designated rows in one engine batch of
+    B = ⌈ratio·B⌉ slots (a fixed B, so each row's result depends on its own inputs alone).
+    """
+    from bench.attacks.ops import forward, frozen
+    from bench.attacks.targets import pair_targets
+
+    k = adversarial_rows(ratio, images.shape[0])
+    rows = images[:k].clamp(0.0, 1.0)  # bilinear augmentation may round a hair outside [0, 1]
+    with torch.no_grad(), frozen(model):
+        clean = forward(model, rows)
+    omega = draw_target_sets(clean[:, :n_labels] > 0, g.n, max_targets, rng)
+    chosen = omega.any(dim=1).nonzero().flatten()
+    if len(chosen) == 0:
+        return AdversarialStep(images, k, chosen, 0)
+    targets = pair_targets(clean[chosen.to(clean.device)], omega[chosen], g)
+    desired, tmask, ntmask = targets.attack_inputs(attack.semantic)
+    where = chosen.to(images.device)
+    result = attack(model, rows[where], desired, tmask, ntmask, batch_size=k)
+    out = images.clone()
+    out[where] = result.adv.to(out.dtype)
+    return AdversarialStep(out, k, chosen, int(result.success.sum()))
 
 
 def preset_config(name: str, **overrides: Any) -> TrainConfig:
@@ -160,8 +339,10 @@ class TrainResult:
 
 
 def run_dir_for(config: TrainConfig, name: str | None = None) -> Path:
+    """``<data_dir>/models/<dataset>/<name>``; by default MODEL-TIME, MODEL-adv-ATTACK-TIME when adversarial."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return models_dir(config.dataset) / (name or f"{config.model}-{stamp}")
+    kind = f"-adv-{config.adversarial}" if config.adversarial else ""
+    return models_dir(config.dataset) / (name or f"{config.model}{kind}-{stamp}")
 
 
 def _datasets(cfg: TrainConfig):
@@ -228,11 +409,15 @@ def train(
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
     )
+    total_steps = cfg.epochs * steps_per_epoch
+    # OneCycleLR divides by its warm-up's length pct·T − 1, zero when T = 5: warm up a step longer then
+    pct_start = 0.2 if 0.2 * total_steps != 1 else 0.4
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.2
+        optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=pct_start
     )
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     history: list[float] = []
+    adv_history: list[dict[str, int]] = []  # per epoch: rows designated, attacked, flipped
     seconds, seen, start_epoch = 0.0, 0, 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -240,7 +425,12 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         history, seconds, seen, start_epoch = state["history"], state["seconds"], state["seen"], state["epoch"]
+        adv_history = state.get("adv_history", [])
     loss_fn = LOSSES[cfg.loss]()
+    attack, graph_tensors = None, None
+    if cfg.adversarial is not None:
+        attack = training_attack(cfg.adversarial, float(cfg.adv_eps or 0), int(cfg.adv_steps or 0))
+        graph_tensors = GraphTensors(graph, device)
 
     with progress_bar("[bold]{task.description}", "{task.fields[note]}", enabled=progress) as bar:
         task = bar.add_task(
@@ -254,10 +444,28 @@ def train(
                 train_set, cfg.batch_size, shuffle=True, drop_last=True, generator=gen, num_workers=cfg.workers
             )
             total, t0 = 0.0, time.perf_counter()
-            for images, targets in loader:
+            tally = {"designated": 0, "attacked": 0, "succeeded": 0}
+            note = ""
+            for step, (images, targets) in enumerate(loader):
                 images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
                 if cfg.augment:
                     images = augment(images, gen)
+                if attack is not None and graph_tensors is not None:
+                    adv = adversarial_batch(
+                        model,
+                        attack,
+                        images,
+                        graph_tensors,
+                        graph.n_labels,
+                        float(cfg.adv_ratio or 1.0),
+                        int(cfg.adv_targets or 1),
+                        step_rng(cfg.seed, epoch, step),
+                    )
+                    images = adv.images
+                    tally = {k: v + getattr(adv, k) for k, v in tally.items()}
+                    note = f", flipped {tally['succeeded']}/{tally['attacked']}"
+                if cfg.noise is not None:  # drawn from the epoch's generator: a resumed run draws the same
+                    images = images + cfg.noise * torch.randn(images.shape, generator=gen).to(images)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
                     loss = loss_fn(model(images), targets)
                 optimizer.zero_grad(set_to_none=True)
@@ -267,13 +475,17 @@ def train(
                 scheduler.step()
                 value = float(loss.detach())
                 total += value
-                bar.update(task, advance=1, note=f"loss {value:.4f}", description=f"epoch {epoch + 1}/{cfg.epochs}")
+                bar.update(
+                    task, advance=1, note=f"loss {value:.4f}{note}", description=f"epoch {epoch + 1}/{cfg.epochs}"
+                )
             seconds += time.perf_counter() - t0
             seen += steps_per_epoch * cfg.batch_size
             history.append(total / steps_per_epoch)
+            if attack is not None:
+                adv_history.append(tally)
             if progress:
                 bar.console.print(
-                    f"epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]:.4f}, "
+                    f"epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]:.4f}{note}, "
                     f"{steps_per_epoch * cfg.batch_size / (time.perf_counter() - t0):.0f} images/s"
                 )
             torch_save(
@@ -288,6 +500,7 @@ def train(
                     "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(),
                     "history": history,
+                    "adv_history": adv_history,
                     "seconds": seconds,
                     "seen": seen,
                 },
@@ -311,7 +524,12 @@ def train(
         consistency_share=report.consistent_share,
         throughput=seen / seconds if seconds > 0 else None,
         history=history,
-        recipe={**cfg.to_dict(), "device": device.type, "train_seconds": round(seconds, 1)},
+        recipe={
+            **cfg.to_dict(),
+            "device": device.type,
+            "train_seconds": round(seconds, 1),
+            **({"adv_history": adv_history} if attack is not None else {}),
+        },
         run_name=run_dir.name,
         created=now_iso(),
     )

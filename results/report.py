@@ -328,6 +328,36 @@ def _drill_down(con: duckdb.DuckDBPyConnection, run_id: str, attacks: list[str])
     return "".join(parts)
 
 
+def _clean(con: duckdb.DuckDBPyConnection, run_id: str, config: dict) -> str:
+    """What the model does on the clean images (``clean_stats``) and the defense it runs under."""
+    extra = config.get("extra", {})
+    defense = extra.get("defense")
+    said = (
+        "The model is attacked under the defense <code>"
+        + esc(", ".join(f"{k}={v}" for k, v in defense.items()))
+        + "</code>"
+        + (f", the attacks averaging {extra['eot']} draws of its randomness (EOT)" if extra.get("eot", 1) > 1 else "")
+        + " (docs/defenses.md): a pair counts as fooled after detection only if it succeeds and the detector "
+        "lets it through; the tables show the detection rate (Det.) and FR_N after detection.</p>"
+        if defense
+        else "The model is attacked undefended.</p>"
+    )
+    found = con.execute(
+        "SELECT images, map, consistent, rejected FROM clean_stats WHERE run_id = ?", [run_id]
+    ).fetchone()
+    if found is None:
+        return f'<p class="note">{said}'
+    images, map_, consistent, rejected = found
+    cells = [
+        ("images", str(images)),
+        ("mAP", "–" if map_ is None else f"{100 * map_:.1f}%"),
+        ("consistent with the graph", f"{100 * consistent:.1f}%"),
+        ("rejected by the detector", "–" if rejected is None else f"{100 * rejected:.1f}%"),
+    ]
+    rows = "".join(f'<tr><th class="l">{esc(k)}</th><td>{esc(v)}</td></tr>' for k, v in cells)
+    return f'<p class="note">{said}<table class="prov">{rows}</table>'
+
+
 def _checks(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
     """The run's reliability checks (``bench.sweep.checks``): each one's outcome and what it means."""
     found = con.execute(
@@ -372,6 +402,7 @@ def build_report(con: duckdb.DuckDBPyConnection, run_id: str, artifacts: dict) -
     title = f"semattack-bench report: {run_id}"
     sections = [f"<h1>{esc(title)}</h1>", "<h2>Provenance</h2>", _provenance(run, config, _machines(con, run_id))]
     sections += ["<h2>Reliability checks</h2>", _checks(con, run_id)]
+    sections += ["<h2>Clean images and defense</h2>", _clean(con, run_id, config)]
     if n_rows == 0:
         sections.append(
             '<p class="warn">This run has no result rows yet: nothing to tabulate or plot. Run (or resume) it with '

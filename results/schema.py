@@ -39,6 +39,10 @@ target: ``source_success`` (the row's own success), ``eligible`` (the target's c
 has every label of Ω positive), and success, consistent and ntr_share on the target, with Ψ
 recomputed from the target's clean prediction.
 
+``clean_stats`` (version 5) holds, per run, what the model (under its defense) does on the
+clean images of the split: their number, its mAP where the dataset has ground truth, the share
+of predictions consistent with the graph and the share a detector rejects (NULL without one).
+
 ``results.detected`` (version 5) says, for a run against a defended model with a detector
 (``bench.defenses``), whether the detector rejected the row's adversarial image (NULL without
 one): a pair is fooled after detection when it succeeds and is not detected.
@@ -110,6 +114,14 @@ TRANSFER_DDL = """CREATE TABLE transfer (
         PRIMARY KEY (run_id, target, combo_id, image_id, attack, eps, tau)
     )"""
 
+CLEAN_DDL = """CREATE TABLE clean_stats (
+        run_id TEXT PRIMARY KEY,
+        images INTEGER NOT NULL,
+        map DOUBLE,
+        consistent DOUBLE NOT NULL CHECK (consistent BETWEEN 0 AND 1),
+        rejected DOUBLE CHECK (rejected IS NULL OR rejected BETWEEN 0 AND 1)
+    )"""
+
 #: SQL statements that upgrade schema version ``v`` to ``v + 1``.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (ARTIFACTS_DDL,),  # version 2: the adversarial examples saved with `bench run --save-images`
@@ -118,7 +130,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # version 4: which labels outside Ψ each row's attack flipped (the label_rates view)
     3: ("ALTER TABLE results ADD COLUMN flipped TEXT[]",),
     # version 5: the reliability checks of each run, and its rows' transfer to other models
-    4: (CHECKS_DDL, TRANSFER_DDL, "ALTER TABLE results ADD COLUMN detected BOOLEAN"),
+    4: (CHECKS_DDL, TRANSFER_DDL, CLEAN_DDL, "ALTER TABLE results ADD COLUMN detected BOOLEAN"),
 }
 
 DDL = (
@@ -183,6 +195,7 @@ DDL = (
     MACHINES_DDL,
     CHECKS_DDL,
     TRANSFER_DDL,
+    CLEAN_DDL,
 )
 
 #: Fields of ``RunConfig`` that do not change the numbers, left out of ``config_hash``.

@@ -426,6 +426,17 @@ class ResultStore:
             _require_run(con, run_id)
             con.executemany("INSERT OR REPLACE INTO checks VALUES (?, ?, ?, ?, ?, ?)", rows)
 
+    def write_clean_stats(
+        self, run_id: str, images: int, map_: float | None, consistent: float, rejected: float | None
+    ) -> None:
+        """Store what the run's model does on the split's clean images (table ``clean_stats``)."""
+        with self._transaction() as con:
+            _require_run(con, run_id)
+            con.execute(
+                "INSERT OR REPLACE INTO clean_stats VALUES (?, ?, ?, ?, ?)",
+                [run_id, images, map_, consistent, rejected],
+            )
+
     def checks(self, run_id: str) -> list[tuple[str, str, float | None, str]]:
         """The run's stored checks: ``(name, status, value, detail)`` in name order."""
         with self._connect(read_only=True) as con:
@@ -786,6 +797,7 @@ def _copy_attached(con: duckdb.DuckDBPyConnection) -> int:
     con.execute("INSERT INTO machines BY NAME SELECT * FROM src.machines ON CONFLICT DO NOTHING")
     con.execute("INSERT INTO artifacts SELECT * FROM src.artifacts ON CONFLICT DO NOTHING")
     con.execute("INSERT INTO checks BY NAME SELECT * FROM src.checks ON CONFLICT DO NOTHING")
+    con.execute("INSERT INTO clean_stats BY NAME SELECT * FROM src.clean_stats ON CONFLICT DO NOTHING")
     con.execute("INSERT INTO transfer BY NAME SELECT * FROM src.transfer ON CONFLICT DO NOTHING")
     return int(scalar(con, "SELECT count(*) FROM results") - before)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from results.views import (
     ANY,
     Selection,
     check_notes,
+    defense_notes,
     fetch_dicts,
     only_attacks,
     pick,
@@ -51,7 +53,10 @@ METRICS = {
     "fr_s": ("FR_S", "↑", True),
     "nt_r": ("NT_R", "↓", True),
     "ssim": ("SSIM", "↑", False),
+    "det": ("Det.", "↓", True),  # a defense's detector: the share of successes it rejected
+    "fr_n_after": ("FR_N after det.", "↑", True),  # successes the detector let through
 }
+DETECTOR_METRICS = ("det", "fr_n_after")  # shown by default only for a run against a detector
 SSIM_MODES = ("pooled", "combinations")
 
 ABLATION_ATTACKS = ("gmla-alpha", "gmla-beta", "gmla")
@@ -75,7 +80,7 @@ def check_metrics(metrics: Sequence[str], ssim: str = SSIM_MODES[0]) -> list[str
     """The metrics asked for (all when none); unknown names and SSIM modes suggest known ones."""
     if ssim not in SSIM_MODES:
         raise unknown("SSIM mode", ssim, SSIM_MODES)
-    out = [m.lower() for m in metrics] or list(METRICS)
+    out = [m.lower() for m in metrics] or [m for m in METRICS if m not in DETECTOR_METRICS]
     for m in out:
         if m not in METRICS:
             raise unknown("metric", m, METRICS)
@@ -165,9 +170,12 @@ def paper_layout(
     ssim: str = "pooled",
 ) -> Layout:
     """Models × attacks as rows, datasets × metrics as columns (Supp. Table 1)."""
+    asked = bool(metrics)
     metrics = check_metrics(metrics, ssim)
     runs = run_ids(con, runs)
     rows = only_attacks(summary(con, runs, selection), attacks)
+    if not asked and any(r.get("det_mean") is not None for r in rows):
+        metrics += list(DETECTOR_METRICS)
     owner: dict[tuple[str, str], str] = {}
     for r in rows:
         key = (r["model_name"], r["dataset"])
@@ -189,7 +197,7 @@ def paper_layout(
     in_table = {r["attack"] for r in rows}
     notes = (UNBOUNDED_NOTE,) * ("ml-dp" in in_table) + (WORST_CASE_NOTE,) * (WORST_CASE in in_table)
     shown = list(dict.fromkeys(r["run_id"] for r in rows))
-    notes += unfinished_notes(con, shown) + check_notes(con, shown)
+    notes += unfinished_notes(con, shown) + defense_notes(con, shown) + check_notes(con, shown)
     return Layout(_title(rows, selection), ("Model", "Attack"), groups, tuple(out), notes)
 
 
@@ -451,3 +459,52 @@ def render(layout: Layout, fmt: TableFormat | str, digits: int = 1) -> Table | s
     if fmt is TableFormat.latex:
         return to_latex(layout, digits)
     return to_csv(layout)
+
+
+DEFENSE_METRICS = ("fr_n", "fr_s", "nt_r", "det")
+CLEAN_COLUMNS = (("map", "mAP"), ("consistent", "consistent"), ("rejected", "rejected"))
+
+
+def defense_layout(
+    con: duckdb.DuckDBPyConnection,
+    runs: Sequence[str] = (),
+    selection: Selection = ANY,
+    metrics: Sequence[str] = DEFENSE_METRICS,
+    attacks: Sequence[str] = (),
+    ssim: str = "pooled",
+) -> Layout:
+    """The defended-model comparison: one block of rows per run (its model and defense, or
+    none), each attack a row; columns: the clean images (mAP, consistent predictions, rejected
+    by the defense's detector, in %; ``clean_stats``) and the attack's FR_N, FR_S, NT_R and
+    detection (mean ± std over combinations, as the paper layout)."""
+    metrics = check_metrics(metrics or DEFENSE_METRICS, ssim)
+    stored = run_ids(con, runs)
+    rows = only_attacks(summary(con, stored, selection), attacks)
+    clean = {
+        r["run_id"]: r for r in fetch_dicts(con, "SELECT * FROM clean_stats WHERE list_contains(?, run_id)", [stored])
+    }
+    by_cell = {(r["run_id"], r["attack"]): r for r in rows}
+    groups = (
+        Group("clean", "Clean images", CLEAN_COLUMNS),
+        Group("attack", "Attack", tuple((m, _metric_label(m)) for m in metrics)),
+    )
+    out = []
+    for run in stored:
+        config = fetch_dicts(con, "SELECT model_name, config FROM runs WHERE run_id = ?", [run])[0]
+        extra = json.loads(config["config"]).get("extra", {})
+        defense = extra.get("defense")
+        name = (
+            "none"
+            if not defense
+            else defense["defense"] + (f" (EOT {extra['eot']})" if extra.get("eot", 1) > 1 else "")
+        )
+        stats = clean.get(run, {})
+        base = tuple(Cell(None if stats.get(k) is None else 100 * stats[k], None, True) for k, _ in CLEAN_COLUMNS)
+        for attack in ordered({r["attack"] for r in rows if r["run_id"] == run}, list(ATTACK_NAMES)):
+            cells = base + tuple(_cell(by_cell.get((run, attack)), m, ssim) for m in metrics)
+            model = display(MODEL_NAMES, config["model_name"])
+            out.append(Row((run, name, attack), (f"{model} ({run})", name, attack_display(attack)), cells))
+    notes = defense_notes(con, stored) + unfinished_notes(con, stored) + check_notes(con, stored)
+    return Layout(
+        "Defended models: " + _title(rows, selection), ("Model (run)", "Defense", "Attack"), groups, tuple(out), notes
+    )

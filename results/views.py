@@ -8,6 +8,7 @@ asked for, or the only value a run (and attack) holds, and otherwise names the c
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -80,6 +81,19 @@ def unfinished_notes(con: duckdb.DuckDBPyConnection, runs: Sequence[str]) -> tup
         missing = [a for a in attacks if a not in set(stored or ())]
         note = f"run {run} is not finished: {complete} of {total} combinations complete"
         notes.append(note + (f"; no rows yet for {', '.join(missing)}" if missing else "") + ".")
+    return tuple(notes)
+
+
+def defense_notes(con: duckdb.DuckDBPyConnection, runs: Sequence[str]) -> tuple[str, ...]:
+    """One note per run against a defended model: the defense and its parameters (EOT too)."""
+    notes = []
+    for run in runs:
+        found = con.execute("SELECT config FROM runs WHERE run_id = ?", [run]).fetchone()
+        extra = json.loads(found[0]).get("extra", {}) if found else {}
+        if extra.get("defense"):
+            params = ", ".join(f"{k}={v}" for k, v in extra["defense"].items() if k != "defense")
+            eot = f"; attacks average {extra['eot']} draws (EOT)" if extra.get("eot", 1) > 1 else ""
+            notes.append(f"run {run} attacks the model under the defense {extra['defense']['defense']}({params}){eot}.")
     return tuple(notes)
 
 

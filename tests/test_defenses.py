@@ -5,6 +5,8 @@ against the mean of K draws; and rows that never depend on their batch-mates."""
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 
 import numpy as np
@@ -180,3 +182,132 @@ def test_defenses_by_name_and_their_errors():
         with pytest.raises(BenchError) as raised:
             create_defense(spec)
         assert error_message(raised.value).startswith(message), error_message(raised.value)
+
+
+# ----------------------------------------------------------------- sweeps against a defended model
+def defended_sweep(path, defense, eot=1, attacks=("mla-u", "gmla"), batch_size=8, **more):
+    from bench.sweep.config import sweep_config
+    from bench.sweep.inputs import SweepModel
+    from bench.sweep.presets import SweepOptions
+    from bench.sweep.runner import run_sweep
+    from results.store import ResultStore
+    from tests.sweep_fixtures import NAME, ToyDataset, ToyNet, toy_graph
+    from tests.test_sweep_runner import TOY
+
+    graph = toy_graph()
+    model = ToyNet(graph.n).eval()
+    options = SweepOptions(attacks=attacks, eps=(0.06,), sizes=(1, 2), images_per_combination=2, iterations=10)
+    config = sweep_config(
+        NAME, SweepModel(model, NAME, {"model": NAME}, "", 8), graph, TOY, options, defense=defense.config(), eot=eot
+    )
+    store = ResultStore(path)
+    outcome = run_sweep(config, model, ToyDataset("test", graph), graph, store, batch_size=batch_size, **more)
+    return outcome, store, model, graph
+
+
+def test_a_detected_row_is_one_whose_adversarial_prediction_breaks_the_graph(tmp_path):
+    """Rows against kg-detector: ``detected`` equals the violations of the saved adversarial
+    image's prediction, counted here with the node-by-node loop."""
+    import numpy as np
+
+    from tests.test_sweep_runner import fetch
+
+    outcome, store, model, graph = defended_sweep(tmp_path / "d.duckdb", KGDetector(max_violations=0), save_images=99)
+    rows = fetch(store.path, "SELECT combo_id, image_id, attack, eps, tau, success, detected FROM results")
+    artifacts = store.artifacts(outcome.run_id)
+    assert rows and len(artifacts) == len(rows)
+    caught = {"mla-u": [], "gmla": []}
+    for *key, success, detected in rows:
+        with np.load(artifacts[tuple(key)]) as z:
+            adv = torch.from_numpy(z["adv_float"])[None]
+        with torch.no_grad():
+            pred = (model(adv) > 0)[0].numpy()
+        assert detected == (rule_breaks(pred, graph) > 0), key
+        if success:
+            caught[key[2]].append(detected)
+    assert all(caught.values()), caught
+    with store.reader() as con:
+        summary = dict(
+            con.execute(
+                "SELECT attack, det_mean FROM rate_summary WHERE run_id = ? AND size = 2", [outcome.run_id]
+            ).fetchall()
+        )
+    share = {a: 100 * sum(v) / len(v) for a, v in caught.items()}
+    assert share["gmla"] < share["mla-u"], f"the detector catches MLA-U more often than GMLA: {share}"
+    assert 0 < summary["mla-u"] <= 100, summary
+
+
+def test_rows_under_a_defense_never_depend_on_their_batch_mates(tmp_path):
+    from bench.defenses.smoothing import Smoothing
+    from tests.test_sweep_runner import ROW_SQL, fetch
+
+    rows = []
+    for b in (3, 8):
+        outcome, store, _, _ = defended_sweep(
+            tmp_path / f"s{b}.duckdb", Smoothing(sigma=0.05, samples=5), eot=2, attacks=("mla-u",), batch_size=b
+        )
+        rows.append(fetch(store.path, ROW_SQL.replace("EXCLUDE (seconds)", "EXCLUDE (seconds, machine)")))
+        checks = {c.name: c for c in outcome.checks}
+        assert checks["randomness"].status == "pass" and "EOT" in checks["randomness"].detail, checks["randomness"]
+    assert rows[0] and rows[0] == rows[1], "B = 3 and B = 8 give the same rows"
+    outcome, _, _, _ = defended_sweep(tmp_path / "one.duckdb", Smoothing(sigma=0.05, samples=5), attacks=("mla-u",))
+    assert {c.name: c.status for c in outcome.checks}["randomness"] == "flag", "smoothing without EOT is flagged"
+
+
+def test_the_defenses_layout_puts_each_defense_beside_the_undefended_model(tmp_path):
+    from bench.sweep.config import sweep_config
+    from bench.sweep.inputs import SweepModel
+    from bench.sweep.presets import SweepOptions
+    from bench.sweep.runner import run_sweep
+    from kg.closure import global_consistency
+    from results.tables import defense_layout, to_csv
+    from results.views import Selection
+    from tests.sweep_fixtures import NAME, ToyDataset, toy_graph
+    from tests.test_sweep_runner import TOY
+
+    graph, path = toy_graph(), tmp_path / "cmp.duckdb"
+    defended, store, model, _ = defended_sweep(path, KGDetector(max_violations=0))
+    options = SweepOptions(
+        attacks=("mla-u", "gmla"), eps=(0.06,), sizes=(1, 2), images_per_combination=2, iterations=10
+    )
+    plain_config = sweep_config(NAME, SweepModel(model, NAME, {"model": NAME}, "", 8), graph, TOY, options)
+    plain = run_sweep(plain_config, model, ToyDataset("test", graph), graph, store, batch_size=8)
+    with store.reader() as con:
+        layout = defense_layout(con, [plain.run_id, defended.run_id], Selection(size=1))
+    lines = list(csv.reader(io.StringIO(to_csv(layout))))
+    header, body = lines[0], lines[1:]
+    assert [r[1] for r in body] == ["none"] * 3 + ["kg-detector"] * 3, body  # MLA-U, GMLA, the worst case
+    clean = model(torch.stack([ToyDataset("test", graph)[i][0] for i in range(60)])) > 0
+    consistent = float(global_consistency(clean, GraphTensors(graph)).float().mean())
+    column = {name: i for i, name in enumerate(header)}
+    assert header[:3] == ["model (run)", "defense", "attack"], header
+    for row in body:
+        assert float(row[column["clean_consistent_mean"]]) == pytest.approx(100 * consistent, abs=1e-6)
+    rejected = [row[column["clean_rejected_mean"]] for row in body]
+    assert rejected[:3] == [""] * 3 and all(float(v) == pytest.approx(100 * (1 - consistent)) for v in rejected[3:])
+
+
+def test_bench_run_under_a_defense_and_its_one_line_refusals(tmp_path, capsys, monkeypatch):
+    from tests.cli_main import cli
+
+    monkeypatch.setenv("COLUMNS", "300")
+    db = str(tmp_path / "r.duckdb")
+    args = ["run", "-d", "sweep-toy", "--image-size", "8", "--attack", "gmla,mla-u", "--size", "1", "--eps", "0.06"]
+    args += ["--iterations", "5", "--images-per-combo", "2", "--preset", "fast", "--db", db, "-m", "toy-model"]
+    from tests.sweep_fixtures import save_toy_model
+
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "data"))
+    save_toy_model()
+    code, out, err = cli(capsys, monkeypatch, *args, "--defense", "kg-detector:target_frr=0.1")
+    assert code == 0, err
+    assert "defense: kg-detector(max_violations=" in out, out
+    code, out, err = cli(capsys, monkeypatch, "table", "--db", db, "--format", "markdown")
+    assert code == 0 and "Det." in out and "FR_N after det." in out and "under the defense kg-detector(" in out, out
+    for more, message in (
+        (["--defense", "nope"], "unknown defense 'nope'"),
+        (["--eot", "3"], "--eot averages the draws of a randomised defense: give one with --defense"),
+        (["--defense", "kg-detector", "--eot", "3"], "--eot 3: defense kg-detector draws no randomness to average"),
+        (["--defense", "smoothing:sigma=2"], "defense 'smoothing': sigma = 2: must be in (0, 1]"),
+    ):
+        code, out, err = cli(capsys, monkeypatch, *args, *more)
+        assert code == 2 and err.strip().count("\n") == 0 and message in err, (more, err)

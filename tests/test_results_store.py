@@ -330,6 +330,7 @@ def test_version_one_files_gain_the_artifacts_machines_flipped_checks_and_transf
         con.execute("DROP TABLE machines")
         con.execute("DROP TABLE checks")
         con.execute("DROP TABLE transfer")
+        con.execute("DROP TABLE clean_stats")
         con.execute("ALTER TABLE results DROP COLUMN machine")
         con.execute("ALTER TABLE results DROP COLUMN flipped")
         con.execute("ALTER TABLE results DROP COLUMN detected")

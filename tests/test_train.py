@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -260,3 +261,27 @@ def test_a_plugin_model_that_is_a_plain_module_trains_and_loads(tmp_path):
     x = Synthetic("test").x[:4]
     with torch.no_grad():
         assert torch.equal(loaded(x), result.model(x)), "the saved weights load back to the same logits"
+
+
+@pytest.mark.bitwise
+def test_noise_training_resumes_bitwise_and_is_in_the_card(tmp_path, trained):
+    """``--noise``: Gaussian noise on every training image (the smoothing defense's training),
+    drawn from the epoch's generator, so a resumed run equals an uninterrupted one."""
+    noisy = replace(TINY, noise=0.2)
+    whole = train(noisy, run_dir=tmp_path / "whole", progress=False, datasets=(Synthetic("train"), Synthetic("test")))
+    assert whole.card.recipe["noise"] == 0.2
+    a, b = whole.model.state_dict(), trained.model.state_dict()
+    assert not all(torch.equal(a[k], b[k]) for k in a), "the noise changes what the model learns"
+    run = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            noisy,
+            run_dir=run,
+            progress=False,
+            datasets=(Synthetic("train", fail_after=16 * (96 // 16 + 2)), Synthetic("test")),
+        )
+    resumed = train(run_dir=run, resume=True, progress=False, datasets=(Synthetic("train"), Synthetic("test")))
+    r = resumed.model.state_dict()
+    assert all(torch.equal(r[k], a[k]) for k in a), "a resumed noisy run equals the uninterrupted one"
+    with pytest.raises(BenchError, match="noise"):
+        replace(TINY, noise=1.5).resolved()

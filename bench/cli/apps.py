@@ -113,6 +113,8 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "--lp-iterations": (1, 100_000),
     "--queries": (1, 1_000_000),
     "--dp-iterations": (1, 100_000),
+    "--eot": (1, 10_000),
+    "--noise": (0.0, 1.0),
     "--labels": (1, 100_000),
     "--limit": (1, 1_000_000),
     "--lr": (0.0, 10.0),

@@ -29,6 +29,7 @@ def models_command(
     """
     from bench.models import MODELS, model_spec
     from bench.models.trained import list_trained
+    from bench.train import adversarial_label
 
     if available:
         specs = [(name, model_spec(name)) for name in MODELS.names()]
@@ -44,9 +45,11 @@ def models_command(
         return
     runs = sorted(list_trained(dataset), key=lambda r: r[1].dataset)
     if fmt is not RowFormat.table:
-        names = ["dataset", "run", "folder", "model", "epochs", "test_map", "consistent", "created"]
+        names = ["dataset", "run", "folder", "model", "epochs", "training", "test_map", "consistent", "created"]
         rows = [
-            [c.dataset, p.name, str(p), c.model, c.epochs, c.test_map, c.consistency_share, c.created] for p, c in runs
+            [c.dataset, p.name, str(p), c.model, c.epochs, adversarial_label(c.recipe)]
+            + [c.test_map, c.consistency_share, c.created]
+            for p, c in runs
         ]
         write_rows(names, rows, fmt)
         return
@@ -58,7 +61,15 @@ def models_command(
         )
         return
     table = Table(
-        "dataset", "run", "model", "epochs", "test mAP", "consistent", "created", title="trained models (newest first)"
+        "dataset",
+        "run",
+        "model",
+        "epochs",
+        "training",
+        "test mAP",
+        "consistent",
+        "created",
+        title="trained models (newest first)",
     )
     for path, card in runs:
         table.add_row(
@@ -66,6 +77,7 @@ def models_command(
             path.name,
             card.model,
             str(card.epochs),
+            adversarial_label(card.recipe),
             _num(card.test_map),
             _pct(card.consistency_share),
             card.created,

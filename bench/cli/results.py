@@ -20,7 +20,15 @@ from bench.paths import demo_hint
 from results.plots import PlotKind, plot
 from results.query import check_read_only, export_query, run_query
 from results.store import READ_LOCK_TIMEOUT, ResultStore, default_db_path, read_results
-from results.tables import SSIM_MODES, TableFormat, ablation_layout, paper_layout, render, transfer_layout
+from results.tables import (
+    SSIM_MODES,
+    TableFormat,
+    ablation_layout,
+    defense_layout,
+    paper_layout,
+    render,
+    transfer_layout,
+)
 from results.views import Selection, fetch_dicts, run_ids
 
 
@@ -28,6 +36,7 @@ class TableLayout(str, Enum):
     paper = "paper"
     ablation = "ablation"
     transfer = "transfer"
+    defenses = "defenses"
 
 
 def given_runs(value: list[str] | None) -> list[str] | None:
@@ -90,8 +99,8 @@ def table(
         typer.Option(
             "--layout",
             "-l",
-            help="paper (models × attacks by dataset), ablation (|Ω| rows) or transfer (attacks × the models of "
-            "bench run --transfer-to).",
+            help="paper (models × attacks by dataset), ablation (|Ω| rows), transfer (attacks × the models of "
+            "bench run --transfer-to) or defenses (each run's defense, clean numbers and attacks side by side).",
         ),
     ] = TableLayout.paper,
     fmt: Annotated[
@@ -109,7 +118,10 @@ def table(
     metric: Annotated[
         list[str] | None,
         typer.Option(
-            "--metric", "-m", help="fr_n, fr_s, nt_r, ssim (repeat; default: the layout's).", show_default=False
+            "--metric",
+            "-m",
+            help="fr_n, fr_s, nt_r, ssim, det, fr_n_after (repeat; default: the layout's).",
+            show_default=False,
         ),
     ] = None,
     attack: AttackOption = None,
@@ -130,10 +142,13 @@ def table(
     columns (Supp. Table 1); the ablation layout has |Ω| as rows and GMLA_α / GMLA_β / GMLA
     per metric (Supp. Table 2); the transfer layout has attacks as rows and the models a run's
     adversarial images were fed to (bench run --transfer-to) × (FR_N, FR_S, NT_R) as columns,
-    pooled over |Ω| and over the pairs that fooled the run's model.
+    pooled over |Ω| and over the pairs that fooled the run's model; the defenses layout puts
+    runs of one model under different defenses (bench run --defense) side by side: clean mAP,
+    consistency and rejection, then FR_N, FR_S, NT_R and detection per attack.
 
     Example: bench table --size 3
     Example: bench table --run stamps-demo --layout ablation --format latex --out ablation.tex
+    Example: bench table --run stamps-demo --layout defenses --size 2
     """
     if out is not None:  # a folder, or one that does not exist, is refused by output_file at the parser
         if out.suffix.lower() not in SUFFIX_FORMATS:
@@ -147,6 +162,7 @@ def table(
         TableLayout.paper: paper_layout,
         TableLayout.ablation: ablation_layout,
         TableLayout.transfer: transfer_layout,
+        TableLayout.defenses: defense_layout,
     }[layout]
     kwargs = {"metrics": metric} if metric else {}
     with read_results(db) as con:

@@ -263,6 +263,21 @@ def run_command(
             show_default=False,
         ),
     ] = None,
+    defense: Annotated[
+        str | None,
+        typer.Option(
+            "--defense",
+            help="Attack the model under a defense: kg-detector or smoothing, with parameters as "
+            "name:key=value,... (docs/defenses.md). Part of the run's configuration.",
+            show_default=False,
+        ),
+    ] = None,
+    eot: Annotated[
+        int,
+        typer.Option(
+            "--eot", help="Attacks average the gradients of K draws of a randomised defense (EOT); part of the run."
+        ),
+    ] = 1,
     precision: Annotated[
         str,
         typer.Option(
@@ -355,6 +370,7 @@ def run_command(
     targets = parse_models(transfer_to)
     if ray is not None and targets:
         raise BenchError("--transfer-to and --ray do not combine: transfer runs in one process (leave out --ray)")
+    defended = _defense(defense, eot, ray)
     dev = resolve_device(device)
     loaded = load_sweep_model(
         dataset, model, dev, trust_checkpoint, image_size=image_size, arch=arch, embeddings=embeddings
@@ -373,6 +389,20 @@ def run_command(
     )
     net, data, graph = fit_dataset(loaded, data, report=console.print)
     transfer = _transfer_targets(targets, dataset, dev, trust_checkpoint, image_size, loaded, data, graph)
+    if defended is not None:  # fit what it learns from clean data (the detector's threshold) on its own split
+        with console.status(f"preparing the defense {defended.name}"):
+            defended.prepare(
+                net,
+                graph,
+                lambda name: create_dataset(
+                    dataset,
+                    name,
+                    root=data_root,
+                    image_size=loaded.image_size,
+                    **({"graph": graph_name} if graph_name else {}),
+                ),
+            )
+        console.print(f"defense: {defended.describe()}" + (f", attacked with EOT over {eot} draws" if eot > 1 else ""))
     config = sweep_config(
         dataset,
         loaded,
@@ -383,6 +413,8 @@ def run_command(
         shard=(shard_index, shard_count),
         device=str(dev),
         data=data.fingerprint(),
+        defense=defended.config() if defended is not None else None,
+        eot=eot,
     )
     # every check the sweep makes of its inputs, before the results file (and its lock) exist
     check_sizes(config.sizes, len(label_candidates(graph, config.protocol.include_abstract)), graph)
@@ -442,6 +474,22 @@ def _check_sizes_early(card: dict, sizes: tuple[int, ...], include_abstract: boo
     if sizes and isinstance(n, int) and max(sizes) > n:
         graph = card.get("graph")
         raise BenchError(f"|Ω| = {max(sizes)} is larger than the {n} labels of the model's graph ({graph!r})")
+
+
+def _defense(spec: str | None, eot: int, ray: str | None):
+    """The ``--defense`` (unprepared), checked with ``--eot`` and ``--ray`` before any work."""
+    from bench.defenses import create_defense
+
+    if spec is None:
+        if eot != 1:
+            raise BenchError("--eot averages the draws of a randomised defense: give one with --defense")
+        return None
+    chosen = create_defense(spec)
+    if eot != 1 and not chosen.randomised:
+        raise BenchError(f"--eot {eot}: defense {chosen.name} draws no randomness to average (smoothing does)")
+    if ray is not None:
+        raise BenchError("--defense and --ray do not combine: a defended sweep runs in one process (leave out --ray)")
+    return chosen
 
 
 def _sweep(config, net, data, graph, results, request, quiet, cluster):

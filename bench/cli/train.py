@@ -107,7 +107,12 @@ def train_command(
     workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")] = 0,
     name: Annotated[
         str | None,
-        typer.Option("--name", callback=safe_name, help="Run name (default MODEL-TIME).", show_default=False),
+        typer.Option(
+            "--name",
+            callback=safe_name,
+            help="Run name (default MODEL-TIME; MODEL-adv-ATTACK-TIME with --adversarial).",
+            show_default=False,
+        ),
     ] = None,
     resume: Annotated[
         str | None,
@@ -116,16 +121,63 @@ def train_command(
     data_root: DataRootOption = None,
     device: DeviceOption = "auto",
     graph: GraphOption = None,
+    adversarial: Annotated[
+        str | None,
+        typer.Option(
+            "--adversarial",
+            help="Adversarial training against this attack (mla-u, gmla, ...; bounded by ε): each step trains on its "
+            "output on the current model, for random target sets among the labels predicted on each image.",
+            show_default=False,
+        ),
+    ] = None,
+    adv_eps: Annotated[
+        float | None,
+        typer.Option("--adv-eps", help="With --adversarial: the attack's ε (default 0.01).", show_default=False),
+    ] = None,
+    adv_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--adv-steps", help="With --adversarial: the attack's iterations (default 5).", show_default=False
+        ),
+    ] = None,
+    adv_ratio: Annotated[
+        float | None,
+        typer.Option(
+            "--adv-ratio",
+            help="With --adversarial: share of each batch replaced by adversarial images (default 1; 0.5 mixes).",
+            show_default=False,
+        ),
+    ] = None,
+    adv_targets: Annotated[
+        int | None,
+        typer.Option(
+            "--adv-targets",
+            help="With --adversarial: the largest target set |Ω| drawn (default 3).",
+            show_default=False,
+        ),
+    ] = None,
+    noise: Annotated[
+        float | None,
+        typer.Option(
+            "--noise",
+            help="Gaussian noise of this standard deviation on every training image (for the smoothing defense).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Train a model on a dataset's extended labels; save weights and a model card.
 
     AdamW + one-cycle schedule, mixed precision on GPU, a checkpoint each epoch (--resume
     continues), evaluation on the test split at the end. The run goes to
-    $BENCH_DATA/models/DATASET/NAME/ (model.pt, card.json).
+    $BENCH_DATA/models/DATASET/NAME/ (model.pt, card.json). --adversarial ATTACK trains on
+    that attack's examples, made on the current model each step (about 1 + steps times the
+    cost of a standard step; docs/models.md, "Adversarial training").
 
     Example: bench train --dataset stamps --preset demo
     Example: bench train -d voc -m asl -o variant=tresnet_l --image-size 224 --epochs 40
     Example: bench train --resume resnet18-20250101-120000
+    Example: bench train --preset demo --adversarial mla-u --adv-eps 0.05 --adv-steps 5 --name demo-adv
+    Example: bench train --preset demo --noise 0.05 --name demo-noise
     """
     from bench.devices import resolve_device
     from bench.models.trained import resolve_run
@@ -151,6 +203,12 @@ def train_command(
             "data_root": data_root,
             "model_kwargs": parse_options(option) or None,
             "dataset_kwargs": {"graph": graph} if graph else None,
+            "adversarial": adversarial,
+            "adv_eps": adv_eps,
+            "adv_steps": adv_steps,
+            "adv_ratio": adv_ratio,
+            "adv_targets": adv_targets,
+            "noise": noise,
         }
         if preset:
             config = preset_config(preset, **overrides)
@@ -161,9 +219,15 @@ def train_command(
         config = config.resolved()
         run_dir = run_dir_for(config, name)
         span = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}"
+        adv = ""
+        if config.adversarial:
+            adv = (
+                f", adversarial {config.adversarial} (ε {config.adv_eps:g}, {config.adv_steps} steps, "
+                f"ratio {config.adv_ratio:g}, |Ω| ≤ {config.adv_targets})"
+            )
         console.print(
             f"training {config.model} on {config.dataset} at {config.image_size} px: {span}, "
-            f"batch {config.batch_size}, lr {config.lr:g}, loss {config.loss} → {run_dir}"
+            f"batch {config.batch_size}, lr {config.lr:g}, loss {config.loss}{adv} → {run_dir}"
         )
         result = train(config, run_dir=run_dir, device=dev)
     card = result.card

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from torch import Tensor, nn
 
 from bench.defenses.base import Defense
 from bench.errors import BenchError, InvalidParameter, InvalidValue
 from bench.registry import Registry
+from kg.graph import LabelGraph
 
 DEFENSES: Registry[type[Defense]] = Registry("defense")
 D = TypeVar("D", bound=Defense)
@@ -73,6 +77,27 @@ def defense_from_config(config: Mapping[str, Any]) -> Defense:
 
 def list_defenses() -> list[str]:
     return DEFENSES.names()
+
+
+@dataclass
+class Defended:
+    """A run's model under its defense (``None``: undefended): ``predict`` makes the clean
+    predictions and the rows' metrics, the attacks run on ``attacked``, ``rejects`` flags the
+    adversarial predictions a detector refuses (``None`` without one)."""
+
+    predict: nn.Module
+    attacked: nn.Module
+    rejects: Callable[[Tensor], Tensor | None]
+    defense: Defense | None = None
+
+
+def defended(model: nn.Module, config: Mapping[str, Any] | None, eot: int, graph: LabelGraph) -> Defended:
+    """``model`` under the defense a run's configuration records (``Protocol.defense``, ``eot``)."""
+    if config is None:
+        return Defended(model, model, lambda logits: None)
+    defense = defense_from_config(config)
+    defense.prepare(model, graph)
+    return Defended(defense.defended(model), defense.attacked(model, eot), defense.rejects, defense)
 
 
 # Importing the modules registers the built-in defenses.

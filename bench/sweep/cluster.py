@@ -221,6 +221,10 @@ def run_sweep_ray(
             "the transfer of adversarial images to other models runs in one process, not on a Ray cluster: "
             "run the sweep without Ray to add transfer targets"
         )
+    if config.protocol.defense is not None:
+        raise BenchError(
+            "a sweep against a defended model runs in one process, not on a Ray cluster: run it without Ray"
+        )
     device = torch.device(request.device)
     request = replace(request, device=device)
     ray = connect(address)

@@ -13,6 +13,7 @@ ids are positions in the enumeration, the same in every process.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,7 +29,9 @@ from bench.attacks import bind_graph
 from bench.attacks.base import Attack
 from bench.attacks.engine import EngineStats
 from bench.attacks.pairs import pair_batch_size
+from bench.defenses import Defended, defended
 from bench.errors import BenchError
+from bench.metrics import average_precision, mean_ap
 from bench.precision import with_precision
 from bench.sweep.checks import SAMPLE, Check, Probe, black_box_check, run_probes
 from bench.sweep.config import AttackSetting, attack_settings
@@ -140,6 +143,7 @@ class Prepared:
     stored_complete: frozenset[int] = frozenset()  # combinations complete in the store when the sweep began
     recomputed: int = 0  # rows stored at the start queued again, for a transfer target they lacked
     transferred: int = 0  # pairs this process evaluated on the transfer targets
+    defended: Defended | None = None  # the model under the run's defense (``bench.defenses``)
     rates: RunningRates = field(init=False)
 
     def __post_init__(self) -> None:
@@ -228,8 +232,10 @@ def prepare_sweep(
     progress: SweepProgress,
     times: StageTimes,
     record_machine: bool = True,
+    defended: Defended | None = None,
 ) -> Prepared:
-    """Check every input, predict the clean images, plan, record the run and its combinations
+    """Check every input, predict the clean images (under the run's defense: ``defended``), plan,
+    record the run and its combinations
     (and this machine's numerics fingerprint, unless ``record_machine`` is off: a cluster's
     driver, whose workers record their own), fetch the closures from the graph store and find
     what is stored: before any attack."""
@@ -246,7 +252,8 @@ def prepare_sweep(
     store.check_config(config)
     device = request.device
     with times("clean predictions"):
-        clean = clean_predictions(model, dataset, graph, device, progress=progress.predictions(len(dataset)))
+        predict = defended.predict if defended is not None else model
+        clean = clean_predictions(predict, dataset, graph, device, progress=progress.predictions(len(dataset)))
     with times("planning"):
         planned = plan_combinations(
             clean,
@@ -273,6 +280,7 @@ def prepare_sweep(
         else:
             machine = numerics.machine_id(fingerprint)
         _record_combinations(store, run_id, mine)
+        store.write_clean_stats(run_id, *clean_stats(clean, dataset, defended))
     with times("resume bookkeeping"):
         stored = store.done_keys(run_id)
         done = store.done_keys(run_id, [t.name for t in request.transfer]) if request.transfer else stored
@@ -292,7 +300,8 @@ def prepare_sweep(
             store.write_rows(run_id, [], complete=newly)
     if queue.n_pairs and not store.checks(run_id):  # a resumed run keeps the checks it made
         with times("checks"):
-            store.write_checks(run_id, run_probes(sample_probe(model, queue, config)))
+            attacked_model = defended.attacked if defended is not None else model
+            store.write_checks(run_id, run_probes(sample_probe(attacked_model, queue, config)))
     complete = len(complete_stored) + len(newly)
     progress.start(queue.todo, len(mine), complete)
     examples = ExampleSpec.beside(store, run_id, request.save_images)
@@ -314,6 +323,7 @@ def prepare_sweep(
         transfer=tuple(t.with_precision(protocol.precision) for t in request.transfer),
         stored_complete=frozenset(complete_stored),
         recomputed=len(stored - done),
+        defended=defended,
     )
 
 
@@ -331,11 +341,14 @@ def prepared_sweep(
     record_machine: bool = True,
 ) -> Iterator[tuple[Prepared, nn.Module]]:
     """Hold the run for this process (``ResultStore.run_lock``) and prepare it (``prepare_sweep``);
-    yields the prepared sweep and the model in the run's precision. One process or a cluster's
+    yields the prepared sweep and the model the attacks run on, in the run's precision (under the
+    run's defense, ``bench.defenses``: one noisy draw, or EOT's mean). One process or a cluster's
     driver."""
     progress = progress or SweepProgress()
     times = times if times is not None else StageTimes()
     model = with_precision(model, config.protocol.precision)
+    protocol = config.protocol
+    view = defended(model, protocol.defense, protocol.eot, graph) if protocol.defense is not None else None
     with store.run_lock(config.run_id):
         prep = prepare_sweep(
             config,
@@ -347,8 +360,27 @@ def prepared_sweep(
             progress=progress,
             times=times,
             record_machine=record_machine,
+            defended=view,
         )
-        yield prep, model
+        yield prep, (view.attacked if view is not None else model)
+
+
+def clean_stats(
+    clean: CleanPredictions, dataset: MultiLabelDataset, defended: Defended | None
+) -> tuple[int, float | None, float, float | None]:
+    """``(images, mAP, consistent share, rejected share)`` of the clean predictions: mAP over the
+    dataset's labels with a positive (``None`` without ground truth), the share a defense's
+    detector rejects (``None`` without one)."""
+    n_labels = dataset.graph.n_labels
+    truth = dataset.targets()[clean.indices][:, :n_labels]
+    ap = average_precision(clean.logits[:, :n_labels], truth) if bool(truth.any()) else None
+    rejected = defended.rejects(clean.logits) if defended is not None else None
+    return (
+        len(clean),
+        None if ap is None or math.isnan(mean_ap(ap)) else mean_ap(ap),
+        float(clean.consistent.float().mean()) if len(clean) else 0.0,
+        None if rejected is None else float(rejected.float().mean()),
+    )
 
 
 def sample_probe(model: nn.Module, queue: PairQueue, config: RunConfig) -> Probe:
@@ -357,7 +389,7 @@ def sample_probe(model: nn.Module, queue: PairQueue, config: RunConfig) -> Probe
     pairs = list(range(min(SAMPLE, queue.n_pairs)))
     device = next(iter(model.parameters()), torch.zeros(0)).device
     images = torch.stack([queue.image(p) for p in pairs]).to(device)
-    return Probe(model, images, queue.targets(pairs), max(config.eps), config.iterations)
+    return Probe(model, images, queue.targets(pairs), max(config.eps), config.iterations, config.protocol.eot)
 
 
 def _record_combinations(store: ResultStore, run_id: str, combos: Sequence[PlannedCombination]) -> None:

@@ -33,6 +33,7 @@ from bench.attacks.apgd import APGDAttack
 from bench.attacks.base import Attack
 from bench.attacks.engine import EngineStats, Outcome, running
 from bench.attacks.targets import PairTargets
+from bench.defenses import Defended
 from bench.examples import save_example, stem_for
 from bench.metrics import pair_metrics
 from bench.sweep.config import AttackSetting
@@ -81,6 +82,7 @@ def attack_rows(
     slot_use: dict[str, EngineStats],
     examples: ExampleSpec | None = None,
     transfer: Sequence[TransferTarget] = (),
+    defended: Defended | None = None,
 ) -> Iterator[tuple[list[ResultRow], Saved, list[TransferRow]]]:
     """Every pair of ``queue`` not stored yet through the engine, family by family: yields each
     metrics batch's rows, the examples saved with them and their transfer rows (on the
@@ -104,13 +106,13 @@ def attack_rows(
                 while len(buffer) >= metric_batch(size):
                     with times("metrics"):
                         made = make_rows(
-                            queue, buffer[: metric_batch(size)], metric_batch(size), examples, transfer, times
+                            queue, buffer[: metric_batch(size)], metric_batch(size), examples, transfer, times, defended
                         )
                     del buffer[: metric_batch(size)]
                     yield made
         if buffer:
             with times("metrics"):
-                made = make_rows(queue, buffer, metric_batch(size), examples, transfer, times)
+                made = make_rows(queue, buffer, metric_batch(size), examples, transfer, times, defended)
             yield made
         stats.seconds += time.perf_counter() - family_started
 
@@ -134,6 +136,7 @@ def make_rows(
     examples: ExampleSpec | None = None,
     transfer: Sequence[TransferTarget] = (),
     times: StageTimes | None = None,
+    defended: Defended | None = None,
 ) -> tuple[list[ResultRow], Saved, list[TransferRow]]:
     """The finished pairs' rows, metrics over ``batch`` rows (the last ones padded), the
     examples saved (the pairs ``examples`` asks for) and the rows' transfer rows on the
@@ -153,6 +156,12 @@ def make_rows(
     clean_images = torch.stack([e.image for e in entries] + [entries[0].image] * pad)
     adv = torch.stack([o.adv for o in outcomes] + [outcomes[0].adv] * pad)
     logits = torch.stack([o.logits for o in outcomes] + [outcomes[0].logits] * pad).float().cpu()
+    detected: list[bool] | None = None
+    if defended is not None:  # the defended prediction decides, and its detector rejects
+        with torch.no_grad():
+            logits = defended.predict(adv).float().cpu()
+        rejected = defended.rejects(logits)
+        detected = None if rejected is None else rejected.tolist()
     m = pair_metrics(targets, logits, queue.g, clean_images.to(adv), adv)
     names = output_names(queue, targets)
     out, saved = [], []
@@ -176,6 +185,7 @@ def make_rows(
                 ssim=float(m.ssim[j]) if ok and not math.isnan(float(m.ssim[j])) else None,
                 rmsd=float(m.rmsd[j]) if ok and s.attack in RMSD_ATTACKS else None,
                 flipped=tuple(names[k] for k in m.flipped[j].nonzero().flatten().tolist()),
+                detected=None if detected is None else bool(detected[j]),
             )
         )
         if examples is not None and int(queue.rank[p]) < examples.per_combination:

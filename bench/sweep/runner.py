@@ -66,6 +66,7 @@ def run_sweep(
             prep.slot_use,
             prep.examples,
             prep.transfer,
+            prep.defended,
         ):
             prep.write(rows, saved, transfer=transfer)
         return prep.outcome()
