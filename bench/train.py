@@ -128,12 +128,14 @@ class TrainConfig:
         return replace(cfg, adversarial=attack.name, adv_targets=int(k), **values)
 
     def to_dict(self) -> dict[str, Any]:
-        """The recipe as plain values; a standard run's leaves out the (unset) adversarial keys,
-        so its recipe reads as before adversarial training existed (``bench demo`` matches it)."""
+        """The recipe as plain values; a standard run's leaves out the (unset) adversarial and
+        noise keys, so its recipe reads as before they existed (``bench demo`` matches it)."""
         out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in asdict(self).items()}
         if self.adversarial is None:
             for key in ("adversarial", *ADV_DEFAULTS):
                 out.pop(key)
+        if self.noise is None:
+            out.pop("noise")
         return out
 
     @classmethod

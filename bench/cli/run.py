@@ -577,7 +577,8 @@ def _summary(outcome, config, db: Path | None) -> None:
     )
     if outcome.targets:
         t.add_row("transfer", f"{outcome.transferred} pairs evaluated now on {', '.join(outcome.targets)}")
-    t.add_row("time", f"{outcome.seconds:.1f} s")
+    checks = outcome.times.get("checks", 0.0)
+    t.add_row("time", f"{outcome.seconds:.1f} s" + (f" (reliability checks {checks:.1f} s)" if checks else ""))
     t.add_row("status", "finished" if outcome.finished else "unfinished")
     t.add_row("database", str(outcome.db))
     console.print(t)
