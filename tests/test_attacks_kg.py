@@ -26,7 +26,6 @@ from tests.attacks_fixtures import LinearNet, TinyNet, flip_targets
 from tests.dags import random_dag
 
 # compares results bit for bit: ./setup.sh test reruns it under emulated CPUs
-pytestmark = pytest.mark.bitwise
 
 LEAVES = ("cat", "dog", "lion", "car", "bus", "apple")
 ABSTRACT = ("pet", "animal", "vehicle")
@@ -258,6 +257,7 @@ def same(a, b) -> bool:
     return all(torch.equal(u, v) for u, v in zip(a, b))
 
 
+@pytest.mark.bitwise  # bits compared: ./setup.sh test reruns it under emulated CPUs
 def test_a_row_does_not_depend_on_its_batch_mates_or_their_order(conv_scenario):
     model, x, desired, tmask, ntmask = conv_scenario
     attack = kg_attack(eps=0.2, steps=40)
@@ -272,6 +272,7 @@ def test_a_row_does_not_depend_on_its_batch_mates_or_their_order(conv_scenario):
     assert bool(full.success.any()), "the scenario has successes"
 
 
+@pytest.mark.bitwise  # bits compared: ./setup.sh test reruns it under emulated CPUs
 def test_mixed_batches_change_no_row_of_either_attack(conv_scenario):
     """MLA-KG beside MLA-U and GMLA in one batch of slots: every row as when its attack runs alone
     (the penalty's gradient reaches MLA-KG's rows only)."""
@@ -300,6 +301,7 @@ def test_mixed_batches_change_no_row_of_either_attack(conv_scenario):
             )
 
 
+@pytest.mark.bitwise  # bits compared: ./setup.sh test reruns it under emulated CPUs
 def test_kg_weight_zero_is_mla_u_bit_for_bit(conv_scenario):
     model, x, desired, tmask, ntmask = conv_scenario
     mla_u = create_attack("mla-u", eps=0.2, steps=40)(model, x, desired, tmask, ntmask, batch_size=B)

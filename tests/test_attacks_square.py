@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
+from functools import partial
 
 import pytest
 import torch
@@ -22,7 +23,6 @@ from bench.names import ATTACK_NAMES
 from tests.attacks_fixtures import LinearNet, TinyNet, flip_targets
 
 # compares results bit for bit or near a decision boundary: ./setup.sh test reruns it under emulated CPUs
-pytestmark = pytest.mark.bitwise
 
 SHAPE = (3, 8, 8)
 LABELS = 6
@@ -139,6 +139,7 @@ def test_window_schedule_and_seed_rule():
     assert len({pair_seed(x[p], desired[p], tmask[p], ntmask[p], 0.05, 0) for p in range(3)}) == 3
 
 
+@pytest.mark.bitwise  # bits compared: ./setup.sh test reruns these under emulated CPUs
 @pytest.mark.parametrize("name,seed", [("square", 0), ("square", 1), ("square-g", 2)])
 def test_engine_equals_the_per_pair_reference(name, seed):
     model, x, desired, tmask, ntmask = tiny_scenario(seed)
@@ -158,6 +159,7 @@ def test_engine_equals_the_per_pair_reference(name, seed):
     assert bool((its == -1).any()) and bool((its > 20).any()), f"failures and late successes: {its.tolist()}"
 
 
+@pytest.mark.bitwise
 def test_results_do_not_depend_on_batch_order_or_batch_mates():
     model, x, desired, tmask, ntmask = tiny_scenario(0, n=9)
     attack = attacks.create_attack("square", eps=0.05, steps=120)
@@ -217,9 +219,12 @@ def test_budget_ball_and_early_stop():
     assert float((result.adv - x).abs().max()) <= eps + 1e-12, "‖x′ − x‖∞ ≤ ε"
     assert float(result.adv.min()) >= 0.0 and float(result.adv.max()) <= 1.0, "x′ ∈ [0, 1]"
     assert bool(result.success[2]) and int(result.iterations[2]) == 0, "clean success: iteration 0"
-    assert torch.equal(result.adv[2], x[2]) and torch.equal(result.logits[2], clean_logits[2]), "clean image back"
+    # the logits come from the engine's own forward (its batch, not this one): equal to rounding
+    # on every CPU path (MKL's compatible branch sums a float64 batch of 3 in another order)
+    same_logits = partial(torch.allclose, rtol=0, atol=1e-12)
+    assert torch.equal(result.adv[2], x[2]) and same_logits(result.logits[2], clean_logits[2]), "clean image back"
     assert torch.equal(result.adv[~result.success], x[~result.success]), "failed pairs come back unperturbed"
-    assert torch.equal(result.logits[~result.success], clean_logits[~result.success]), "with their clean logits"
+    assert same_logits(result.logits[~result.success], clean_logits[~result.success]), "with their clean logits"
     assert bool((~result.success).any()) and bool((result.iterations > 0).any()), "failures and successes"
     with torch.no_grad():
         pred = model(result.adv) > 0

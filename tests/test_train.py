@@ -263,7 +263,6 @@ def test_a_plugin_model_that_is_a_plain_module_trains_and_loads(tmp_path):
         assert torch.equal(loaded(x), result.model(x)), "the saved weights load back to the same logits"
 
 
-@pytest.mark.bitwise
 def test_noise_training_resumes_bitwise_and_is_in_the_card(tmp_path, trained):
     """``--noise``: Gaussian noise on every training image (the smoothing defense's training),
     drawn from the epoch's generator, so a resumed run equals an uninterrupted one."""

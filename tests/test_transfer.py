@@ -27,9 +27,6 @@ from results.store import ResultStore
 from tests.cli_main import cli
 from tests.sweep_fixtures import CONV, NAME, SIDE, ToyDataset, ToyNet, save_toy_model, toy_graph
 
-# compares rows of separate runs and a per-pair reference bit for bit
-pytestmark = pytest.mark.bitwise
-
 SOURCE = "toy-model"
 SWEEP = [
     "run",
