@@ -29,7 +29,7 @@ from bench import numerics
 from bench.errors import BenchError
 from bench.names import ATTACK_NAMES, attack_display
 from results.tables import WORST_CASE_NOTE, Layout, ablation_layout, format_cell, paper_layout, transfer_layout
-from results.views import Selection, fetch_dicts, scalar
+from results.views import Selection, fetch_dicts, run_protocol, scalar
 
 GALLERY_PER_ATTACK = 3  # successes and as many failures, per attack
 DRILL_DOWN = 5  # combinations shown at each end
@@ -328,15 +328,15 @@ def _drill_down(con: duckdb.DuckDBPyConnection, run_id: str, attacks: list[str])
     return "".join(parts)
 
 
-def _clean(con: duckdb.DuckDBPyConnection, run_id: str, config: dict) -> str:
+def _clean(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
     """What the model does on the clean images (``clean_stats``) and the defense it runs under."""
-    extra = config.get("extra", {})
-    defense = extra.get("defense")
+    protocol = run_protocol(con, run_id)
+    defense = protocol.defense
     said = (
         "The model is attacked under the defense <code>"
         + esc(", ".join(f"{k}={v}" for k, v in defense.items()))
         + "</code>"
-        + (f", the attacks averaging {extra['eot']} draws of its randomness (EOT)" if extra.get("eot", 1) > 1 else "")
+        + (f", the attacks averaging {protocol.eot} draws of its randomness (EOT)" if protocol.eot > 1 else "")
         + " (docs/defenses.md): a pair counts as fooled after detection only if it succeeds and the detector "
         "lets it through; the tables show the detection rate (Det.) and FR_N after detection.</p>"
         if defense
@@ -402,7 +402,7 @@ def build_report(con: duckdb.DuckDBPyConnection, run_id: str, artifacts: dict) -
     title = f"semattack-bench report: {run_id}"
     sections = [f"<h1>{esc(title)}</h1>", "<h2>Provenance</h2>", _provenance(run, config, _machines(con, run_id))]
     sections += ["<h2>Reliability checks</h2>", _checks(con, run_id)]
-    sections += ["<h2>Clean images and defense</h2>", _clean(con, run_id, config)]
+    sections += ["<h2>Clean images and defense</h2>", _clean(con, run_id)]
     if n_rows == 0:
         sections.append(
             '<p class="warn">This run has no result rows yet: nothing to tabulate or plot. Run (or resume) it with '

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from results.views import (
     only_attacks,
     pick,
     run_ids,
+    run_protocol,
     summary,
     unfinished_notes,
 )
@@ -490,14 +490,10 @@ def defense_layout(
     )
     out = []
     for run in stored:
-        config = fetch_dicts(con, "SELECT model_name, config FROM runs WHERE run_id = ?", [run])[0]
-        extra = json.loads(config["config"]).get("extra", {})
-        defense = extra.get("defense")
-        name = (
-            "none"
-            if not defense
-            else defense["defense"] + (f" (EOT {extra['eot']})" if extra.get("eot", 1) > 1 else "")
-        )
+        config = fetch_dicts(con, "SELECT model_name FROM runs WHERE run_id = ?", [run])[0]
+        protocol = run_protocol(con, run)
+        defense = protocol.defense
+        name = "none" if not defense else defense["defense"] + (f" (EOT {protocol.eot})" if protocol.eot > 1 else "")
         stats = clean.get(run, {})
         base = tuple(Cell(None if stats.get(k) is None else 100 * stats[k], None, True) for k, _ in CLEAN_COLUMNS)
         for attack in ordered({r["attack"] for r in rows if r["run_id"] == run}, list(ATTACK_NAMES)):

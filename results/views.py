@@ -8,7 +8,6 @@ asked for, or the only value a run (and attack) holds, and otherwise names the c
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -20,6 +19,7 @@ import duckdb
 
 from bench.errors import AmbiguousChoice, BenchError, unknown
 from bench.paths import demo_hint
+from results.schema import Protocol, RunConfig
 
 VIEWS_SQL = (Path(__file__).resolve().parent / "views.sql").read_text(encoding="utf-8")
 VIEWS_SHA256 = hashlib.sha256(VIEWS_SQL.encode()).hexdigest()
@@ -84,16 +84,21 @@ def unfinished_notes(con: duckdb.DuckDBPyConnection, runs: Sequence[str]) -> tup
     return tuple(notes)
 
 
+def run_protocol(con: duckdb.DuckDBPyConnection, run: str) -> Protocol:
+    """A stored run's protocol settings (its defense and EOT among them); the defaults for an unknown run."""
+    found = con.execute("SELECT config FROM runs WHERE run_id = ?", [run]).fetchone()
+    return RunConfig.from_json(found[0]).protocol if found else Protocol()
+
+
 def defense_notes(con: duckdb.DuckDBPyConnection, runs: Sequence[str]) -> tuple[str, ...]:
     """One note per run against a defended model: the defense and its parameters (EOT too)."""
     notes = []
     for run in runs:
-        found = con.execute("SELECT config FROM runs WHERE run_id = ?", [run]).fetchone()
-        extra = json.loads(found[0]).get("extra", {}) if found else {}
-        if extra.get("defense"):
-            params = ", ".join(f"{k}={v}" for k, v in extra["defense"].items() if k != "defense")
-            eot = f"; attacks average {extra['eot']} draws (EOT)" if extra.get("eot", 1) > 1 else ""
-            notes.append(f"run {run} attacks the model under the defense {extra['defense']['defense']}({params}){eot}.")
+        protocol = run_protocol(con, run)
+        if protocol.defense:
+            params = ", ".join(f"{k}={v}" for k, v in protocol.defense.items() if k != "defense")
+            eot = f"; attacks average {protocol.eot} draws (EOT)" if protocol.eot > 1 else ""
+            notes.append(f"run {run} attacks the model under the defense {protocol.defense['defense']}({params}){eot}.")
     return tuple(notes)
 
 

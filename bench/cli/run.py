@@ -384,24 +384,16 @@ def run_command(
                 f" ({loaded.name}) — `bench models` lists them",
             )
         )
-    data = create_dataset(
-        dataset, split, root=data_root, image_size=loaded.image_size, **({"graph": graph_name} if graph_name else {})
-    )
-    net, data, graph = fit_dataset(loaded, data, report=console.print)
+
+    def load_split(name: str):
+        graph_option = {"graph": graph_name} if graph_name else {}
+        return create_dataset(dataset, name, root=data_root, image_size=loaded.image_size, **graph_option)
+
+    net, data, graph = fit_dataset(loaded, load_split(split), report=console.print)
     transfer = _transfer_targets(targets, dataset, dev, trust_checkpoint, image_size, loaded, data, graph)
     if defended is not None:  # fit what it learns from clean data (the detector's threshold) on its own split
         with console.status(f"preparing the defense {defended.name}"):
-            defended.prepare(
-                net,
-                graph,
-                lambda name: create_dataset(
-                    dataset,
-                    name,
-                    root=data_root,
-                    image_size=loaded.image_size,
-                    **({"graph": graph_name} if graph_name else {}),
-                ),
-            )
+            defended.prepare(net, graph, load_split)
         console.print(f"defense: {defended.describe()}" + (f", attacked with EOT over {eot} draws" if eot > 1 else ""))
     config = sweep_config(
         dataset,

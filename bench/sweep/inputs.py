@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.attacks.ops import model_device
 from bench.datasets import DATASETS
 from bench.errors import BenchError, InvalidValue, one_line, unknown
 from bench.fileio import sha256_file
@@ -230,7 +231,7 @@ def fit_dataset(
     how many matched.
     """
     if loaded.own:
-        device = next(iter(loaded.model.parameters()), torch.zeros(0)).device
+        device = model_device(loaded.model)
         net, how = fit_model(loaded.model, dataset.graph, None, dataset[0][0].to(device))
         if report is not None:
             report(f"{loaded.name}: outputs fitted to graph {dataset.graph.name!r} as {how}")

@@ -28,6 +28,7 @@ from bench import numerics
 from bench.attacks import bind_graph
 from bench.attacks.base import Attack
 from bench.attacks.engine import EngineStats
+from bench.attacks.ops import model_device
 from bench.attacks.pairs import pair_batch_size
 from bench.defenses import Defended, defended
 from bench.errors import BenchError
@@ -387,8 +388,7 @@ def sample_probe(model: nn.Module, queue: PairQueue, config: RunConfig) -> Probe
     """The checks' sample: the queue's first ``SAMPLE`` pairs (whatever is stored), the run's
     largest ε and its iterations."""
     pairs = list(range(min(SAMPLE, queue.n_pairs)))
-    device = next(iter(model.parameters()), torch.zeros(0)).device
-    images = torch.stack([queue.image(p) for p in pairs]).to(device)
+    images = torch.stack([queue.image(p) for p in pairs]).to(model_device(model))
     return Probe(model, images, queue.targets(pairs), max(config.eps), config.iterations, config.protocol.eot)
 
 
