@@ -31,10 +31,10 @@ def free_ports(n: int) -> list[int]:
 class ThrowawayServer:
     """``neo4j/server`` on a home of its own; ``env`` is what a client needs to reach it."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, password: str | None = None) -> None:
         self.home = home.resolve()
         self.bolt, self.http = free_ports(2)
-        self.password = secrets.token_urlsafe(18)
+        self.password = password or secrets.token_urlsafe(18)
         self.uri = f"bolt://127.0.0.1:{self.bolt}"
         self.env = {"NEO4J_URI": self.uri, "NEO4J_USER": "neo4j", "NEO4J_PASSWORD": self.password}
 

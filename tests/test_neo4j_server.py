@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import pytest
 
+from neo4j import GraphDatabase
 from tests.neo4j_fixtures import ThrowawayServer
+
+# What neo4j-admin's argument file could take for something else: a leading "-" (an option,
+# 1 in 64 of secrets.token_urlsafe's passwords), a leading "@" (another argument file),
+# quotes, a backslash and a space.
+HOSTILE_PASSWORD = '-@x "quoted" back\\slash'
 
 
 @pytest.mark.neo4j
 def test_start_and_stop_are_idempotent_and_leave_no_process(tmp_path):
-    s = ThrowawayServer(tmp_path / "home")
+    s = ThrowawayServer(tmp_path / "home", password=HOSTILE_PASSWORD)
     home, bolt, server = s.home, s.bolt, s.launcher
     try:
         first = server("start")
@@ -23,6 +29,8 @@ def test_start_and_stop_are_idempotent_and_leave_no_process(tmp_path):
         shown = server("env")
         assert f"NEO4J_URI=bolt://127.0.0.1:{bolt}" in shown.stdout and s.password not in shown.stdout, shown.stdout
         assert s.processes(), "the server runs"
+        with GraphDatabase.driver(s.uri, auth=("neo4j", s.password)) as driver:
+            assert driver.execute_query("RETURN 1 AS one").records[0]["one"] == 1, "the password is the one set"
         conf = (home / "conf" / "neo4j.conf").read_text()
         assert s.password not in conf and "server.default_listen_address=127.0.0.1" in conf, "loopback, no password"
     finally:
