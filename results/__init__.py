@@ -3,8 +3,9 @@
 Data flows result rows → ``ResultStore`` → views (``views.sql``) → ``tables`` / ``plots``.
 """
 
+from results.merge import MergeReport
 from results.schema import SCHEMA_VERSION, Combination, ResultKey, ResultRow, RunConfig
-from results.store import MergeReport, ResultStore, default_db_path
+from results.store import ResultStore, default_db_path
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -43,7 +43,7 @@ def synthetic_rows(n: int, offset: int = 0) -> list[ResultRow]:
                 success=ok,
                 consistent=ok and i % 5 != 0,
                 ntr_share=0.02 if ok else 0.0,
-                iterations=37,
+                success_iteration=37,
                 linf=0.01,
                 l2=1.3,
                 seconds=0.25,
@@ -54,7 +54,9 @@ def synthetic_rows(n: int, offset: int = 0) -> list[ResultRow]:
 
 
 # the columns _row_at_a_time fills, in its values' order
-COLUMNS = "run_id combo_id image_id attack eps tau success consistent ntr_share ssim rmsd iterations linf l2 seconds"
+COLUMNS = (
+    "run_id combo_id image_id attack eps tau success consistent ntr_share ssim rmsd success_iteration linf l2 seconds"
+)
 
 
 def _row_at_a_time(path: Path, rows: list[ResultRow]) -> float:
@@ -72,7 +74,7 @@ def _row_at_a_time(path: Path, rows: list[ResultRow]) -> float:
             r.ntr_share,
             r.ssim,
             r.rmsd,
-            r.iterations,
+            r.success_iteration,
             r.linf,
             r.l2,
             r.seconds,

@@ -6,8 +6,8 @@ histograms (Supp. Fig. 2), written as PNG or PDF with matplotlib (no display nee
   attacks that were run at several τ (GMLA's cosine switch).
 * ``rmsd``: one panel per attack that reports RMSD (ML-DP with its target definitions):
   how many adversarial examples fall in each RMSD bin, over the successful rows.
-* ``iterations``: the success rate against iterations, from the stored first-success
-  iterations, one line per attack.
+* ``iterations``: the success rate against iterations, from the rows' ``success_iteration``,
+  one line per attack.
 
 Rates are drawn from 0 with their error bars clipped to [0, 100] %; the legend sits outside
 the data; titles name the settings that do not vary; ML-DP, not held to ε, is marked so
@@ -165,10 +165,10 @@ def _iterations_figure(
     con: duckdb.DuckDBPyConnection, run: str, selection: Selection, attacks: Sequence[str]
 ) -> Figure:
     """Success rate against iterations: the share of attacked pairs that succeeded by iteration t
-    (from the stored first-success iterations), one line per attack."""
+    (from the rows' ``success_iteration``), one line per attack."""
     rows = fetch_dicts(
         con,
-        """SELECT r.run_id, ru.model_name, ru.dataset, r.attack, c.size, r.eps, r.tau, r.success, r.iterations
+        """SELECT r.run_id, ru.model_name, ru.dataset, r.attack, c.size, r.eps, r.tau, r.success, r.success_iteration
            FROM results AS r JOIN combinations AS c USING (run_id, combo_id) JOIN runs AS ru USING (run_id)
            WHERE r.run_id = $run""",
         {"run": run},
@@ -183,8 +183,8 @@ def _iterations_figure(
     ax = fig.subplots()
     for attack in ordered(set(by_attack), list(ATTACK_NAMES)):
         group = by_attack[attack]
-        its = np.array([r["iterations"] for r in group if r["success"]], dtype=int)
-        budget = max(r["iterations"] for r in group)
+        its = np.array([r["success_iteration"] for r in group if r["success"]], dtype=int)
+        budget = max(r["success_iteration"] for r in group)
         t = np.arange(budget + 1)
         share = 100.0 * np.searchsorted(np.sort(its), t, side="right") / len(group)
         ax.step(t, share, where="post", label=label(attack_display(attack)))

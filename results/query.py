@@ -10,7 +10,8 @@ import duckdb
 
 from bench.errors import BenchError, InvalidValue, one_line
 from bench.fileio import atomic_write
-from results.store import ResultStore, sql_literal
+from results.connection import sql_literal
+from results.store import ResultStore
 
 READS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
 EXPORTS = {

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from bench import numerics
 from bench.errors import BenchError
 from bench.names import ATTACK_NAMES, attack_display
+from results.records import run_machines
 from results.tables import WORST_CASE_NOTE, Layout, ablation_layout, format_cell, paper_layout, transfer_layout
 from results.views import Selection, fetch_dicts, run_protocol, scalar
 
@@ -106,18 +107,12 @@ def _versions() -> dict[str, str]:
 
 def _machines(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[str, str]]:
     """One provenance line per machine that computed the run's rows (its numerics fingerprint)."""
-    rows = con.execute(
-        """SELECT m.machine, m.fingerprint, m.accepted, count(r.machine) FROM machines m
-           LEFT JOIN results r ON r.run_id = m.run_id AND r.machine = m.machine
-           WHERE m.run_id = ? GROUP BY ALL ORDER BY min(m.first_used), m.machine""",
-        [run_id],
-    ).fetchall()
     return [
         (
-            f"machine {machine}",
-            f"{numerics.describe(json.loads(fp))}; {n} rows" + (f"; {accepted}" if accepted else ""),
+            f"machine {m.machine}",
+            f"{numerics.describe(m.fingerprint)}; {m.rows} rows" + (f"; {m.accepted}" if m.accepted else ""),
         )
-        for machine, fp, accepted, n in rows
+        for m in run_machines(con, run_id)
     ]
 
 

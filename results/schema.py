@@ -17,8 +17,10 @@ Row semantics (docs/attacks.md, Metrics): ``success`` = every label of Ω predic
 (FR_N numerator); ``consistent`` = successful *and* locally consistent at every target
 (FR_S numerator, so it implies ``success``); ``ntr_share`` = share of non-Ψ labels that
 changed (0 for failed rows, which count as unperturbed); ``ssim`` only for successful rows;
-``rmsd`` only for successful ML-DP rows; ``iterations`` = iteration of first success (the
-budget when it failed); ``linf``/``l2`` = perturbation norms; ``seconds`` = wall time spent on
+``rmsd`` only for successful ML-DP rows; ``success_iteration`` = the iteration of the image the
+attack returned: its first success (Square: the queries made; ML-DP: its smallest successful
+iterate), the budget N when it failed (version 6 renamed it from ``iterations``, which in ``runs``
+is the budget N); ``linf``/``l2`` = perturbation norms; ``seconds`` = wall time spent on
 the row. Attacks that take no τ are run once per ε and written with ``tau = config.tau[0]``.
 
 ``machines`` (schema version 3) holds, per run, the numerics fingerprint of each machine that
@@ -52,7 +54,7 @@ one): a pair is fooled after detection when it succeeds and is not detected.
 folder, with PNGs beside it under the same stem.
 
 The database keeps its schema version in ``meta``; ``MIGRATIONS[v]`` upgrades version ``v``
-to ``v + 1`` and the store applies them in one transaction.
+to ``v + 1`` and a writing store applies them in one transaction (``results.migrate``).
 """
 
 from __future__ import annotations
@@ -61,12 +63,13 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, NamedTuple
+from datetime import UTC, datetime
+from typing import Any, ClassVar, NamedTuple
 
-import bench
 from bench.errors import BenchError
+from bench.version import __version__
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 ARTIFACTS_DDL = """CREATE TABLE artifacts (
         run_id TEXT NOT NULL,
@@ -131,35 +134,42 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     3: ("ALTER TABLE results ADD COLUMN flipped TEXT[]",),
     # version 5: the reliability checks of each run, and its rows' transfer to other models
     4: (CHECKS_DDL, TRANSFER_DDL, CLEAN_DDL, "ALTER TABLE results ADD COLUMN detected BOOLEAN"),
+    # version 6: results.iterations named for what it holds (runs.iterations is the budget N)
+    5: ("ALTER TABLE results RENAME COLUMN iterations TO success_iteration",),
 }
+
+#: The runs table's columns in table order, with their SQL types: its DDL and ``run_values``
+#: (what ``begin_run`` inserts) are built from it. A column holds the ``RunConfig`` field or
+#: property of its name, except those ``run_values`` names.
+RUN_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("run_id", "TEXT PRIMARY KEY"),
+    ("config_hash", "TEXT NOT NULL"),
+    ("dataset", "TEXT NOT NULL"),
+    ("model_name", "TEXT NOT NULL"),
+    ("model_path", "TEXT NOT NULL"),
+    ("model_card", "TEXT NOT NULL"),
+    ("graph_name", "TEXT NOT NULL"),
+    ("graph_sha256", "TEXT NOT NULL"),
+    ("attacks", "TEXT[] NOT NULL"),
+    ("eps", "DOUBLE[] NOT NULL"),
+    ("tau", "DOUBLE[] NOT NULL"),
+    ("sizes", "INTEGER[] NOT NULL"),
+    ("images_per_combination", "INTEGER NOT NULL"),
+    ("preset", "TEXT NOT NULL"),
+    ("iterations", "INTEGER NOT NULL"),
+    ("seed", "BIGINT NOT NULL"),
+    ("shard_count", "INTEGER NOT NULL"),
+    ("shards", "INTEGER[] NOT NULL"),
+    ("code_version", "TEXT NOT NULL"),
+    ("device", "TEXT NOT NULL"),
+    ("created", "TIMESTAMP NOT NULL"),
+    ("finished", "TIMESTAMP"),
+    ("config", "TEXT NOT NULL"),
+)
 
 DDL = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE runs (
-        run_id TEXT PRIMARY KEY,
-        config_hash TEXT NOT NULL,
-        dataset TEXT NOT NULL,
-        model_name TEXT NOT NULL,
-        model_path TEXT NOT NULL,
-        model_card TEXT NOT NULL,
-        graph_name TEXT NOT NULL,
-        graph_sha256 TEXT NOT NULL,
-        attacks TEXT[] NOT NULL,
-        eps DOUBLE[] NOT NULL,
-        tau DOUBLE[] NOT NULL,
-        sizes INTEGER[] NOT NULL,
-        images_per_combination INTEGER NOT NULL,
-        preset TEXT NOT NULL,
-        iterations INTEGER NOT NULL,
-        seed BIGINT NOT NULL,
-        shard_count INTEGER NOT NULL,
-        shards INTEGER[] NOT NULL,
-        code_version TEXT NOT NULL,
-        device TEXT NOT NULL,
-        created TIMESTAMP NOT NULL,
-        finished TIMESTAMP,
-        config TEXT NOT NULL
-    )""",
+    "CREATE TABLE runs (\n" + ",\n".join(f"        {name} {sql}" for name, sql in RUN_COLUMNS) + "\n    )",
     """CREATE TABLE combinations (
         run_id TEXT NOT NULL,
         combo_id INTEGER NOT NULL,
@@ -182,7 +192,7 @@ DDL = (
         ntr_share DOUBLE NOT NULL CHECK (ntr_share BETWEEN 0 AND 1),
         ssim DOUBLE CHECK (ssim IS NULL OR success),
         rmsd DOUBLE CHECK (rmsd IS NULL OR (success AND rmsd >= 0)),
-        iterations INTEGER NOT NULL CHECK (iterations >= 0),
+        success_iteration INTEGER NOT NULL CHECK (success_iteration >= 0),
         linf DOUBLE NOT NULL CHECK (linf >= 0),
         l2 DOUBLE NOT NULL CHECK (l2 >= 0),
         seconds DOUBLE NOT NULL CHECK (seconds >= 0),
@@ -206,13 +216,23 @@ VOLATILE = ("name", "model_path", "shard_index", "shard_count", "device", "creat
 class Protocol:
     """The sweep's protocol settings that change the numbers, typed (stored as ``RunConfig.extra``).
 
-    ``to_extra`` writes the dict the configuration hash covers: ``target`` is always written
-    (runs stored before it was a field keep their ids), ``closure``, ``precision`` and
-    ``cpu_numerics`` only when they are not the default (likewise), ``data`` (a user's images'
-    sha256s, ``MultiLabelDataset.fingerprint``) only when the dataset gives one, ``defense`` and
-    ``eot`` only for a defended run. ``from_extra`` reads any
-    stored version back.
+    ``to_extra`` writes the dict the configuration hash covers: the first seven fields always
+    (``ALWAYS``), every later one only when it is not its default, so that runs stored before it
+    was a field keep their ids: ``closure``, ``precision``, ``cpu_numerics``, ``data`` (a user's
+    images' sha256s, ``MultiLabelDataset.fingerprint``, when the dataset gives one), ``defense``
+    and ``eot`` (a defended run). A new field goes last, with the default that reproduces every
+    stored run. ``from_extra`` reads any stored version back.
     """
+
+    ALWAYS: ClassVar[tuple[str, ...]] = (
+        "split",
+        "combos",
+        "combinations_per_size",
+        "include_abstract",
+        "steps",
+        "images",
+        "target",
+    )
 
     split: str = "test"
     combos: str = "all"
@@ -229,27 +249,12 @@ class Protocol:
     eot: int = 1  # the attacks average this many draws of a randomised defense
 
     def to_extra(self) -> dict[str, Any]:
-        extra = {
-            "split": self.split,
-            "target": self.target,
-            "combos": self.combos,
-            "combinations_per_size": self.combinations_per_size,
-            "include_abstract": self.include_abstract,
-            "steps": dict(self.steps),
-            "images": dict(self.images),
-        }
-        if self.closure != "bench":
-            extra["closure"] = self.closure
-        if self.precision != "fp32":
-            extra["precision"] = self.precision
-        if self.cpu_numerics != "native":
-            extra["cpu_numerics"] = self.cpu_numerics
-        if self.data is not None:
-            extra["data"] = dict(self.data)
-        if self.defense is not None:
-            extra["defense"] = dict(self.defense)
-        if self.eot != 1:
-            extra["eot"] = self.eot
+        extra: dict[str, Any] = {}
+        defaults = Protocol()
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in self.ALWAYS or value != getattr(defaults, f.name):
+                extra[f.name] = dict(value) if isinstance(value, Mapping) else value
         return extra
 
     @classmethod
@@ -286,7 +291,7 @@ class RunConfig:
     model_path: str = ""
     shard_index: int = 0
     shard_count: int = 1
-    code_version: str = bench.__version__
+    code_version: str = __version__
     device: str = ""
     created: str = ""
 
@@ -342,6 +347,19 @@ class RunConfig:
         return [f"{k}: {_canonical(a.get(k))} != {_canonical(b.get(k))}" for k in a if a.get(k) != b.get(k)]
 
 
+def run_values(config: RunConfig) -> list[Any]:
+    """``config`` as a new row of ``runs``, in ``RUN_COLUMNS`` order: each column the field or
+    property of its name, but the model card (JSON), the shards held (this one), ``finished``
+    (not yet) and ``config`` (the whole configuration as JSON)."""
+    own = {
+        "model_card": json.dumps(config.model_card, sort_keys=True),
+        "shards": [config.shard_index],
+        "finished": None,
+        "config": config.to_json(),
+    }
+    return [own[name] if name in own else _plain(getattr(config, name)) for name, _ in RUN_COLUMNS]
+
+
 @dataclass(frozen=True)
 class Combination:
     """A target set Ω of one run: ``eligible`` images qualify, the first ``attacked`` were attacked."""
@@ -368,7 +386,7 @@ class ResultRow:
     success: bool
     consistent: bool
     ntr_share: float
-    iterations: int
+    success_iteration: int  # first success (Square: queries); the budget N when it failed
     linf: float
     l2: float
     seconds: float
@@ -432,6 +450,11 @@ def grid_value(x: float) -> float:
     return float(f"{float(x):.7g}")
 
 
+def now() -> str:
+    """The time as the results tables store it (``created``, ``first_used``, ...): UTC, to the second."""
+    return datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
@@ -448,6 +471,7 @@ __all__ = [
     "DDL",
     "MIGRATIONS",
     "ROW_COLUMNS",
+    "RUN_COLUMNS",
     "SCHEMA_VERSION",
     "VOLATILE",
     "Combination",
@@ -457,4 +481,6 @@ __all__ = [
     "TRANSFER_COLUMNS",
     "TransferRow",
     "grid_value",
+    "now",
+    "run_values",
 ]

@@ -9,9 +9,9 @@
 -- count only where they stayed inside the ball. The pair is fooled (success) if any candidate
 -- succeeded. The deciding row is, among the successful candidates, a consistent one first
 -- (success AND consistent), then the lowest ntr_share, then by attack name (alphabetical),
--- then by τ (ascending): consistent, ntr_share, ssim, rmsd, iterations, linf, l2 and flipped
+-- then by τ (ascending): consistent, ntr_share, ssim, rmsd, success_iteration, linf, l2 and flipped
 -- are its values, decided_by / decided_tau name it. A pair no candidate fooled: success and
--- consistent false, ntr_share 0 (as failed rows hold), ssim, rmsd, iterations, linf, l2 and
+-- consistent false, ntr_share 0 (as failed rows hold), ssim, rmsd, success_iteration, linf, l2 and
 -- decided_by NULL, flipped empty (NULL if a row of the pair predates results.flipped).
 -- Against a defense with a detector (results.detected not NULL), an undetected success is
 -- preferred over a detected one before anything else, and detected is the deciding row's.
@@ -29,7 +29,7 @@ WITH pairs AS (
     GROUP BY run_id, combo_id, image_id, eps
 ), decided AS (
     SELECT run_id, combo_id, image_id, eps, attack, tau, consistent, ntr_share, ssim, rmsd,
-           iterations, linf, l2, flipped, detected
+           success_iteration, linf, l2, flipped, detected
     FROM results
     WHERE success AND linf <= eps + 1e-6
     QUALIFY row_number() OVER (
@@ -44,7 +44,7 @@ SELECT
     d.attack IS NOT NULL AS success,
     coalesce(d.consistent, false) AS consistent,
     coalesce(d.ntr_share, 0.0) AS ntr_share,
-    d.ssim, d.rmsd, d.iterations, d.linf, d.l2, p.seconds,
+    d.ssim, d.rmsd, d.success_iteration, d.linf, d.l2, p.seconds,
     CASE WHEN d.attack IS NOT NULL THEN d.flipped WHEN p.n_unknown = 0 THEN []::TEXT[] END AS flipped,
     d.attack AS decided_by, d.tau AS decided_tau, s.n_attacks, d.detected
 FROM pairs AS p
@@ -56,11 +56,11 @@ JOIN runs AS ru ON ru.run_id = p.run_id;
 -- the (run, ε) settings with at least two attacks.
 CREATE OR REPLACE VIEW rated_rows AS
 SELECT run_id, combo_id, image_id, attack, eps, tau, success, consistent, ntr_share, ssim, rmsd,
-       iterations, linf, l2, seconds, detected
+       success_iteration, linf, l2, seconds, detected
 FROM results
 UNION ALL
 SELECT run_id, combo_id, image_id, attack, eps, tau, success, consistent, ntr_share, ssim, rmsd,
-       iterations, linf, l2, seconds, detected
+       success_iteration, linf, l2, seconds, detected
 FROM worst_case
 WHERE n_attacks >= 2;
 
@@ -82,7 +82,7 @@ SELECT
     avg(r.ntr_share) AS nt_r,
     avg(r.ssim) FILTER (WHERE r.success) AS ssim,
     avg(r.rmsd) FILTER (WHERE r.success) AS rmsd,
-    avg(r.iterations) AS iterations,
+    avg(r.success_iteration) AS success_iteration,
     avg(r.linf) AS linf,
     avg(r.l2) AS l2,
     sum(r.seconds) AS seconds,

@@ -69,7 +69,7 @@ def fake_sweep(cfg: RunConfig, seed: int = 0, combos_per_size: int = 4) -> Sweep
                                     success=ok,
                                     consistent=ok and bool(rng.random() < 0.6),
                                     ntr_share=float(rng.uniform(0, 0.1)) if ok else 0.0,
-                                    iterations=int(rng.integers(1, cfg.iterations + 1)),
+                                    success_iteration=int(rng.integers(1, cfg.iterations + 1)),
                                     linf=float(eps),
                                     l2=float(rng.uniform(0.5, 2)),
                                     seconds=float(rng.uniform(0.01, 0.1)),

@@ -106,7 +106,7 @@ def test_sweep_rows_equal_the_cpu_sweep(tmp_path):
 
     graph = toy_graph()
     sql = (
-        "SELECT combo_id, image_id, attack, success, consistent, iterations, ntr_share, linf, l2, ssim, rmsd "
+        "SELECT combo_id, image_id, attack, success, consistent, success_iteration, ntr_share, linf, l2, ssim, rmsd "
         "FROM results ORDER BY combo_id, image_id, attack"
     )
     rows = []

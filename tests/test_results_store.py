@@ -16,12 +16,12 @@ import duckdb
 import numpy as np
 import pytest
 
-import results.store as store_module
+import results.migrate as migrate_module
 from bench.cli import error_message
 from bench.errors import BenchError, StoreBusy
 from bench.paths import PROJECT_ROOT
-from results.schema import VOLATILE, ResultKey, RunConfig
-from results.store import ResultStore
+from results.schema import SCHEMA_VERSION, VOLATILE, ResultKey, RunConfig
+from results.store import ResultStore, read_results
 from tests.results_fixtures import config, fake_sweep, store_sweep
 
 
@@ -37,7 +37,7 @@ def expected_rows(rows) -> list[tuple]:
 
 
 def as_table_order(rows: list[tuple]) -> list[tuple]:
-    """ResultRow field order → the results table's column order (ssim, rmsd before iterations; machine last)."""
+    """ResultRow field order → the results table's column order (ssim, rmsd before success_iteration; machine last)."""
     return sorted(r[:8] + r[12:14] + r[8:12] + r[14:] for r in rows)
 
 
@@ -151,10 +151,10 @@ def test_older_schema_is_upgraded_in_one_transaction(tmp_path, monkeypatch):
     path = tmp_path / "r.duckdb"
     store_sweep(ResultStore(path), fake_sweep(config(), seed=3))
     before = stored_rows(ResultStore(path))
-    real, now = dict(store_module.MIGRATIONS), store_module.SCHEMA_VERSION
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", now + 1)
+    real, now = dict(migrate_module.MIGRATIONS), migrate_module.SCHEMA_VERSION
+    monkeypatch.setattr(migrate_module, "SCHEMA_VERSION", now + 1)
     monkeypatch.setattr(
-        store_module,
+        migrate_module,
         "MIGRATIONS",
         {**real, now: ("ALTER TABLE results ADD COLUMN note TEXT", "SELECT * FROM no_such_table")},
     )
@@ -165,13 +165,72 @@ def test_older_schema_is_upgraded_in_one_transaction(tmp_path, monkeypatch):
         assert version == str(now), "version moved"
         columns = [r[0] for r in con.execute("DESCRIBE results").fetchall()]
     assert "note" not in columns, "a failed upgrade left a half-applied schema"
-    monkeypatch.setattr(store_module, "MIGRATIONS", {**real, now: ("ALTER TABLE results ADD COLUMN note TEXT",)})
+    monkeypatch.setattr(migrate_module, "MIGRATIONS", {**real, now: ("ALTER TABLE results ADD COLUMN note TEXT",)})
     upgraded = ResultStore(path)
     with duckdb.connect(str(path), read_only=True) as con:
         version = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
         assert version == str(now + 1), "not upgraded"
         assert "note" in [r[0] for r in con.execute("DESCRIBE results").fetchall()], "migration not applied"
     assert [r[:-1] for r in stored_rows(upgraded)] == before, "rows changed during the upgrade"
+
+
+def _version_5(path: Path) -> None:
+    """Turn a results file back into what version 5 wrote (``results.iterations``)."""
+    with duckdb.connect(str(path)) as con:
+        con.execute("ALTER TABLE results RENAME COLUMN success_iteration TO iterations")
+        con.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+
+
+def test_reading_a_file_never_writes_it(tmp_path):
+    """Current or older, a file read (read_results, a store opened with create=False, a merge's
+    source) keeps its bytes and gains no file beside it; an older one reads as if upgraded, and
+    the first write upgrades it."""
+    path = tmp_path / "r.duckdb"
+    sweep = fake_sweep(config(name="r"), seed=7)
+    store_sweep(ResultStore(path), sweep)
+    query = "SELECT * EXCLUDE (run_id) FROM rate_summary ORDER BY ALL"
+
+    def rates(con) -> list[tuple]:  # to 9 digits: DuckDB sums in no fixed order
+        found = con.execute(query).fetchall()
+        return [tuple(float(f"{v:.9g}") if isinstance(v, float) else v for v in r) for r in found]
+
+    with read_results(path) as con:
+        summary = rates(con)
+    rows = stored_rows(ResultStore(path))
+    for version in (SCHEMA_VERSION, 5):
+        if version == 5:
+            _version_5(path)
+        before, files = sha(path), sorted(os.listdir(tmp_path))
+        with read_results(path) as con:
+            assert rates(con) == summary, f"version {version}: the views read otherwise"
+            assert "success_iteration" in [r[0] for r in con.execute("DESCRIBE results").fetchall()]
+        reading = ResultStore(path, create=False)
+        assert stored_rows(reading) == rows, f"version {version}: the rows read otherwise"
+        assert reading.done_keys("r") == {r.key for r in sweep.rows}, f"version {version}: done_keys"
+        assert reading.run_config("r").config_hash == sweep.config.config_hash, f"version {version}: run_config"
+        merged = ResultStore(tmp_path / f"merged{version}.duckdb")
+        assert merged.merge([path])[0].rows_added == len(rows), f"version {version}: a merge read otherwise"
+        assert stored_rows(merged) == rows, f"version {version}: merged rows differ"
+        assert sha(path) == before, f"reading a version {version} file changed it"
+        assert sorted(os.listdir(tmp_path)) == sorted([*files, f"merged{version}.duckdb"]), "a file appeared beside it"
+    ResultStore(path, create=False).finish_run("r")  # a write upgrades the file
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    assert stored_rows(ResultStore(path, create=False)) == rows, "rows changed by the upgrade"
+
+
+def test_success_iteration_keeps_its_place_and_values(tmp_path):
+    """Version 6 renames results.iterations in place: same position, same values."""
+    path = tmp_path / "r.duckdb"
+    store_sweep(ResultStore(path), fake_sweep(config(), seed=8))
+    with duckdb.connect(str(path), read_only=True) as con:
+        columns = [r[0] for r in con.execute("DESCRIBE results").fetchall()]
+        values = con.execute("SELECT * FROM results ORDER BY ALL").fetchall()
+    _version_5(path)
+    ResultStore(path)
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert [r[0] for r in con.execute("DESCRIBE results").fetchall()] == columns, "the column moved"
+        assert con.execute("SELECT * FROM results ORDER BY ALL").fetchall() == values, "values changed"
 
 
 def test_foreign_and_missing_files(tmp_path):
@@ -334,10 +393,14 @@ def test_version_one_files_gain_the_artifacts_machines_flipped_checks_and_transf
         con.execute("ALTER TABLE results DROP COLUMN machine")
         con.execute("ALTER TABLE results DROP COLUMN flipped")
         con.execute("ALTER TABLE results DROP COLUMN detected")
+        con.execute("ALTER TABLE results RENAME COLUMN success_iteration TO iterations")
         con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    unread = sha(path)
+    assert stored_rows(ResultStore(path, create=False)) == before, "a version 1 file reads as the upgraded one"
+    assert sha(path) == unread, "reading a version 1 file changed it"
     upgraded = ResultStore(path)
     with duckdb.connect(str(path), read_only=True) as con:
-        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "5"
+        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
         assert con.execute("SELECT count(*) FROM results WHERE flipped IS NULL").fetchone()[0] == len(before), (
             "rows stored before version 4 have no flipped labels"
         )

@@ -28,7 +28,7 @@ class Run:
 
 
 def row(combo, image, attack, eps, tau=-0.85, ok=False, cons=False, ntr=0.0, linf=None, flipped=(), n=0):
-    """One result row; ``n`` varies the values no rule reads (iterations, l2, seconds, SSIM, RMSD)."""
+    """One result row; ``n`` varies the values no rule reads (success_iteration, l2, seconds, SSIM, RMSD)."""
     return ResultRow(
         combo_id=combo,
         image_id=image,
@@ -38,7 +38,7 @@ def row(combo, image, attack, eps, tau=-0.85, ok=False, cons=False, ntr=0.0, lin
         success=ok,
         consistent=ok and cons,
         ntr_share=ntr if ok else 0.0,
-        iterations=10 + n if ok else 300,
+        success_iteration=10 + n if ok else 300,
         linf=eps if linf is None else linf,
         l2=0.5 + 0.01 * n,
         seconds=0.1 + 0.001 * n,
@@ -194,7 +194,7 @@ def reference_pairs(runs: dict[str, Run]) -> dict[tuple, dict]:
                     ntr_share=0.0,
                     ssim=None,
                     rmsd=None,
-                    iterations=None,
+                    success_iteration=None,
                     linf=None,
                     l2=None,
                     flipped=None if unknown else [],
@@ -209,7 +209,7 @@ def reference_pairs(runs: dict[str, Run]) -> dict[tuple, dict]:
                     ntr_share=best.ntr_share,
                     ssim=best.ssim,
                     rmsd=best.rmsd,
-                    iterations=best.iterations,
+                    success_iteration=best.success_iteration,
                     linf=best.linf,
                     l2=best.l2,
                     flipped=None if best.flipped is None else list(best.flipped),
@@ -253,7 +253,7 @@ def reference_combinations(runs: dict[str, Run], pairs: dict[tuple, dict]) -> di
             nt_r=float(np.mean([p["ntr_share"] for p in group])),
             ssim=mean(p["ssim"] for p in won),
             rmsd=mean(p["rmsd"] for p in won),
-            iterations=mean(p["iterations"] for p in group),
+            success_iteration=mean(p["success_iteration"] for p in group),
             linf=mean(p["linf"] for p in group),
             l2=mean(p["l2"] for p in group),
             seconds=sum(p["seconds"] for p in group),

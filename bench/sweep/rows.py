@@ -178,7 +178,7 @@ def make_rows(
                 success=ok,
                 consistent=bool(m.consistent[j]),
                 ntr_share=float(m.ntr_share[j]),
-                iterations=o.iterations if o.iterations >= 0 else s.steps,
+                success_iteration=o.iterations if o.iterations >= 0 else s.steps,
                 linf=float(m.linf[j]),
                 l2=float(m.l2[j]),
                 seconds=o.seconds,
