@@ -1,6 +1,9 @@
 """Consistent target sets h(Ω, G) and consistency checks, batched on tensors.
 
-Definitions (``../shared/paper/notes.md`` §1b–1d, the official ``scripts/tree_loss.py``):
+Definitions (the paper, Mahmood & Elhamifar, "Semantic-Aware Multi-Label Adversarial
+Attacks", CVPR 2024; its official code's ``scripts/tree_loss.py``, in
+github.com/hassan-mahmood/SemanticMLLAttacks; with the cases: docs/knowledge-graphs.md,
+Closures):
 
 * **Turn-off closure** Ψ = h(Ω): the targets, their descendants that are positive, and each
   positive node left without a positive child (repeated; on a tree, the ancestors).

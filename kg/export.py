@@ -35,10 +35,6 @@ def export_graph(graph: LabelGraph, fmt: str) -> str:
     return EXPORTERS.get(fmt)(graph)
 
 
-def export_formats() -> list[str]:
-    return EXPORTERS.names()
-
-
 @register_format("json")
 def to_json(graph: LabelGraph) -> str:
     return json.dumps(graph.to_dict(), indent=2, ensure_ascii=False) + "\n"

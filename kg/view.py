@@ -8,7 +8,7 @@ node highlights its ancestors and descendants; the search box highlights matchin
 Everything (SVG, style, a few lines of script, the data) is inline: the file opens
 offline and refers to no URL.
 
-With a run's outcomes (``bench kg view --run``, ``kg.annotate``) each node is coloured by its
+With a run's outcomes (``bench kg view --run``, ``results.annotate``) each node is coloured by its
 band as a target (FR_N: fragile red, contested orange, robust teal, never a target grey), its
 name followed by its FR_N, and ringed in purple as strongly as attacks on other targets
 dragged it along (its nt_rate against the graph's largest); the tooltip holds every number.

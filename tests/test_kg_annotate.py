@@ -20,9 +20,9 @@ import bench.cli  # noqa: F401  (registers every command)
 from bench.cli import error_message
 from bench.cli.apps import app
 from bench.errors import BenchError
-from kg.annotate import annotate
 from kg.catalog import load_graph
 from kg.stores import open_store
+from results.annotate import annotate
 from results.schema import Combination, ResultRow
 from results.store import ResultStore, read_results
 from tests.results_fixtures import config
@@ -58,7 +58,7 @@ def synthetic_run(graph, seed: int) -> tuple[list[Combination], list[ResultRow]]
                         success=ok,
                         consistent=ok and bool(rng.random() < 0.7),
                         ntr_share=len(flipped) / len(others) if ok else 0.0,
-                        iterations=7,
+                        success_iteration=7,
                         linf=eps,
                         l2=1.0,
                         seconds=0.1,

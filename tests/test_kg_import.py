@@ -16,18 +16,11 @@ import pytest
 import bench.cli
 from bench.errors import BenchError
 from kg.catalog import load_graph
-from kg.cooccurrence import (
-    SHALLOW_STEPS,
-    Cooccurrence,
-    _nesting,
-    authors_orders,
-    graph_diff,
-    import_graph,
-    label_order,
-    read_cooccurrence,
-    recover,
-    recover_edges,
-)
+from kg.cooccurrence import Cooccurrence, read_cooccurrence, recover_edges
+from kg.diff import graph_diff
+from kg.graph_import import import_graph, recover
+from kg.label_order import authors_orders, label_order
+from kg.plausibility import SHALLOW_STEPS, _nesting
 
 # The rows of the authors' VOC file, as their code lists them (MLGCN/cooccurrence.py line 20 and
 # e.g. gcnscripts/consistent_mll_gcn_voc.py line 233 of hassan-mahmood/SemanticMLLAttacks), in
@@ -107,9 +100,11 @@ def test_rows_in_another_order_are_refused_then_recovered_with_labels(tmp_path, 
     path = tmp_path / "sem_voc_adj.pkl"
     path.write_bytes(pickle.dumps(rows_in_order(voc, counts_from(voc), AUTHORS_VOC)))
 
+    reported = []
     with pytest.raises(BenchError, match="implausible hierarchy") as refused:
-        import_graph("voc", path, "voc-authors")
+        import_graph("voc", path, "voc-authors", report=reported.append)
     assert "`labels`" in str(refused.value) and "`accept_implausible`" in str(refused.value)
+    assert [r.plausibility.plausible for r in reported] == [False], "reported once, before it is refused"
     wrong = recover("voc", path, "wrong").plausibility
     assert not wrong.plausible and wrong.shallow * 2 > len(wrong.fits), "most groups near whole.n.02"
     assert wrong.worst(1)[0].steps <= SHALLOW_STEPS and wrong.mean_steps < 2.5, wrong.summary()

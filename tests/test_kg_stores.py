@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import subprocess
 import sys
 import textwrap
@@ -115,6 +116,29 @@ def test_cypher_files_pick_the_dialect_variant_over_the_shared_file():
             assert text.strip(), f"{name} is empty for {dialect}"
     with pytest.raises(BenchError, match="did you mean 'ancestors'"):
         cypher.query("ancestor", "ladybug")
+
+
+def test_the_path_bound_is_max_depth_filled_in_as_a_query_is_read():
+    """Cypher takes no parameter for a path bound: the files write ``{{MAX_DEPTH}}``, never a
+    number of their own, and reading a query fills in the one ``load`` checks graphs against;
+    a placeholder the code does not know is an error, not text sent to the store."""
+    literal_bound = re.compile(r"\*\s*\d*\s*\.\.\s*\d")  # [:IS_A*1..30], [:IS_A*..30]
+    files = sorted(cypher.FOLDER.glob("*.cypher"))
+    assert files and not [f.name for f in files if literal_bound.search(f.read_text(encoding="utf-8"))], (
+        "a .cypher file writes a path bound of its own instead of {{MAX_DEPTH}}"
+    )
+    assert MAX_DEPTH == cypher.MAX_DEPTH == cypher.CONSTANTS["MAX_DEPTH"], "one number"
+    for name in ("ancestors", "descendants", "closure"):
+        raw = cypher.path(name, "ladybug").read_text(encoding="utf-8")
+        assert "[:IS_A*1..{{MAX_DEPTH}}]" in raw, f"{name}.cypher bounds its paths by the placeholder"
+        for dialect in ("ladybug", "neo4j"):
+            text = cypher.query(name, dialect)
+            assert f"[:IS_A*1..{MAX_DEPTH}]" in text and "{{" not in text, text
+    with pytest.raises(BenchError, match=r"cypher/x\.cypher: unknown placeholder \{\{MAX_DEPT\}\}"):
+        cypher.fill("MATCH (a)-[:IS_A*1..{{MAX_DEPT}}]->(b)", "cypher/x.cypher")
+    with pytest.raises(BenchError, match=r"no \{\{NAME\}\} placeholder"):
+        cypher.fill("MATCH (a)-[:IS_A*1..{{MAX DEPTH}}]->(b)")
+    assert cypher.fill("RETURN {a: {b: 1}}") == "RETURN {a: {b: 1}}", "map literals are not placeholders"
 
 
 @settings(max_examples=30)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
@@ -32,6 +32,9 @@ from kg.catalog import (
     save_user_graph,
 )
 from kg.graph import LabelGraph
+
+if TYPE_CHECKING:
+    from kg.graph_import import Recovered
 
 GraphOption = Annotated[
     str,
@@ -267,8 +270,8 @@ def _run_outcomes(
     store: str,
     graph_db: Path | None,
 ) -> tuple[LabelGraph, dict[int, dict], str]:
-    from kg.annotate import one_setting
     from kg.stores import open_graph_store
+    from results.annotate import one_setting
 
     with open_graph_store(store, graph_db, existing=True) as graph_store:
         names = graph_store.annotated_graphs(run)
@@ -372,14 +375,28 @@ def import_command(
 
     Example: bench kg import -d voc --adj MLGCN/data/voc/voc_adj.pkl --labels authors --name voc-authors
     """
-    from rich.table import Table
-
-    from kg.cooccurrence import SHALLOW_STEPS, recover
+    from kg.graph_import import import_graph
 
     check_user_graph_name(name, force)  # before reading anything
 
-    with console.status(f"recovering the hierarchy in {adj} (WordNet loads in a few seconds)"):
-        got = recover(dataset, adj, name, trust_checkpoint, labels)
+    with console.status(f"recovering the hierarchy in {adj} (WordNet loads in a few seconds)") as status:
+
+        def report(got: Recovered) -> None:
+            status.stop()  # recovered: the report is printed, not spun under
+            _show_recovered(got, dataset)
+
+        graph = import_graph(dataset, adj, name, trust_checkpoint, labels, accept_implausible, report=report)
+    console.print(styled("recovered ", (graph.name, "bold"), f": {_summary(graph)}"))
+    console.print(f"wrote {save_user_graph(graph, force)}")
+    console.print(f"compare: bench kg diff {dataset} {graph.name}")
+
+
+def _show_recovered(got: Recovered, dataset: str) -> None:
+    """The label order a recovered graph was read in, its worst WordNet fits and the verdict."""
+    from rich.table import Table
+
+    from kg.plausibility import SHALLOW_STEPS
+
     order = got.order
     shown = ", ".join(order.names[:4]) + (", ..." if len(order.names) > 4 else "")
     if order.assumed:
@@ -412,11 +429,6 @@ def import_command(
             )
         console.print(table)
     console.print(styled(("WordNet fit", "green" if p.plausible else "red"), f": {p.summary()}"))
-    got.require_plausible(accept_implausible)
-    graph = got.graph
-    console.print(styled("recovered ", (graph.name, "bold"), f": {_summary(graph)}"))
-    console.print(f"wrote {save_user_graph(graph, force)}")
-    console.print(f"compare: bench kg diff {dataset} {graph.name}")
 
 
 @kg_app.command("diff")
@@ -434,7 +446,7 @@ def diff_command(
     """
     from rich.table import Table
 
-    from kg.cooccurrence import graph_diff
+    from kg.diff import graph_diff
 
     ga, gb = load_graph(a), load_graph(b)
     rows = graph_diff(ga, gb)

@@ -218,8 +218,8 @@ def annotate(
     Example: bench kg annotate --run stamps-demo
     Example: bench kg annotate --run stamps-demo --graph-store neo4j
     """
-    from kg.annotate import annotatable
-    from kg.annotate import annotate as write_annotations
+    from results.annotate import annotatable
+    from results.annotate import annotate as write_annotations
     from results.store import read_results
 
     with read_results(db) as con:

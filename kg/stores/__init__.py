@@ -20,7 +20,8 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.registry import Registry
-from kg.stores.base import MAX_DEPTH, Combination, GraphStore, Node, StoredGraph
+from cypher import MAX_DEPTH
+from kg.stores.base import CombinationClosure, GraphStore, Node, StoredGraph
 
 STORES: Registry[type[GraphStore]] = Registry("graph store")
 register_store = STORES.register
@@ -83,7 +84,7 @@ from kg.stores import ladybug_store, neo4j_store  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "MAX_DEPTH",
-    "Combination",
+    "CombinationClosure",
     "GraphStore",
     "Node",
     "StoredGraph",

@@ -25,11 +25,8 @@ import numpy as np
 
 import cypher
 from bench.errors import BenchError, unknown
+from cypher import MAX_DEPTH
 from kg.graph import LabelGraph
-
-MAX_DEPTH = 30
-"""Longest IS_A path the queries follow (``[:IS_A*1..30]``): Ladybug needs a literal upper
-bound and caps it at 30. Loading refuses a deeper graph rather than answer wrongly."""
 
 Row = dict[str, Any]
 Step = tuple[str, Mapping[str, Any]]
@@ -43,9 +40,10 @@ class Node(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Combination:
+class CombinationClosure:
     """One target combination Ω: its members, and the union of their proper ancestors and of
-    their proper descendants (each sorted by index)."""
+    their proper descendants (each sorted by index). A run's record of a target set is
+    another thing: ``results.schema.Combination``."""
 
     members: tuple[Node, ...]
     ancestors: tuple[Node, ...]
@@ -299,7 +297,7 @@ class GraphStore(ABC):
         run): the run's earlier ones are replaced in the same transaction, other runs' stay.
 
         ``outcomes``: dicts with ``label`` (a node name), ``attack``, ``eps``, ``tau``, the
-        ``label_rates`` numbers and ``band`` (``kg.annotate``). Returns how many were stored."""
+        ``label_rates`` numbers and ``band`` (``results.annotate``). Returns how many were stored."""
         if graph_name not in self.graphs():
             raise BenchError(f"graph {graph_name!r} is not loaded in {self.location}")
         missing = sorted({o["label"] for o in outcomes} - set(self.node_names(graph_name)))
@@ -360,14 +358,14 @@ class GraphStore(ABC):
         self._check_found(graph_name, labels, found)
         return {label: [n.name for n in found[label]] for label in labels}
 
-    def combinations(self, graph_name: str, labels: Iterable[str], k: int) -> list[Combination]:
+    def combinations(self, graph_name: str, labels: Iterable[str], k: int) -> list[CombinationClosure]:
         """Every combination of ``k`` of the labels (in the order given), resolved in one query."""
         labels = _distinct(labels)
         if not 1 <= k <= len(labels):
             raise BenchError(f"combinations of size {k} need 1 <= k <= {len(labels)} (the number of labels given)")
         return self.resolve_combinations(graph_name, list(itertools.combinations(labels, k)))
 
-    def resolve_combinations(self, graph_name: str, combos: Sequence[Sequence[str]]) -> list[Combination]:
+    def resolve_combinations(self, graph_name: str, combos: Sequence[Sequence[str]]) -> list[CombinationClosure]:
         """Members, ancestors and descendants of each given combination, in one round trip."""
         if not combos:
             return []
@@ -376,7 +374,7 @@ class GraphStore(ABC):
         out = []
         for i, members in enumerate(masks.members):
             out.append(
-                Combination(
+                CombinationClosure(
                     tuple(Node(int(j), names[int(j)]) for j in members),
                     tuple(Node(int(j), names[int(j)]) for j in np.flatnonzero(masks.ancestors[i])),
                     tuple(Node(int(j), names[int(j)]) for j in np.flatnonzero(masks.descendants[i])),
