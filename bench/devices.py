@@ -6,8 +6,6 @@ import torch
 
 from bench.errors import InvalidValue
 
-DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:INDEX."
-
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     """``auto``/``None`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:i``; one line for anything else."""

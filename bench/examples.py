@@ -23,8 +23,6 @@ from torch import Tensor
 
 from bench.fileio import atomic_write
 
-PNG_KINDS = ("clean", "adv", "delta")
-
 
 def to_uint8(image: Tensor | np.ndarray) -> np.ndarray:
     """``[3, H, W]`` in [0, 1] → ``[H, W, 3]`` uint8."""

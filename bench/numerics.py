@@ -1,5 +1,6 @@
-"""CPU numerics: the code path torch's CPU kernels take, pinned on request, and the fingerprint
-of the machine that computed a run's rows.
+"""CPU numerics: the code path torch's CPU kernels take, pinned on request, and the numerics a
+run's rows were computed under (``row_numerics``: the machine with its code paths, the precision
+and B; its ``row_numerics_id`` is what the results' ``machine`` column holds).
 
 A float32 result's last bits depend on the vector code path of three libraries: MKL (matrix
 products), oneDNN (convolutions) and ATen's own kernels (element-wise ops, reductions). Each
@@ -346,7 +347,7 @@ def require(mode: str) -> None:
             raise BenchError("portable CPU numerics cannot be kept here: " + "; ".join(reasons))
 
 
-# --------------------------------------------------------------------------- fingerprint
+# --------------------------------------------------------------------------- row numerics
 def _cpuinfo(field: str) -> str:
     """The first value of ``field`` in /proc/cpuinfo ('' where there is none)."""
     try:
@@ -402,10 +403,23 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def fingerprint(device: Any, precision: str, batch: int, mode: str) -> dict[str, Any]:
-    """What decides a row's bits besides its inputs (the reproducibility contract's "machine").
+#: A ``row_numerics`` fingerprint: field → value, as stored (JSON) in the ``machines`` table.
+RowNumerics = dict[str, Any]
 
-    Every field but ``INFORMATIONAL`` ones enters ``machine_id``.
+
+def row_numerics(device: Any, precision: str, batch: int, mode: str) -> RowNumerics:
+    """What decides a row's bits besides its inputs: the device and CPU, each library's code
+    path and version, the precision, the pair batch size B (``batch``) and the CPU-numerics
+    mode, with ``INFORMATIONAL`` fields recorded alongside.
+
+    The results call this the *machine* (the reproducibility contract's word): the ``machine``
+    column of ``results`` and the ``machines`` table hold ``row_numerics_id`` of it, the table
+    also its JSON (``ResultStore.use_machine``). Precision and B are part of it because they
+    change a row's bits as much as the hardware does (one CPU computes other bits in bf16 than
+    in fp32, and at another B a matrix product may take another code path), so rows are
+    promised equal, and may be mixed in one run, only where all of it agrees. The stored names
+    and values stay as they are (every results file keeps its bits); only the Python names say
+    what it is. Every field but ``INFORMATIONAL`` ones enters ``row_numerics_id``.
     """
     import torch
 
@@ -443,8 +457,9 @@ def deciding(fp: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fp.items() if k not in skip}
 
 
-def machine_id(fp: Mapping[str, Any]) -> str:
-    """12 hex digits naming the fingerprint's deciding fields."""
+def row_numerics_id(fp: Mapping[str, Any]) -> str:
+    """12 hex digits naming a ``row_numerics`` fingerprint's deciding fields: the key the
+    results' ``machine`` column and the ``machines`` table hold."""
     return hashlib.sha256(json.dumps(deciding(fp), sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -17,7 +17,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+import bench.cli
 from kg.stores import open_store
 from tests.cli_main import ROOT_APP, leaf_commands, main_exit
 from tests.sweep_fixtures import NAME, save_toy_model, toy_graph
@@ -110,7 +112,19 @@ def fixture_home(tmp_path_factory):
 
 
 def test_every_command_has_an_example():
-    missing = [" ".join(path) for path, command in leaf_commands() if "Example:" not in (command.help or "")]
+    """Every command (each leaf of the tree, groups' subcommands included) has an ``Example:``
+    line in its help text, the one ``examples()`` reads, and ``bench COMMAND --help`` shows it."""
+    commands = list(leaf_commands())
+    paths = {path for path, _ in commands}
+    named = {("run",), ("table",), ("sql",), ("runs",), ("plot",), ("merge",), ("perf", "db"), ("perf", "kg")}
+    named |= {("kg", "load"), ("kg", "closure"), ("kg", "query")}
+    assert named <= paths, f"the walk of the command tree missed {sorted(named - paths)}"
+    runner = CliRunner()
+    missing = []
+    for path, command in commands:
+        shown = runner.invoke(bench.cli.app, [*path, "--help"], terminal_width=200)
+        if "Example:" not in (command.help or "") or shown.exit_code != 0 or "Example:" not in shown.output:
+            missing.append(" ".join(path))
     assert not missing, f"commands without an Example: line in --help: {missing}"
 
 

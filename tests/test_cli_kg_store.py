@@ -322,12 +322,6 @@ def test_perf_kg_times_both_methods_and_checks_they_agree(db):
     )
 
 
-@pytest.mark.parametrize("command", [["kg", "load"], ["kg", "closure"], ["kg", "query"], ["perf", "kg"]])
-def test_every_command_has_an_example(command):
-    output = ok(*command, "--help")
-    assert "Example:" in output, f"bench {' '.join(command)} --help has no example:\n{output}"
-
-
 def test_query_rows_as_json(db):
     import json
 

@@ -25,7 +25,6 @@ from tests.results_fixtures import config, fake_sweep, store_sweep
 from tests.test_results_views import reference_summary
 
 runner = CliRunner()
-COMMANDS = (["table"], ["sql"], ["runs"], ["plot"], ["merge"], ["perf", "db"])
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +40,6 @@ def invoke(*args: str):
     if result.exception is not None and not isinstance(result.exception, (BenchError, SystemExit)):
         raise result.exception
     return result
-
-
-@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
-def test_every_command_has_an_example(command):
-    result = invoke(*command, "--help")
-    assert result.exit_code == 0 and "Example:" in result.output, f"`bench {' '.join(command)} --help` lacks an Example"
 
 
 def test_table_markdown_shows_the_numpy_numbers(db):

@@ -30,7 +30,6 @@ from bench.errors import BenchError, one_line, unknown
 from bench.models.net import MultiLabelNet
 from bench.untrusted import torch_load
 
-ARCHS = ("asl", "ml-decoder", "ml-gcn")
 _NAMES = {"asl": "ASL (TResNet)", "ml-decoder": "ML-Decoder", "ml-gcn": "ML-GCN"}
 
 # (stem width, Bottleneck in stages 1-2, blocks per stage) → TResNet variant

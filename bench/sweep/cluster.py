@@ -11,11 +11,12 @@ metrics); it streams rows back, and the driver alone writes them to the one Duck
 (``Prepared.write``: the store's transactional, idempotent ``write_rows``, combinations
 marked complete).
 
-What travels: the model's weights and the dataset object go through Ray's object store once
-(``ray.put``); each actor fetches them once. Images are read by the dataset object itself, so
-an on-disk dataset (VOC, NUS-WIDE, Open Images, the ``stamps`` cache under ``$BENCH_DATA``)
-must be at the same path on every node (a shared file system); the object store never carries
-a whole image collection.
+What travels: one ``WorkerInputs`` (the model's weights, the dataset object, the graph, the
+clean predictions, the attacks...) goes through Ray's object store once (``ray.put``); each
+actor fetches it once. Images are read by the dataset object itself, so an on-disk dataset
+(VOC, NUS-WIDE, Open Images, the ``stamps`` cache under ``$BENCH_DATA``) must be at the same
+path on every node (a shared file system); the object store never carries a whole image
+collection.
 
 Rows equal a single process's, bitwise: a pair's row depends only on its own inputs, the
 device, B and the threads torch uses (``docs/sweeps.md``, the reproducibility contract), not
@@ -40,14 +41,16 @@ import torch
 from torch import Tensor, nn
 
 from bench import numerics
+from bench.attacks.base import Attack
 from bench.attacks.engine import EngineStats
 from bench.errors import BenchError, InvalidValue, one_line
-from bench.plugins import child_process_env
+from bench.registry import child_process_env
+from bench.sweep.config import AttackSetting
 from bench.sweep.pairs import PairQueue
+from bench.sweep.planning import CleanPredictions, PlannedCombination
 from bench.sweep.prepare import Prepared, SweepOutcome, SweepRequest, prepared_sweep
 from bench.sweep.progress import StageTimes, SweepProgress
-from bench.sweep.protocol import PlannedCombination
-from bench.sweep.rows import Saved, attack_rows
+from bench.sweep.rows import ExampleSpec, Saved, attack_rows
 from kg.closure import GraphTensors
 from kg.graph import LabelGraph
 from results.schema import ResultKey, ResultRow, RunConfig
@@ -68,6 +71,25 @@ def import_ray() -> Any:
     except ImportError:
         raise BenchError("sweeps on Ray need the optional extra 'ray': pip install 'semattack-bench[ray]'") from None
     return ray
+
+
+@dataclass(frozen=True)
+class WorkerInputs:
+    """What every worker starts from: the driver puts one in Ray's object store, each actor
+    (and an actor Ray restarts) is created from it."""
+
+    model: nn.Module  # on the CPU; the worker moves it to ``device``
+    dataset: MultiLabelDataset
+    graph: LabelGraph
+    clean: CleanPredictions
+    settings: list[AttackSetting]
+    attacks: dict[AttackSetting, Attack]
+    device: str
+    batch_size: int  # the pair batch size B
+    max_targets: int
+    threads: int  # torch threads of a CPU worker (0: torch's default)
+    closure: str
+    examples: ExampleSpec | None
 
 
 @dataclass
@@ -130,53 +152,41 @@ def _worker_class(ray: Any) -> Any:
     class SweepWorker:
         """Loads the model and the dataset once; runs work units through the engine."""
 
-        def __init__(
-            self,
-            model_ref,
-            dataset_ref,
-            graph,
-            clean,
-            settings,
-            attacks,
-            device,
-            batch_size,
-            max_targets,
-            threads,
-            closure,
-            examples,
-        ):
-            if threads:
-                torch.set_num_threads(threads)
-            self.device = torch.device(device)
-            self.model = model_ref.to(self.device).eval()
-            self.dataset, self.graph, self.clean = dataset_ref, graph, clean
-            self.settings, self.attacks = settings, attacks
-            self.batch_size, self.max_targets, self.closure, self.examples = batch_size, max_targets, closure, examples
-            self.g = GraphTensors(graph)
+        def __init__(self, inputs: WorkerInputs) -> None:
+            if inputs.threads:
+                torch.set_num_threads(inputs.threads)
+            self.inputs = inputs
+            self.device = torch.device(inputs.device)
+            self.model = inputs.model.to(self.device).eval()
+            self.g = GraphTensors(inputs.graph)
 
         def pid(self) -> int:
             return os.getpid()
 
-        def fingerprint(self, precision: str, mode: str) -> dict:
-            """This worker's numerics fingerprint (its runtime_env pinned ``mode`` before torch loaded)."""
+        def row_numerics(self, precision: str, mode: str) -> numerics.RowNumerics:
+            """The numerics this worker's rows are computed under (``numerics.row_numerics``; its
+            runtime_env pinned ``mode`` before torch loaded)."""
             numerics.require(mode)
-            return numerics.fingerprint(self.device, precision, self.batch_size, mode)
+            return numerics.row_numerics(self.device, precision, self.inputs.batch_size, mode)
 
         def run(
             self, combos: list[PlannedCombination], descendants: Tensor, done: set[ResultKey]
         ) -> Iterator[tuple[list[ResultRow], Saved, dict[str, EngineStats] | None]]:
             """Streams ``(rows, saved examples, None)`` per metrics batch, then ``([], [], slot use)``."""
-            queue = PairQueue(combos, self.clean, self.settings, done, self.g, descendants, self.dataset, self.closure)
+            inputs = self.inputs
+            queue = PairQueue(
+                combos, inputs.clean, inputs.settings, done, self.g, descendants, inputs.dataset, inputs.closure
+            )
             slot_use: dict[str, EngineStats] = {}
             for rows, saved, _ in attack_rows(
                 queue,
-                self.attacks,
+                inputs.attacks,
                 self.model,
-                self.batch_size,
-                self.max_targets,
+                inputs.batch_size,
+                inputs.max_targets,
                 StageTimes(),
                 slot_use,
-                self.examples,
+                inputs.examples,
             ):
                 yield rows, saved, None
             yield [], [], slot_use
@@ -250,49 +260,62 @@ def run_sweep_ray(
         todo = [i for i, c in enumerate(prep.queue.combos) if prep.queue.remaining[c.combo_id] > 0]
         units = _units(todo, n_workers * units_per_worker)
         if units:
-            driver = _Driver(ray, prep, units, config, request.allow_mixed_numerics)
             with prep.times("workers start"):
-                driver.start(model, dataset, graph, config, device, per_worker, threads, min(n_workers, len(units)))
+                inputs = WorkerInputs(
+                    model=copy.deepcopy(model).cpu(),
+                    dataset=dataset,
+                    graph=graph,
+                    clean=prep.clean,
+                    settings=prep.settings,
+                    attacks=prep.attacks,
+                    device=str(device),
+                    batch_size=prep.batch_size,
+                    max_targets=max(config.sizes),
+                    threads=threads,
+                    closure=prep.queue.closure,
+                    examples=prep.examples,
+                )
+                driver = _Driver(
+                    ray,
+                    prep,
+                    units,
+                    inputs,
+                    per_worker,
+                    min(n_workers, len(units)),
+                    config,
+                    request.allow_mixed_numerics,
+                )
             driver.run()
         return prep.outcome()
 
 
 class _Driver:
-    """The driver's loop: hand the units to the workers, write the rows that stream back,
-    requeue the unit of a worker whose process died."""
+    """The driver's loop: start ``n_workers`` workers from ``inputs``, hand them the units,
+    write the rows that stream back, requeue the unit of a worker whose process died."""
 
-    def __init__(self, ray, prep: Prepared, units: list[Unit], config: RunConfig, allow_mixed: bool) -> None:
+    def __init__(
+        self,
+        ray,
+        prep: Prepared,
+        units: list[Unit],
+        inputs: WorkerInputs,
+        per_worker: dict[str, Any],
+        n_workers: int,
+        config: RunConfig,
+        allow_mixed: bool,
+    ) -> None:
         self.ray, self.prep, self.queue, self.units = ray, prep, prep.queue, units
         self.waiting: list[Unit] = list(units)
         self.pending: dict = {}
         self.done_by_combo: dict[int, set] = {}
         self.numerics = (config.protocol.precision, config.protocol.cpu_numerics)
         self.allow_mixed = allow_mixed
-        self.machines: dict[int, str] = {}  # actor → its fingerprint id, recorded before its first unit
-        self.fingerprints: dict[str, dict] = {}  # the workers' fingerprints in this sweep, by id
-
-    def start(self, model, dataset, graph, config, device, per_worker, threads, n_workers) -> None:
-        prep, ray = self.prep, self.ray
-        model_ref, dataset_ref = ray.put(copy.deepcopy(model).cpu()), ray.put(dataset)
+        self.machines: dict[int, str] = {}  # actor → its row_numerics_id (the rows' machine), before its first unit
+        self.fingerprints: dict[str, numerics.RowNumerics] = {}  # the workers' row numerics in this sweep, by id
         worker = _worker_class(ray).options(**per_worker)
-        self.actors = [
-            worker.remote(
-                model_ref,
-                dataset_ref,
-                graph,
-                prep.clean,
-                prep.settings,
-                prep.attacks,
-                str(device),
-                prep.batch_size,
-                max(config.sizes),
-                threads,
-                self.queue.closure,
-                prep.examples,
-            )
-            for _ in range(n_workers)
-        ]
-        self.idle = list(self.actors)
+        inputs_ref = ray.put(inputs)  # one copy in the object store; every actor (and a restart) reads it
+        self.actors: list = [worker.remote(inputs_ref) for _ in range(n_workers)]
+        self.idle: list = list(self.actors)
         self.state = {id(a): "starting" for a in self.actors}
         self.names = {id(a): f"worker {i + 1}" for i, a in enumerate(self.actors)}
         self.rows_by = {id(a): 0 for a in self.actors}
@@ -301,11 +324,11 @@ class _Driver:
         self.prep.progress.workers([f"{self.names[k]}: {v}, {self.rows_by[k]} rows" for k, v in self.state.items()])
 
     def machine_of(self, actor) -> str:
-        """The actor's fingerprint id, recorded with the run the first time (and after a restart,
-        which may bring it up on another node); a worker of another machine is refused there."""
+        """The actor's ``row_numerics_id``, recorded with the run the first time (and after a
+        restart, which may bring it up on another node); a worker of other numerics is refused there."""
         if id(actor) not in self.machines:
             try:
-                fp = self.ray.get(actor.fingerprint.remote(*self.numerics))
+                fp = self.ray.get(actor.row_numerics.remote(*self.numerics))
             except self.ray.exceptions.RayTaskError as exc:
                 raise _worker_error(exc, "its start") from None
             store, run_id = self.prep.store, self.prep.run_id
