@@ -38,11 +38,12 @@ from torch import Tensor, nn
 
 from bench import numerics
 from bench.datasets.base import MultiLabelDataset
-from bench.defenses import Defense, create_defense
+from bench.defenses import Defense
 from bench.devices import resolve_device
 from bench.errors import BenchError, InvalidValue
 from bench.models.adapters import fit_model, parameters_sha256
 from bench.names import parse_attacks
+from bench.sweep.build import defense_for
 from bench.sweep.config import sweep_config
 from bench.sweep.inputs import own_model
 from bench.sweep.prepare import SweepOutcome
@@ -51,7 +52,8 @@ from bench.sweep.progress import RichSweepProgress, SweepProgress
 from bench.sweep.runner import run_sweep
 from kg.catalog import load_graph, read_edges_csv
 from kg.graph import LabelGraph
-from results.store import ResultStore, load_into_memory
+from results.merge import load_into_memory
+from results.store import ResultStore
 from results.tables import paper_layout, render
 from results.views import Selection
 
@@ -229,11 +231,9 @@ def benchmark(
         seed=seed,
     )
     chosen = get_preset(preset) if isinstance(preset, str) else preset
-    chosen_defense = create_defense(defense) if isinstance(defense, str) else defense
+    chosen_defense = defense_for(defense, eot)
     if chosen_defense is not None:
         chosen_defense.prepare(net, graph, lambda split: data)
-    elif eot != 1:
-        raise BenchError("eot averages the draws of a randomised defense: give one with defense=")
     fingerprint = data.fingerprint()
     if fingerprint is None:  # a dataset of the user's own without one: its images identify it
         fingerprint = {"images": len(data), "sha256": parameters_sha256(data[i][0] for i in range(len(data)))}

@@ -34,10 +34,12 @@ class BenchError(Exception):
             text = text.replace("{" + name + "}", spell(name))
         return text
 
-    def prefixed(self, context: str) -> BenchError:
-        """The same error (same type and facts) with ``context: `` in front of its message."""
+    def prefixed(self, context: str, options: Iterable[str] = ()) -> BenchError:
+        """The same error (same type and facts) with ``context: `` in front of its message
+        (``options``: the parameters ``context`` mentions as ``{name}`` fields)."""
         error = copy.copy(self)
         error.template = f"{context}: {self.template}"
+        error.options = (*self.options, *options)
         error.args = (error.render(keyword),)
         return error
 

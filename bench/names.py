@@ -31,6 +31,11 @@ def paper_order(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(names, key=lambda a: (a == WORST_CASE, known.index(a) if a in known else len(known), a)))
 
 
+#: Plugins' display names, by attack name: ``bench.attacks.register_attack`` writes them here,
+#: so that naming an attack never imports the attacks (or torch).
+PLUGIN_NAMES: dict[str, str] = {}
+
+
 def attack_display(name: str) -> str:
     """A built-in attack's paper name, a registered plugin's ``display_name``, "Worst case" for the
     worst case over attacks, else the name as stored."""
@@ -38,9 +43,11 @@ def attack_display(name: str) -> str:
         return ATTACK_NAMES[name]
     if name == WORST_CASE:
         return WORST_CASE_NAME
-    from bench.attacks import ATTACKS  # only for names the paper does not have: plugins
+    if name not in PLUGIN_NAMES:
+        from bench.registry import load_plugins  # installed plugins register on their first use
 
-    return (ATTACKS.get(name).display_name or name) if name in ATTACKS else name
+        load_plugins()
+    return PLUGIN_NAMES.get(name) or name
 
 
 def parse_attacks(text: str) -> tuple[str, ...] | None:

@@ -46,8 +46,6 @@ Registries (each decorator's docs: the file named last):
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
 from bench.attacks import ATTACKS, register_attack
@@ -71,12 +69,6 @@ REGISTRIES: dict[str, Registry[Any]] = {
 }
 
 
-def child_process_env() -> dict[str, str]:
-    """What a child process (a Ray worker, a benchmark's subprocess) needs to import this
-    process's modules, plugins included: the same import paths."""
-    return {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-
-
 def plugin_modules() -> list[str]:
     """The modules outside this package that registered an entry (plugins): a child process
     imports them to know the same names."""
@@ -97,7 +89,6 @@ __all__ = [
     "REGISTRIES",
     "STORES",
     "PluginError",
-    "child_process_env",
     "load_plugins",
     "plugin_modules",
     "register_attack",

@@ -20,6 +20,8 @@ help text's list (``names(loaded_only=True)``) work as if the plugin were not in
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -86,6 +88,12 @@ def load_plugins(*, again: bool = False) -> list[PluginFailure]:
                 package = ep.dist.name if ep.dist is not None else ""
                 _failures.append(PluginFailure(ep.name, ep.value, package, f"{type(exc).__name__}: {one_line(exc)}"))
         return list(_failures)
+
+
+def child_process_env() -> dict[str, str]:
+    """What a child process (a Ray worker, a benchmark's subprocess) needs to import this
+    process's modules, plugins included: the same import paths."""
+    return {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
 
 
 class Registry(Generic[T]):

@@ -1,7 +1,7 @@
 """The cross-machine proof of ``--cpu-numerics portable``: one small portable sweep whose rows
 every x86-64 machine must compute alike, and the committed record of the machine that first
-computed them (``tests/data/portable-rows.json``: the rows' digest, that machine's CPU, flags
-and library versions). ``tests/test_numerics.py`` compares each machine's rows with it.
+computed them (``tests/data/portable-rows.json``: the rows' digest, the run id, that machine's CPU,
+flags and library versions). ``tests/test_numerics.py`` compares each machine's rows with it.
 
 The sweep: the toy fixture's model with a convolution (MKL, oneDNN and ATen all compute),
 every attack family (Auto-PGD, ML-DP, MLA-LP), all seven attacks, a fixed seed, one thread.
@@ -63,6 +63,13 @@ def digest(db: Path) -> tuple[str, int]:
     return hashlib.sha256(json.dumps(rows, default=repr).encode()).hexdigest(), len(rows)
 
 
+def run_id(db: Path) -> str:
+    """The results file's one run id (the configuration's hash: pinned with the rows)."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        (rid,) = con.execute("SELECT run_id FROM runs").fetchone()
+    return rid
+
+
 def machine(db: Path) -> dict[str, str]:
     """The record's fields of the machine that computed a results file's rows."""
     with duckdb.connect(str(db), read_only=True) as con:
@@ -88,7 +95,7 @@ def portable_sweep(db: Path) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"the portable sweep failed: {done.stderr.strip() or done.stdout.strip()}")
     rows_digest, rows = digest(db)
-    return {"digest": rows_digest, "rows": rows, "machine": machine(db)}
+    return {"digest": rows_digest, "rows": rows, "run_id": run_id(db), "machine": machine(db)}
 
 
 def describe(record: dict) -> str:

@@ -56,7 +56,7 @@ class Sigmoid(nn.Module):
 def probe(model: nn.Module, pairs: int = 8) -> Probe:
     """The probe a toy sweep makes: its queue's first pairs (clean predictions of the plain toy
     net, so the same pairs whatever the model), ε 0.06, 20 iterations."""
-    from bench.sweep.protocol import clean_predictions, plan_combinations
+    from bench.sweep.planning import clean_predictions, plan_combinations
 
     graph = toy_graph()
     data = ToyDataset("test", graph)

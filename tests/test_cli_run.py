@@ -307,7 +307,7 @@ def save_stamps_model(name: str, model, image_size: int, **card) -> None:
 def test_demo_reuses_a_model_trained_with_the_demo_recipe(monkeypatch, private_data):
     from rich.console import Console
 
-    from bench.sweep import demo
+    from bench.jobs import demo
     from bench.train import preset_config
 
     config = preset_config("demo").resolved()
@@ -323,9 +323,9 @@ def test_demo_reuses_a_model_trained_with_the_demo_recipe(monkeypatch, private_d
 
 
 def test_grid_options_parse_to_the_values_they_name():
-    from bench.cli.run import parse_floats, parse_shard, parse_sizes
+    from bench.cli.run import parse_shard
     from bench.names import parse_attacks
-    from bench.sweep.presets import FAST, SweepOptions
+    from bench.sweep.presets import FAST, SweepOptions, parse_floats, parse_sizes
 
     assert parse_floats("0.005:0.02:0.005", "eps") == (0.005, 0.01, 0.015, 0.02), "an inclusive START:STOP:STEP sweep"
     assert parse_floats("0.01, 0.03,0.01", "eps") == (0.01, 0.03), "a comma list, duplicates dropped"
@@ -350,7 +350,7 @@ def test_the_demo_next_steps_work_as_printed(private_data, monkeypatch):
     the demo prints at its end runs as printed (shell-split; the ε sweep up to its attacks)."""
     import shlex
 
-    import bench.sweep
+    import bench.sweep.runner
     from bench.cli.run import next_steps
     from bench.models import create_model
     from bench.paths import demo_results
@@ -382,7 +382,7 @@ def test_the_demo_next_steps_work_as_printed(private_data, monkeypatch):
         swept.append(config)
         raise BenchError("stub: the sweep starts here")
 
-    monkeypatch.setattr(bench.sweep, "run_sweep", stub)
+    monkeypatch.setattr(bench.sweep.runner, "run_sweep", stub)
     monkeypatch.chdir(private_data)  # the ε sweep names a file here: keep it out of the repository
     for line in next_steps(demo_db):
         for command in line.split(" && "):

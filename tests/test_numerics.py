@@ -199,20 +199,20 @@ def test_emulations_used_take_effect_and_change_bits():
 
 
 def test_fingerprint_fields_and_ids():
-    fp = numerics.fingerprint("cpu", "fp32", 8, "native")
+    fp = numerics.row_numerics("cpu", "fp32", 8, "native")
     fields = ("device", "cpu", "cpu_vendor", "cpu_isa", "mkl_path", "onednn_path", "aten_path", "torch", "mkl")
     for field in (*fields, "precision", "batch"):
         assert fp[field] not in (None, ""), f"the fingerprint records {field}"
-    mid = numerics.machine_id(fp)
-    assert numerics.machine_id({**fp, "threads": 99}) == mid, "the thread count is informational"
+    mid = numerics.row_numerics_id(fp)
+    assert numerics.row_numerics_id({**fp, "threads": 99}) == mid, "the thread count is informational"
     others = (("batch", 16), ("precision", "bf16"), ("mkl_path", "AVX2"), ("cpu", "AMD EPYC 9654"), ("cpu_isa", "AVX2"))
     for field, other in (*others, ("cpu_vendor", "Intel")):
         changed = {**fp, field: other}
-        assert numerics.machine_id(changed) != mid, f"{field} decides a row's bits"
+        assert numerics.row_numerics_id(changed) != mid, f"{field} decides a row's bits"
         assert numerics.differences(fp, changed) == [f"{field}: {fp[field]} != {other}"], f"{field} named"
     portable = {**fp, "cpu_numerics": "portable"}
     elsewhere = {"cpu": "Intel Xeon", "device_name": "Intel Xeon", "cpu_vendor": "Intel", "cpu_isa": "AVX-512 + AMX"}
-    assert numerics.machine_id({**portable, **elsewhere}) == numerics.machine_id(portable), (
+    assert numerics.row_numerics_id({**portable, **elsewhere}) == numerics.row_numerics_id(portable), (
         "on the pinned paths another CPU model, vendor or ISA computes the same bits"
     )
     line = numerics.describe(fp)
@@ -325,6 +325,7 @@ def test_portable_rows_equal_the_committed_digest_of_another_machine(tmp_path):
     ]
     if other_build:
         pytest.skip(f"the committed digest is of another build ({'; '.join(other_build)}): rewrite it")
+    assert here["run_id"] == committed["run_id"], "the run id (the configuration's hash) changed"
     assert (here["digest"], here["rows"]) == (committed["digest"], committed["rows"]), (
         f"portable rows differ between CPUs: {portable_rows.describe(here)} computed {here['rows']} rows "
         f"{here['digest'][:16]}…, {portable_rows.describe(committed)} computed {committed['rows']} rows "
@@ -366,7 +367,7 @@ def test_the_gpu_check_runs_with_the_cpu_standing_in():
 
 
 def test_perf_numerics_runs_each_mode_in_its_own_process():
-    from bench.sweep.perf import compare_numerics
+    from bench.jobs.sweep_perf import compare_numerics
     from bench.sweep.presets import SweepOptions
 
     save_toy_model()
@@ -385,7 +386,7 @@ def test_workers_of_two_machines_in_one_sweep_are_refused_before_any_row(tmp_pat
     driver compares each with the others of this sweep (``peers``)."""
     store = ResultStore(tmp_path / "r.duckdb")
     run = store.begin_run(toy_config())
-    one = numerics.fingerprint("cpu", "fp32", 8, "native")
+    one = numerics.row_numerics("cpu", "fp32", 8, "native")
     other = {**one, "cpu": "AMD EPYC 9654", "device_name": "AMD EPYC 9654"}
     first = store.use_machine(run, one)
     with pytest.raises(BenchError, match=r"another machine .*cpu: .* != AMD EPYC 9654"):

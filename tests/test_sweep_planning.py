@@ -14,7 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.errors import BenchError
-from bench.sweep.protocol import (
+from bench.sweep.config import sweep_config
+from bench.sweep.inputs import SweepModel
+from bench.sweep.planning import (
     CleanPredictions,
     SamplingRules,
     all_combinations,
@@ -23,6 +25,7 @@ from bench.sweep.protocol import (
     sample_combinations,
     shard_of,
 )
+from bench.sweep.presets import FAST, SweepOptions
 from kg.graph import LabelGraph
 from tests.dags import consistent_prediction, dags, random_dag
 
@@ -62,10 +65,6 @@ def test_enumeration_and_eligibility_match_a_brute_force_loop(graph, seed, limit
     rng = np.random.default_rng(seed)
     clean = predictions(graph, rng, 25)
     labels = list(range(graph.n_labels))
-    if k > len(labels):
-        with pytest.raises(BenchError, match="larger than"):
-            plan_combinations(clean, graph, [k], limit)
-        return
     planned = plan_combinations(clean, graph, [k], limit)
     expected = list(itertools.combinations(labels, k))
     assert [c.members for c in planned] == expected, "every k-combination of the dataset's labels, itertools order"
@@ -98,7 +97,7 @@ def test_chunked_eligibility_equals_one_chunk(monkeypatch):
     clean = predictions(graph, np.random.default_rng(6), 40)
     combos = all_combinations(range(graph.n), 2)
     whole = eligible_images(clean.positive, clean.consistent, combos, 3)
-    monkeypatch.setattr("bench.sweep.protocol.ELIGIBILITY_CELLS", 40 * 2 * 5)  # five combinations per chunk
+    monkeypatch.setattr("bench.sweep.planning.ELIGIBILITY_CELLS", 40 * 2 * 5)  # five combinations per chunk
     chunked = eligible_images(clean.positive, clean.consistent, combos, 3)
     assert torch.equal(whole[0], chunked[0]), "counts do not depend on the chunking"
     assert all(torch.equal(a, b) for a, b in zip(whole[1], chunked[1])), "chosen images do not depend on the chunking"
@@ -125,13 +124,19 @@ def test_demo_sample_prefers_full_combinations_and_shards_partition():
     assert all(c.combo_id % 3 == i for i, part in enumerate(parts) for c in part), "shard i takes combo_id % n == i"
 
 
-def test_bad_sizes_and_too_many_combinations():
+def test_bad_sizes_are_refused_where_sizes_and_graph_meet_and_too_many_combinations():
+    """|Ω| ≥ 1 where sizes are given (``SweepOptions``), |Ω| ≤ the labels where they meet the
+    graph (``sweep_config``); a direct ``plan_combinations`` of a size larger than the labels
+    plans what there is: no combination."""
     graph = random_dag(np.random.default_rng(1), 5)
-    clean = predictions(graph, np.random.default_rng(2), 5)
+    model = SweepModel(torch.nn.Identity(), "m", {}, "m.pt", 8)
+    too_many = SweepOptions(sizes=(graph.n_labels + 1,))
     with pytest.raises(BenchError, match=rf"\|Ω\| = {graph.n_labels + 1} is larger than the {graph.n_labels} labels"):
-        plan_combinations(clean, graph, [graph.n_labels + 1], 2)
-    with pytest.raises(BenchError, match="at least 1"):
-        plan_combinations(clean, graph, [0], 2)
+        sweep_config("toy", model, graph, FAST, too_many)
+    with pytest.raises(BenchError, match="sizes start at 1"):
+        SweepOptions(sizes=(0,))
+    clean = predictions(graph, np.random.default_rng(2), 5)
+    assert plan_combinations(clean, graph, [graph.n_labels + 1], 2) == []
     with pytest.raises(BenchError, match="too many"):
         all_combinations(range(200), 4)
 
@@ -196,7 +201,7 @@ def test_bench_attack_and_bench_run_choose_the_same_images():
     plan takes for the same combination, leaving out inconsistent predictions."""
     from torch import nn
 
-    from bench.sweep.protocol import clean_predictions, first_eligible, plan_combinations
+    from bench.sweep.planning import clean_predictions, first_eligible, plan_combinations
     from tests.sweep_fixtures import ToyDataset, ToyNet, toy_graph
 
     graph = toy_graph()

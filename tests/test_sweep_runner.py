@@ -19,8 +19,8 @@ from bench.errors import BenchError
 from bench.metrics import pair_metrics
 from bench.sweep.config import attack_settings, shard_db_path, sweep_config
 from bench.sweep.inputs import SweepModel
+from bench.sweep.planning import PlannedCombination, clean_predictions
 from bench.sweep.presets import FAST, PAPER, SweepOptions
-from bench.sweep.protocol import PlannedCombination, clean_predictions
 from bench.sweep.runner import run_sweep
 from kg.catalog import load_graph
 from kg.closure import GraphTensors, turn_off_closure
@@ -118,8 +118,8 @@ def test_rows_equal_each_pair_attacked_alone(reference):
     row_of = {int(i): r for r, i in enumerate(clean.indices)}
     rows = fetch(
         path,
-        "SELECT c.labels, r.image_id, r.attack, r.success, r.consistent, r.ntr_share, r.iterations, r.linf, r.ssim, "
-        "r.rmsd, r.flipped "
+        "SELECT c.labels, r.image_id, r.attack, r.success, r.consistent, r.ntr_share, r.success_iteration, r.linf, "
+        "r.ssim, r.rmsd, r.flipped "
         "FROM results r JOIN combinations c USING (run_id, combo_id) ORDER BY r.attack, r.combo_id, r.image_id",
     )
     assert len(rows) == outcome.pairs == outcome.written, "every planned row was written once"
@@ -164,7 +164,7 @@ def test_occupancy_equals_a_brute_force_count_of_the_stored_iterations(reference
     """Each Auto-PGD pair holds its slot for its iterations + 1 ticks (the clean image's evaluation)."""
     path, outcome = reference
     stats = outcome.slot_use["Auto-PGD"]
-    held = fetch(path, "SELECT sum(iterations + 1) FROM results WHERE attack IN ('gmla', 'mla-u')")[0][0]
+    held = fetch(path, "SELECT sum(success_iteration + 1) FROM results WHERE attack IN ('gmla', 'mla-u')")[0][0]
     assert stats.live == held, f"engine counted {stats.live} live slot·ticks, the rows say {held}"
     assert stats.occupancy == pytest.approx(held / (stats.batch * stats.ticks)), "occupancy = live ÷ (B × ticks)"
     assert set(outcome.slot_use) == {"Auto-PGD", "ML-DP", "MLA-LP"}, "one engine per attack family"

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from bench.attacks.base import Attack, AttackResult  # noqa: F401
 from bench.errors import BenchError
-from bench.names import ATTACK_NAMES
+from bench.names import ATTACK_NAMES, PLUGIN_NAMES
 from bench.registry import Registry
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ def register_attack(name: str) -> Callable[[type[A]], type[A]]:
         if name in ATTACK_NAMES and "display_name" not in vars(cls):
             cls.display_name = ATTACK_NAMES[name]
         ATTACKS.register(name)(cls)
+        if name not in ATTACK_NAMES:
+            PLUGIN_NAMES[name] = cls.display_name
         return cls
 
     return deco

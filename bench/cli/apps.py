@@ -36,7 +36,7 @@ def _version(value: bool) -> None:
 
     from bench import __version__, numerics
 
-    fp = numerics.fingerprint("cpu", "fp32", 0, numerics.effective_mode())
+    fp = numerics.row_numerics("cpu", "fp32", 0, numerics.effective_mode())
     typer.echo(f"semattack-bench {__version__}")
     typer.echo(f"torch {torch.__version__} (CUDA {'available' if torch.cuda.is_available() else 'not available'})")
     typer.echo(f"CPU: {fp['cpu']}, {fp['cpu_vendor']}, {fp['cpu_isa']} (flags: {fp['cpu_flags'] or 'none'})")

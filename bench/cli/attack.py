@@ -99,9 +99,8 @@ def attack_command(
     Example: bench attack -d stamps -t cat,car -a mla-u --iterations 100
     """
     from bench.attacks import create_attack
-    from bench.datasets import create_dataset
     from bench.devices import resolve_device
-    from bench.sweep.inputs import fit_dataset, load_sweep_model
+    from bench.sweep.build import load_inputs
     from bench.sweep.target_set import attack_target_set, save_target_set
 
     params = {
@@ -111,10 +110,19 @@ def attack_command(
     }
     attacker = create_attack(attack, **params)
     dev = resolve_device(device)
-    loaded = load_sweep_model(dataset, model, dev, trust_checkpoint, image_size=image_size, embeddings=embeddings)
-    options = {"graph": graph_name} if graph_name else {}
-    data = create_dataset(dataset, split=split, root=data_root, image_size=loaded.image_size, **options)
-    net, data, graph = fit_dataset(loaded, data, report=console.print)
+    inputs = load_inputs(
+        dataset,
+        model,
+        split=split,
+        device=dev,
+        trust=trust_checkpoint,
+        image_size=image_size,
+        embeddings=embeddings,
+        root=data_root,
+        graph=graph_name,
+        report=console.print,
+    )
+    loaded, net, data, graph = inputs.model, inputs.net, inputs.data, inputs.graph
     omega = [t.strip() for t in targets.split(",") if t.strip()]
     console.print(
         f"{attacker.display_name} ({attacker!r}) on the first {images} eligible {split} image(s) of {dataset}, "

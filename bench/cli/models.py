@@ -54,11 +54,9 @@ def models_command(
         write_rows(names, rows, fmt)
         return
     if not runs:
-        from bench.sweep.inputs import train_command
+        from bench.sweep.inputs import train_hint
 
-        console.print(
-            f"no trained models{f' for {dataset}' if dataset else ''} yet: {train_command(dataset or 'stamps')}"
-        )
+        console.print(f"no trained models{f' for {dataset}' if dataset else ''} yet: {train_hint(dataset or 'stamps')}")
         return
     table = Table(
         "dataset",

@@ -1,7 +1,7 @@
 """``bench perf kg | attack | sweep | db``: the product's own speed, as ratios measured in one run.
 
 Each command parses its options, calls one library function (``kg.perf``, ``bench.attacks.perf``,
-``bench.sweep.perf``, ``results.perf``) and prints what it measured.
+``bench.jobs.sweep_perf``, ``results.perf``) and prints what it measured.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from bench.cli.apps import (
     perf_app,
 )
 from bench.cli.console import console, styled
-from bench.cli.run import parse_sizes
-from bench.names import parse_attacks
 from kg.catalog import graph_names, load_graph
 
 
@@ -214,13 +212,13 @@ def perf_sweep_command(
 
     Example: bench perf sweep --dataset stamps --attack gmla,mla-u --size 1-2
     """
-    from bench.sweep.perf import measure_sweep
+    from bench.jobs.sweep_perf import measure_sweep
     from bench.sweep.presets import SweepOptions
 
-    options = SweepOptions(  # checked here, before the model loads
-        attacks=parse_attacks(attacks),
+    options = SweepOptions.from_text(  # checked here, before the model loads
+        attacks=attacks,
         eps=(eps,),
-        sizes=parse_sizes(size),
+        sizes=size,
         images_per_combination=images_per_combo,
         combinations_per_size=combos_per_size,
         iterations=iterations,
@@ -279,11 +277,11 @@ def perf_numerics_command(
 
     Example: bench perf numerics --dataset stamps
     """
+    from bench.jobs.sweep_perf import PROBE_BATCH, compare_numerics
     from bench.numerics import cpu_name
-    from bench.sweep.perf import PROBE_BATCH, compare_numerics
     from bench.sweep.presets import SweepOptions
 
-    options = SweepOptions(attacks=parse_attacks(attacks), sizes=parse_sizes(size), iterations=iterations)
+    options = SweepOptions.from_text(attacks=attacks, sizes=size, iterations=iterations)
     with console.status(f"running the sweep {3 * rounds} times"):
         perfs = compare_numerics(dataset, model, options, batch_size, rounds)
     native = perfs[0]
@@ -327,7 +325,7 @@ def perf_gpu_command(
     Example: bench perf gpu --device cpu --quick
     """
     from bench.devices import resolve_device
-    from bench.sweep.gpu_check import GpuCheck, run_gpu_check
+    from bench.jobs.gpu_check import GpuCheck, run_gpu_check
 
     dev = resolve_device(device)
     check = GpuCheck.quick(dataset, model) if quick else GpuCheck(dataset, model)

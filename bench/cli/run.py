@@ -30,51 +30,9 @@ from bench.cli.apps import (
 )
 from bench.cli.console import console, styled
 from bench.errors import BenchError
-from bench.names import parse_attacks
 
 
 # ---------------------------------------------------------------------- option parsing
-def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
-    """``0.01``, ``0.01,0.03`` or ``START:STOP:STEP`` (inclusive) → values; ``None`` when not given."""
-    if text is None:
-        return None
-    values: list[float] = []
-    try:
-        for part in (p.strip() for p in text.split(",") if p.strip()):
-            if ":" in part:
-                start, stop, step = (float(x) for x in part.split(":"))
-                if step <= 0 or stop < start:
-                    raise ValueError
-                n = round((stop - start) / step)
-                values += [round(start + i * step, 10) for i in range(n + 1)]
-            else:
-                values.append(float(part))
-    except ValueError:
-        raise BenchError(f"--{what} {text!r}: give a number, a comma list (0.01,0.02) or START:STOP:STEP") from None
-    if not values:
-        raise BenchError(f"--{what} is empty")
-    return tuple(dict.fromkeys(values))
-
-
-def parse_sizes(text: str | None) -> tuple[int, ...] | None:
-    """``3``, ``1-5`` or ``1,3`` → target set sizes; ``None`` when not given."""
-    if text is None:
-        return None
-    sizes: list[int] = []
-    try:
-        for part in (p.strip() for p in text.split(",") if p.strip()):
-            lo, _, hi = part.partition("-")
-            first, last = int(lo), int(hi or lo)
-            if last < first:
-                raise ValueError
-            sizes += range(first, last + 1)
-    except ValueError:
-        raise BenchError(f"--size {text!r}: give a size (3), a range (1-5) or a list (1,3)") from None
-    if not sizes or min(sizes) < 1:
-        raise BenchError(f"--size {text!r}: sizes start at 1")
-    return tuple(sorted(set(sizes)))
-
-
 def parse_shard(text: str | None) -> tuple[int, int]:
     """``i/n`` with 0 ≤ i < n → ``(i, n)``; ``(0, 1)`` when not given."""
     if text is None:
@@ -135,11 +93,11 @@ def run_command(
             "--tau", help="GMLA's τ, one value or a sweep like --eps (default: the preset's).", show_default=False
         ),
     ] = None,
-    size: Annotated[
+    sizes: Annotated[
         str | None,
         typer.Option("--size", help="|Ω|: 3, a range 1-5 or a list 1,3 (default: the preset's).", show_default=False),
     ] = None,
-    images_per_combo: Annotated[
+    images_per_combination: Annotated[
         int | None,
         typer.Option(
             "--images-per-combo",
@@ -155,7 +113,7 @@ def run_command(
             show_default=False,
         ),
     ] = None,
-    combos_per_size: Annotated[
+    combinations_per_size: Annotated[
         int | None,
         typer.Option(
             "--combos-per-size",
@@ -310,120 +268,45 @@ def run_command(
     Example: bench run -d voc -m asl-voc --attack gmla,mla-u,mla-c --size 1-3 --eps 0.005:0.01:0.005
     Example: bench run -d openimages -m Open_ImagesV6_TRresNet_L_448.pth --combos sampled --size 1-5 --shard 0/4
     """
-    from bench.datasets import create_dataset
-    from bench.sweep import (
-        SweepOptions,
-        SweepRequest,
-        fit_dataset,
-        get_preset,
-        load_sweep_model,
-        resolve_device,
-        shard_db_path,
-        sweep_config,
-    )
-    from bench.sweep.cluster import check_address, import_ray
-    from bench.sweep.protocol import check_sizes, label_candidates
-    from kg.catalog import graph_path
-    from kg.stores import check_store
-    from results.store import ResultStore, default_db_path
+    from bench.sweep import RayCluster, SweepOptions, build_sweep
 
-    # every option checked before the model loads, anything prints or any file is written
-    chosen = get_preset(preset)
-    options = SweepOptions(
-        attacks=parse_attacks(attacks),
-        eps=parse_floats(eps, "eps"),
-        tau=parse_floats(tau, "tau"),
-        sizes=parse_sizes(size),
-        images_per_combination=images_per_combo,
-        combos=combos,
-        combinations_per_size=combos_per_size,
-        iterations=iterations,
-        steps={
-            a: n
-            for a, n in (
-                ("mla-lp", lp_iterations),
-                ("ml-dp", dp_iterations),
-                ("square", queries),
-                ("square-g", queries),
-            )
-            if n is not None
-        }
-        or None,
-        include_abstract=include_abstract,
-        seed=seed,
-        split=split,
-        closure=closure,
-        precision=precision,
-        cpu_numerics=cpu_numerics,
+    given = locals()
+    steps = {"mla-lp": lp_iterations, "ml-dp": dp_iterations, "square": queries, "square-g": queries}
+    options = SweepOptions.from_text(
+        steps={a: n for a, n in steps.items() if n is not None} or None,
+        **{k: given[k] for k in SweepOptions.names() if k != "steps"},
     )
-    shard_index, shard_count = parse_shard(shard)
-    check_store(store, graph_db)
-    if graph_name and not graph_name.lower().endswith(".csv"):  # a CSV of edges is read with the folder's labels
-        graph_path(graph_name)  # an unknown graph: one line with the closest names
-    if ray is not None:
-        import_ray()
-        check_address(ray)
-        if shard is not None:
-            raise BenchError("--ray and --shard do not combine: Ray spreads the whole sweep over its workers")
-    elif ray_workers is not None:
+    if ray_workers is not None and ray is None:
         raise BenchError("--ray-workers needs --ray")
-    targets = parse_models(transfer_to)
-    if ray is not None and targets:
-        raise BenchError("--transfer-to and --ray do not combine: transfer runs in one process (leave out --ray)")
-    defended = _defense(defense, eot, ray)
-    dev = resolve_device(device)
-    loaded = load_sweep_model(
-        dataset, model, dev, trust_checkpoint, image_size=image_size, arch=arch, embeddings=embeddings
-    )
-    _check_sizes_early(loaded.card, options.sizes or chosen.sizes, options.include_abstract)  # before any data
-    if model is None:
-        console.print(
-            styled(
-                f"model: the newest trained for {dataset}, ",
-                (Path(loaded.path).name, "bold"),
-                f" ({loaded.name}) — `bench models` lists them",
-            )
-        )
-
-    def load_split(name: str):
-        graph_option = {"graph": graph_name} if graph_name else {}
-        return create_dataset(dataset, name, root=data_root, image_size=loaded.image_size, **graph_option)
-
-    net, data, graph = fit_dataset(loaded, load_split(split), report=console.print)
-    transfer = _transfer_targets(targets, dataset, dev, trust_checkpoint, image_size, loaded, data, graph)
-    if defended is not None:  # fit what it learns from clean data (the detector's threshold) on its own split
-        with console.status(f"preparing the defense {defended.name}"):
-            defended.prepare(net, graph, load_split)
-        console.print(f"defense: {defended.describe()}" + (f", attacked with EOT over {eot} draws" if eot > 1 else ""))
-    config = sweep_config(
+    sweep = build_sweep(
         dataset,
-        loaded,
-        graph,
-        chosen,
-        options,
+        model,
+        preset=preset,
+        options=options,
         name=name or "",
-        shard=(shard_index, shard_count),
-        device=str(dev),
-        data=data.fingerprint(),
-        defense=defended.config() if defended is not None else None,
-        eot=eot,
-    )
-    # every check the sweep makes of its inputs, before the results file (and its lock) exist
-    check_sizes(config.sizes, len(label_candidates(graph, config.protocol.include_abstract)), graph)
-    path = shard_db_path(db or default_db_path(), shard_index, shard_count)
-    results = ResultStore(path, lock_timeout=wait)
-    cluster = None if ray is None else {"address": ray, "workers": ray_workers, "cpus_per_worker": ray_cpus}
-    request = SweepRequest(
-        device=dev,
+        shard=parse_shard(shard),
+        db=db,
+        wait=wait,
+        device=device,
         batch_size=batch_size,
         graph_store=store,
         graph_db=graph_db,
+        root=data_root,
+        graph=graph_name,
+        image_size=image_size,
+        arch=arch,
+        embeddings=embeddings,
+        trust=trust_checkpoint,
         save_images=save_images,
         allow_mixed_numerics=allow_mixed_numerics,
-        transfer=transfer,
+        transfer_to=parse_models(transfer_to),
+        defense=defense,
+        eot=eot,
+        ray=None if ray is None else RayCluster(ray, ray_workers, ray_cpus),
+        report=lambda line: console.print(line, markup=False, highlight=False),
+        warn=lambda line: console.print(line, style="yellow", markup=False, highlight=False),
     )
-    outcome = _sweep(config, net, data, graph, results, request, quiet, cluster)
-    _summary(outcome, config, db)
+    _summary(_sweep(sweep, quiet), sweep.config, db)
 
 
 def parse_models(text: str | None) -> list[str]:
@@ -436,75 +319,20 @@ def parse_models(text: str | None) -> list[str]:
     return models
 
 
-def _transfer_targets(specs, dataset, dev, trust, image_size, loaded, data, graph):
-    """The ``--transfer-to`` models, loaded as ``-m`` loads a model and fitted to the run's graph;
-    any that does not load or fit is one line, before the results file is touched."""
-    from bench.sweep import load_sweep_model
-    from bench.sweep.transfer import check_names, fit_target, target_name
-
-    targets = []
-    for spec in specs:
-        try:
-            model = load_sweep_model(dataset, spec, dev, trust, image_size=image_size)
-        except BenchError as exc:
-            raise exc.prefixed(f"--transfer-to {spec}") from None
-        targets.append(fit_target(model, data, graph))
-        if model.image_size != loaded.image_size and not model.own:
-            console.print(
-                f"transfer target {target_name(model)} takes {model.image_size} px images; it is given the run's "
-                f"{loaded.image_size} px images as they are",
-                style="yellow",
-            )
-    check_names(targets)
-    return tuple(targets)
-
-
-def _check_sizes_early(card: dict, sizes: tuple[int, ...], include_abstract: bool) -> None:
-    """|Ω| against the model's labels, known from its card before any data is read."""
-    labels = card.get("labels") or ()
-    n = len(labels) if include_abstract else card.get("n_labels")
-    if sizes and isinstance(n, int) and max(sizes) > n:
-        graph = card.get("graph")
-        raise BenchError(f"|Ω| = {max(sizes)} is larger than the {n} labels of the model's graph ({graph!r})")
-
-
-def _defense(spec: str | None, eot: int, ray: str | None):
-    """The ``--defense`` (unprepared), checked with ``--eot`` and ``--ray`` before any work."""
-    from bench.defenses import create_defense
-
-    if spec is None:
-        if eot != 1:
-            raise BenchError("--eot averages the draws of a randomised defense: give one with --defense")
-        return None
-    chosen = create_defense(spec)
-    if eot != 1 and not chosen.randomised:
-        raise BenchError(f"--eot {eot}: defense {chosen.name} draws no randomness to average (smoothing does)")
-    if ray is not None:
-        raise BenchError("--defense and --ray do not combine: a defended sweep runs in one process (leave out --ray)")
-    return chosen
-
-
-def _sweep(config, net, data, graph, results, request, quiet, cluster):
-    """Run the sweep (on Ray when ``cluster`` says so) with a progress display (none when
-    quiet); a Ctrl-C says how to resume."""
+def _sweep(sweep, quiet: bool):
+    """Run the sweep with a progress display (none when quiet); a Ctrl-C says how to resume."""
     from contextlib import nullcontext
-    from functools import partial
 
-    from bench.sweep import RichSweepProgress, SweepProgress, run_sweep
+    from bench.sweep import RichSweepProgress, SweepProgress
 
     if not quiet:
-        _print_config(config, results.path)
-        if request.transfer:
-            console.print(f"  transfer to: {', '.join(t.name for t in request.transfer)}")
+        _print_config(sweep.config, sweep.store.path)
+        if sweep.request.transfer:
+            console.print(f"  transfer to: {', '.join(t.name for t in sweep.request.transfer)}")
     display = nullcontext(SweepProgress()) if quiet else RichSweepProgress(console)
     try:
         with display as progress:
-            sweep = run_sweep
-            if cluster is not None:
-                from bench.sweep.cluster import run_sweep_ray
-
-                sweep = partial(run_sweep_ray, **cluster)
-            return sweep(config, net, data, graph, results, request, progress=progress)
+            return sweep.run(progress)
     except KeyboardInterrupt:
         console.print("stopped: the rows written so far are kept; run the same command again to resume", style="yellow")
         raise
@@ -637,7 +465,7 @@ def demo_command(
     """
     from bench.cli.results import print_layout
     from bench.devices import resolve_device
-    from bench.sweep.demo import run_demo
+    from bench.jobs.demo import run_demo
 
     report = run_demo(out, resolve_device(device), console, retrain=retrain)
     for layout in report.tables:
@@ -667,7 +495,7 @@ def demo_command(
 
 def next_steps(db: Path) -> list[str]:
     """The commands the demo suggests at its end, as a shell reads them (tested by running them)."""
-    from bench.sweep.demo import DEMO_RUN
+    from bench.jobs.demo import DEMO_RUN
 
     q = shlex.quote(str(db))
     return [

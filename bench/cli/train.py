@@ -279,22 +279,25 @@ def eval_command(
     Example: bench eval --dataset stamps
     Example: bench eval -d openimages -m Open_ImagesV6_TRresNet_L_448.pth --image-size 448
     """
-    from bench.datasets import create_dataset
     from bench.devices import resolve_device
     from bench.evaluate import evaluate
-    from bench.sweep.inputs import fit_dataset, load_sweep_model
+    from bench.sweep.build import load_inputs
 
-    if dataset is None and model is None:
-        raise BenchError("give --dataset (its newest trained model is used) or --model")
     dev = resolve_device(device)
-    options: dict[str, Any] = {"image_size": image_size, "arch": arch, "embeddings": embeddings}
-    loaded = load_sweep_model(dataset or "", model, dev, trust_checkpoint, **options)
-    dataset = dataset or loaded.card.get("dataset")
-    if not dataset:
-        raise BenchError("a published checkpoint needs --dataset")
-    options = {"graph": graph_name} if graph_name else {}
-    data = create_dataset(dataset, split, root=data_root, image_size=loaded.image_size, **options)
-    net, ds, _ = fit_dataset(loaded, data, report=console.print)
+    inputs = load_inputs(
+        dataset,
+        model,
+        split=split,
+        device=dev,
+        trust=trust_checkpoint,
+        image_size=image_size,
+        arch=arch,
+        embeddings=embeddings,
+        root=data_root,
+        graph=graph_name,
+        report=console.print,
+    )
+    dataset, net, ds = inputs.dataset, inputs.net, inputs.data
     with progress_bar(console=console, transient=True) as bar:
         task = bar.add_task(f"evaluating on {dataset}/{split}", total=len(ds))
         report = evaluate(net, ds, batch_size=batch_size, device=dev, progress=lambda n: bar.advance(task, n))

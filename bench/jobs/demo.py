@@ -25,8 +25,8 @@ from bench.errors import BenchError
 from bench.fileio import write_text
 from bench.models.trained import list_trained
 from bench.paths import RESULTS_NAME, demo_results
+from bench.sweep.build import load_inputs
 from bench.sweep.config import sweep_config
-from bench.sweep.inputs import fit_dataset, load_sweep_model
 from bench.sweep.prepare import SweepOutcome
 from bench.sweep.presets import FAST
 from bench.sweep.progress import RichSweepProgress, StageTimes
@@ -107,13 +107,19 @@ def run_demo(out: Path | None, device: torch.device, console: Console, retrain: 
         f"model {run_dir.name}: test mAP {card.test_map:.3f}, globally consistent predictions "
         f"{100 * (card.consistency_share or 0):.1f}% of {len(test)} test images (from its model card)"
     )
-    loaded = load_sweep_model(DATASET, str(run_dir), device)
-    net, data, graph = fit_dataset(loaded, test)
-    config = sweep_config(DATASET, loaded, graph, FAST, name=DEMO_RUN, device=str(device))
+    inputs = load_inputs(DATASET, str(run_dir), device=device)
+    config = sweep_config(DATASET, inputs.model, inputs.graph, FAST, name=DEMO_RUN, device=str(device))
     store = _results_file(out, config, console)
     with times("sweep"), RichSweepProgress(console) as progress:
         outcome = run_sweep(
-            config, net, data, graph, store, device=device, progress=progress, save_images=DEMO_EXAMPLES
+            config,
+            inputs.net,
+            inputs.data,
+            inputs.graph,
+            store,
+            device=device,
+            progress=progress,
+            save_images=DEMO_EXAMPLES,
         )
     report = DemoReport(outcome, times=times, folder=out)
     with times("tables and plots"):

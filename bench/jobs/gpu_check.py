@@ -32,11 +32,10 @@ from rich.console import Console
 
 from bench import numerics
 from bench.attacks.perf import measure_attack_perf
-from bench.datasets import create_dataset
+from bench.jobs.demo import DATASET, demo_model
+from bench.jobs.sweep_perf import measure_sweep, model_seconds
+from bench.sweep.build import Inputs, load_inputs
 from bench.sweep.config import sweep_config
-from bench.sweep.demo import DATASET, demo_model
-from bench.sweep.inputs import fit_dataset, load_sweep_model
-from bench.sweep.perf import measure_sweep, model_seconds
 from bench.sweep.presets import FAST, SweepOptions
 from bench.sweep.runner import run_sweep
 from results.store import ResultStore
@@ -72,22 +71,22 @@ def run_gpu_check(
     if check.cuda_tests:
         report("CUDA tests")
         rows.append(("CUDA tests (tests/test_cuda.py)", _cuda_tests(device)))
-    loaded, net, data, graph = _model(check, device, report)
+    inputs = _inputs(check, device, report)
     with tempfile.TemporaryDirectory(prefix="bench-gpu-check-") as tmp:
-        fp32 = _sweep(check, "fp32", loaded, net, data, graph, device, Path(tmp), report)
-        bf16 = _sweep(check, "bf16", loaded, net, data, graph, device, Path(tmp), report)
+        fp32 = _sweep(check, "fp32", inputs, device, Path(tmp), report)
+        bf16 = _sweep(check, "bf16", inputs, device, Path(tmp), report)
     rows.append(("demo sweep fp32: wall time, rows, B", f"{fp32.seconds:.1f} s, {fp32.written} rows, B = {fp32.batch}"))
     rows.append(("demo sweep fp32: occupancy", fp32.occupancy))
     rows.append(("demo sweep bf16: wall time", f"{bf16.seconds:.1f} s ({fp32.seconds / bf16.seconds:.2f}× fp32)"))
     rows.append(("bf16 vs fp32: largest |Δ| of FR_N, FR_S, NT_R (%)", _agreement(fp32.rates, bf16.rates)))
     report("sweep rate vs the model's own")
-    perf = measure_sweep(check.dataset, check.model or loaded.path, check.rate_sweep, device=str(device))
+    perf = measure_sweep(check.dataset, check.model or inputs.model.path, check.rate_sweep, device=str(device))
     rows += [(f"{f.name}: pair·it/s ÷ model fwd+bwd at B = {f.batch}", f"{f.rate_ratio:.2f}") for f in perf.families]
     report("channels_last")
-    shape = tuple(data[0][0].shape)
+    shape = tuple(inputs.data[0][0].shape)
     batch = fp32.batch
-    contiguous = batch / model_seconds(net, shape, batch, 1, device)
-    last = batch / model_seconds(_channels_last(net), shape, batch, 1, device, channels_last=True)
+    contiguous = batch / model_seconds(inputs.net, shape, batch, 1, device)
+    last = batch / model_seconds(_channels_last(inputs.net), shape, batch, 1, device, channels_last=True)
     rows.append(
         (
             f"model fwd+bwd at B = {batch}: contiguous vs channels_last (images/s)",
@@ -99,7 +98,7 @@ def run_gpu_check(
         "gmla",
         check.paper_arch,
         check.paper_image_size,
-        labels=graph.n,
+        labels=inputs.graph.n,
         batch=check.paper_batch,
         steps=3,
         single_pairs=1,
@@ -125,24 +124,24 @@ class _SweepFigures:
     rates: dict[tuple, tuple[float, float, float]]
 
 
-def _model(check: GpuCheck, device: torch.device, report: Callable[[str], None]):
+def _inputs(check: GpuCheck, device: torch.device, report: Callable[[str], None]) -> Inputs:
 
     model = check.model
     if model is None and check.dataset == DATASET:
         report("demo model")
         model = str(demo_model(device, Console(quiet=True))[0])
-    loaded = load_sweep_model(check.dataset, model, device)
-    net, data, graph = fit_dataset(loaded, create_dataset(check.dataset, "test", image_size=loaded.image_size))
-    return loaded, net, data, graph
+    return load_inputs(check.dataset, model, device=device)
 
 
-def _sweep(check, precision, loaded, net, data, graph, device, tmp: Path, report) -> _SweepFigures:
+def _sweep(check, precision, inputs: Inputs, device, tmp: Path, report) -> _SweepFigures:
     report(f"demo sweep ({precision})")
     options = replace(check.sweep, precision=precision)
-    config = sweep_config(check.dataset, loaded, graph, FAST, options, name=f"gpu-{precision}", device=str(device))
+    config = sweep_config(
+        check.dataset, inputs.model, inputs.graph, FAST, options, name=f"gpu-{precision}", device=str(device)
+    )
     store = ResultStore(tmp / "gpu.duckdb")
     start = time.perf_counter()
-    outcome = run_sweep(config, net, data, graph, store, device=device)
+    outcome = run_sweep(config, inputs.net, inputs.data, inputs.graph, store, device=device)
     seconds = time.perf_counter() - start
     with store.reader() as con:
         rates = con.execute(

@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.attacks.ops import frozen
-from bench.datasets import create_dataset
 from bench.devices import resolve_device
 from bench.errors import BenchError
 from bench.numerics import PORTABLE_ENV
-from bench.plugins import child_process_env, plugin_modules
+from bench.plugins import plugin_modules
+from bench.registry import child_process_env
+from bench.sweep.build import load_inputs
 from bench.sweep.config import sweep_config
-from bench.sweep.inputs import fit_dataset, load_sweep_model
 from bench.sweep.presets import FAST, SweepOptions
 from bench.sweep.progress import StageTimes
 from bench.sweep.runner import run_sweep
@@ -181,10 +181,11 @@ def measure_sweep(
     """Run a small sweep (``options``, the ``fast`` preset for the rest, every combination)
     into a temporary database and time it."""
     dev = resolve_device(device)
-    loaded = load_sweep_model(dataset, model, dev)
-    net, data, graph = fit_dataset(loaded, create_dataset(dataset, "test", image_size=loaded.image_size))
+    inputs = load_inputs(dataset, model, device=dev)
+    net, data, graph = inputs.net, inputs.data, inputs.graph
     timed = TimedModel(net, sync=dev.type == "cuda")
-    config = sweep_config(dataset, loaded, graph, FAST, replace(options, combos="all"), name="perf", device=str(dev))
+    options = replace(options, combos="all")
+    config = sweep_config(dataset, inputs.model, graph, FAST, options, name="perf", device=str(dev))
     import torchmetrics.functional.image  # noqa: F401  (a one-time import of seconds: keep it out of the figures)
 
     times = StageTimesWithoutModel(timed)
@@ -236,12 +237,12 @@ for module in args["plugins"]:  # the parent's own datasets and models, register
     importlib.import_module(module)
 import warnings
 warnings.simplefilter("ignore", RuntimeWarning)  # unpinned: MKL not strict, on purpose
-from bench.sweep.perf import measure_sweep
+from bench.jobs.sweep_perf import measure_sweep
 from bench.sweep.presets import SweepOptions
 options = SweepOptions(**args["options"], cpu_numerics="native" if mode == "unpinned" else mode)
 r = measure_sweep(args["dataset"], args["model"], options, args["batch"], "cpu")
 import timm, torch
-from bench.sweep.perf import model_seconds
+from bench.jobs.sweep_perf import model_seconds
 net = timm.create_model("resnet18", pretrained=False, num_classes=20).eval()  # model-bound: random weights
 probe = model_seconds(net, (3, 64, 64), args["probe_batch"], 1, torch.device("cpu"))
 paths = {"mkl": numerics.mkl_branch(), "onednn": numerics.onednn_isa(), "aten": numerics.aten_capability()}

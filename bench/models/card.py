@@ -56,7 +56,7 @@ class ModelCard:
 
     def __post_init__(self) -> None:
         if not self.code_version:
-            from bench import __version__
+            from bench.version import __version__
 
             self.code_version = __version__
 

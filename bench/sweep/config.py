@@ -5,7 +5,7 @@ hash is the run id's suffix) and where each shard writes (``shard_db_path``)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -13,11 +13,16 @@ from bench.attacks import ATTACKS, attack_parameters, create_attack
 from bench.attacks.apgd import APGDAttack
 from bench.attacks.base import Attack
 from bench.sweep.inputs import SweepModel
+from bench.sweep.planning import check_sizes, label_candidates
 from bench.sweep.presets import Preset, SweepOptions
 from kg.graph import LabelGraph
 from results.schema import Protocol, ResultKey, RunConfig
 
 T = TypeVar("T")
+
+#: The options a run's ``Protocol`` records as the user gave them (or the preset filled them):
+#: every field the two share, but ``steps`` (the protocol records each attack's resolved budget).
+PROTOCOL_OPTIONS = tuple(f.name for f in fields(Protocol) if f.name in SweepOptions.names() and f.name != "steps")
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ def sweep_config(
     (``Defense.config()``, fitted parameters included) and ``eot`` the draws the attacks average.
     """
     o = (options or SweepOptions()).filled(preset, dataset)
+    check_sizes(_filled(o.sizes), len(label_candidates(graph, o.include_abstract)), graph)
     attacks, iterations, images = _filled(o.attacks), _filled(o.iterations), _filled(o.images_per_combination)
     steps = {a: attack_steps(a, iterations, {**preset.attack_steps, **(o.steps or {})}) for a in attacks}
     fewer = {a: min(n, images) for a, n in preset.attack_images.items() if a in attacks}
@@ -110,15 +116,9 @@ def sweep_config(
         shard_count=shard[1],
         device=device,
         extra=Protocol(
-            split=o.split,
-            combos=_filled(o.combos),
-            combinations_per_size=o.combinations_per_size,
-            include_abstract=o.include_abstract,
+            **{name: getattr(o, name) for name in PROTOCOL_OPTIONS},
             steps=steps,
             images=fewer,
-            closure=o.closure,
-            precision=o.precision,
-            cpu_numerics=o.cpu_numerics,
             data=data,
             defense=defense,
             eot=eot,

@@ -53,14 +53,14 @@ class SweepModel:
     own: bool = False  # a user's ``module:factory``: fitted to the graph by its number of outputs
 
 
-def train_command(dataset: str) -> str:
+def train_hint(dataset: str) -> str:
     """The ``bench train`` command that makes a first model for ``dataset``."""
     return f"bench train --dataset {dataset} " + ("--preset demo" if dataset == "stamps" else "…")
 
 
 def no_model_message(dataset: str) -> str:
     hint = "" if dataset == "stamps" else " (or try the offline dataset stamps)"
-    return f"no trained model for {dataset}: run `{train_command(dataset)}`{hint}"
+    return f"no trained model for {dataset}: run `{train_hint(dataset)}`{hint}"
 
 
 def load_sweep_model(

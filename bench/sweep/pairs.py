@@ -26,8 +26,8 @@ from bench.attacks.base import Attack
 from bench.attacks.engine import Task
 from bench.attacks.targets import PairTargets, pair_targets
 from bench.sweep.config import AttackSetting
+from bench.sweep.planning import CleanPredictions, PlannedCombination
 from bench.sweep.progress import StageTimes
-from bench.sweep.protocol import CleanPredictions, PlannedCombination
 from kg.closure import GraphTensors
 from results.schema import ResultKey, ResultRow
 

@@ -1,4 +1,5 @@
-"""The paper's protocol (docs/sweeps.md, The protocol): clean predictions, eligible images, target combinations.
+"""Planning a sweep by the paper's protocol (docs/sweeps.md, The protocol): clean predictions,
+eligible images, target combinations.
 
 * **Clean predictions**: the model's logits on the test split, once per run; a prediction is
   ``logit > 0``. Images that do not decode are skipped and counted.
@@ -134,9 +135,9 @@ def label_candidates(graph: LabelGraph, include_abstract: bool = False) -> list[
 
 
 def check_sizes(sizes: Sequence[int], n_candidates: int, graph: LabelGraph) -> None:
+    """|Ω| against the graph's candidates, where sizes and graph first meet (``sweep_config``);
+    that each size is at least 1 is checked where sizes are given (``SweepOptions``)."""
     for k in sizes:
-        if k < 1:
-            raise BenchError(f"|Ω| must be at least 1; got {k}")
         if k > n_candidates:
             raise BenchError(f"|Ω| = {k} is larger than the {n_candidates} labels of {graph.name!r}")
 
@@ -268,7 +269,6 @@ def plan_combinations(
     if per_size is not None and per_size < 1:
         raise BenchError(f"combinations per size must be at least 1; got {per_size}")
     candidates = label_candidates(graph, include_abstract)
-    check_sizes(sizes, len(candidates), graph)
     positive = clean.positive
     planned: list[PlannedCombination] = []
     for k in sorted(set(sizes)):

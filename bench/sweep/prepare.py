@@ -37,16 +37,15 @@ from bench.precision import with_precision
 from bench.sweep.checks import SAMPLE, Check, Probe, black_box_check, run_probes
 from bench.sweep.config import AttackSetting, attack_settings
 from bench.sweep.pairs import PairQueue
-from bench.sweep.progress import RunningRates, StageTimes, SweepProgress
-from bench.sweep.protocol import (
+from bench.sweep.planning import (
     CleanPredictions,
     PlannedCombination,
-    check_sizes,
     clean_predictions,
     label_candidates,
     plan_combinations,
     shard_of,
 )
+from bench.sweep.progress import RunningRates, StageTimes, SweepProgress
 from bench.sweep.rows import ExampleSpec
 from bench.sweep.transfer import TransferTarget, check_names
 from kg.closure import GraphTensors
@@ -244,11 +243,10 @@ def prepare_sweep(
     settings = attack_settings(config)
     protocol = config.protocol
     numerics.require(protocol.cpu_numerics)
-    # Every input check before any work or any write: bad ε, τ or steps, or a size too large.
+    # Every input check before any work or any write: bad ε, τ or steps (|Ω|: sweep_config).
     attacks = {s: s.create() for s in settings}
     bind_graph(attacks.values(), graph)  # MLA-KG's edges (Attack.uses_graph); the sweep's outputs are the nodes
     candidates = len(label_candidates(graph, protocol.include_abstract))
-    check_sizes(config.sizes, candidates, graph)
     check_names(request.transfer)
     store.check_config(config)
     device = request.device
@@ -270,7 +268,7 @@ def prepare_sweep(
         raise no_eligible(config, clean, candidates)
     mine = shard_of(planned, config.shard_index, config.shard_count)
     size = pair_batch_size(model, tuple(dataset[int(clean.indices[0])][0].shape), request.batch_size)
-    fingerprint = numerics.fingerprint(device, protocol.precision, size, protocol.cpu_numerics)
+    fingerprint = numerics.row_numerics(device, protocol.precision, size, protocol.cpu_numerics)
     attacked = [c for c in mine if c.images]
     with times("graph store"):  # before the run's records: a store that fails leaves none
         _, descendants = closure_masks(graph, attacked, request.graph_store, request.graph_db)
@@ -279,7 +277,7 @@ def prepare_sweep(
         if record_machine:
             machine = store.use_machine(run_id, fingerprint, allow_mixed=request.allow_mixed_numerics)
         else:
-            machine = numerics.machine_id(fingerprint)
+            machine = numerics.row_numerics_id(fingerprint)
         _record_combinations(store, run_id, mine)
         store.write_clean_stats(run_id, *clean_stats(clean, dataset, defended))
     with times("resume bookkeeping"):

@@ -9,8 +9,9 @@ two attacks that are not Auto-PGD (MLA-LP's linear programs, ML-DP's DeepFool it
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from functools import partial
 from typing import Any
 
 from bench.errors import BenchError, InvalidValue, unknown
@@ -211,6 +212,29 @@ class SweepOptions:
         check_precision(self.precision)
         check_mode(self.cpu_numerics)
 
+    @classmethod
+    def from_text(cls, **given: Any) -> SweepOptions:
+        """Options as a command line gives them: ``attacks`` as ``bench.names.parse_attacks``
+        reads it (``"all"`` or ``"gmla,mla-u"``), ``eps`` and ``tau`` as ``parse_floats``, ``sizes``
+        as ``parse_sizes`` (text or ``None``); the others as they are."""
+        from bench.names import parse_attacks
+
+        readers: dict[str, Callable[[str], Any]] = {
+            "attacks": parse_attacks,
+            "eps": partial(parse_floats, what="eps"),
+            "tau": partial(parse_floats, what="tau"),
+            "sizes": parse_sizes,
+        }
+        for name, read in readers.items():
+            if isinstance(given.get(name), str):
+                given[name] = read(given[name])
+        return cls(**given)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The options' names, in order (a command's parameters of the same names fill them)."""
+        return tuple(f.name for f in fields(cls))
+
     def filled(self, preset: Preset, dataset: str) -> SweepOptions:
         """Every option that was not given (``None``) from ``preset`` for ``dataset``."""
         from bench.attacks import ATTACKS, list_attacks
@@ -230,3 +254,45 @@ class SweepOptions:
         }
         missing = {f.name for f in fields(self) if getattr(self, f.name) is None}
         return replace(self, **{name: defaults[name] for name in missing})
+
+
+def parse_floats(text: str, what: str) -> tuple[float, ...]:
+    """``0.01``, ``0.01,0.03`` or ``START:STOP:STEP`` (inclusive) → values, each once, for the
+    option ``what`` (``eps``, ``tau``)."""
+    values: list[float] = []
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            if ":" in part:
+                start, stop, step = (float(x) for x in part.split(":"))
+                if step <= 0 or stop < start:
+                    raise ValueError
+                n = round((stop - start) / step)
+                values += [round(start + i * step, 10) for i in range(n + 1)]
+            else:
+                values.append(float(part))
+    except ValueError:
+        raise BenchError(
+            f"{{{what}}} {text!r}: give a number, a comma list (0.01,0.02) or START:STOP:STEP", options=[what]
+        ) from None
+    if not values:
+        raise BenchError(f"{{{what}}} is empty", options=[what])
+    return tuple(dict.fromkeys(values))
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """``3``, ``1-5`` or ``1,3`` → target set sizes |Ω|, sorted, each once."""
+    sizes: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            lo, _, hi = part.partition("-")
+            first, last = int(lo), int(hi or lo)
+            if last < first:
+                raise ValueError
+            sizes += range(first, last + 1)
+    except ValueError:
+        raise BenchError(
+            f"{{sizes}} {text!r}: give a size (3), a range (1-5) or a list (1,3)", options=["sizes"]
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise BenchError(f"{{sizes}} {text!r}: sizes start at 1", options=["sizes"])
+    return tuple(sorted(set(sizes)))

@@ -21,7 +21,7 @@ from bench.attacks.targets import PairTargets, omega_masks, pair_targets
 from bench.errors import BenchError, InvalidValue
 from bench.examples import save_example, stem_for
 from bench.metrics import PairMetrics, Summary, combination_rates, pair_metrics, summarize
-from bench.sweep.protocol import first_eligible
+from bench.sweep.planning import first_eligible
 from kg.closure import GraphTensors
 from kg.graph import LabelGraph
 

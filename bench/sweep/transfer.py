@@ -8,7 +8,7 @@ depends on its batch-mates). Per pair and target:
 
 * the target's clean prediction on the clean image (logit > 0);
 * ``eligible``: that prediction has every label of Ω positive and is globally consistent with
-  the graph, as the protocol requires of an attacked image (``bench.sweep.protocol``);
+  the graph, as the protocol requires of an attacked image (``bench.sweep.planning``);
 * Ψ = h(Ω, G) recomputed from the target's clean prediction (``pair_targets``, the run's
   closure rule and the graph store's descendants of Ω);
 * ``success``, ``consistent`` and ``ntr_share`` on the target (``bench.metrics.pair_metrics``
