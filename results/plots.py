@@ -21,11 +21,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from bench.errors import AmbiguousChoice, BenchError
 from bench.fileio import atomic_write
@@ -41,6 +40,9 @@ from results.tables import (
     ordered,
 )
 from results.views import ANY, AXIS_LABELS, Selection, fetch_dicts, only_attacks, pick, run_ids, summary
+
+if TYPE_CHECKING:  # matplotlib loads when a figure is drawn, not with the command line
+    from matplotlib.figure import Figure
 
 
 class PlotKind(str, Enum):
@@ -116,6 +118,8 @@ def _sweep_figure(
         curves = {a: c for a, c in curves.items() if len({r["tau"] for r in c}) > 1}
         if not curves:
             raise BenchError(f"no attack of run {run!r} was run at several τ (GMLA with a τ list)")
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(4.2 * len(metrics), 3.4), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     names = ordered(set(curves), list(ATTACK_NAMES))
@@ -179,6 +183,8 @@ def _iterations_figure(
     by_attack: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_attack[r["attack"]].append(r)
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7.4, 3.8), layout="constrained")
     ax = fig.subplots()
     for attack in ordered(set(by_attack), list(ATTACK_NAMES)):
@@ -215,6 +221,9 @@ def _rmsd_figure(con: duckdb.DuckDBPyConnection, run: str, selection: Selection,
     names = ordered(set(by_attack), list(ATTACK_NAMES))
     values = [r["rmsd"] for r in rows if r["rmsd"] is not None]
     edges = np.linspace(0.0, max(values) if values else 1.0, RMSD_BINS + 1)
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     fig = Figure(figsize=(4.2 * len(names), 3.4), layout="constrained")
     axes = fig.subplots(1, len(names), squeeze=False, sharex=True)[0]
     for ax, attack in zip(axes, names):
