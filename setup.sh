@@ -125,6 +125,30 @@ rerun_bitwise_tests() {
     return $rc
 }
 
+# The whole suite as two pytest processes at once, one torch thread each: one process alone
+# keeps one of the two cores busy (subprocesses, DuckDB, the Neo4j server's round trips). The
+# files that use the one Neo4j server or start Ray, and the numerics tests, run in the first;
+# the rest in the second, shown as it runs; the first's report follows. Each has its own data
+# and temporary folders (tests/conftest.py).
+run_suite_in_two() {
+    local tmp rc_shared rc_rest
+    local -a shared rest
+    tmp=$(mktemp -d /tmp/semattack-tests.XXXXXX)
+    mapfile -t shared < <({ grep -l -i -E "neo4j|run_sweep_ray|--ray" tests/test_*.py; echo tests/test_numerics.py; } | sort -u)
+    mapfile -t rest < <(ls tests/test_*.py | grep -v -x -F -f <(printf '%s\n' "${shared[@]}"))
+    BENCH_TEST_THREADS=1 .venv/bin/python -m pytest -p no:cacheprovider --basetemp="$tmp/shared" "${shared[@]}" \
+        >"$tmp/shared.log" 2>&1 &
+    local pid=$!
+    BENCH_TEST_THREADS=1 .venv/bin/python -m pytest -p no:cacheprovider --basetemp="$tmp/rest" "${rest[@]}"
+    rc_rest=$?
+    wait "$pid"
+    rc_shared=$?
+    echo "setup: the other process (${#shared[@]} files: Neo4j, Ray, numerics):"
+    cat "$tmp/shared.log"
+    rm -rf "$tmp"
+    ((rc_rest == 0 && rc_shared == 0))
+}
+
 case "${1:-}" in
     demo)
         shift
@@ -143,7 +167,11 @@ case "${1:-}" in
             rerun_bitwise_tests
             emulated=$?
         fi
-        .venv/bin/python -m pytest "$@"
+        if [[ $# -eq 0 ]]; then
+            run_suite_in_two
+        else
+            .venv/bin/python -m pytest "$@"
+        fi
         rc=$?
         if [[ $rc -eq 5 ]]; then
             echo "setup: pytest collected no tests"
