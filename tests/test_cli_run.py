@@ -428,3 +428,26 @@ def test_the_next_hint_is_one_pasteable_line(tmp_path):
     assert args[:4] == ["bench", "table", "--run", "mine.1"] and args[4:6] == ["--db", str(db)], args
     shown = invoke(*args[1:])
     assert shown.exit_code == 0 and "GMLA" in shown.output, shown.output
+
+
+def test_build_sweep_from_python_is_bench_run(tmp_path):
+    """``bench.sweep.build_sweep`` with ``bench run``'s options by name: the same run id and
+    the same rows as the command (the command is its options plus this call)."""
+    from bench.sweep import SweepOptions, build_sweep
+
+    done = invoke(*SWEEP, "--db", str(tmp_path / "cli.duckdb"), "--quiet")
+    assert done.exit_code == 0, done.output
+    options = SweepOptions.from_text(
+        attacks="gmla,ml-dp", sizes="1-2", eps="0.06", iterations=10, images_per_combination=3, combinations_per_size=4
+    )
+    said: list[str] = []
+    sweep = build_sweep(
+        NAME, preset="fast", options=options, batch_size=2, db=tmp_path / "lib.duckdb", report=said.append
+    )
+    outcome = sweep.run()
+    assert outcome.finished and outcome.written > 0
+    assert query(tmp_path / "lib.duckdb", "SELECT run_id FROM runs") == query(
+        tmp_path / "cli.duckdb", "SELECT run_id FROM runs"
+    )
+    assert query(tmp_path / "lib.duckdb", ROW_SQL) == query(tmp_path / "cli.duckdb", ROW_SQL), "the command's rows"
+    assert any(line.startswith("model: the newest trained for") for line in said), said

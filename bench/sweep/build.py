@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from bench import numerics
 from bench.defenses import Defense, create_defense
 from bench.devices import resolve_device
 from bench.errors import BenchError
@@ -193,6 +194,7 @@ def build_sweep(
     from kg.stores import check_store
 
     said: list[tuple[Report, str]] = []  # what to report, once every input has passed its checks
+    numerics.pin((options or SweepOptions()).cpu_numerics)  # as the `bench` command does at its start
     chosen = get_preset(preset) if isinstance(preset, str) else preset
     shard_index, shard_count = shard
     if not 0 <= shard_index < shard_count:
