@@ -270,7 +270,7 @@ def run_command(
     """
     from bench.sweep import RayCluster, SweepOptions, build_sweep
 
-    given = locals()
+    given = locals()  # the parameters named after SweepOptions' fields fill them by name
     steps = {"mla-lp": lp_iterations, "ml-dp": dp_iterations, "square": queries, "square-g": queries}
     options = SweepOptions.from_text(
         steps={a: n for a, n in steps.items() if n is not None} or None,

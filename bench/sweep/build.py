@@ -85,7 +85,7 @@ def load_inputs(
 
     if dataset is None and model is None:
         raise BenchError("give {dataset} (its newest trained model is used) or {model}", options=["dataset", "model"])
-    device = resolve_device(device) if isinstance(device, str) else device
+    device = resolve_device(device)
     loaded = load_sweep_model(
         dataset or "", model, device, trust, image_size=image_size, arch=arch, embeddings=embeddings
     )
@@ -194,7 +194,8 @@ def build_sweep(
     from kg.stores import check_store
 
     said: list[tuple[Report, str]] = []  # what to report, once every input has passed its checks
-    numerics.pin((options or SweepOptions()).cpu_numerics)  # as the `bench` command does at its start
+    options = options or SweepOptions()  # the preset's, all of them
+    numerics.pin(options.cpu_numerics)  # as the `bench` command does at its start
     chosen = get_preset(preset) if isinstance(preset, str) else preset
     shard_index, shard_count = shard
     if not 0 <= shard_index < shard_count:
@@ -216,11 +217,11 @@ def build_sweep(
                 options=["transfer_to", "ray"],
             )
     chosen_defense = defense_for(defense, eot, ray)
-    dev = resolve_device(device) if isinstance(device, str) else device
+    dev = resolve_device(device)
     inputs = load_inputs(
         dataset,
         model,
-        split=(options or SweepOptions()).split,
+        split=options.split,
         device=dev,
         trust=trust,
         image_size=image_size,
